@@ -1,0 +1,211 @@
+"""Loading and validating the gateway's configuration (the Higress `ai-proxy` dialect).
+
+Everything is checked once, here: a `ConfigError` names the field path
+(`routes[1].provider.modelMapping`) and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import msgspec
+import yaml
+from msgspec import Meta, Struct
+
+from .errors import ConfigError
+from .mapping import ModelMapper, SettingsApplier
+
+if TYPE_CHECKING:
+    from .provider import Provider
+
+DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
+
+
+class CustomSetting(Struct, rename="camel", forbid_unknown_fields=True):
+    name: Annotated[str, Meta(min_length=1)]
+    value: Any
+    mode: Literal["auto", "raw"] = "auto"
+    overwrite: bool = True
+
+
+class ContextSource(Struct, rename="camel", forbid_unknown_fields=True):
+    file_url: Annotated[str, Meta(min_length=1)]
+    service_name: Annotated[str, Meta(min_length=1)]
+    service_port: Annotated[int, Meta(ge=1, le=65535)]
+
+
+class ProviderConfig(Struct, rename="camel", forbid_unknown_fields=True):
+    """The fields every provider shares; its own fields are in `Provider.Settings`."""
+
+    type: str
+    api_tokens: list[str] = []
+    timeout: Annotated[int, Meta(ge=1)] = 120000
+    model_mapping: dict[str, str] = {}
+    protocol: Literal["openai", "original"] = "openai"
+    context: ContextSource | None = None
+    custom_settings: list[CustomSetting] = []
+
+
+class _TopLevel(Struct, rename="camel", forbid_unknown_fields=True):
+    provider: dict[str, Any] | None = None
+    routes: list[_RouteEntry] | None = None
+    max_body_size: Annotated[int, Meta(ge=1)] = DEFAULT_MAX_BODY_SIZE
+
+
+class _RouteEntry(Struct, forbid_unknown_fields=True):
+    path: str
+    provider: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A path prefix served by one configured provider."""
+
+    prefix: str
+    provider: Provider
+    model_mapper: ModelMapper
+    settings: SettingsApplier
+
+    def matches(self, path: str) -> bool:
+        p = self.prefix
+        return p == "/" or path == p or (path.startswith(p) and path[len(p)] == "/")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A validated configuration, as `load_config` returns it."""
+
+    routes: tuple[Route, ...]
+    catch_all: bool
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE
+
+    def route_for(self, path: str) -> Route | None:
+        """The route with the longest prefix that holds `path`, if any."""
+        for route in self.routes:  # sorted longest prefix first
+            if route.matches(path):
+                return route
+        return None
+
+
+def load_config(source: str | os.PathLike[str] | dict[str, Any] | Config) -> Config:
+    """Read and validate a configuration from a YAML file path or a dict."""
+    if isinstance(source, Config):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            data = yaml.safe_load(Path(source).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {source}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {source} is not valid YAML: {exc}") from None
+    elif isinstance(source, dict):
+        data = source
+    else:
+        raise ConfigError(f"config must be a YAML file path or a dict, not {type(source).__name__}")
+    if not isinstance(data, dict):
+        raise ConfigError("config: expected a mapping with `provider` or `routes`")
+    data = _expand_env(data, "")
+    top = _convert(data, _TopLevel, "")
+    if (top.provider is None) == (top.routes is None):
+        raise ConfigError("config: give exactly one of `provider` (one provider for every AI path)"
+                          " or `routes` (a provider per path prefix)")
+    if top.provider is not None:
+        routes = [_route("/", top.provider, "provider")]
+    else:
+        routes, seen = [], set()
+        for i, entry in enumerate(top.routes or ()):
+            prefix = _prefix(entry.path, f"routes[{i}].path")
+            if prefix in seen:
+                raise ConfigError(f"routes[{i}].path: prefix {prefix!r} is configured twice")
+            seen.add(prefix)
+            routes.append(_route(prefix, entry.provider, f"routes[{i}].provider"))
+        if not routes:
+            raise ConfigError("routes: must list at least one route")
+    routes.sort(key=lambda r: len(r.prefix), reverse=True)
+    return Config(tuple(routes), top.provider is not None, top.max_body_size)
+
+
+def _route(prefix: str, raw: dict[str, Any], where: str) -> Route:
+    from providers import get_provider, provider_names  # the core names no provider itself
+
+    kind = raw.get("type")
+    if not isinstance(kind, str):
+        raise ConfigError(f"{where}.type: required, one of {', '.join(provider_names())}")
+    cls = get_provider(kind)
+    if cls is None:
+        raise ConfigError(f"{where}.type: unknown provider type {kind!r};"
+                          f" known types: {', '.join(provider_names())}")
+    common_keys = {f.encode_name for f in msgspec.structs.fields(ProviderConfig)}
+    common = _convert({k: v for k, v in raw.items() if k in common_keys}, ProviderConfig, where)
+    own = _convert({k: v for k, v in raw.items() if k not in common_keys}, cls.Settings, where)
+    tokens = common.api_tokens
+    if cls.requires_token and not any(tokens):
+        raise ConfigError(f"{where}.apiTokens: provider {kind!r} needs at least one API token")
+    if cls.max_tokens is not None and len(tokens) > cls.max_tokens:
+        raise ConfigError(f"{where}.apiTokens: provider {kind!r} takes at most {cls.max_tokens}"
+                          f" token(s), got {len(tokens)}")
+    try:
+        mapper = ModelMapper(common.model_mapping)
+    except ValueError as exc:
+        raise ConfigError(f"{where}.modelMapping{exc}") from None
+    try:
+        provider = cls(common, own)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}.{exc}") from None
+    column = "openai" if common.protocol == "openai" else cls.settings_column
+    try:
+        settings = SettingsApplier(common.custom_settings, column)
+    except ValueError as exc:
+        raise ConfigError(f"{where}.customSettings{exc}") from None
+    return Route(prefix, provider, mapper, settings)
+
+
+def _prefix(path: str, where: str) -> str:
+    if not path.startswith("/") or "?" in path or "#" in path:
+        raise ConfigError(f"{where}: must be an absolute path such as /ai, got {path!r}")
+    return path.rstrip("/") or "/"
+
+
+_ENV = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand_env(value: Any, where: str) -> Any:
+    """Replace `${NAME}` in every string with the environment's value (`$$` is a literal `$`)."""
+    if isinstance(value, str):
+        def sub(m: re.Match[str]) -> str:
+            if m.group(0) == "$$":
+                return "$"
+            name = m.group(1)
+            if name not in os.environ:
+                raise ConfigError(f"{where or 'config'}: environment variable {name} is not set")
+            return os.environ[name]
+        return _ENV.sub(sub, value) if "$" in value else value
+    if isinstance(value, dict):
+        return {k: _expand_env(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+_MSG = re.compile(r"^(.*?)(?: - at `\$(.*)`)?$", re.S)
+_FIELD = re.compile(r"^Object (contains unknown|missing required) field `([^`]*)`$")
+
+
+def _convert(data: Any, cls: type[Any], where: str) -> Any:
+    try:
+        return msgspec.convert(data, cls, str_keys=True)
+    except msgspec.ValidationError as exc:
+        what, at = _MSG.match(str(exc)).groups()  # type: ignore[union-attr]
+        path = where + (at or "")
+        field = _FIELD.match(what)
+        if field:
+            path = f"{path}.{field.group(2)}" if path else field.group(2)
+            what = ("unknown field (check its spelling and the provider's field list)"
+                    if field.group(1) == "contains unknown" else "required field is missing")
+        else:
+            what = what[0].lower() + what[1:]
+        raise ConfigError(f"{path.lstrip('.') or 'config'}: {what}") from None

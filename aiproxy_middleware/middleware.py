@@ -1,0 +1,208 @@
+"""The ASGI middleware: route matching, request checks, and the per-request responder."""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+import httpx
+from msgspec import UNSET
+
+from .config import Config, Route, load_config
+from .errors import ProxyError, bad_request
+from .openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody
+from .provider import Call, Endpoint
+from .relay import Relay
+from .transport import default_client
+
+logger = logging.getLogger("aiproxy_middleware")
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+
+
+class AIProxyMiddleware:
+    """Serves OpenAI's chat and embeddings APIs from configured LLM providers.
+
+    Requests whose path ends in `/v1/chat/completions` or `/v1/embeddings` (and, with
+    `routes`, every path under a configured prefix) are answered here; all others go to `app`.
+
+    `config` is a YAML file path, a dict, or what `load_config` returns. `http_client`, when
+    given, carries every upstream call; otherwise the middleware opens its own client at
+    lifespan start-up (or on first use) and closes it at shutdown.
+    """
+
+    def __init__(self, app: Any, config: str | dict[str, Any] | Config,
+                 http_client: httpx.AsyncClient | None = None) -> None:
+        self.app = app
+        self.config = load_config(config)
+        self._client = http_client
+        self._owns_client = http_client is None
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            route = self.config.route_for(scope["path"])
+            if route is not None:
+                endpoint = Endpoint.for_path(scope["path"])
+                if endpoint is not None or not self.config.catch_all:
+                    await ProxyResponder(self, route, endpoint)(scope, receive, send)
+                    return
+        elif kind == "lifespan":
+            receive = self._lifespan_receive(receive)
+        await self.app(scope, receive, send)
+
+    @property
+    def http_client(self) -> httpx.AsyncClient:
+        """The client for upstream calls, opened on first use if lifespan did not open it."""
+        client = self._client
+        if client is None:
+            client = self._client = default_client()
+        return client
+
+    async def aclose(self) -> None:
+        """Close the middleware's own HTTP client (an injected client is left open)."""
+        client, self._client = self._client, None
+        if client is not None and self._owns_client:
+            await client.aclose()
+        elif not self._owns_client:
+            self._client = client
+
+    def _lifespan_receive(self, receive: Any) -> Any:
+        async def lifespan_receive() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                _ = self.http_client
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+            return message
+        return lifespan_receive
+
+
+class ProxyResponder:
+    """Handles one request on a configured route, from checks to the relayed answer."""
+
+    def __init__(self, middleware: AIProxyMiddleware, route: Route,
+                 endpoint: Endpoint | None) -> None:
+        self.middleware = middleware
+        self.route = route
+        self.endpoint = endpoint
+        self.original = route.provider.config.protocol == "original"
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        relay = Relay(self.route.provider, send)
+        try:
+            call = await self._call(scope, receive)
+            await relay.run(call, self.middleware.http_client, receive)
+        except ProxyError as exc:
+            await relay.fail(exc)
+        except Exception:
+            logger.exception("aiproxy: unexpected error on %s %s", scope["method"], scope["path"])
+            await relay.fail(ProxyError(500, "the gateway failed to handle this request",
+                                        "server_error", "internal_error"))
+
+    async def _call(self, scope: Scope, receive: Any) -> Call:
+        path = scope["path"]
+        if self.endpoint is None and not self.original:
+            raise ProxyError(404, f"no AI API at {path}: this route serves paths ending in"
+                             " /v1/chat/completions and /v1/embeddings",
+                             "invalid_request_error", "not_found")
+        if scope["method"] != "POST":
+            raise ProxyError(405, f"method {scope['method']} is not allowed on {path}; use POST",
+                             "invalid_request_error", "method_not_allowed")
+        headers = scope["headers"]
+        _check_content_type(headers)
+        body = JsonBody.decode(await _read_body(receive, headers, self.middleware.config.max_body_size))
+        route = self.route
+        if route.settings:
+            route.settings.apply(body)
+        if self.original:
+            return self._original_call(scope, body)
+        request: ChatCompletionRequest | EmbeddingsRequest
+        stream = False
+        if self.endpoint is Endpoint.CHAT:
+            request = body.typed(ChatCompletionRequest)
+            if not request.messages:
+                raise bad_request("'messages' must hold at least one message", param="messages")
+            stream = bool(request.stream)
+            if stream and (request.stream_options is None
+                           or request.stream_options.include_usage is UNSET):
+                options = body.get("stream_options") or {}
+                options["include_usage"] = True
+                body.set("stream_options", options)
+        else:
+            request = body.typed(EmbeddingsRequest)
+            if request.input == [] or request.input == "":
+                raise bad_request("'input' must not be empty", param="input")
+        provider = route.provider
+        if self.endpoint not in provider.endpoints:
+            raise ProxyError(404, f"provider {provider.name!r} does not offer"
+                             f" {self.endpoint.value.rsplit('/', 1)[-1]}",  # type: ignore[union-attr]
+                             "invalid_request_error", "unsupported_endpoint")
+        model = route.model_mapper(request.model)
+        if not model:
+            raise bad_request("missing 'model': give one in the request or configure a"
+                              " modelMapping fallback ('*')", "missing_model", "model")
+        if model != request.model:
+            body.set("model", model)
+        return Call(self.endpoint, body, request, model, request.model, self._token(), stream,
+                    _relative(path, route.prefix), _query(scope), headers)
+
+    def _original_call(self, scope: Scope, body: JsonBody) -> Call:
+        requested = body.get("model", str, "") if "model" in body else ""
+        model = self.route.model_mapper(requested) if "model" in body else ""
+        if model != requested:
+            body.set("model", model)
+        stream = body.get("stream") is True
+        return Call(None, body, None, model, requested, self._token(), stream,
+                    _relative(scope["path"], self.route.prefix), _query(scope), scope["headers"])
+
+    def _token(self) -> str:
+        tokens = self.route.provider.config.api_tokens
+        return random.choice(tokens) if tokens else ""
+
+
+def _relative(path: str, prefix: str) -> str:
+    return path if prefix == "/" else path[len(prefix):] or "/"
+
+
+def _query(scope: Scope) -> str:
+    return scope.get("query_string", b"").decode("latin-1")
+
+
+def _check_content_type(headers: list[tuple[bytes, bytes]]) -> None:
+    for name, value in headers:
+        if name == b"content-type":
+            media = value.split(b";", 1)[0].strip().lower()
+            if media != b"application/json" and not media.endswith(b"+json"):
+                raise ProxyError(415, f"content type {media.decode('latin-1')!r} is not supported;"
+                                 " send application/json", "invalid_request_error",
+                                 "unsupported_media_type")
+            return
+
+
+async def _read_body(receive: Any, headers: list[tuple[bytes, bytes]], limit: int) -> bytes:
+    too_large = ProxyError(413, f"the request body is larger than {limit} bytes",
+                           "invalid_request_error", "request_too_large")
+    for name, value in headers:
+        if name == b"content-length":
+            if value.isdigit() and int(value) > limit:
+                raise too_large
+            break
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ProxyError(499, "the client closed the connection", "invalid_request_error",
+                             "client_closed")
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -1,0 +1,305 @@
+"""OpenAI's chat and embeddings wire types, and the JSON body that carries them.
+
+Requests are decoded once into a `JsonBody`: each top-level field stays raw JSON until
+something reads it, so fields this module does not name reach the provider byte for byte.
+`JsonBody.typed` reads the fields a Struct names into that Struct, for validation and for
+providers that convert the request.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal, TypeVar
+
+import msgspec
+from msgspec import UNSET, Raw, Struct, UnsetType
+
+from .errors import bad_request
+
+# ---- requests ---------------------------------------------------------------------------
+
+
+class ImageURL(Struct, omit_defaults=True):
+    url: str
+    detail: str | UnsetType = UNSET
+
+
+class ContentPart(Struct, omit_defaults=True):
+    """One part of a message's content: text, image_url, input_audio, file, ..."""
+
+    type: str
+    text: str | UnsetType = UNSET
+    image_url: ImageURL | UnsetType = UNSET
+    input_audio: dict[str, Any] | UnsetType = UNSET
+    file: dict[str, Any] | UnsetType = UNSET
+
+
+class FunctionCall(Struct, omit_defaults=True):
+    name: str | UnsetType = UNSET
+    arguments: str | UnsetType = UNSET
+
+
+class ToolCall(Struct, omit_defaults=True):
+    id: str | UnsetType = UNSET
+    type: str = "function"
+    function: FunctionCall | UnsetType = UNSET
+    index: int | UnsetType = UNSET
+
+
+class ChatMessage(Struct, omit_defaults=True):
+    role: str
+    content: str | list[ContentPart] | None = None
+    name: str | UnsetType = UNSET
+    tool_calls: list[ToolCall] | UnsetType = UNSET
+    tool_call_id: str | UnsetType = UNSET
+    reasoning_content: str | UnsetType = UNSET
+
+    def text(self) -> str:
+        """The message's text: the string content, or its text parts joined."""
+        if isinstance(self.content, str):
+            return self.content
+        if not self.content:
+            return ""
+        return "".join(p.text for p in self.content if p.type == "text" and p.text)
+
+
+class StreamOptions(Struct, omit_defaults=True):
+    include_usage: bool | UnsetType = UNSET
+
+
+class FunctionDefinition(Struct, omit_defaults=True):
+    name: str
+    description: str | UnsetType = UNSET
+    parameters: dict[str, Any] | UnsetType = UNSET
+    strict: bool | None | UnsetType = UNSET
+
+
+class Tool(Struct, omit_defaults=True):
+    type: str
+    function: FunctionDefinition | UnsetType = UNSET
+
+
+class NamedFunction(Struct):
+    name: str
+
+
+class ToolChoice(Struct, omit_defaults=True):
+    type: str
+    function: NamedFunction | UnsetType = UNSET
+
+
+class ResponseFormat(Struct, omit_defaults=True):
+    type: str
+    json_schema: dict[str, Any] | UnsetType = UNSET
+
+
+class ChatCompletionRequest(Struct, omit_defaults=True):
+    """The fields of a chat request that the gateway and its providers read."""
+
+    messages: list[ChatMessage]
+    model: str = ""
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    n: int | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    tools: list[Tool] | None = None
+    tool_choice: str | ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    reasoning_effort: str | None = None
+    user: str | None = None
+
+
+class EmbeddingsRequest(Struct, omit_defaults=True):
+    """The fields of an embeddings request that the gateway and its providers read."""
+
+    input: str | list[str | int | list[int]]
+    model: str = ""
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: int | None = None
+    user: str | None = None
+
+    def texts(self) -> list[str]:
+        """The inputs as a list of strings (token-array inputs are not text)."""
+        if isinstance(self.input, str):
+            return [self.input]
+        if not all(isinstance(item, str) for item in self.input):
+            raise bad_request("this provider takes text inputs, not token arrays", param="input")
+        return list(self.input)  # type: ignore[arg-type]
+
+
+# ---- responses --------------------------------------------------------------------------
+
+
+class PromptTokensDetails(Struct):
+    cached_tokens: int | UnsetType = UNSET
+
+
+class CompletionTokensDetails(Struct):
+    reasoning_tokens: int | UnsetType = UNSET
+
+
+class Usage(Struct):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    prompt_tokens_details: PromptTokensDetails | UnsetType = UNSET
+    completion_tokens_details: CompletionTokensDetails | UnsetType = UNSET
+
+
+class AssistantMessage(Struct):
+    role: str = "assistant"
+    content: str | None = None
+    reasoning_content: str | UnsetType = UNSET
+    tool_calls: list[ToolCall] | UnsetType = UNSET
+    name: str | UnsetType = UNSET
+
+
+class Choice(Struct):
+    index: int
+    message: AssistantMessage
+    finish_reason: str | None = None
+
+
+class ChatCompletion(Struct):
+    id: str
+    created: int
+    model: str
+    choices: list[Choice]
+    object: str = "chat.completion"
+    usage: Usage | UnsetType = UNSET
+
+
+class Delta(Struct):
+    role: str | UnsetType = UNSET
+    content: str | UnsetType = UNSET
+    reasoning_content: str | UnsetType = UNSET
+    tool_calls: list[ToolCall] | UnsetType = UNSET
+
+
+class ChunkChoice(Struct):
+    index: int
+    delta: Delta
+    finish_reason: str | None = None
+
+
+class ChatCompletionChunk(Struct):
+    id: str
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    object: str = "chat.completion.chunk"
+    usage: Usage | None | UnsetType = UNSET
+
+
+class Embedding(Struct):
+    index: int
+    embedding: list[float] | str
+    object: str = "embedding"
+
+
+class EmbeddingsUsage(Struct):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingsResponse(Struct):
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingsUsage
+    object: str = "list"
+
+
+# ---- the body ---------------------------------------------------------------------------
+
+T = TypeVar("T")
+S = TypeVar("S", bound=Struct)
+
+_envelope = msgspec.json.Decoder(dict[str, Raw])
+_encoder = msgspec.json.Encoder()
+_decoders: dict[Any, msgspec.json.Decoder] = {}
+_AT = re.compile(r"^(.*?)(?: - at `\$(.*)`)?$", re.S)
+
+
+def _decoder(tp: Any) -> msgspec.json.Decoder:
+    dec = _decoders.get(tp)
+    if dec is None:
+        dec = _decoders[tp] = msgspec.json.Decoder(tp)
+    return dec
+
+
+def _invalid(name: str, exc: msgspec.MsgspecError) -> Exception:
+    what, where = _AT.match(str(exc)).groups()  # type: ignore[union-attr]
+    param = name + (where or "")
+    return bad_request(f"invalid value for '{param}': {what}", "invalid_type", param)
+
+
+class JsonBody:
+    """A JSON object request body whose top-level fields stay raw JSON until read or set."""
+
+    __slots__ = ("_fields", "_raw", "_changed")
+
+    def __init__(self, fields: dict[str, Any], raw: bytes | None = None) -> None:
+        self._fields = fields
+        self._raw = raw
+        self._changed = raw is None
+
+    @classmethod
+    def decode(cls, data: bytes) -> JsonBody:
+        """Parse a request body; anything but a JSON object is a 400."""
+        try:
+            return cls(_envelope.decode(data), data)
+        except msgspec.ValidationError:
+            raise bad_request("the request body must be a JSON object", "invalid_json") from None
+        except msgspec.DecodeError as exc:
+            raise bad_request(f"the request body is not valid JSON: {exc}", "invalid_json") from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._fields
+
+    def get(self, name: str, tp: type[T] | Any = Any, default: Any = None) -> Any:
+        """The field decoded as `tp`, or `default` when absent; a mistyped field is a 400."""
+        value = self._fields.get(name, default)
+        if not isinstance(value, Raw):
+            return value
+        try:
+            return _decoder(tp).decode(value)
+        except msgspec.MsgspecError as exc:
+            raise _invalid(name, exc) from None
+
+    def set(self, name: str, value: Any) -> None:
+        self._fields[name] = value
+        self._changed = True
+
+    def pop(self, name: str) -> None:
+        if self._fields.pop(name, None) is not None:
+            self._changed = True
+
+    def typed(self, cls: type[S]) -> S:
+        """The fields `cls` names, decoded into it; missing or mistyped fields are a 400."""
+        values = {}
+        for field in msgspec.structs.fields(cls):
+            if field.encode_name in self._fields:
+                values[field.name] = self.get(field.encode_name, field.type)
+            elif field.required:
+                raise bad_request(f"missing required parameter '{field.encode_name}'",
+                                  "missing_required_parameter", field.encode_name)
+        return cls(**values)
+
+    def encode(self) -> bytes:
+        """The body as JSON: the original bytes when nothing changed."""
+        if not self._changed and self._raw is not None:
+            return self._raw
+        return _encoder.encode(self._fields)
+
+
+def encode(value: Any) -> bytes:
+    """JSON-encode a Struct or builtin value."""
+    return _encoder.encode(value)

@@ -1,0 +1,138 @@
+"""What a provider is to the core: the interface every module in `providers/` implements.
+
+The core decodes the client's request, maps the model, picks a token and applies
+customSettings; the provider turns that `Call` into the upstream request, and converts
+the upstream's answer back. A provider that speaks OpenAI's format converts nothing.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar, Protocol
+from urllib.parse import urlsplit
+
+import httpx
+from msgspec import Struct
+
+if TYPE_CHECKING:
+    from .config import ProviderConfig
+    from .openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody
+
+
+class Endpoint(enum.Enum):
+    """The OpenAI APIs the gateway serves, by the path suffix that selects them."""
+
+    CHAT = "/v1/chat/completions"
+    EMBEDDINGS = "/v1/embeddings"
+
+    @classmethod
+    def for_path(cls, path: str) -> Endpoint | None:
+        if path.endswith("/v1/chat/completions"):
+            return cls.CHAT
+        if path.endswith("/v1/embeddings"):
+            return cls.EMBEDDINGS
+        return None
+
+
+@dataclass(slots=True)
+class Call:
+    """One client request, decoded and mapped, as a provider sees it."""
+
+    endpoint: Endpoint | None
+    """The OpenAI API called; None under `protocol: original`."""
+    body: JsonBody
+    """The client's JSON body, with model mapping and customSettings applied."""
+    request: ChatCompletionRequest | EmbeddingsRequest | None
+    """The body's typed view (protocol `openai` only)."""
+    model: str
+    """The model to ask the provider for, after modelMapping."""
+    requested_model: str
+    token: str
+    """The API token chosen for this request ("" when none is configured)."""
+    stream: bool
+    path: str
+    """The request path, less the route's prefix."""
+    query: str
+    client_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class UpstreamRequest:
+    """What to send to the provider."""
+
+    url: str
+    headers: dict[str, str]
+    body: bytes
+    method: str = "POST"
+
+
+class StreamConverter(Protocol):
+    """Turns a provider's streamed bytes into OpenAI `chat.completion.chunk` SSE bytes."""
+
+    def feed(self, data: bytes) -> bytes: ...
+
+    def close(self) -> bytes: ...
+
+
+class NoSettings(Struct, forbid_unknown_fields=True):
+    """A provider with no fields of its own."""
+
+
+class Provider:
+    """One configured upstream service. Subclasses live in `providers/`, one per module."""
+
+    name: ClassVar[str]
+    """The config `type` that selects this provider."""
+    Settings: ClassVar[type[Struct]] = NoSettings
+    """The provider's own config fields (camelCase in config), validated at load."""
+    requires_token: ClassVar[bool] = True
+    max_tokens: ClassVar[int | None] = None
+    """How many `apiTokens` the provider takes; None for any number."""
+    endpoints: ClassVar[frozenset[Endpoint]] = frozenset(Endpoint)
+    """The OpenAI APIs the provider offers."""
+    settings_column: ClassVar[str | None] = None
+    """Its column of the customSettings name table under `protocol: original`."""
+
+    def __init__(self, config: ProviderConfig, settings: Struct) -> None:
+        self.config = config
+        self.settings = settings
+        self.timeout = config.timeout / 1000
+
+    @property
+    def host(self) -> str:
+        """The upstream host, as error messages name it."""
+        return urlsplit(self.base_url()).netloc
+
+    def base_url(self) -> str:
+        """Scheme and host (and any base path) the requests go to."""
+        raise NotImplementedError
+
+    def request(self, call: Call) -> UpstreamRequest:
+        """The upstream request for an OpenAI-protocol call."""
+        raise NotImplementedError
+
+    def original_request(self, call: Call) -> UpstreamRequest:
+        """The upstream request under `protocol: original`: the client's path and body."""
+        url = self.base_url() + call.path + (f"?{call.query}" if call.query else "")
+        return UpstreamRequest(url, self.auth_headers(call), call.body.encode())
+
+    def auth_headers(self, call: Call) -> dict[str, str]:
+        """The headers that authenticate a request with the chosen token."""
+        return {"Authorization": f"Bearer {call.token}"} if call.token else {}
+
+    def convert_response(self, call: Call, body: bytes) -> bytes | None:
+        """The OpenAI-format body for a successful answer; None keeps the upstream's bytes."""
+        return None
+
+    def stream_converter(self, call: Call) -> StreamConverter | None:
+        """A converter for a streamed answer; None relays the upstream's bytes as they are."""
+        return None
+
+    def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
+        """The status and OpenAI error body for an upstream error; None keeps the upstream's."""
+        return None
+
+    def client(self, shared: httpx.AsyncClient) -> httpx.AsyncClient:
+        """The HTTP client for this provider's calls: the gateway's shared one by default."""
+        return shared

@@ -1,0 +1,187 @@
+"""Sending a call upstream and relaying the answer to the client through ASGI `send`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+import httpx
+
+from .errors import ProxyError, upstream_timeout, upstream_unreachable
+from .provider import Call, Provider
+
+logger = logging.getLogger("aiproxy_middleware")
+
+JSON = b"application/json"
+# Upstream response headers that describe the upstream connection, not the answer.
+_DROP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length",
+                   b"content-encoding", b"date", b"server", b"proxy-connection", b"upgrade",
+                   b"trailer", b"te", b"set-cookie", b"alt-svc"})
+
+
+class Relay:
+    """Owns one request's upstream exchange and its ASGI response."""
+
+    __slots__ = ("provider", "send", "started")
+
+    def __init__(self, provider: Provider, send: Any) -> None:
+        self.provider = provider
+        self.send = send
+        self.started = False
+
+    async def run(self, call: Call, shared: httpx.AsyncClient, receive: Any) -> None:
+        provider = self.provider
+        up = provider.request(call) if call.endpoint is not None else provider.original_request(call)
+        headers = up.headers
+        headers.setdefault("Content-Type", "application/json")
+        headers["Accept-Encoding"] = "identity"
+        if call.stream:
+            headers.setdefault("Accept", "text/event-stream")
+        client = provider.client(shared)
+        request = client.build_request(up.method, up.url, headers=headers, content=up.body,
+                                       timeout=provider.timeout)
+        if call.stream:
+            await self._stream(call, client, request, receive)
+            return
+        try:
+            with anyio.fail_after(provider.timeout):
+                response = await client.send(request, stream=True)
+                try:
+                    data = await response.aread()
+                finally:
+                    await response.aclose()
+        except (TimeoutError, httpx.TimeoutException):
+            raise self._timeout() from None
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
+        await self._answer(call, response, data)
+
+    async def _answer(self, call: Call, response: httpx.Response, data: bytes) -> None:
+        status = response.status_code
+        if status >= 400:
+            converted = self.provider.convert_error(call, status, data)
+            if converted is not None:
+                status, data = converted
+                await self._respond(status, [(b"content-type", JSON)], data)
+                return
+            logger.warning("aiproxy: %s answered %d", self.provider.name, status)
+        elif call.endpoint is not None:
+            converted_body = self.provider.convert_response(call, data)
+            if converted_body is not None:
+                await self._respond(status, [(b"content-type", JSON)], converted_body)
+                return
+        await self._respond(status, _headers(response), data)
+
+    async def _stream(self, call: Call, client: httpx.AsyncClient, request: httpx.Request,
+                      receive: Any) -> None:
+        converter = self.provider.stream_converter(call) if call.endpoint is not None else None
+        response: httpx.Response | None = None
+        error: ProxyError | None = None
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(_cancel_on_disconnect, receive, tasks.cancel_scope)
+            try:
+                with anyio.fail_after(self.provider.timeout):
+                    response = await client.send(request, stream=True)
+                    if response.status_code >= 400 or converter is None and not _is_sse(response):
+                        await self._answer(call, response, await response.aread())
+                    else:
+                        await self._relay(response, converter)
+            except (TimeoutError, httpx.TimeoutException):
+                error = self._timeout()
+            except httpx.TransportError as exc:
+                error = self._unreachable(exc)
+            except ProxyError as exc:
+                error = exc
+            finally:
+                tasks.cancel_scope.cancel()
+                if response is not None:
+                    with anyio.CancelScope(shield=True):
+                        await response.aclose()
+        if error is not None:
+            await self._fail_stream(error)
+
+    async def _relay(self, response: httpx.Response, converter: Any) -> None:
+        headers = _headers(response)
+        if converter is not None:
+            headers = [(b"content-type", b"text/event-stream")]
+        headers.append((b"cache-control", b"no-cache"))
+        await self.send({"type": "http.response.start", "status": response.status_code,
+                         "headers": headers})
+        self.started = True
+        send = self.send
+        async for chunk in response.aiter_raw():
+            if converter is not None:
+                chunk = converter.feed(chunk)
+            if chunk:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        tail = converter.close() if converter is not None else b""
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+    async def _fail_stream(self, error: ProxyError) -> None:
+        if not self.started:
+            raise error
+        logger.warning("aiproxy: stream from %s ended early: %s", self.provider.name, error.message)
+        await self.send({"type": "http.response.body", "body": b"data: " + error.body() + b"\n\n",
+                         "more_body": False})
+
+    async def fail(self, error: ProxyError) -> None:
+        """Answer `error` as OpenAI error JSON, or end a started stream with it."""
+        if self.started:
+            await self._fail_stream(error)
+            return
+        await self._respond(error.status, [(b"content-type", JSON)], error.body())
+
+    async def _respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        headers.append((b"content-length", str(len(body)).encode()))
+        if status == 405:
+            headers.append((b"allow", b"POST"))
+        self.started = True
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+        await self.send({"type": "http.response.body", "body": body})
+
+    def _timeout(self) -> ProxyError:
+        p = self.provider
+        logger.warning("aiproxy: %s (%s) timed out after %d ms", p.name, p.host, p.config.timeout)
+        return upstream_timeout(f"provider {p.name!r} ({p.host}) did not answer within"
+                                f" {p.config.timeout} ms")
+
+    def _unreachable(self, exc: httpx.TransportError) -> ProxyError:
+        p = self.provider
+        reason = _reason(exc)
+        logger.warning("aiproxy: %s (%s) unreachable: %s", p.name, p.host, reason)
+        return upstream_unreachable(f"could not reach provider {p.name!r} at {p.host}: {reason}")
+
+
+def _reason(exc: httpx.TransportError) -> str:
+    """A short account of a transport failure that cannot carry a secret."""
+    if isinstance(exc, httpx.ConnectError):
+        text = str(exc).lower()
+        if "refused" in text:
+            return "connection refused"
+        if "name" in text or "resolve" in text or "nodename" in text or "getaddrinfo" in text:
+            return "host name could not be resolved"
+        return "connection failed"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "the connection was closed before a complete answer"
+    if isinstance(exc, httpx.ReadError):
+        return "the connection broke while reading the answer"
+    if isinstance(exc, httpx.WriteError):
+        return "the connection broke while sending the request"
+    return type(exc).__name__
+
+
+def _headers(response: httpx.Response) -> list[tuple[bytes, bytes]]:
+    return [(k, v) for k, v in response.headers.raw if k.lower() not in _DROP]
+
+
+def _is_sse(response: httpx.Response) -> bool:
+    return response.headers.get("content-type", "").startswith("text/event-stream")
+
+
+async def _cancel_on_disconnect(receive: Any, scope: anyio.CancelScope) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            scope.cancel()
+            return

@@ -1,0 +1,105 @@
+"""The default upstream transport: httpx's interface over aiohttp's connection pool.
+
+Users inject any `httpx.AsyncClient`; when they do not, the gateway uses this transport,
+because httpx's own pool costs several times more per request under concurrency (see
+`benchmarks/README.md` for the figures). aiohttp's errors are raised as httpx's, so the
+core handles one family of exceptions whatever the transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+import httpx
+from multidict import CIMultiDict
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that sends requests with one shared `aiohttp.ClientSession`."""
+
+    def __init__(self, max_connections: int = 1000, keepalive_expiry: float = 30.0) -> None:
+        self._max_connections = max_connections
+        self._keepalive_expiry = keepalive_expiry
+        self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
+
+    def _open(self) -> aiohttp.ClientSession:
+        # Created on first use: aiohttp needs a running event loop.
+        connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0,
+                                         keepalive_timeout=self._keepalive_expiry,
+                                         ttl_dns_cache=300)
+        self._session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=aiohttp.ClientTimeout(total=None), skip_auto_headers=("User-Agent",))
+        return self._session
+
+    def _timeout(self, request: httpx.Request) -> aiohttp.ClientTimeout:
+        t = request.extensions.get("timeout") or {}
+        key = (t.get("connect"), t.get("read"))
+        timeout = self._timeouts.get(key)
+        if timeout is None:
+            timeout = self._timeouts[key] = aiohttp.ClientTimeout(
+                total=None, sock_connect=key[0], sock_read=key[1])
+        return timeout
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        session = self._session
+        if session is None or session.closed:
+            session = self._open()
+        headers = CIMultiDict((k.decode("latin-1"), v.decode("latin-1"))
+                              for k, v in request.headers.raw)
+        body = request.content if isinstance(request.stream, httpx.ByteStream) else await request.aread()
+        try:
+            response = await session.request(request.method, str(request.url), headers=headers,
+                                             data=body, allow_redirects=False,
+                                             timeout=self._timeout(request))
+        except aiohttp.ClientConnectorDNSError as exc:
+            raise httpx.ConnectError(f"name resolution failed: {exc.os_error}", request=request) from None
+        except aiohttp.ClientConnectorError as exc:
+            raise httpx.ConnectError(str(exc.os_error), request=request) from None
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            raise httpx.ReadTimeout("timed out waiting for the answer", request=request) from None
+        except aiohttp.ServerDisconnectedError:
+            raise httpx.RemoteProtocolError("server disconnected", request=request) from None
+        except aiohttp.ClientError as exc:
+            raise httpx.NetworkError(type(exc).__name__, request=request) from None
+        return httpx.Response(response.status, headers=list(response.raw_headers),
+                              stream=_ResponseStream(response, request),
+                              extensions={"http_version": b"HTTP/1.1"})
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class _ResponseStream(httpx.AsyncByteStream):
+    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
+        self._response = response
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            raise httpx.ReadTimeout("timed out reading the answer", request=self._request) from None
+        except aiohttp.ClientPayloadError:
+            raise httpx.RemoteProtocolError("the answer was cut short", request=self._request) from None
+        except aiohttp.ClientError as exc:
+            raise httpx.ReadError(type(exc).__name__, request=self._request) from None
+
+    async def aclose(self) -> None:
+        # An answer read to its end returns its connection to the pool; one abandoned part
+        # way (a client that went away) closes it, which stops the upstream generating.
+        if self._response.content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()
+
+
+def default_client() -> httpx.AsyncClient:
+    """The client the middleware opens when none is injected."""
+    return httpx.AsyncClient(transport=AiohttpTransport(), timeout=120.0, trust_env=False)

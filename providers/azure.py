@@ -1,0 +1,81 @@
+"""Azure OpenAI (`type: azure`).
+
+- `azureServiceUrl` (required) in one of three shapes:
+  1. a full API path (`.../openai/deployments/<name>/chat/completions?api-version=...`):
+     every request goes to exactly that URL;
+  2. a deployment (`.../openai/deployments/<name>?api-version=...`): the API path is added
+     (`/chat/completions`, `/embeddings`);
+  3. the resource alone (`https://<resource>.openai.azure.com?api-version=...`): the
+     deployment is the (mapped) model of each request.
+  The URL's query is sent with every request and must carry `api-version`, except on the
+  version-less v1 API (`/openai/v1`).
+- Auth: the `api-key` header; Azure takes exactly one token.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+from msgspec import Struct
+
+from aiproxy_middleware.config import ConfigError
+from aiproxy_middleware.provider import Call, Endpoint, UpstreamRequest
+
+from ._compatible import OpenAICompatible
+from .openai import split_custom_url
+
+_API_PATHS = {Endpoint.CHAT: "/chat/completions", Endpoint.EMBEDDINGS: "/embeddings"}
+
+
+class Settings(Struct, rename="camel", forbid_unknown_fields=True):
+    azure_service_url: str
+
+
+class Azure(OpenAICompatible):
+    name = "azure"
+    Settings = Settings
+    max_tokens = 1
+
+    def __init__(self, config: Any, settings: Settings) -> None:
+        super().__init__(config, settings)
+        self._base, path, query = split_custom_url(settings.azure_service_url, "azureServiceUrl")
+        if "api-version" not in parse_qs(query) and not path.startswith("/openai/v1"):
+            raise ConfigError("azureServiceUrl: must carry the api-version query parameter"
+                              " (e.g. ?api-version=2024-10-21)")
+        self._query = f"?{query}" if query else ""
+        self._deployment: str | None = None
+        self._fixed: str | None = None
+        if path.startswith("/openai/v1"):
+            self._fixed_v1 = path[: len("/openai/v1")]
+        else:
+            self._fixed_v1 = None
+        parts = path.split("/")
+        if self._fixed_v1:
+            pass
+        elif len(parts) == 4 and parts[1:3] == ["openai", "deployments"] and parts[3]:
+            self._deployment = parts[3]
+        elif path:
+            self._fixed = path + self._query
+
+    def base_url(self) -> str:
+        return self._base
+
+    def path(self, call: Call) -> str:
+        api = _API_PATHS[call.endpoint]  # type: ignore[index]
+        if self._fixed is not None:
+            return self._fixed
+        if self._fixed_v1 is not None:
+            return self._fixed_v1 + api + self._query
+        deployment = self._deployment or quote(call.model or "placeholder", safe="")
+        return f"/openai/deployments/{deployment}{api}{self._query}"
+
+    def auth_headers(self, call: Call) -> dict[str, str]:
+        return {"api-key": call.token}
+
+    def original_request(self, call: Call) -> UpstreamRequest:
+        query = call.query
+        if "api-version" not in parse_qs(query) and self._query:
+            query = f"{query}&{self._query[1:]}" if query else self._query[1:]
+        url = self._base + call.path + (f"?{query}" if query else "")
+        return UpstreamRequest(url, self.auth_headers(call), call.body.encode())

@@ -1,0 +1,95 @@
+"""OpenAI (`type: openai`), and any server that speaks its API at a custom URL.
+
+- Default host `https://api.openai.com`, `/v1/chat/completions`, `/v1/embeddings`, Bearer auth.
+- `openaiCustomUrl` (scheme optional, https by default; `http://` for local servers such as
+  vLLM or llama.cpp): a URL whose path ends in an API path (`.../chat/completions`,
+  `.../embeddings`, ...) receives every request as it is; any other path is a base that the
+  API paths, less their `/v1`, are joined to (`host/myai/v1` + `/v1/chat/completions` ->
+  `host/myai/v1/chat/completions`).
+- `responseJsonSchema`: the `response_format` object set on every chat request.
+- With no `apiTokens`, the client's own key is forwarded (from `Authorization`,
+  `x-api-key` or `x-authorization`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from msgspec import Struct
+
+from aiproxy_middleware.config import ConfigError
+from aiproxy_middleware.provider import Call, Endpoint
+
+from ._compatible import OpenAICompatible
+
+# A custom URL whose path ends in one of these names a single API endpoint.
+_DIRECT_SUFFIXES = ("/completions", "/embeddings", "/audio/speech", "/audio/transcriptions",
+                    "/audio/translations", "/images/generations", "/images/variations",
+                    "/images/edits", "/models", "/responses", "/fine_tuning/jobs",
+                    "/fine_tuning/checkpoints", "/realtime", "/videos")
+
+
+class Settings(Struct, rename="camel", forbid_unknown_fields=True):
+    openai_custom_url: str = ""
+    response_json_schema: dict[str, Any] | None = None
+
+
+def split_custom_url(url: str, field: str) -> tuple[str, str, str]:
+    """A custom URL as (scheme://host, path, query); the scheme defaults to https."""
+    if "://" not in url:
+        url = "https://" + url
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{field}: expected a URL such as https://host/v1, got {url!r}")
+    return f"{parts.scheme}://{parts.netloc}", parts.path.rstrip("/"), parts.query
+
+
+class OpenAI(OpenAICompatible):
+    name = "openai"
+    Settings = Settings
+    default_base_url = "https://api.openai.com"
+    requires_token = False
+
+    def __init__(self, config: Any, settings: Settings) -> None:
+        super().__init__(config, settings)
+        self._base = self.default_base_url
+        self._paths = {Endpoint.CHAT: self.chat_path, Endpoint.EMBEDDINGS: self.embeddings_path}
+        if settings.openai_custom_url:
+            self._base, path, query = split_custom_url(settings.openai_custom_url,
+                                                       "openaiCustomUrl")
+            suffix = f"?{query}" if query else ""
+            if path.endswith(_DIRECT_SUFFIXES):
+                self._paths = dict.fromkeys(self._paths, path + suffix)
+            elif path:
+                self._paths = {e: path + p.removeprefix("/v1") + suffix
+                               for e, p in self._paths.items()}
+        self._schema = settings.response_json_schema
+
+    def base_url(self) -> str:
+        return self._base
+
+    def path(self, call: Call) -> str:
+        return self._paths[call.endpoint]  # type: ignore[index]
+
+    def request(self, call: Call) -> Any:
+        if self._schema is not None and call.endpoint is Endpoint.CHAT:
+            call.body.set("response_format", self._schema)
+        return super().request(call)
+
+    def auth_headers(self, call: Call) -> dict[str, str]:
+        token = call.token or _client_key(call.client_headers)
+        if not token:
+            return {}
+        return {"Authorization": token if token.startswith("Bearer ") else f"Bearer {token}"}
+
+
+def _client_key(headers: list[tuple[bytes, bytes]]) -> str:
+    found = {}
+    for name, value in headers:
+        if name in (b"x-api-key", b"x-authorization", b"authorization"):
+            found[name] = value.decode("latin-1").strip()
+    for name in (b"x-api-key", b"x-authorization", b"authorization"):
+        if found.get(name):
+            return found[name]
+    return ""
