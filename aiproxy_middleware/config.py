@@ -191,6 +191,7 @@ def _expand_env(value: Any, where: str) -> Any:
     return value
 
 
+_CHOICES = {"protocol": "openai, original", "mode": "auto, raw"}
 _MSG = re.compile(r"^(.*?)(?: - at `\$(.*)`)?$", re.S)
 _FIELD = re.compile(r"^Object (contains unknown|missing required) field `([^`]*)`$")
 
@@ -208,4 +209,7 @@ def _convert(data: Any, cls: type[Any], where: str) -> Any:
                     if field.group(1) == "contains unknown" else "required field is missing")
         else:
             what = what[0].lower() + what[1:]
+            choices = _CHOICES.get(path.rsplit(".", 1)[-1])
+            if what.startswith("invalid enum value") and choices:
+                what = f"{what}; expected one of {choices}"
         raise ConfigError(f"{path.lstrip('.') or 'config'}: {what}") from None

@@ -58,7 +58,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         except aiohttp.ClientConnectorDNSError as exc:
             raise httpx.ConnectError(f"name resolution failed: {exc.os_error}", request=request) from None
         except aiohttp.ClientConnectorError as exc:
-            raise httpx.ConnectError(str(exc.os_error), request=request) from None
+            raise httpx.ConnectError(_connect_failure(exc.os_error), request=request) from None
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
             raise httpx.ReadTimeout("timed out waiting for the answer", request=request) from None
         except aiohttp.ServerDisconnectedError:
@@ -73,6 +73,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _connect_failure(error: OSError) -> str:
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    return error.strerror or type(error).__name__
 
 
 class _ResponseStream(httpx.AsyncByteStream):

@@ -44,14 +44,12 @@ class Azure(OpenAICompatible):
             raise ConfigError("azureServiceUrl: must carry the api-version query parameter"
                               " (e.g. ?api-version=2024-10-21)")
         self._query = f"?{query}" if query else ""
-        self._deployment: str | None = None
+        # Exactly one of these shapes the path: a fixed URL, a deployment, or the v1 API.
         self._fixed: str | None = None
-        if path.startswith("/openai/v1"):
-            self._fixed_v1 = path[: len("/openai/v1")]
-        else:
-            self._fixed_v1 = None
+        self._deployment: str | None = None
+        self._v1 = path.startswith("/openai/v1")
         parts = path.split("/")
-        if self._fixed_v1:
+        if self._v1:
             pass
         elif len(parts) == 4 and parts[1:3] == ["openai", "deployments"] and parts[3]:
             self._deployment = parts[3]
@@ -65,8 +63,8 @@ class Azure(OpenAICompatible):
         api = _API_PATHS[call.endpoint]  # type: ignore[index]
         if self._fixed is not None:
             return self._fixed
-        if self._fixed_v1 is not None:
-            return self._fixed_v1 + api + self._query
+        if self._v1:
+            return "/openai/v1" + api + self._query
         deployment = self._deployment or quote(call.model or "placeholder", safe="")
         return f"/openai/deployments/{deployment}{api}{self._query}"
 
