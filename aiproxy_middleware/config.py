@@ -16,6 +16,7 @@ import msgspec
 import yaml
 from msgspec import Meta, Struct
 
+from .context import ContextFile
 from .errors import ConfigError
 from .mapping import ModelMapper, SettingsApplier
 
@@ -69,6 +70,7 @@ class Route:
     provider: Provider
     model_mapper: ModelMapper
     settings: SettingsApplier
+    context: ContextFile | None = None
 
     def matches(self, path: str) -> bool:
         p = self.prefix
@@ -161,7 +163,11 @@ def _route(prefix: str, raw: dict[str, Any], where: str) -> Route:
         settings = SettingsApplier(common.custom_settings, column)
     except ValueError as exc:
         raise ConfigError(f"{where}.customSettings{exc}") from None
-    return Route(prefix, provider, mapper, settings)
+    context = None
+    if common.context is not None:
+        c = common.context
+        context = ContextFile(c.file_url, c.service_name, c.service_port, provider.timeout)
+    return Route(prefix, provider, mapper, settings, context)
 
 
 def _prefix(path: str, where: str) -> str:

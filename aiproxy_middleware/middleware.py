@@ -122,6 +122,8 @@ class ProxyResponder:
         request: ChatCompletionRequest | EmbeddingsRequest
         stream = False
         if self.endpoint is Endpoint.CHAT:
+            if route.context is not None:
+                await route.context.insert(body, self.middleware.http_client)
             request = body.typed(ChatCompletionRequest)
             if not request.messages:
                 raise bad_request("'messages' must hold at least one message", param="messages")

@@ -185,3 +185,29 @@ async def test_errors_and_logs_never_show_the_token(gateway, respx_mock, caplog)
     assert (r1.status_code, r2.status_code) == (502, 504)
     for text in (r1.text, r2.text, caplog.text):
         assert token not in text
+
+
+async def test_context_file_fetched_once_and_inserted(gateway, respx_mock):
+    file = respx_mock.get("http://files.internal:8080/ctx/about.txt").respond(text="We sell tea.")
+    route = respx_mock.post(OPENAI_URL).respond(json=OPENAI_ANSWER)
+    client = gateway({"provider": {"type": "openai", "apiTokens": ["k"], "context": {
+        "fileUrl": "http://docs.example.com/ctx/about.txt", "serviceName": "files.internal",
+        "servicePort": 8080}}})
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
+    for _ in range(2):
+        r = await client.post("/v1/chat/completions", json={"model": "m", "messages": messages})
+        assert r.status_code == 200
+    assert file.call_count == 1
+    assert file.calls.last.request.headers["host"] == "docs.example.com"
+    assert sent_json(route)["messages"] == [messages[0], {"role": "system",
+                                                          "content": "We sell tea."}, messages[1]]
+
+
+async def test_context_fetch_failure_is_502_naming_the_file(gateway, respx_mock):
+    respx_mock.get("http://files.internal:80/missing.txt").respond(404)
+    client = gateway({"provider": {"type": "openai", "apiTokens": ["k"], "context": {
+        "fileUrl": "http://files.internal/missing.txt", "serviceName": "files.internal",
+        "servicePort": 80}}})
+    error = assert_error(await client.post("/v1/chat/completions", json=CHAT), 502,
+                         "context_unavailable")
+    assert "http://files.internal/missing.txt" in error["message"] and "404" in error["message"]
