@@ -83,7 +83,8 @@ class Relay:
             try:
                 with anyio.fail_after(self.provider.timeout):
                     response = await client.send(request, stream=True)
-                    if response.status_code >= 400 or converter is None and not _is_sse(response):
+                    if response.status_code >= 400 or _is_json(response) or (
+                            converter is None and not _is_sse(response)):
                         await self._answer(call, response, await response.aread())
                     else:
                         await self._relay(response, converter)
@@ -173,6 +174,11 @@ def _reason(exc: httpx.TransportError) -> str:
 
 def _headers(response: httpx.Response) -> list[tuple[bytes, bytes]]:
     return [(k, v) for k, v in response.headers.raw if k.lower() not in _DROP]
+
+
+def _is_json(response: httpx.Response) -> bool:
+    """A JSON answer to a streamed request is a whole answer (or an error), not a stream."""
+    return response.headers.get("content-type", "").startswith("application/json")
 
 
 def _is_sse(response: httpx.Response) -> bool:

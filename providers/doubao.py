@@ -1,0 +1,46 @@
+"""Doubao on Volcengine Ark (`type: doubao`).
+
+- Host `https://ark.cn-beijing.volces.com`, `/api/v3/chat/completions`,
+  `/api/v3/embeddings`, `Authorization: Bearer <Ark API key>`.
+- `doubaoDomain`: another host serving the same Ark API (another region, a private
+  endpoint); https unless a scheme is given.
+- Source: Volcengine Ark docs (volcengine.com/docs/82379: base URL
+  `https://ark.cn-beijing.volces.com/api/v3`, chat and text-embeddings APIs, API-key Bearer
+  auth). Same as Higress for these APIs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from msgspec import Struct
+
+from aiproxy_middleware.config import ConfigError
+
+from ._compatible import OpenAICompatible
+from .openai import split_custom_url
+
+
+class Settings(Struct, rename="camel", forbid_unknown_fields=True):
+    doubao_domain: str = ""
+
+
+class Doubao(OpenAICompatible):
+    name = "doubao"
+    Settings = Settings
+    default_base_url = "https://ark.cn-beijing.volces.com"
+    chat_path = "/api/v3/chat/completions"
+    embeddings_path = "/api/v3/embeddings"
+
+    def __init__(self, config: Any, settings: Settings) -> None:
+        super().__init__(config, settings)
+        self._base = self.default_base_url
+        if settings.doubao_domain:
+            self._base, path, query = split_custom_url(settings.doubao_domain, "doubaoDomain")
+            if path or query:
+                raise ConfigError("doubaoDomain: expected a host such as"
+                                  " ark.cn-beijing.volces.com, not a URL with a path,"
+                                  f" got {settings.doubao_domain!r}")
+
+    def base_url(self) -> str:
+        return self._base
