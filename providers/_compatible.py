@@ -8,8 +8,12 @@ paths and auth scheme.
 from __future__ import annotations
 
 from typing import ClassVar
+from urllib.parse import urlsplit
 
+from aiproxy_middleware.config import ConfigError
 from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest
+
+DEFAULT_PATHS = {Endpoint.CHAT: "/v1/chat/completions", Endpoint.EMBEDDINGS: "/v1/embeddings"}
 
 
 class OpenAICompatible(Provider):
@@ -42,3 +46,41 @@ class OpenAICompatible(Provider):
 
     def auth_headers(self, call: Call) -> dict[str, str]:
         return {"Authorization": self.auth_scheme + call.token} if call.token else {}
+
+
+def split_url(url: str, field: str, scheme: str = "https") -> tuple[str, str, str]:
+    """A configured URL as (scheme://host[:port], path without trailing /, query).
+
+    The scheme may be left out; `scheme` is used then.
+    """
+    url = url.strip()
+    parts = urlsplit(url if "://" in url else f"{scheme}://{url}")
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{field}: expected a URL such as https://host/v1, got {url!r}")
+    return f"{parts.scheme}://{parts.netloc}", parts.path.rstrip("/"), parts.query
+
+
+def host_setting(value: str, field: str) -> str:
+    """A configured host (scheme optional, https by default) as scheme://host."""
+    base, path, query = split_url(value, field)
+    if path or query:
+        raise ConfigError(f"{field}: expected a host name, not a URL with a path, got {value!r}")
+    return base
+
+
+def custom_url_paths(url: str, field: str, direct_suffixes: tuple[str, ...],
+                     scheme: str = "https") -> tuple[str, dict[Endpoint, str]]:
+    """The base and API paths that a custom endpoint URL gives.
+
+    A path ending in one of `direct_suffixes` names one endpoint, which receives every
+    request; any other path is a base that the API paths, less their `/v1`, are joined to
+    (`host/myai/v1` + `/v1/chat/completions` -> `host/myai/v1/chat/completions`); no path
+    keeps the default paths. The URL's query goes with every request.
+    """
+    base, path, query = split_url(url, field, scheme)
+    suffix = f"?{query}" if query else ""
+    if path.endswith(direct_suffixes):
+        return base, dict.fromkeys(DEFAULT_PATHS, path + suffix)
+    if path:
+        return base, {e: path + p.removeprefix("/v1") + suffix for e, p in DEFAULT_PATHS.items()}
+    return base, {e: p + suffix for e, p in DEFAULT_PATHS.items()}

@@ -22,8 +22,7 @@ from msgspec import Struct
 from aiproxy_middleware.config import ConfigError
 from aiproxy_middleware.provider import Call, Endpoint, UpstreamRequest
 
-from ._compatible import OpenAICompatible
-from .openai import split_custom_url
+from ._compatible import OpenAICompatible, split_url
 
 _API_PATHS = {Endpoint.CHAT: "/chat/completions", Endpoint.EMBEDDINGS: "/embeddings"}
 
@@ -39,7 +38,7 @@ class Azure(OpenAICompatible):
 
     def __init__(self, config: Any, settings: Settings) -> None:
         super().__init__(config, settings)
-        self._base, path, query = split_custom_url(settings.azure_service_url, "azureServiceUrl")
+        self._base, path, query = split_url(settings.azure_service_url, "azureServiceUrl")
         if "api-version" not in parse_qs(query) and not path.startswith("/openai/v1"):
             raise ConfigError("azureServiceUrl: must carry the api-version query parameter"
                               " (e.g. ?api-version=2024-10-21)")

@@ -15,10 +15,8 @@ from typing import Any
 
 from msgspec import Struct
 
-from aiproxy_middleware.config import ConfigError
 
-from ._compatible import OpenAICompatible
-from .openai import split_custom_url
+from ._compatible import OpenAICompatible, host_setting
 
 
 class Settings(Struct, rename="camel", forbid_unknown_fields=True):
@@ -36,11 +34,7 @@ class Doubao(OpenAICompatible):
         super().__init__(config, settings)
         self._base = self.default_base_url
         if settings.doubao_domain:
-            self._base, path, query = split_custom_url(settings.doubao_domain, "doubaoDomain")
-            if path or query:
-                raise ConfigError("doubaoDomain: expected a host such as"
-                                  " ark.cn-beijing.volces.com, not a URL with a path,"
-                                  f" got {settings.doubao_domain!r}")
+            self._base = host_setting(settings.doubao_domain, "doubaoDomain")
 
     def base_url(self) -> str:
         return self._base

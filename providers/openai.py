@@ -14,14 +14,12 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from msgspec import Struct
 
-from aiproxy_middleware.config import ConfigError
 from aiproxy_middleware.provider import Call, Endpoint
 
-from ._compatible import OpenAICompatible
+from ._compatible import DEFAULT_PATHS, OpenAICompatible, custom_url_paths
 
 # A custom URL whose path ends in one of these names a single API endpoint.
 _DIRECT_SUFFIXES = ("/completions", "/embeddings", "/audio/speech", "/audio/transcriptions",
@@ -35,16 +33,6 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     response_json_schema: dict[str, Any] | None = None
 
 
-def split_custom_url(url: str, field: str) -> tuple[str, str, str]:
-    """A custom URL as (scheme://host, path, query); the scheme defaults to https."""
-    if "://" not in url:
-        url = "https://" + url
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"{field}: expected a URL such as https://host/v1, got {url!r}")
-    return f"{parts.scheme}://{parts.netloc}", parts.path.rstrip("/"), parts.query
-
-
 class OpenAI(OpenAICompatible):
     name = "openai"
     Settings = Settings
@@ -53,17 +41,10 @@ class OpenAI(OpenAICompatible):
 
     def __init__(self, config: Any, settings: Settings) -> None:
         super().__init__(config, settings)
-        self._base = self.default_base_url
-        self._paths = {Endpoint.CHAT: self.chat_path, Endpoint.EMBEDDINGS: self.embeddings_path}
+        self._base, self._paths = self.default_base_url, DEFAULT_PATHS
         if settings.openai_custom_url:
-            self._base, path, query = split_custom_url(settings.openai_custom_url,
-                                                       "openaiCustomUrl")
-            suffix = f"?{query}" if query else ""
-            if path.endswith(_DIRECT_SUFFIXES):
-                self._paths = dict.fromkeys(self._paths, path + suffix)
-            elif path:
-                self._paths = {e: path + p.removeprefix("/v1") + suffix
-                               for e, p in self._paths.items()}
+            self._base, self._paths = custom_url_paths(
+                settings.openai_custom_url, "openaiCustomUrl", _DIRECT_SUFFIXES)
         self._schema = settings.response_json_schema
 
     def base_url(self) -> str:

@@ -24,10 +24,9 @@ from typing import Any
 from msgspec import Struct
 
 from aiproxy_middleware.config import ConfigError
-from aiproxy_middleware.provider import Call, Endpoint
+from aiproxy_middleware.provider import Call
 
-from ._compatible import OpenAICompatible
-from .openai import split_custom_url
+from ._compatible import DEFAULT_PATHS, OpenAICompatible, custom_url_paths
 
 _DIRECT_SUFFIXES = ("/completions", "/embeddings", "/rerank")
 _HOST_PORT = re.compile(r"(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
@@ -46,18 +45,12 @@ class VLLM(OpenAICompatible):
 
     def __init__(self, config: Any, settings: Settings) -> None:
         super().__init__(config, settings)
-        chat, embeddings = "/v1/chat/completions", "/v1/embeddings"
         url = settings.vllm_custom_url.strip()
         host = settings.vllm_server_host.strip()
+        self._paths = DEFAULT_PATHS
         if url:
-            self._base, path, query = split_custom_url(
-                url if "://" in url else "http://" + url, "vllmCustomUrl")
-            if path.endswith(_DIRECT_SUFFIXES):
-                chat = embeddings = path
-            elif path:
-                chat, embeddings = path + "/chat/completions", path + "/embeddings"
-            if query:
-                chat, embeddings = f"{chat}?{query}", f"{embeddings}?{query}"
+            self._base, self._paths = custom_url_paths(url, "vllmCustomUrl", _DIRECT_SUFFIXES,
+                                                       scheme="http")
         elif host:
             if not _HOST_PORT.fullmatch(host) or not _port_ok(host):
                 raise ConfigError("vllmServerHost: expected host or host:port, without scheme or"
@@ -65,7 +58,6 @@ class VLLM(OpenAICompatible):
             self._base = f"http://{host}"
         else:
             self._base = f"http://{DEFAULT_HOST}"
-        self._paths = {Endpoint.CHAT: chat, Endpoint.EMBEDDINGS: embeddings}
 
     def base_url(self) -> str:
         return self._base

@@ -21,11 +21,9 @@ from typing import Any
 
 from msgspec import Struct
 
-from aiproxy_middleware.config import ConfigError
 from aiproxy_middleware.provider import Call, Endpoint, UpstreamRequest
 
-from ._compatible import OpenAICompatible
-from .openai import split_custom_url
+from ._compatible import OpenAICompatible, host_setting
 
 
 class Settings(Struct, rename="camel", forbid_unknown_fields=True):
@@ -44,10 +42,7 @@ class ZhipuAI(OpenAICompatible):
         super().__init__(config, settings)
         self._base = self.default_base_url
         if settings.zhipu_domain:
-            self._base, path, query = split_custom_url(settings.zhipu_domain, "zhipuDomain")
-            if path or query:
-                raise ConfigError("zhipuDomain: expected a host such as api.z.ai, not a URL"
-                                  f" with a path, got {settings.zhipu_domain!r}")
+            self._base = host_setting(settings.zhipu_domain, "zhipuDomain")
         self._chat = ("/api/coding/paas/v4/chat/completions" if settings.zhipu_code_plan_mode
                       else self.chat_path)
 
