@@ -6,7 +6,7 @@ import logging
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import anyio
+import asyncio
 import httpx
 
 from .errors import ProxyError
@@ -30,7 +30,7 @@ class ContextFile:
         self._host = parts.netloc
         self._timeout = timeout
         self._text: str | None = None
-        self._lock = anyio.Lock()
+        self._lock = asyncio.Lock()
 
     async def text(self, client: httpx.AsyncClient) -> str:
         if self._text is not None:
@@ -43,7 +43,7 @@ class ContextFile:
     async def _fetch(self, client: httpx.AsyncClient) -> str:
         failure = f"could not load the context file {self.name}"
         try:
-            with anyio.fail_after(self._timeout):
+            async with asyncio.timeout(self._timeout):
                 response = await client.get(self._url, headers={"Host": self._host},
                                             timeout=self._timeout)
         except (TimeoutError, httpx.TimeoutException):

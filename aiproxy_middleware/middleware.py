@@ -185,12 +185,10 @@ def _check_content_type(headers: list[tuple[bytes, bytes]]) -> None:
 
 
 async def _read_body(receive: Any, headers: list[tuple[bytes, bytes]], limit: int) -> bytes:
-    too_large = ProxyError(413, f"the request body is larger than {limit} bytes",
-                           "invalid_request_error", "request_too_large")
     for name, value in headers:
         if name == b"content-length":
             if value.isdigit() and int(value) > limit:
-                raise too_large
+                raise _too_large(limit)
             break
     chunks: list[bytes] = []
     size = 0
@@ -203,8 +201,13 @@ async def _read_body(receive: Any, headers: list[tuple[bytes, bytes]], limit: in
         if chunk:
             size += len(chunk)
             if size > limit:
-                raise too_large
+                raise _too_large(limit)
             chunks.append(chunk)
         if not message.get("more_body", False):
             break
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _too_large(limit: int) -> ProxyError:
+    return ProxyError(413, f"the request body is larger than {limit} bytes",
+                      "invalid_request_error", "request_too_large")

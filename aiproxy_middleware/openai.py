@@ -235,6 +235,21 @@ def _decoder(tp: Any) -> msgspec.json.Decoder:
     return dec
 
 
+_MISSING = object()
+_Field = tuple[str, str, Any, msgspec.json.Decoder, bool]
+_fields_of: dict[type, tuple[_Field, ...]] = {}
+
+
+def _struct_fields(cls: type) -> tuple[_Field, ...]:
+    """(JSON name, attribute, type, decoder, required) for each field of a Struct, once."""
+    found = _fields_of.get(cls)
+    if found is None:
+        found = _fields_of[cls] = tuple(
+            (f.encode_name, f.name, f.type, _decoder(f.type), f.required)
+            for f in msgspec.structs.fields(cls))
+    return found
+
+
 def _invalid(name: str, exc: msgspec.MsgspecError) -> Exception:
     what, where = _AT.match(str(exc)).groups()  # type: ignore[union-attr]
     param = name + (where or "")
@@ -285,12 +300,20 @@ class JsonBody:
     def typed(self, cls: type[S]) -> S:
         """The fields `cls` names, decoded into it; missing or mistyped fields are a 400."""
         values = {}
-        for field in msgspec.structs.fields(cls):
-            if field.encode_name in self._fields:
-                values[field.name] = self.get(field.encode_name, field.type)
-            elif field.required:
-                raise bad_request(f"missing required parameter '{field.encode_name}'",
-                                  "missing_required_parameter", field.encode_name)
+        fields = self._fields
+        for name, attr, tp, decoder, required in _struct_fields(cls):
+            value = fields.get(name, _MISSING)
+            if value is _MISSING:
+                if required:
+                    raise bad_request(f"missing required parameter '{name}'",
+                                      "missing_required_parameter", name)
+                continue
+            try:
+                # Raw JSON as the client sent it, or a value set since (customSettings).
+                values[attr] = (decoder.decode(value) if isinstance(value, Raw)
+                                else msgspec.convert(value, tp))
+            except msgspec.MsgspecError as exc:
+                raise _invalid(name, exc) from None
         return cls(**values)
 
     def encode(self) -> bytes:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
-import anyio
 import httpx
 
 from .errors import ProxyError, upstream_timeout, upstream_unreachable
@@ -14,6 +14,7 @@ from .provider import Call, Provider
 logger = logging.getLogger("aiproxy_middleware")
 
 JSON = b"application/json"
+USER_AGENT = "aiproxy-middleware"
 # Upstream response headers that describe the upstream connection, not the answer.
 _DROP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length",
                    b"content-encoding", b"date", b"server", b"proxy-connection", b"upgrade",
@@ -36,6 +37,7 @@ class Relay:
         headers = up.headers
         headers.setdefault("Content-Type", "application/json")
         headers["Accept-Encoding"] = "identity"
+        headers.setdefault("User-Agent", USER_AGENT)
         if call.stream:
             headers.setdefault("Accept", "text/event-stream")
         client = provider.client(shared)
@@ -45,7 +47,7 @@ class Relay:
             await self._stream(call, client, request, receive)
             return
         try:
-            with anyio.fail_after(provider.timeout):
+            async with asyncio.timeout(provider.timeout):
                 response = await client.send(request, stream=True)
                 try:
                     data = await response.aread()
@@ -78,27 +80,27 @@ class Relay:
         converter = self.provider.stream_converter(call) if call.endpoint is not None else None
         response: httpx.Response | None = None
         error: ProxyError | None = None
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(_cancel_on_disconnect, receive, tasks.cancel_scope)
-            try:
-                with anyio.fail_after(self.provider.timeout):
-                    response = await client.send(request, stream=True)
-                    if response.status_code >= 400 or _is_json(response) or (
-                            converter is None and not _is_sse(response)):
-                        await self._answer(call, response, await response.aread())
-                    else:
-                        await self._relay(response, converter)
-            except (TimeoutError, httpx.TimeoutException):
-                error = self._timeout()
-            except httpx.TransportError as exc:
-                error = self._unreachable(exc)
-            except ProxyError as exc:
-                error = exc
-            finally:
-                tasks.cancel_scope.cancel()
-                if response is not None:
-                    with anyio.CancelScope(shield=True):
-                        await response.aclose()
+        watcher = _DisconnectWatcher(receive)
+        try:
+            async with asyncio.timeout(self.provider.timeout):
+                response = await client.send(request, stream=True)
+                if response.status_code >= 400 or _is_json(response) or (
+                        converter is None and not _is_sse(response)):
+                    await self._answer(call, response, await response.aread())
+                else:
+                    await self._relay(response, converter)
+        except (TimeoutError, httpx.TimeoutException):
+            error = self._timeout()
+        except httpx.TransportError as exc:
+            error = self._unreachable(exc)
+        except asyncio.CancelledError:
+            if not watcher.disconnected:
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+        finally:
+            watcher.stop()
+            if response is not None:
+                await response.aclose()
         if error is not None:
             await self._fail_stream(error)
 
@@ -185,9 +187,28 @@ def _is_sse(response: httpx.Response) -> bool:
     return response.headers.get("content-type", "").startswith("text/event-stream")
 
 
-async def _cancel_on_disconnect(receive: Any, scope: anyio.CancelScope) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            scope.cancel()
-            return
+class _DisconnectWatcher:
+    """Cancels the current task when the client disconnects, until stopped.
+
+    uvicorn drops what is sent after a disconnect without an error, so a relay learns that
+    its client is gone only from `receive`.
+    """
+
+    __slots__ = ("disconnected", "_done", "_task", "_watch")
+
+    def __init__(self, receive: Any) -> None:
+        self.disconnected = False
+        self._done = False
+        self._task = asyncio.current_task()
+        self._watch = asyncio.ensure_future(self._run(receive))
+
+    async def _run(self, receive: Any) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if not self._done:
+            self.disconnected = True
+            self._task.cancel()  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        self._done = True
+        self._watch.cancel()

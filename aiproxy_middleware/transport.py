@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import httpx
@@ -106,6 +107,49 @@ class _ResponseStream(httpx.AsyncByteStream):
             self._response.close()
 
 
+class GatewayClient(httpx.AsyncClient):
+    """The middleware's own client: its requests go straight to the transport.
+
+    The gateway uses no cookies, auth flows, redirects or event hooks on its own client,
+    so `send` skips that machinery, and `build_request` makes the request directly for the
+    arguments the relay passes. Injected clients keep all of httpx's behaviour.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._urls: dict[str, httpx.URL] = {}
+
+    def build_request(self, method: str, url: Any, *, content: Any = None,  # type: ignore[override]
+                      headers: Any = None, timeout: Any = httpx.USE_CLIENT_DEFAULT,
+                      **other: Any) -> httpx.Request:
+        if other or not isinstance(timeout, (int, float)):
+            return super().build_request(method, url, content=content, headers=headers,
+                                         timeout=timeout, **other)
+        if isinstance(url, str):
+            # A provider calls few distinct URLs: parse each once.
+            parsed = self._urls.get(url)
+            if parsed is None:
+                if len(self._urls) > 1024:
+                    self._urls.clear()
+                parsed = self._urls[url] = httpx.URL(url)
+            url = parsed
+        return httpx.Request(method, url, headers=headers, content=content, extensions={
+            "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}})
+
+    async def send(self, request: httpx.Request, *, stream: bool = False,  # type: ignore[override]
+                   **other: Any) -> httpx.Response:
+        if other:
+            return await super().send(request, stream=stream, **other)
+        response = await self._transport.handle_async_request(request)
+        response.request = request
+        if not stream:
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+        return response
+
+
 def default_client() -> httpx.AsyncClient:
     """The client the middleware opens when none is injected."""
-    return httpx.AsyncClient(transport=AiohttpTransport(), timeout=120.0, trust_env=False)
+    return GatewayClient(transport=AiohttpTransport(), timeout=120.0, trust_env=False)
