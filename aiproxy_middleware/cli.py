@@ -10,14 +10,12 @@ from .errors import ConfigError
 
 
 async def _not_found(scope: dict, receive: object, send: object) -> None:
-    """The app behind a stand-alone gateway: every non-AI path is 404 in OpenAI's format."""
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()  # type: ignore[operator]
-            kind = message["type"].rsplit(".", 1)[-1]
-            await send({"type": f"lifespan.{kind}.complete"})  # type: ignore[operator]
-            if kind == "shutdown":
-                return
+    """The app behind a stand-alone gateway: every non-AI path is 404 in OpenAI's format.
+
+    It has no lifespan of its own: the middleware answers lifespan for it.
+    """
+    if scope["type"] != "http":
+        return
     body = (b'{"error":{"message":"not found: this gateway serves /v1/chat/completions and'
             b' /v1/embeddings","type":"invalid_request_error","code":"not_found"}}')
     await send({"type": "http.response.start", "status": 404,  # type: ignore[operator]

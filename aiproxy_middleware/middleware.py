@@ -50,7 +50,8 @@ class AIProxyMiddleware:
                     await ProxyResponder(self, route, endpoint)(scope, receive, send)
                     return
         elif kind == "lifespan":
-            receive = self._lifespan_receive(receive)
+            await self._lifespan(scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
     @property
@@ -69,15 +70,40 @@ class AIProxyMiddleware:
         elif not self._owns_client:
             self._client = client
 
-    def _lifespan_receive(self, receive: Any) -> Any:
-        async def lifespan_receive() -> Message:
+    async def _lifespan(self, scope: Scope, receive: Any, send: Any) -> None:
+        """Pass lifespan to the app, opening the client at start-up and closing it after the
+        app's shutdown; for an app without lifespan (Django), answer it here."""
+        received = False
+
+        async def app_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received = True
+            if message["type"] == "lifespan.startup":
+                _ = self.http_client
+            return message
+
+        async def app_send(message: Message) -> None:
+            if message["type"].startswith("lifespan.shutdown."):
+                await self.aclose()
+            await send(message)
+
+        try:
+            await self.app(scope, app_receive, app_send)
+        except Exception:
+            if received:
+                raise
+        if received:
+            return
+        while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 _ = self.http_client
+                await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.aclose()
-            return message
-        return lifespan_receive
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
 
 class ProxyResponder:

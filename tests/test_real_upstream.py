@@ -108,8 +108,21 @@ async def test_lifespan_reaches_the_wrapped_app_and_opens_the_client():
         started.append(True)
         yield
         started.append(False)
+        assert gateway._client is not None  # still open for the app's own shutdown
     inner = Starlette(lifespan=lifespan)
-    app = AIProxyMiddleware(inner, config={"provider": {"type": "mock"}})
+    app = gateway = AIProxyMiddleware(inner, config={"provider": {"type": "mock"}})
     async with LifespanManager(app):
         assert started == [True] and app._client is not None
     assert started == [True, False] and app._client is None
+
+
+async def test_an_app_without_lifespan_gets_it_answered_by_the_middleware():
+    async def django_like(scope, receive, send):
+        if scope["type"] != "http":
+            raise ValueError("Django can only handle ASGI/HTTP connections, not lifespan.")
+
+    app = AIProxyMiddleware(django_like, config={"provider": {"type": "mock"}})
+    async with LifespanManager(app):
+        client = app._client
+        assert client is not None and not client.is_closed
+    assert app._client is None and client.is_closed
