@@ -15,10 +15,12 @@ logger = logging.getLogger("aiproxy_middleware")
 
 JSON = b"application/json"
 USER_AGENT = "aiproxy-middleware"
-# Upstream response headers that describe the upstream connection, not the answer.
+# Upstream response headers that describe the upstream connection, not the answer. The
+# gateway asks for an uncompressed answer; if one comes compressed anyway, its bytes pass
+# through untouched and so does its Content-Encoding.
 _DROP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length",
-                   b"content-encoding", b"date", b"server", b"proxy-connection", b"upgrade",
-                   b"trailer", b"te", b"set-cookie", b"alt-svc"})
+                   b"date", b"server", b"proxy-connection", b"upgrade", b"trailer", b"te",
+                   b"set-cookie", b"alt-svc"})
 
 
 class Relay:
@@ -50,7 +52,7 @@ class Relay:
             async with asyncio.timeout(provider.timeout):
                 response = await client.send(request, stream=True)
                 try:
-                    data = await response.aread()
+                    data = await _read_raw(response)
                 finally:
                     await response.aclose()
         except (TimeoutError, httpx.TimeoutException):
@@ -86,7 +88,7 @@ class Relay:
                 response = await client.send(request, stream=True)
                 if response.status_code >= 400 or _is_json(response) or (
                         converter is None and not _is_sse(response)):
-                    await self._answer(call, response, await response.aread())
+                    await self._answer(call, response, await _read_raw(response))
                 else:
                     await self._relay(response, converter)
         except (TimeoutError, httpx.TimeoutException):
@@ -108,7 +110,8 @@ class Relay:
         headers = _headers(response)
         if converter is not None:
             headers = [(b"content-type", b"text/event-stream")]
-        headers.append((b"cache-control", b"no-cache"))
+        if not any(name.lower() == b"cache-control" for name, _ in headers):
+            headers.append((b"cache-control", b"no-cache"))
         await self.send({"type": "http.response.start", "status": response.status_code,
                          "headers": headers})
         self.started = True
@@ -176,6 +179,15 @@ def _reason(exc: httpx.TransportError) -> str:
 
 def _headers(response: httpx.Response) -> list[tuple[bytes, bytes]]:
     return [(k, v) for k, v in response.headers.raw if k.lower() not in _DROP]
+
+
+async def _read_raw(response: httpx.Response) -> bytes:
+    """The whole answer as the upstream sent it (not decompressed: it is relayed as is)."""
+    try:
+        chunks = [chunk async for chunk in response.aiter_raw()]
+    except httpx.StreamConsumed:  # an in-process answer built from bytes (the mock's)
+        return response.content
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _is_json(response: httpx.Response) -> bool:

@@ -129,3 +129,15 @@ async def test_connection_failure_is_502_without_token(gateway, respx_mock):
     error = r.json()["error"]
     assert "api.openai.com" in error["message"] and "refused" in error["message"]
     assert "sk-secret-123" not in r.text
+
+
+async def test_a_compressed_answer_passes_through_with_its_encoding(gateway, respx_mock):
+    import gzip
+    import json as jsonlib
+    packed = gzip.compress(jsonlib.dumps(OPENAI_ANSWER).encode())
+    route = respx_mock.post("https://api.openai.com/v1/chat/completions").respond(
+        content=packed, headers={"content-type": "application/json", "content-encoding": "gzip"})
+    client = gateway({"provider": {"type": "openai", "apiTokens": ["k"]}})
+    r = await client.post("/v1/chat/completions", json=CHAT)
+    assert route.calls.last.request.headers["accept-encoding"] == "identity"
+    assert r.headers["content-encoding"] == "gzip" and r.json() == OPENAI_ANSWER
