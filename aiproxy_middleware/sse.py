@@ -1,0 +1,165 @@
+"""Server-sent events: an incremental parser, and the OpenAI chunk stream providers write.
+
+The parser takes bytes as they arrive, in reads of any size (an event split across reads,
+or several events in one read), and yields whole events. `ChunkStream` writes OpenAI's
+`chat.completion.chunk` SSE for a converting provider: one id for the stream, the role in
+the first chunk, a stable index per tool call, a usage chunk when the client asked for one,
+and `data: [DONE]` exactly once.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+from .errors import ProxyError
+from .openai import (ChatCompletionChunk, ChunkChoice, Delta, FunctionCall, ToolCall, Usage,
+                     encode)
+
+
+@dataclass(slots=True)
+class Event:
+    """One server-sent event."""
+
+    data: str
+    event: str = "message"
+    id: str | None = None
+
+
+class EventParser:
+    """Parses an SSE byte stream incrementally (per the WHATWG event-stream rules)."""
+
+    __slots__ = ("_buffer", "_data", "_event", "_id", "_cr")
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._data: list[str] = []
+        self._event = ""
+        self._id: str | None = None
+        self._cr = False  # the last read ended in CR: a LF starting the next one is its pair
+
+    def feed(self, data: bytes) -> list[Event]:
+        if self._cr and data.startswith(b"\n"):
+            data = data[1:]
+        self._cr = data.endswith(b"\r")
+        buffer = self._buffer + data
+        events: list[Event] = []
+        start = 0
+        size = len(buffer)
+        while start < size:
+            cr = buffer.find(b"\r", start)
+            lf = buffer.find(b"\n", start)
+            if cr == -1 and lf == -1:
+                break
+            end = lf if cr == -1 or (lf != -1 and lf < cr) else cr
+            step = 2 if buffer[end:end + 2] == b"\r\n" else 1
+            self._line(buffer[start:end].decode("utf-8", "replace"), events)
+            start = end + step
+        self._buffer = buffer[start:]
+        return events
+
+    def close(self) -> list[Event]:
+        """Events still held at the end of the stream (a last event with no blank line)."""
+        events: list[Event] = []
+        if self._buffer:
+            self._line(self._buffer.decode("utf-8", "replace"), events)
+            self._buffer = b""
+        self._line("", events)
+        return events
+
+    def _line(self, line: str, events: list[Event]) -> None:
+        if not line:
+            if self._data:
+                events.append(Event("\n".join(self._data), self._event or "message", self._id))
+            self._data, self._event = [], ""
+            return
+        if line.startswith(":"):
+            return
+        name, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id":
+            self._id = value
+
+
+DONE = b"data: [DONE]\n\n"
+
+
+class ChunkStream:
+    """Writes OpenAI `chat.completion.chunk` events for one streamed answer."""
+
+    def __init__(self, model: str, include_usage: bool, id: str | None = None,
+                 created: int | None = None) -> None:
+        self.id = id or f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = created or int(time.time())
+        self.model = model
+        self.include_usage = include_usage
+        self.usage: Usage | None = None
+        self.finish_reason: str | None = None
+        self._role_sent = False
+        self._done = False
+        self._tool_index: dict[str, int] = {}
+
+    def _chunk(self, delta: Delta, finish: str | None = None) -> bytes:
+        if not self._role_sent:
+            delta.role = "assistant"
+            self._role_sent = True
+        return b"data: " + encode(ChatCompletionChunk(
+            self.id, self.created, self.model, [ChunkChoice(0, delta, finish)])) + b"\n\n"
+
+    def start(self) -> bytes:
+        """The first chunk: the assistant role with empty content."""
+        return b"" if self._role_sent else self._chunk(Delta(content=""))
+
+    def text(self, content: str) -> bytes:
+        return self._chunk(Delta(content=content)) if content else b""
+
+    def reasoning(self, content: str) -> bytes:
+        return self._chunk(Delta(reasoning_content=content)) if content else b""
+
+    def tool_call(self, key: str, id: str, name: str, arguments: str = "") -> bytes:
+        """The first delta of a tool call; `key` is the provider's handle for it."""
+        index = self._tool_index.setdefault(key, len(self._tool_index))
+        return self._chunk(Delta(tool_calls=[ToolCall(
+            id=id, type="function", index=index,
+            function=FunctionCall(name=name, arguments=arguments))]))
+
+    def tool_arguments(self, key: str, fragment: str) -> bytes:
+        """More of a started tool call's JSON arguments."""
+        index = self._tool_index.get(key)
+        if index is None or not fragment:
+            return b""
+        return self._chunk(Delta(tool_calls=[ToolCall(
+            index=index, function=FunctionCall(arguments=fragment))]))
+
+    @property
+    def has_tool_calls(self) -> bool:
+        return bool(self._tool_index)
+
+    def finish(self, reason: str) -> bytes:
+        """The chunk that carries the finish reason (once)."""
+        if self.finish_reason is not None:
+            return b""
+        self.finish_reason = reason
+        return self._chunk(Delta(), reason)
+
+    def done(self) -> bytes:
+        """The end of the stream: the usage chunk if asked for, then `[DONE]` (once)."""
+        if self._done:
+            return b""
+        self._done = True
+        out = self.start() + self.finish(self.finish_reason or "stop")
+        if self.include_usage and self.usage is not None:
+            out += b"data: " + encode(ChatCompletionChunk(
+                self.id, self.created, self.model, [], usage=self.usage)) + b"\n\n"
+        return out + DONE
+
+    def error(self, error: ProxyError) -> bytes:
+        """An error event that ends the stream (no `[DONE]` follows)."""
+        self._done = True
+        return b"data: " + error.body() + b"\n\n"
