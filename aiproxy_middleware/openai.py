@@ -41,7 +41,7 @@ class FunctionCall(Struct, omit_defaults=True):
 
 class ToolCall(Struct, omit_defaults=True):
     id: str | UnsetType = UNSET
-    type: str = "function"
+    type: str | UnsetType = UNSET  # "function" where a call starts; absent in later deltas
     function: FunctionCall | UnsetType = UNSET
     index: int | UnsetType = UNSET
 

@@ -64,6 +64,10 @@ def test_chunk_stream_shape():
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert [c["choices"][0]["delta"]["tool_calls"][0]["index"] for c in chunks
             if c["choices"] and "tool_calls" in c["choices"][0]["delta"]] == [0, 0, 1, 0]
+    first_call = chunks[4]["choices"][0]["delta"]["tool_calls"][0]
+    assert first_call == {"id": "call_1", "type": "function", "index": 0,
+                          "function": {"name": "get", "arguments": ""}}
+    assert "type" not in chunks[5]["choices"][0]["delta"]["tool_calls"][0]
     assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls"
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] == 7
 

@@ -1,0 +1,414 @@
+"""Anthropic Claude (`type: claude`): OpenAI chat converted to the Messages API and back.
+
+- `POST https://api.anthropic.com/v1/messages`, headers `x-api-key: <token>` and
+  `anthropic-version: <claudeVersion>` (default `2023-06-01`). Chat only, no embeddings.
+- Request: system/developer messages become the top-level `system` (a string, or text
+  blocks when a part carries `cache_control`, which is kept on any part); text and image
+  parts (data URLs as base64 sources, http(s) URLs as url sources); assistant `tool_calls`
+  become `tool_use` blocks; `tool` messages become `tool_result` blocks in a user turn;
+  consecutive turns of one role are merged into one. `max_tokens` comes from
+  `max_completion_tokens` or `max_tokens`, and is **4096 when the client gives neither**
+  (Claude requires it). `temperature`, `top_p`, `top_k` (if present), `stop` ->
+  `stop_sequences`, `tools`, `tool_choice` (auto/required->any/none/named tool),
+  `parallel_tool_calls: false` -> `disable_parallel_tool_use`, `stream`, `user` ->
+  `metadata.user_id`.
+- `reasoning_effort` minimal/low/medium/high -> `thinking` with a budget of
+  1024/1024/4096/16384 tokens (`none` sends no thinking). When the budget is not below
+  `max_tokens`, `max_tokens` becomes budget + max_tokens. With thinking on, `temperature`
+  and `top_k` are dropped and `top_p` is kept only from 0.95 up (Claude rejects the rest);
+  a forced `tool_choice` (required or named) is sent as asked, and Claude refuses it.
+- Dropped on purpose (Claude has no equivalent): `seed`, `n`, `frequency_penalty`,
+  `presence_penalty`, `logprobs`/`top_logprobs`, `logit_bias`, `response_format`,
+  `service_tier`, `store`, and any other field the OpenAI request types do not name.
+  Reasoning from earlier assistant turns is not sent back (it has no signature).
+  Audio and file parts are refused with a 400.
+- Response: text blocks joined into `content`, `thinking` -> `reasoning_content`,
+  `tool_use` -> `tool_calls`; `stop_reason` end_turn/stop_sequence/pause_turn -> stop,
+  max_tokens/model_context_window_exceeded -> length, tool_use -> tool_calls,
+  refusal -> content_filter. Usage: prompt = input + cache read + cache creation tokens,
+  `prompt_tokens_details.cached_tokens` = cache read tokens.
+- Streaming: Claude's events are converted one by one into `chat.completion.chunk`s; an
+  `error` event ends the stream with an OpenAI error event.
+- Errors `{"type":"error","error":{"type","message"}}` keep their status and message; the
+  Anthropic type is kept as `code`.
+- `protocol: original` forwards `/v1/messages` (or any path) with the auth headers; the
+  client's `anthropic-version` and `anthropic-beta` headers are passed on.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import msgspec
+from msgspec import Struct
+
+from aiproxy_middleware.errors import ProxyError, bad_request, upstream_invalid
+from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, ChatCompletionRequest,
+                                       ChatMessage, Choice, ContentPart, FunctionCall,
+                                       PromptTokensDetails, ToolCall, Usage, encode)
+from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest
+from aiproxy_middleware.sse import ChunkStream, Event, EventParser
+
+DEFAULT_MAX_TOKENS = 4096
+BUDGETS = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384}
+FINISH = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop",
+          "max_tokens": "length", "model_context_window_exceeded": "length",
+          "tool_use": "tool_calls", "refusal": "content_filter"}
+ERROR_TYPES = {"invalid_request_error": "invalid_request_error",
+               "authentication_error": "authentication_error",
+               "permission_error": "permission_error", "not_found_error": "not_found_error",
+               "request_too_large": "invalid_request_error",
+               "rate_limit_error": "rate_limit_error", "api_error": "server_error",
+               "overloaded_error": "server_error"}
+ERROR_STATUS = {"invalid_request_error": 400, "authentication_error": 401,
+                "permission_error": 403, "not_found_error": 404, "request_too_large": 413,
+                "rate_limit_error": 429, "api_error": 500, "overloaded_error": 529}
+_DATA_URL = re.compile(r"^data:([^;,]+)((?:;[^;,]*)*);base64,(.*)$", re.S)
+
+
+class Settings(Struct, rename="camel", forbid_unknown_fields=True):
+    claude_version: str = "2023-06-01"
+
+
+class Claude(Provider):
+    name = "claude"
+    Settings = Settings
+    endpoints = frozenset({Endpoint.CHAT})
+    settings_column = "claude"
+
+    def base_url(self) -> str:
+        return "https://api.anthropic.com"
+
+    def auth_headers(self, call: Call) -> dict[str, str]:
+        headers = {"anthropic-version": self.settings.claude_version}  # type: ignore[attr-defined]
+        if call.token:
+            headers["x-api-key"] = call.token
+        return headers
+
+    def original_request(self, call: Call) -> UpstreamRequest:
+        up = super().original_request(call)
+        for name, value in call.client_headers:
+            if name in (b"anthropic-version", b"anthropic-beta"):
+                up.headers[name.decode()] = value.decode("latin-1")
+        return up
+
+    def request(self, call: Call) -> UpstreamRequest:
+        assert isinstance(call.request, ChatCompletionRequest)
+        raw = call.body.get("messages", list[dict[str, Any]], [])
+        body = build_body(call.request, raw, call.model, call.body.get("top_k", int))
+        return UpstreamRequest(self.base_url() + "/v1/messages", self.auth_headers(call),
+                               encode(body))
+
+    def convert_response(self, call: Call, body: bytes) -> bytes | None:
+        try:
+            message = msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            raise upstream_invalid("Claude answered with invalid JSON") from None
+        if not isinstance(message, dict) or not isinstance(message.get("content"), list):
+            raise upstream_invalid("Claude's answer has no content list")
+        return encode(convert_message(message, call.model))
+
+    def stream_converter(self, call: Call) -> ClaudeStream:
+        # The body, not `call.request`: like every provider's stream, this one ends with a
+        # usage chunk unless the client turned include_usage off (the core sets it when unsaid).
+        options = call.body.get("stream_options")
+        return ClaudeStream(call.model, isinstance(options, dict)
+                            and options.get("include_usage") is True)
+
+    def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
+        error = _error_of(body)
+        return None if error is None else (status, _proxy_error(error, status).body())
+
+
+# ---- request ----------------------------------------------------------------------------
+
+
+def build_body(req: ChatCompletionRequest, raw: list[dict[str, Any]], model: str,
+               top_k: int | None = None) -> dict[str, Any]:
+    """The Messages API body for an OpenAI chat request (`raw`: its messages as sent)."""
+    system, messages = convert_messages(req.messages, raw)
+    body: dict[str, Any] = {"model": model, "messages": messages}
+    if system:
+        cached = any("cache_control" in block for block in system)
+        body["system"] = system if cached else "\n\n".join(b["text"] for b in system)
+    max_tokens = req.max_completion_tokens or req.max_tokens or DEFAULT_MAX_TOKENS
+    thinking = None
+    if req.reasoning_effort is not None and req.reasoning_effort != "none":
+        budget = BUDGETS.get(req.reasoning_effort)
+        if budget is None:
+            raise bad_request(f"unsupported reasoning_effort {req.reasoning_effort!r}; use one"
+                              f" of none, {', '.join(BUDGETS)}", param="reasoning_effort")
+        if budget >= max_tokens:
+            max_tokens += budget
+        thinking = {"type": "enabled", "budget_tokens": budget}
+    body["max_tokens"] = max_tokens
+    if thinking:
+        body["thinking"] = thinking
+        if req.top_p is not None and req.top_p >= 0.95:
+            body["top_p"] = req.top_p
+    else:
+        for key, value in (("temperature", req.temperature), ("top_p", req.top_p),
+                           ("top_k", top_k)):
+            if value is not None:
+                body[key] = value
+    if req.stop:
+        body["stop_sequences"] = [req.stop] if isinstance(req.stop, str) else req.stop
+    if req.tools:
+        body["tools"] = [_tool(tool) for tool in req.tools]
+        choice = _tool_choice(req.tool_choice)
+        if req.parallel_tool_calls is False and choice.get("type") != "none":
+            choice["disable_parallel_tool_use"] = True
+        if choice != {"type": "auto"} or req.tool_choice is not None:
+            body["tool_choice"] = choice
+    if req.stream:
+        body["stream"] = True
+    if req.user:
+        body["metadata"] = {"user_id": req.user}
+    return body
+
+
+def convert_messages(messages: list[ChatMessage], raw: list[dict[str, Any]]
+                     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """System text blocks, and the user/assistant turns with same-role turns merged."""
+    system: list[dict[str, Any]] = []
+    turns: list[dict[str, Any]] = []
+    for i, message in enumerate(messages):
+        raw_content = raw[i].get("content") if i < len(raw) else None
+        parts = raw_content if isinstance(raw_content, list) else []
+        role = message.role
+        if role in ("system", "developer"):
+            system.extend(b for b in _blocks(message.content, parts) if b["type"] == "text")
+            continue
+        if role == "tool":
+            result: dict[str, Any] = {"type": "tool_result",
+                                      "tool_use_id": message.tool_call_id or ""}
+            content = message.content
+            if content:
+                result["content"] = (content if isinstance(content, str)
+                                     else _blocks(content, parts))
+            blocks = [result]
+            role = "user"
+        elif role == "user":
+            blocks = _blocks(message.content, parts)
+        elif role == "assistant":
+            blocks = _blocks(message.content, parts) + [
+                _tool_use(call) for call in message.tool_calls or ()]
+        else:
+            raise bad_request(f"unsupported message role {role!r}", param=f"messages[{i}].role")
+        if not blocks:
+            continue
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    return system, turns
+
+
+def _blocks(content: str | list[ContentPart] | None, raw_parts: list[Any]) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    blocks = []
+    for j, part in enumerate(content or ()):
+        if part.type == "text":
+            if not part.text:
+                continue
+            block: dict[str, Any] = {"type": "text", "text": part.text}
+        elif part.type == "image_url" and part.image_url:
+            block = {"type": "image", "source": _image_source(part.image_url.url)}
+        else:
+            raise bad_request(f"Claude does not take content parts of type {part.type!r}")
+        raw_part = raw_parts[j] if j < len(raw_parts) else None
+        if isinstance(raw_part, dict) and raw_part.get("cache_control") is not None:
+            block["cache_control"] = raw_part["cache_control"]
+        blocks.append(block)
+    return blocks
+
+
+def _image_source(url: str) -> dict[str, str]:
+    if url.startswith("data:"):
+        m = _DATA_URL.match(url)
+        if m is None:
+            raise bad_request("an image data URL must be base64 (data:<type>;base64,<data>)")
+        return {"type": "base64", "media_type": m.group(1), "data": m.group(3)}
+    if url.startswith(("http://", "https://")):
+        return {"type": "url", "url": url}
+    raise bad_request("an image URL must be a data URL or an http(s) URL")
+
+
+def _tool_use(call: ToolCall) -> dict[str, Any]:
+    function = call.function or FunctionCall()
+    try:
+        arguments = msgspec.json.decode(function.arguments or "{}")
+    except msgspec.DecodeError:
+        raise bad_request(f"the arguments of tool call {call.id!r} are not valid JSON") from None
+    if not isinstance(arguments, dict):
+        raise bad_request(f"the arguments of tool call {call.id!r} must be a JSON object")
+    return {"type": "tool_use", "id": call.id or "", "name": function.name or "",
+            "input": arguments}
+
+
+def _tool(tool: Any) -> dict[str, Any]:
+    if tool.type != "function" or not tool.function:
+        raise bad_request(f"Claude takes function tools only, not {tool.type!r}", param="tools")
+    f = tool.function
+    out: dict[str, Any] = {"name": f.name}
+    if f.description:
+        out["description"] = f.description
+    out["input_schema"] = f.parameters or {"type": "object", "properties": {}}
+    return out
+
+
+def _tool_choice(choice: Any) -> dict[str, Any]:
+    if choice is None or choice == "auto":
+        return {"type": "auto"}
+    if choice == "required":
+        return {"type": "any"}
+    if choice == "none":
+        return {"type": "none"}
+    if not isinstance(choice, str) and choice.function:
+        return {"type": "tool", "name": choice.function.name}
+    raise bad_request(f"unsupported tool_choice {choice!r}", param="tool_choice")
+
+
+# ---- responses --------------------------------------------------------------------------
+
+
+def usage_of(usage: dict[str, Any]) -> Usage:
+    """OpenAI usage from Claude's: cached and cache-written input counts as prompt."""
+    cache_read = usage.get("cache_read_input_tokens") or 0
+    prompt = (usage.get("input_tokens") or 0) + cache_read + (
+        usage.get("cache_creation_input_tokens") or 0)
+    completion = usage.get("output_tokens") or 0
+    return Usage(prompt, completion, prompt + completion,
+                 prompt_tokens_details=PromptTokensDetails(cached_tokens=cache_read))
+
+
+def convert_message(message: dict[str, Any], model: str) -> ChatCompletion:
+    """A `chat.completion` for a Claude Messages API answer."""
+    text, reasoning, calls = [], [], []
+    for block in message["content"]:
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text":
+            text.append(block.get("text", ""))
+        elif kind == "thinking":
+            reasoning.append(block.get("thinking", ""))
+        elif kind == "tool_use":
+            calls.append(ToolCall(id=block.get("id", ""), type="function", function=FunctionCall(
+                name=block.get("name", ""),
+                arguments=encode(block.get("input") or {}).decode())))
+    answer = AssistantMessage(content="".join(text) if text or not calls else None)
+    if reasoning:
+        answer.reasoning_content = "".join(reasoning)
+    if calls:
+        answer.tool_calls = calls
+    finish = FINISH.get(message.get("stop_reason") or "end_turn", "stop")
+    return ChatCompletion(id=message.get("id") or "", created=int(time.time()),
+                          model=message.get("model") or model,
+                          choices=[Choice(0, answer, finish)],
+                          usage=usage_of(message.get("usage") or {}))
+
+
+def _error_of(body: bytes) -> dict[str, Any] | None:
+    try:
+        data = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return None
+    error = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(error, dict) or not isinstance(error.get("message"), str):
+        return None
+    return error
+
+
+def _proxy_error(error: dict[str, Any], status: int | None = None) -> ProxyError:
+    kind = str(error.get("type") or "api_error")
+    return ProxyError(status or ERROR_STATUS.get(kind, 500), error["message"],
+                      ERROR_TYPES.get(kind, "server_error" if kind.endswith("api_error")
+                                      else "invalid_request_error"), kind)
+
+
+class ClaudeStream:
+    """Converts Claude's streamed events into OpenAI chunks, fed bytes in reads of any size."""
+
+    def __init__(self, model: str, include_usage: bool) -> None:
+        self.model = model
+        self.include_usage = include_usage
+        self.parser = EventParser()
+        self.out: ChunkStream | None = None
+        self.usage: dict[str, Any] = {}
+        self.tools: dict[int, bool] = {}  # tool_use block index -> arguments seen
+        self.ended = False
+
+    def feed(self, data: bytes) -> bytes:
+        return b"".join(self._event(event) for event in self.parser.feed(data))
+
+    def close(self) -> bytes:
+        out = b"".join(self._event(event) for event in self.parser.close())
+        if not self.ended:
+            out += self._fail(upstream_invalid("Claude's stream ended before message_stop"))
+        return out
+
+    def _stream(self, id: str | None = None, model: str | None = None) -> ChunkStream:
+        if self.out is None:
+            self.out = ChunkStream(model or self.model, self.include_usage, id=id or None)
+        return self.out
+
+    def _fail(self, error: ProxyError) -> bytes:
+        self.ended = True
+        return self._stream().error(error)
+
+    def _event(self, event: Event) -> bytes:
+        if self.ended:
+            return b""
+        try:
+            data = msgspec.json.decode(event.data)
+        except msgspec.DecodeError:
+            return self._fail(upstream_invalid("Claude streamed an event that is not JSON"))
+        if not isinstance(data, dict):
+            return b""
+        kind = data.get("type") or event.event
+        if kind == "message_start":
+            message = data.get("message") or {}
+            self.usage.update(message.get("usage") or {})
+            return self._stream(message.get("id"), message.get("model")).start()
+        out = self._stream()
+        index = data.get("index", -1)
+        if kind == "content_block_start":
+            block = data.get("content_block") or {}
+            if block.get("type") == "text":
+                return out.start() + out.text(block.get("text", ""))
+            if block.get("type") == "thinking":
+                return out.start() + out.reasoning(block.get("thinking", ""))
+            if block.get("type") == "tool_use":
+                self.tools[index] = False
+                return out.tool_call(str(index), block.get("id", ""), block.get("name", ""))
+        elif kind == "content_block_delta":
+            delta = data.get("delta") or {}
+            if delta.get("type") == "text_delta":
+                return out.text(delta.get("text", ""))
+            if delta.get("type") == "thinking_delta":
+                return out.reasoning(delta.get("thinking", ""))
+            if delta.get("type") == "input_json_delta" and index in self.tools:
+                fragment = delta.get("partial_json", "")
+                self.tools[index] = self.tools[index] or bool(fragment)
+                return out.tool_arguments(str(index), fragment)
+        elif kind == "content_block_stop":
+            if self.tools.get(index) is False:  # a call with no input: still valid JSON
+                self.tools[index] = True
+                return out.tool_arguments(str(index), "{}")
+        elif kind == "message_delta":
+            self.usage.update({k: v for k, v in (data.get("usage") or {}).items()
+                               if v is not None})
+            out.usage = usage_of(self.usage)
+            reason = (data.get("delta") or {}).get("stop_reason")
+            return out.finish(FINISH.get(reason, "stop")) if reason else b""
+        elif kind == "message_stop":
+            self.ended = True
+            if out.usage is None and self.usage:
+                out.usage = usage_of(self.usage)
+            return out.done()
+        elif kind == "error":
+            error = data.get("error") if isinstance(data.get("error"), dict) else {}
+            return self._fail(_proxy_error({"message": "Claude's stream failed", **error}))
+        return b""
