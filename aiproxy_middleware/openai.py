@@ -8,7 +8,9 @@ providers that convert the request.
 
 from __future__ import annotations
 
+import base64
 import re
+import struct
 from typing import Any, Literal, TypeVar
 
 import msgspec
@@ -203,6 +205,14 @@ class Embedding(Struct):
     index: int
     embedding: list[float] | str
     object: str = "embedding"
+
+
+def embedding(index: int, vector: list[float], encoding_format: str | None) -> Embedding:
+    """One embedding as OpenAI returns it: floats, or base64 of little-endian float32s."""
+    if encoding_format == "base64":
+        packed = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        return Embedding(index, packed)
+    return Embedding(index, vector)
 
 
 class EmbeddingsUsage(Struct):

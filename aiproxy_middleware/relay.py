@@ -45,7 +45,9 @@ class Relay:
         client = provider.client(shared)
         request = client.build_request(up.method, up.url, headers=headers, content=up.body,
                                        timeout=provider.timeout)
-        if call.stream:
+        if call.stream or call.endpoint is None:
+            # Under protocol original the answer says whether it streams (Gemini's
+            # `:streamGenerateContent` does, whatever the body holds).
             await self._stream(call, client, request, receive)
             return
         try:

@@ -12,9 +12,7 @@ a real provider's, so what a client sees here is what it sees in production.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
-import struct
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -26,7 +24,7 @@ from msgspec import Struct
 
 from aiproxy_middleware.openai import (
     AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice,
-    ChunkChoice, Delta, Embedding, EmbeddingsRequest, EmbeddingsResponse, EmbeddingsUsage,
+    ChunkChoice, Delta, embedding, EmbeddingsRequest, EmbeddingsResponse, EmbeddingsUsage,
     Usage, encode)
 from aiproxy_middleware.provider import Call, Endpoint, UpstreamRequest
 
@@ -139,12 +137,7 @@ def _embeddings(req: EmbeddingsRequest) -> httpx.Response:
     dimensions = req.dimensions or DEFAULT_DIMENSIONS
     data = []
     for i, text in enumerate(texts):
-        vector = _vector(text, dimensions)
-        if req.encoding_format == "base64":
-            packed = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-            data.append(Embedding(i, packed))
-        else:
-            data.append(Embedding(i, vector))
+        data.append(embedding(i, _vector(text, dimensions), req.encoding_format))
     tokens = sum(max(1, _words(t)) for t in texts)
     answer = EmbeddingsResponse(data, req.model, EmbeddingsUsage(tokens, tokens))
     return httpx.Response(200, headers={"content-type": "application/json"}, content=encode(answer))

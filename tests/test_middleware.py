@@ -211,3 +211,15 @@ async def test_context_fetch_failure_is_502_naming_the_file(gateway, respx_mock)
     error = assert_error(await client.post("/v1/chat/completions", json=CHAT), 502,
                          "context_unavailable")
     assert "http://files.internal/missing.txt" in error["message"] and "404" in error["message"]
+
+
+async def test_original_protocol_relays_a_streamed_answer_as_a_stream(gateway, respx_mock):
+    sse = b'data: {"candidates": []}\n\ndata: {"candidates": []}\n\n'
+    respx_mock.post("https://api.openai.com/v1beta/models/m:streamGenerateContent?alt=sse"
+                    ).respond(content=sse, headers={"content-type": "text/event-stream"})
+    client = gateway({"routes": [{"path": "/native", "provider": {
+        "type": "openai", "apiTokens": ["k"], "protocol": "original"}}]})
+    r = await client.post("/native/v1beta/models/m:streamGenerateContent?alt=sse",
+                          json={"contents": []})
+    assert r.status_code == 200 and r.content == sse
+    assert r.headers["content-type"] == "text/event-stream"

@@ -1,0 +1,470 @@
+"""Google AI Studio Gemini (`type: gemini`): OpenAI chat and embeddings over the Gemini API.
+
+- `POST https://generativelanguage.googleapis.com/{apiVersion}/models/{model}:generateContent`
+  (`:streamGenerateContent?alt=sse` streamed, `:batchEmbedContents` for embeddings); the key
+  goes in `x-goog-api-key`, never the URL. `apiVersion` defaults to `v1beta`.
+- Request: system/developer -> `systemInstruction`; user -> `user`, assistant -> `model`,
+  consecutive same-role turns merged. Text; data-URL images, `input_audio` and data-URL
+  files -> `inlineData`. **http(s) image URLs are a 400** (not fetched yet). Assistant
+  `tool_calls` -> `functionCall` parts, the first of a turn carrying Google's documented
+  `skip_thought_signature_validator` (OpenAI clients cannot return Gemini 3's signatures);
+  `tool` messages -> `functionResponse` in a user turn, named by the matching tool call id
+  (a JSON-object content is the response, anything else `{"result": content}`).
+- `generationConfig`: maxOutputTokens (max_completion_tokens or max_tokens), temperature,
+  topP, stopSequences, seed, candidateCount (n), presence/frequencyPenalty; response_format
+  json_object -> `responseMimeType`, json_schema -> plus `responseJsonSchema`; tools ->
+  `functionDeclarations` with `parametersJsonSchema` (both v1beta fields take full JSON
+  Schema, so nothing is stripped). `reasoning_effort` none/minimal/low/medium/high ->
+  `thinkingBudget` 0/512/1024/8192/24576 (`includeThoughts` unless 0), else
+  `geminiThinkingBudget`. `geminiSafetySetting` {category: threshold} -> `safetySettings`.
+  tool_choice auto/none/required/named -> AUTO/NONE/ANY/ANY + `allowedFunctionNames`.
+- Response: a choice per candidate; `thought` parts -> `reasoning_content`, `functionCall`
+  -> `tool_calls` (`call_<hex>` ids); STOP -> stop (tool_calls with calls), MAX_TOKENS ->
+  length, safety reasons -> content_filter. Thought tokens count as completion and
+  `reasoning_tokens`; cached content tokens as `cached_tokens`.
+- Streaming: each SSE event is a whole response, turned into chunks; n > 1 is a 400.
+- Errors `{"error":{"code","message","status"}}` keep status and message; the Google status
+  picks the OpenAI type and is kept as `code`.
+- Embeddings usage: Gemini's `usageMetadata` when sent, else 0 (not estimated).
+- `protocol: original` forwards any path to the Gemini host with `x-goog-api-key`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+import msgspec
+from msgspec import UNSET, Struct
+
+from aiproxy_middleware.config import ConfigError
+from aiproxy_middleware.errors import ProxyError, bad_request, upstream_invalid
+from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, ChatCompletionRequest,
+                                       ChatMessage, Choice, CompletionTokensDetails,
+                                       ContentPart, embedding, EmbeddingsRequest,
+                                       EmbeddingsResponse, EmbeddingsUsage, FunctionCall,
+                                       PromptTokensDetails, ToolCall, Usage, encode)
+from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest
+from aiproxy_middleware.sse import ChunkStream, Event, EventParser
+
+HOST = "https://generativelanguage.googleapis.com"
+BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576}
+SKIP_SIGNATURE = "skip_thought_signature_validator"
+FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter",
+          "RECITATION": "content_filter", "BLOCKLIST": "content_filter",
+          "PROHIBITED_CONTENT": "content_filter", "SPII": "content_filter",
+          "IMAGE_SAFETY": "content_filter"}
+CHOICES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
+ERROR_TYPES = {"NOT_FOUND": "not_found_error", "RESOURCE_EXHAUSTED": "rate_limit_error",
+               **dict.fromkeys(("INVALID_ARGUMENT", "FAILED_PRECONDITION", "OUT_OF_RANGE"),
+                               "invalid_request_error"),
+               **dict.fromkeys(("UNAUTHENTICATED", "PERMISSION_DENIED"), "authentication_error")}
+_DATA_URL = re.compile(r"^data:([^;,]+)(?:;[^;,]*)*;base64,(.*)$", re.S)
+
+
+class Settings(Struct, rename="camel", forbid_unknown_fields=True):
+    api_version: str = "v1beta"
+    gemini_safety_setting: dict[str, str] = {}
+    gemini_thinking_budget: int | None = None
+
+
+class Gemini(Provider):
+    name = "gemini"
+    Settings = Settings
+    settings_column = "gemini"
+
+    def __init__(self, config: Any, settings: Settings) -> None:
+        super().__init__(config, settings)
+        if not re.fullmatch(r"v\d+\w*", settings.api_version):
+            raise ConfigError(f"apiVersion: expected a version such as v1beta, got"
+                              f" {settings.api_version!r}")
+
+    def base_url(self) -> str:
+        return HOST
+
+    def auth_headers(self, call: Call) -> dict[str, str]:
+        return {"x-goog-api-key": call.token} if call.token else {}
+
+    def _url(self, model: str, action: str) -> str:
+        version = self.settings.api_version  # type: ignore[attr-defined]
+        return f"{HOST}/{version}/models/{model.removeprefix('models/')}:{action}"
+
+    def request(self, call: Call) -> UpstreamRequest:
+        if call.endpoint is Endpoint.EMBEDDINGS:
+            assert isinstance(call.request, EmbeddingsRequest)
+            body: dict[str, Any] = embeddings_body(call.request, call.model)
+            url = self._url(call.model, "batchEmbedContents")
+        else:
+            assert isinstance(call.request, ChatCompletionRequest)
+            if call.stream and (call.request.n or 1) > 1:
+                raise bad_request("this provider streams one choice only; use n = 1 with"
+                                  " stream", param="n")
+            body = chat_body(call.request, self.settings)  # type: ignore[arg-type]
+            url = self._url(call.model, "streamGenerateContent?alt=sse" if call.stream
+                            else "generateContent")
+        return UpstreamRequest(url, self.auth_headers(call), encode(body))
+
+    def convert_response(self, call: Call, body: bytes) -> bytes | None:
+        answer = _decode(body)
+        if call.endpoint is Endpoint.EMBEDDINGS:
+            assert isinstance(call.request, EmbeddingsRequest)
+            return encode(convert_embeddings(answer, call.request, call.model))
+        return encode(convert_answer(answer, call.model))
+
+    def stream_converter(self, call: Call) -> GeminiStream:
+        options = getattr(call.request, "stream_options", None)
+        return GeminiStream(call.model, bool(options and options.include_usage is True))
+
+    def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
+        error = _error_of(body)
+        return None if error is None else (status, _proxy_error(error, status).body())
+
+
+# ---- request ----------------------------------------------------------------------------
+
+
+def chat_body(req: ChatCompletionRequest, settings: Settings) -> dict[str, Any]:
+    system: list[dict[str, Any]] = []
+    contents: list[dict[str, Any]] = []
+    names: dict[str, str] = {}  # tool call id -> function name
+    for i, message in enumerate(req.messages):
+        role = message.role
+        if role in ("system", "developer"):
+            if message.text():
+                system.append({"text": message.text()})
+            continue
+        if role == "user":
+            _add(contents, "user", _parts(message, f"messages[{i}].content"))
+        elif role == "assistant":
+            _add(contents, "model", _model_parts(message, names, i))
+        elif role in ("tool", "function"):
+            _add(contents, "user", [_function_response(message, names, i)])
+        else:
+            raise bad_request(f"unknown message role {role!r}", param=f"messages[{i}].role")
+    body: dict[str, Any] = {"contents": contents}
+    if system:
+        body["systemInstruction"] = {"parts": system}
+    config = _generation_config(req, settings)
+    if config:
+        body["generationConfig"] = config
+    if settings.gemini_safety_setting:
+        body["safetySettings"] = [{"category": c, "threshold": t}
+                                  for c, t in settings.gemini_safety_setting.items()]
+    if req.tools:
+        body["tools"] = [{"functionDeclarations": [_declaration(t, i)
+                                                   for i, t in enumerate(req.tools)]}]
+    if req.tool_choice is not None:
+        body["toolConfig"] = {"functionCallingConfig": _tool_choice(req.tool_choice)}
+    return body
+
+
+def _add(contents: list[dict[str, Any]], role: str, parts: list[dict[str, Any]]) -> None:
+    if not parts:
+        return
+    if contents and contents[-1]["role"] == role:
+        contents[-1]["parts"].extend(parts)
+    else:
+        contents.append({"role": role, "parts": parts})
+
+
+def _parts(message: ChatMessage, where: str) -> list[dict[str, Any]]:
+    if isinstance(message.content, str):
+        return [{"text": message.content}] if message.content else []
+    return [p for j, part in enumerate(message.content or [])
+            if (p := _part(part, f"{where}[{j}]")) is not None]
+
+
+def _part(part: ContentPart, where: str) -> dict[str, Any] | None:
+    if part.type == "text":
+        return {"text": part.text} if part.text else None
+    if part.type == "input_audio" and part.input_audio is not UNSET:
+        audio = part.input_audio
+        return {"inlineData": {"mimeType": f"audio/{audio.get('format', 'wav')}",
+                               "data": audio.get("data", "")}}
+    if part.type == "image_url" and part.image_url is not UNSET:
+        url = part.image_url.url
+        if url.startswith(("http://", "https://")):
+            raise bad_request("this provider does not fetch image URLs yet; send the image as"
+                              " a data: URL (data:image/png;base64,...)", param=where)
+    elif part.type == "file" and part.file is not UNSET:
+        url = str(part.file.get("file_data", ""))
+    else:
+        raise bad_request(f"content part type {part.type!r} is not supported by this"
+                          " provider", param=where)
+    found = _DATA_URL.match(url)
+    if found is None:
+        raise bad_request(f"{part.type} must be a data: URL with base64 data", param=where)
+    return {"inlineData": {"mimeType": found.group(1), "data": found.group(2)}}
+
+
+def _model_parts(message: ChatMessage, names: dict[str, str], i: int) -> list[dict[str, Any]]:
+    parts = _parts(message, f"messages[{i}].content")
+    calls = message.tool_calls if message.tool_calls is not UNSET else []
+    for j, call in enumerate(calls):
+        where = f"messages[{i}].tool_calls[{j}]"
+        function = call.function if call.function is not UNSET else FunctionCall()
+        if function.name is UNSET or not function.name:
+            raise bad_request("a tool call needs a function name", param=where)
+        try:
+            args = msgspec.json.decode(function.arguments or "{}") \
+                if function.arguments is not UNSET else {}
+        except msgspec.DecodeError:
+            raise bad_request("tool call arguments must be a JSON object",
+                              param=f"{where}.function.arguments") from None
+        if not isinstance(args, dict):
+            raise bad_request("tool call arguments must be a JSON object",
+                              param=f"{where}.function.arguments")
+        if call.id is not UNSET:
+            names[call.id] = function.name
+        part: dict[str, Any] = {"functionCall": {"name": function.name, "args": args}}
+        if j == 0:
+            part["thoughtSignature"] = SKIP_SIGNATURE
+        parts.append(part)
+    return parts
+
+
+def _function_response(message: ChatMessage, names: dict[str, str], i: int) -> dict[str, Any]:
+    name = names.get(message.tool_call_id) if message.tool_call_id is not UNSET else None
+    if name is None and message.name is not UNSET:
+        name = message.name
+    if not name:
+        raise bad_request("a tool message must answer an earlier tool call (its tool_call_id"
+                          " was not found)", param=f"messages[{i}].tool_call_id")
+    text = message.text()
+    try:
+        value = msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        value = None
+    response = value if isinstance(value, dict) else {"result": text}
+    return {"functionResponse": {"name": name, "response": response}}
+
+
+def _generation_config(req: ChatCompletionRequest, settings: Settings) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    limit = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+    for key, value in (("maxOutputTokens", limit), ("temperature", req.temperature),
+                       ("topP", req.top_p), ("seed", req.seed), ("candidateCount", req.n),
+                       ("presencePenalty", req.presence_penalty),
+                       ("frequencyPenalty", req.frequency_penalty)):
+        if value is not None:
+            config[key] = value
+    if req.stop:
+        config["stopSequences"] = [req.stop] if isinstance(req.stop, str) else req.stop
+    fmt = req.response_format
+    if fmt is not None and fmt.type in ("json_object", "json_schema"):
+        config["responseMimeType"] = "application/json"
+        if fmt.type == "json_schema" and fmt.json_schema is not UNSET:
+            schema = fmt.json_schema.get("schema")
+            if schema is not None:
+                config["responseJsonSchema"] = schema
+    budget = settings.gemini_thinking_budget
+    if req.reasoning_effort is not None:
+        if req.reasoning_effort not in BUDGETS:
+            raise bad_request(f"reasoning_effort must be one of {', '.join(BUDGETS)}",
+                              param="reasoning_effort")
+        budget = BUDGETS[req.reasoning_effort]
+    if budget is not None:
+        config["thinkingConfig"] = ({"thinkingBudget": 0} if budget == 0
+                                    else {"thinkingBudget": budget, "includeThoughts": True})
+    return config
+
+
+def _declaration(tool: Any, i: int) -> dict[str, Any]:
+    if tool.type != "function" or tool.function is UNSET:
+        raise bad_request(f"tool type {tool.type!r} is not supported by this provider",
+                          param=f"tools[{i}]")
+    f = tool.function
+    out: dict[str, Any] = {"name": f.name}
+    if f.description is not UNSET:
+        out["description"] = f.description
+    if f.parameters is not UNSET:
+        out["parametersJsonSchema"] = f.parameters
+    return out
+
+
+def _tool_choice(choice: Any) -> dict[str, Any]:
+    if isinstance(choice, str):
+        if choice not in CHOICES:
+            raise bad_request("tool_choice must be auto, none, required or a named function",
+                              param="tool_choice")
+        return {"mode": CHOICES[choice]}
+    if choice.function is UNSET:
+        raise bad_request("a named tool_choice needs 'function.name'", param="tool_choice")
+    return {"mode": "ANY", "allowedFunctionNames": [choice.function.name]}
+
+
+def embeddings_body(req: EmbeddingsRequest, model: str) -> dict[str, Any]:
+    name = "models/" + model.removeprefix("models/")
+    requests = []
+    for text in req.texts():
+        item: dict[str, Any] = {"model": name, "content": {"parts": [{"text": text}]}}
+        if req.dimensions is not None:
+            item["outputDimensionality"] = req.dimensions
+        requests.append(item)
+    return {"requests": requests}
+
+
+# ---- response ---------------------------------------------------------------------------
+
+
+def _decode(body: bytes) -> dict[str, Any]:
+    try:
+        answer = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        raise upstream_invalid("Gemini answered with invalid JSON") from None
+    if not isinstance(answer, dict):
+        raise upstream_invalid("Gemini's answer is not a JSON object")
+    return answer
+
+
+def _call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+def _finish(reason: str | None, has_calls: bool) -> str | None:
+    if reason is None or reason == "FINISH_REASON_UNSPECIFIED":
+        return None
+    finish = FINISH.get(reason, "stop")
+    return "tool_calls" if finish == "stop" and has_calls else finish
+
+
+def convert_usage(meta: Any) -> Usage | None:
+    if not isinstance(meta, dict):
+        return None
+    prompt = meta.get("promptTokenCount", 0)
+    thoughts = meta.get("thoughtsTokenCount")
+    completion = meta.get("candidatesTokenCount", 0) + (thoughts or 0)
+    usage = Usage(prompt, completion, meta.get("totalTokenCount", prompt + completion))
+    if "cachedContentTokenCount" in meta:
+        usage.prompt_tokens_details = PromptTokensDetails(meta["cachedContentTokenCount"])
+    if thoughts is not None:
+        usage.completion_tokens_details = CompletionTokensDetails(thoughts)
+    return usage
+
+
+def convert_answer(answer: dict[str, Any], model: str) -> ChatCompletion:
+    choices = []
+    for n, candidate in enumerate(answer.get("candidates") or []):
+        texts, thoughts, calls = [], [], []
+        for part in (candidate.get("content") or {}).get("parts") or []:
+            if "functionCall" in part:
+                fc = part["functionCall"]
+                calls.append(ToolCall(id=_call_id(), type="function", function=FunctionCall(
+                    fc.get("name", ""), encode(fc.get("args") or {}).decode())))
+            elif isinstance(part.get("text"), str):
+                (thoughts if part.get("thought") else texts).append(part["text"])
+        message = AssistantMessage(content="".join(texts) if texts or not calls else None)
+        if thoughts:
+            message.reasoning_content = "".join(thoughts)
+        if calls:
+            message.tool_calls = calls
+        finish = _finish(candidate.get("finishReason"), bool(calls)) or "stop"
+        choices.append(Choice(candidate.get("index", n), message, finish))
+    if not choices and (answer.get("promptFeedback") or {}).get("blockReason"):
+        choices.append(Choice(0, AssistantMessage(content=""), "content_filter"))
+    ident = answer.get("responseId")
+    result = ChatCompletion(f"chatcmpl-{ident or uuid.uuid4().hex}", int(time.time()),
+                            answer.get("modelVersion") or model, choices)
+    usage = convert_usage(answer.get("usageMetadata"))
+    if usage is not None:
+        result.usage = usage
+    return result
+
+
+def convert_embeddings(answer: dict[str, Any], req: EmbeddingsRequest,
+                       model: str) -> EmbeddingsResponse:
+    data = []
+    for i, item in enumerate(answer.get("embeddings") or []):
+        data.append(embedding(i, item.get("values") or [], req.encoding_format))
+    tokens = (answer.get("usageMetadata") or {}).get("promptTokenCount", 0)
+    return EmbeddingsResponse(data, model, EmbeddingsUsage(tokens, tokens))
+
+
+class GeminiStream:
+    """Converts Gemini's SSE (one GenerateContentResponse per event) into OpenAI chunks."""
+
+    def __init__(self, model: str, include_usage: bool) -> None:
+        self.model = model
+        self.include_usage = include_usage
+        self.parser = EventParser()
+        self.stream: ChunkStream | None = None
+        self.calls = 0
+
+    def _chunks(self, answer: dict[str, Any] | None = None) -> ChunkStream:
+        if self.stream is None:
+            answer = answer or {}
+            ident = answer.get("responseId")
+            self.stream = ChunkStream(answer.get("modelVersion") or self.model,
+                                      self.include_usage, f"chatcmpl-{ident}" if ident else None)
+        return self.stream
+
+    def feed(self, data: bytes) -> bytes:
+        return b"".join(self._event(e) for e in self.parser.feed(data))
+
+    def close(self) -> bytes:
+        out = b"".join(self._event(e) for e in self.parser.close())
+        return out + self._chunks().done()
+
+    def _event(self, event: Event) -> bytes:
+        if event.data.strip() == "[DONE]":
+            return b""
+        try:
+            answer = msgspec.json.decode(event.data)
+        except msgspec.DecodeError:
+            return self._chunks().error(upstream_invalid("Gemini sent an invalid stream event"))
+        if not isinstance(answer, dict):
+            return b""
+        s = self._chunks(answer)
+        if "error" in answer:
+            return s.error(_proxy_error(answer["error"], 500))
+        out = s.start()
+        candidates = answer.get("candidates") or []
+        for candidate in candidates[:1]:
+            for part in (candidate.get("content") or {}).get("parts") or []:
+                if "functionCall" in part:
+                    fc = part["functionCall"]
+                    self.calls += 1
+                    out += s.tool_call(str(self.calls), _call_id(), fc.get("name", ""),
+                                       encode(fc.get("args") or {}).decode())
+                elif isinstance(part.get("text"), str):
+                    out += (s.reasoning if part.get("thought") else s.text)(part["text"])
+            finish = _finish(candidate.get("finishReason"), s.has_tool_calls)
+            if finish is not None:
+                out += s.finish(finish)
+        if not candidates and (answer.get("promptFeedback") or {}).get("blockReason"):
+            out += s.finish("content_filter")
+        usage = convert_usage(answer.get("usageMetadata"))
+        if usage is not None:
+            s.usage = usage
+        return out
+
+
+# ---- errors -----------------------------------------------------------------------------
+
+
+def _error_of(body: bytes) -> dict[str, Any] | None:
+    try:
+        value = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return None
+    if isinstance(value, list) and value:
+        value = value[0]
+    error = value.get("error") if isinstance(value, dict) else None
+    return error if isinstance(error, dict) and "message" in error else None
+
+
+def _proxy_error(error: Any, status: int) -> ProxyError:
+    if not isinstance(error, dict):
+        error = {"message": str(error)}
+    google = str(error.get("status") or "")
+    kind = ERROR_TYPES.get(google)
+    if kind is None:
+        kind = "server_error" if status >= 500 else "invalid_request_error"
+    reasons = {d.get("reason") for d in error.get("details") or [] if isinstance(d, dict)}
+    if "API_KEY_INVALID" in reasons:
+        kind = "authentication_error"
+    code = error.get("code")
+    return ProxyError(code if isinstance(code, int) and code >= 400 else status,
+                      str(error.get("message", "")), kind, google or None)
