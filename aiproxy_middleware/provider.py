@@ -108,6 +108,9 @@ class Provider:
         """Scheme and host (and any base path) the requests go to."""
         raise NotImplementedError
 
+    async def prepare(self, call: Call, client: httpx.AsyncClient) -> None:
+        """Work a call needs before `request` that waits on the network (fetching images)."""
+
     def request(self, call: Call) -> UpstreamRequest:
         """The upstream request for an OpenAI-protocol call."""
         raise NotImplementedError

@@ -35,6 +35,7 @@ class Relay:
 
     async def run(self, call: Call, shared: httpx.AsyncClient, receive: Any) -> None:
         provider = self.provider
+        await provider.prepare(call, shared)
         up = provider.request(call) if call.endpoint is not None else provider.original_request(call)
         headers = up.headers
         headers.setdefault("Content-Type", "application/json")

@@ -5,7 +5,8 @@
   goes in `x-goog-api-key`, never the URL. `apiVersion` defaults to `v1beta`.
 - Request: system/developer -> `systemInstruction`; user -> `user`, assistant -> `model`,
   consecutive same-role turns merged. Text; data-URL images, `input_audio` and data-URL
-  files -> `inlineData`. **http(s) image URLs are a 400** (not fetched yet). Assistant
+  files -> `inlineData`; http(s) image URLs are fetched by the gateway (20 MiB, 30 s each;
+  a failed fetch is a 400 naming the URL) and sent inline. Assistant
   `tool_calls` -> `functionCall` parts, the first of a turn carrying Google's documented
   `skip_thought_signature_validator` (OpenAI clients cannot return Gemini 3's signatures);
   `tool` messages -> `functionResponse` in a user turn, named by the matching tool call id
@@ -36,11 +37,13 @@ import time
 import uuid
 from typing import Any
 
+import httpx
 import msgspec
 from msgspec import UNSET, Struct
 
 from aiproxy_middleware.config import ConfigError
 from aiproxy_middleware.errors import ProxyError, bad_request, upstream_invalid
+from aiproxy_middleware.images import inline_image_urls
 from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, ChatCompletionRequest,
                                        ChatMessage, Choice, CompletionTokensDetails,
                                        ContentPart, embedding, EmbeddingsRequest,
@@ -90,6 +93,10 @@ class Gemini(Provider):
     def _url(self, model: str, action: str) -> str:
         version = self.settings.api_version  # type: ignore[attr-defined]
         return f"{HOST}/{version}/models/{model.removeprefix('models/')}:{action}"
+
+    async def prepare(self, call: Call, client: httpx.AsyncClient) -> None:
+        if call.endpoint is Endpoint.CHAT and isinstance(call.request, ChatCompletionRequest):
+            await inline_image_urls(call.request, client)
 
     def request(self, call: Call) -> UpstreamRequest:
         if call.endpoint is Endpoint.EMBEDDINGS:
@@ -185,9 +192,6 @@ def _part(part: ContentPart, where: str) -> dict[str, Any] | None:
                                "data": audio.get("data", "")}}
     if part.type == "image_url" and part.image_url is not UNSET:
         url = part.image_url.url
-        if url.startswith(("http://", "https://")):
-            raise bad_request("this provider does not fetch image URLs yet; send the image as"
-                              " a data: URL (data:image/png;base64,...)", param=where)
     elif part.type == "file" and part.file is not UNSET:
         url = str(part.file.get("file_data", ""))
     else:

@@ -171,9 +171,6 @@ async def test_thinking_budget_setting_and_api_version(gateway, respx_mock):
 
 
 @pytest.mark.parametrize("message, param", [
-    ({"role": "user", "content": [{"type": "image_url",
-                                   "image_url": {"url": "https://x.test/a.png"}}]},
-     "messages[0].content[0]"),
     ({"role": "tool", "tool_call_id": "nope", "content": "x"}, "messages[0].tool_call_id"),
     ({"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {
         "name": "f", "arguments": "[1]"}}]}, "messages[0].tool_calls[0].function.arguments"),
@@ -186,12 +183,35 @@ async def test_requests_gemini_cannot_take_are_400(gateway, respx_mock, message,
     assert not route.called
 
 
-async def test_http_image_url_400_says_why(gateway, respx_mock):
-    client = gateway(CONFIG)
+async def test_http_image_urls_are_fetched_and_sent_inline(gateway, respx_mock):
+    image = respx_mock.get("https://img.test/cat.png").respond(
+        content=b"\x89PNG-bytes", headers={"content-type": "image/png"})
+    route = respx_mock.post(CHAT_URL).respond(json=ANSWER)
+    part = {"type": "image_url", "image_url": {"url": "https://img.test/cat.png"}}
+    msg = {"role": "user", "content": [{"type": "text", "text": "what?"}, part, part]}
+    r = await gateway(CONFIG).post("/v1/chat/completions", json=dict(CHAT, messages=[msg]))
+    assert r.status_code == 200 and image.call_count == 1
+    inline = {"inlineData": {"mimeType": "image/png", "data": "iVBORy1ieXRlcw=="}}
+    assert sent_json(route)["contents"] == [
+        {"role": "user", "parts": [{"text": "what?"}, inline, inline]}]
+
+
+@pytest.mark.parametrize("answer, why", [
+    ({"status_code": 404}, "HTTP 404"),
+    ({"content": b"<html>", "headers": {"content-type": "text/html"}}, "not an image"),
+    ({"content": b"x" * (21 * 1024 * 1024), "headers": {"content-type": "image/png"}},
+     "larger than"),
+])
+async def test_failed_image_fetch_is_400_naming_the_url(gateway, respx_mock, answer, why):
+    respx_mock.get("http://img.test/a.png").respond(**answer)
+    route = respx_mock.post(CHAT_URL).respond(json=ANSWER)
     msg = {"role": "user", "content": [{"type": "image_url",
-                                        "image_url": {"url": "http://x.test/a.png"}}]}
-    r = await client.post("/v1/chat/completions", json=dict(CHAT, messages=[msg]))
-    assert "data: URL" in r.json()["error"]["message"]
+                                        "image_url": {"url": "http://img.test/a.png"}}]}
+    r = await gateway(CONFIG).post("/v1/chat/completions", json=dict(CHAT, messages=[msg]))
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["code"] == "image_fetch_failed"
+    assert "http://img.test/a.png" in error["message"] and why in error["message"]
+    assert not route.called
 
 
 async def test_response_converted(gateway, respx_mock):
