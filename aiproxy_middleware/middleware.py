@@ -174,8 +174,9 @@ class ProxyResponder:
                               " modelMapping fallback ('*')", "missing_model", "model")
         if model != request.model:
             body.set("model", model)
+        include_usage = stream and body.get("stream_options", dict)["include_usage"] is True
         return Call(self.endpoint, body, request, model, request.model, self._token(), stream,
-                    _relative(path, route.prefix), _query(scope), headers)
+                    _relative(path, route.prefix), _query(scope), headers, include_usage)
 
     def _original_call(self, scope: Scope, body: JsonBody) -> Call:
         requested = body.get("model", str, "") if "model" in body else ""

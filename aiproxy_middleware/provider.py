@@ -55,6 +55,8 @@ class Call:
     """The request path, less the route's prefix."""
     query: str
     client_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    include_usage: bool = False
+    """A streamed chat answer ends with a usage chunk: the client asked, or did not say."""
 
 
 @dataclass(slots=True)

@@ -111,11 +111,7 @@ class Claude(Provider):
         return encode(convert_message(message, call.model))
 
     def stream_converter(self, call: Call) -> ClaudeStream:
-        # The body, not `call.request`: like every provider's stream, this one ends with a
-        # usage chunk unless the client turned include_usage off (the core sets it when unsaid).
-        options = call.body.get("stream_options")
-        return ClaudeStream(call.model, isinstance(options, dict)
-                            and options.get("include_usage") is True)
+        return ClaudeStream(call.model, call.include_usage)
 
     def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
         error = _error_of(body)

@@ -121,8 +121,7 @@ class Gemini(Provider):
         return encode(convert_answer(answer, call.model))
 
     def stream_converter(self, call: Call) -> GeminiStream:
-        options = getattr(call.request, "stream_options", None)
-        return GeminiStream(call.model, bool(options and options.include_usage is True))
+        return GeminiStream(call.model, call.include_usage)
 
     def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
         error = _error_of(body)

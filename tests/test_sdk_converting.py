@@ -1,0 +1,241 @@
+"""The official openai SDK driving each converting provider through the middleware, streamed
+and not: text, a two-tool parallel call, a thinking answer, a tool-result turn and an image.
+The respx upstreams answer in each provider's documented wire format."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from aiproxy_middleware import AIProxyMiddleware
+from conftest import inner_app, sent_json
+
+PNG = "data:image/png;base64,iVBORw0KGgo="
+TOOLS = [{"type": "function", "function": {"name": n, "parameters": {"type": "object"}}}
+         for n in ("get_weather", "get_time")]
+# An answer, as blocks: ("thinking", text), ("text", text), ("tool", id, name, args).
+TEXT = [("text", "Hello there")]
+TWO_TOOLS = [("tool", "call_a", "get_weather", {"city": "Paris"}),
+             ("tool", "call_b", "get_time", {"tz": "CET"})]
+THINKING = [("thinking", "Let me think."), ("text", "42")]
+
+
+def sse(*events: dict[str, Any], named: bool = False) -> bytes:
+    return b"".join((f"event: {e['type']}\n" if named else "").encode()
+                    + b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
+
+
+class Claude:
+    config = {"type": "claude", "apiTokens": ["sk-ant"]}
+    model = "claude-sonnet-4-5"
+
+    def routes(self, mock: Any, blocks: list, stream: bool) -> Any:
+        body = self.stream(blocks) if stream else json.dumps(self.message(blocks)).encode()
+        kind = "text/event-stream" if stream else "application/json"
+        return mock.post("https://api.anthropic.com/v1/messages").respond(
+            content=body, headers={"content-type": kind})
+
+    @staticmethod
+    def _block(b: tuple) -> dict[str, Any]:
+        if b[0] == "tool":
+            return {"type": "tool_use", "id": b[1], "name": b[2], "input": b[3]}
+        if b[0] == "thinking":
+            return {"type": "thinking", "thinking": b[1], "signature": "sig"}
+        return {"type": "text", "text": b[1]}
+
+    def message(self, blocks: list) -> dict[str, Any]:
+        stop = "tool_use" if any(b[0] == "tool" for b in blocks) else "end_turn"
+        return {"id": "msg_1", "type": "message", "role": "assistant", "model": self.model,
+                "content": [self._block(b) for b in blocks], "stop_reason": stop,
+                "stop_sequence": None, "usage": {"input_tokens": 10, "output_tokens": 5}}
+
+    def stream(self, blocks: list) -> bytes:
+        message = self.message(blocks)
+        events: list[dict[str, Any]] = [{"type": "message_start", "message": dict(
+            message, content=[], stop_reason=None, usage={"input_tokens": 10, "output_tokens": 1})}]
+        for i, b in enumerate(blocks):
+            if b[0] == "tool":
+                start = {"type": "tool_use", "id": b[1], "name": b[2], "input": {}}
+                delta = {"type": "input_json_delta", "partial_json": json.dumps(b[3])}
+            elif b[0] == "thinking":
+                start = {"type": "thinking", "thinking": ""}
+                delta = {"type": "thinking_delta", "thinking": b[1]}
+            else:
+                start = {"type": "text", "text": ""}
+                delta = {"type": "text_delta", "text": b[1]}
+            events += [{"type": "content_block_start", "index": i, "content_block": start},
+                       {"type": "content_block_delta", "index": i, "delta": delta},
+                       {"type": "content_block_stop", "index": i}]
+        events += [{"type": "message_delta", "delta": {"stop_reason": message["stop_reason"],
+                                                       "stop_sequence": None},
+                    "usage": {"output_tokens": 5}}, {"type": "message_stop"}]
+        return sse(*events, named=True)
+
+    @staticmethod
+    def tool_results(body: dict[str, Any]) -> list:
+        return [b for m in body["messages"] for b in m["content"]
+                if isinstance(m["content"], list) and b["type"] == "tool_result"]
+
+    @staticmethod
+    def image(body: dict[str, Any]) -> dict[str, Any]:
+        return body["messages"][0]["content"][1]
+
+    expected_image = {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                                  "data": "iVBORw0KGgo="}}
+    expected_tool_results = [
+        {"type": "tool_result", "tool_use_id": "call_a", "content": "18C"},
+        {"type": "tool_result", "tool_use_id": "call_b", "content": "09:00"}]
+
+
+class Gemini:
+    config = {"type": "gemini", "apiTokens": ["g-key"]}
+    model = "gemini-2.5-flash"
+    base = "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash"
+
+    @staticmethod
+    def _part(b: tuple) -> dict[str, Any]:
+        if b[0] == "tool":
+            return {"functionCall": {"name": b[2], "args": b[3]}}
+        if b[0] == "thinking":
+            return {"text": b[1], "thought": True}
+        return {"text": b[1]}
+
+    def response(self, parts: list, finish: str | None = "STOP") -> dict[str, Any]:
+        candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
+        if finish:
+            candidate["finishReason"] = finish
+        return {"candidates": [candidate], "modelVersion": self.model, "responseId": "r1",
+                "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 5,
+                                  "totalTokenCount": 15}}
+
+    def routes(self, mock: Any, blocks: list, stream: bool) -> Any:
+        parts = [self._part(b) for b in blocks]
+        if stream:
+            events = [self.response([p], None) for p in parts[:-1]]
+            events.append(self.response(parts[-1:]))
+            return mock.post(f"{self.base}:streamGenerateContent?alt=sse").respond(
+                content=sse(*events), headers={"content-type": "text/event-stream"})
+        return mock.post(f"{self.base}:generateContent").respond(json=self.response(parts))
+
+    @staticmethod
+    def tool_results(body: dict[str, Any]) -> list:
+        return [p for c in body["contents"] for p in c["parts"] if "functionResponse" in p]
+
+    @staticmethod
+    def image(body: dict[str, Any]) -> dict[str, Any]:
+        return body["contents"][0]["parts"][1]
+
+    expected_image = {"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}}
+    expected_tool_results = [
+        {"functionResponse": {"name": "get_weather", "response": {"result": "18C"}}},
+        {"functionResponse": {"name": "get_time", "response": {"result": "09:00"}}}]
+
+
+PROVIDERS = {"claude": Claude(), "gemini": Gemini()}
+
+
+@pytest.fixture(params=sorted(PROVIDERS))
+def provider(request):
+    return PROVIDERS[request.param]
+
+
+def sdk_for(provider: Any, upstream: httpx.AsyncClient) -> openai.AsyncOpenAI:
+    app = AIProxyMiddleware(inner_app(), config={"provider": provider.config},
+                            http_client=upstream)
+    return openai.AsyncOpenAI(base_url="http://gw/v1", api_key="unused", max_retries=0,
+                              http_client=httpx.AsyncClient(transport=httpx.ASGITransport(app)))
+
+
+async def ask(client: openai.AsyncOpenAI, model: str, stream: bool, **extra: Any):
+    """(content, reasoning, tool calls as (id, name, args), finish_reason, usage)."""
+    messages = extra.pop("messages", [{"role": "user", "content": "hi"}])
+    if not stream:
+        answer = await client.chat.completions.create(model=model, messages=messages, **extra)
+        message = answer.choices[0].message
+        calls = [(c.id, c.function.name, json.loads(c.function.arguments))
+                 for c in message.tool_calls or []]
+        return (message.content or "", getattr(message, "reasoning_content", None) or "",
+                calls, answer.choices[0].finish_reason, answer.usage)
+    chunks = [c async for c in await client.chat.completions.create(
+        model=model, messages=messages, stream=True, **extra)]
+    assert len({c.id for c in chunks}) == 1
+    content = reasoning = ""
+    calls: dict[int, list] = {}
+    finish = usage = None
+    for chunk in chunks:
+        usage = chunk.usage or usage
+        for choice in chunk.choices:
+            delta = choice.delta
+            content += delta.content or ""
+            reasoning += getattr(delta, "reasoning_content", None) or ""
+            for call in delta.tool_calls or []:
+                entry = calls.setdefault(call.index, [None, None, ""])
+                entry[0] = entry[0] or call.id
+                entry[1] = entry[1] or (call.function and call.function.name)
+                entry[2] += (call.function and call.function.arguments) or ""
+            finish = choice.finish_reason or finish
+    tool_calls = [(i, n, json.loads(a)) for i, n, a in (calls[k] for k in sorted(calls))]
+    return content, reasoning, tool_calls, finish, usage
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_text(provider, upstream, respx_mock, stream):
+    provider.routes(respx_mock, TEXT, stream)
+    content, reasoning, calls, finish, usage = await ask(sdk_for(provider, upstream),
+                                                         provider.model, stream)
+    assert (content, reasoning, calls, finish) == ("Hello there", "", [], "stop")
+    assert usage.prompt_tokens == 10 and usage.completion_tokens == 5
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_two_tool_parallel_call(provider, upstream, respx_mock, stream):
+    provider.routes(respx_mock, TWO_TOOLS, stream)
+    content, _, calls, finish, _ = await ask(sdk_for(provider, upstream), provider.model,
+                                             stream, tools=TOOLS)
+    assert finish == "tool_calls" and content == ""
+    assert [(name, args) for _, name, args in calls] == [
+        ("get_weather", {"city": "Paris"}), ("get_time", {"tz": "CET"})]
+    ids = [i for i, _, _ in calls]
+    assert all(ids) and len(set(ids)) == 2
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_thinking_answer(provider, upstream, respx_mock, stream):
+    provider.routes(respx_mock, THINKING, stream)
+    content, reasoning, _, finish, _ = await ask(sdk_for(provider, upstream), provider.model,
+                                                 stream, reasoning_effort="low")
+    assert (content, reasoning, finish) == ("42", "Let me think.", "stop")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_tool_result_turn(provider, upstream, respx_mock, stream):
+    route = provider.routes(respx_mock, TEXT, stream)
+    messages = [
+        {"role": "user", "content": "weather and time?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_a", "type": "function",
+             "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+            {"id": "call_b", "type": "function",
+             "function": {"name": "get_time", "arguments": '{"tz": "CET"}'}}]},
+        {"role": "tool", "tool_call_id": "call_a", "content": "18C"},
+        {"role": "tool", "tool_call_id": "call_b", "content": "09:00"},
+    ]
+    content, *_ = await ask(sdk_for(provider, upstream), provider.model, stream,
+                            messages=messages, tools=TOOLS)
+    assert content == "Hello there"
+    assert provider.tool_results(sent_json(route)) == provider.expected_tool_results
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_image(provider, upstream, respx_mock, stream):
+    route = provider.routes(respx_mock, TEXT, stream)
+    messages = [{"role": "user", "content": [{"type": "text", "text": "what is this?"},
+                                             {"type": "image_url", "image_url": {"url": PNG}}]}]
+    content, *_ = await ask(sdk_for(provider, upstream), provider.model, stream,
+                            messages=messages)
+    assert content == "Hello there"
+    assert provider.image(sent_json(route)) == provider.expected_image
