@@ -135,7 +135,14 @@ class Gemini:
         {"functionResponse": {"name": "get_time", "response": {"result": "09:00"}}}]
 
 
-PROVIDERS = {"claude": Claude(), "gemini": Gemini()}
+class Vertex(Gemini):
+    """Gemini models on Vertex AI, express mode (an API key)."""
+
+    config = {"type": "vertex", "apiTokens": ["v-key"]}
+    base = "https://aiplatform.googleapis.com/v1/publishers/google/models/gemini-2.5-flash"
+
+
+PROVIDERS = {"claude": Claude(), "gemini": Gemini(), "vertex": Vertex()}
 
 
 @pytest.fixture(params=sorted(PROVIDERS))
