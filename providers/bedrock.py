@@ -1,0 +1,552 @@
+"""Amazon Bedrock (`type: bedrock`): OpenAI chat over the Converse API, embeddings over InvokeModel.
+
+- Host `https://bedrock-runtime.{awsRegion}.amazonaws.com` (`awsRegion` required). Chat:
+  `POST /model/{modelId}/converse` (`/converse-stream` streamed); embeddings:
+  `POST /model/{modelId}/invoke`. The model id is percent-encoded as one path segment, so
+  ARNs and inference profiles (`:` and `/`) work; an id sent already encoded is not
+  encoded twice.
+- Auth: with `apiTokens` (Bedrock API keys), `Authorization: Bearer <key>`. Otherwise AWS
+  Signature Version 4 with `awsAccessKey` + `awsSecretKey` (both required then), service
+  `bedrock`, signing `content-type`, `host` and `x-amz-date` (plus `x-amz-security-token`
+  when `awsSessionToken` is set) and the SHA-256 of the exact body. The canonical URI
+  encodes the (encoded) path once more, as AWS requires of every service but S3.
+- Chat request: system/developer -> `system[{text}]`; user and assistant text; data-URL
+  images -> `image{format, source{bytes}}` (png, jpeg, gif, webp; an http(s) image URL is a
+  400 asking for a data URL); assistant `tool_calls` -> `toolUse{toolUseId, name, input}`;
+  `tool` messages -> `toolResult{toolUseId, content}` in a user turn (`[{json}]` when the
+  content is a JSON object, else `[{text}]`); consecutive same-role turns merged.
+  `inferenceConfig`: maxTokens (max_completion_tokens or max_tokens), temperature, topP,
+  stopSequences (`stop`). Tools -> `toolConfig.tools[{toolSpec{name, description,
+  inputSchema{json}}}]`; tool_choice auto -> `auto`, required -> `any`, named -> `tool`,
+  none -> no `toolConfig` at all (unless earlier turns hold tool calls, which Bedrock
+  accepts only with a `toolConfig`; then the tools are sent with no `toolChoice`).
+- `reasoning_effort` minimal/low/medium/high, for Anthropic models only (the model id
+  holds `anthropic.`), -> `additionalModelRequestFields.thinking` {enabled, budget
+  1024/1024/4096/16384}; maxTokens becomes 4096 when unset and grows by the budget when not
+  above it; `temperature` is dropped and `top_p` kept only from 0.95 (Claude's rules). For
+  other models `reasoning_effort` is ignored. `bedrockAdditionalFields` is merged into
+  `additionalModelRequestFields` last (it wins).
+- Dropped on purpose: `seed`, `frequency_penalty`, `presence_penalty`, `logprobs`,
+  `logit_bias`, `response_format`, `parallel_tool_calls`, `user`, `service_tier`, and any
+  field the OpenAI request types do not name; reasoning from earlier assistant turns (it
+  has no signature). `n` > 1, audio and file parts are 400s.
+- Response: text blocks joined, `reasoningContent` -> `reasoning_content`, `toolUse` ->
+  `tool_calls`; stopReason end_turn/stop_sequence -> stop, max_tokens and
+  model_context_window_exceeded -> length, tool_use -> tool_calls,
+  guardrail_intervened/content_filtered -> content_filter. Usage: prompt = input + cache
+  read + cache write tokens, `cached_tokens` = cache read tokens.
+- Streaming: the binary `application/vnd.amazon.eventstream` is decoded incrementally
+  (CRCs checked) into `chat.completion.chunk`s, a tool call per `contentBlockIndex`; an
+  `exception` message, a bad frame, or an end before `messageStop` ends the stream with an
+  OpenAI error event.
+- Errors `{"message": ...}` keep their status; the OpenAI type follows the status.
+- Embeddings: Titan Text Embeddings (`amazon.titan-embed-*`): `{"inputText",
+  "dimensions"?}`, **one input per request** (a list of more than one is a 400: InvokeModel
+  takes one text and the gateway sends one request); Cohere Embed (`cohere.embed-*`):
+  `{"texts", "input_type": "search_document"}`, any number of inputs, `dimensions` refused.
+  Other embedding models are a 400. Cohere reports no token count in its body: usage 0.
+- `protocol: original` forwards the client's path and body to the Bedrock host, signed.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+from urllib.parse import quote, unquote
+
+import msgspec
+from msgspec import UNSET, Struct
+
+from aiproxy_middleware.errors import ConfigError, ProxyError, bad_request, upstream_invalid
+from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, ChatCompletionRequest,
+                                       ChatMessage, Choice, EmbeddingsRequest,
+                                       EmbeddingsResponse, EmbeddingsUsage, FunctionCall,
+                                       PromptTokensDetails, ToolCall, Usage, embedding, encode)
+from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest
+from aiproxy_middleware.sse import ChunkStream
+
+from ._aws import EventStreamDecoder, EventStreamError, Message, sigv4_headers
+from .claude import BUDGETS
+
+SERVICE = "bedrock"
+EVENT_STREAM = "application/vnd.amazon.eventstream"
+DEFAULT_MAX_TOKENS = 4096
+FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
+          "model_context_window_exceeded": "length", "tool_use": "tool_calls",
+          "guardrail_intervened": "content_filter", "content_filtered": "content_filter"}
+IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg",
+                 "image/gif": "gif", "image/webp": "webp"}
+STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+                403: "permission_error", 404: "not_found_error", 408: "timeout_error",
+                413: "invalid_request_error", 429: "rate_limit_error"}
+EXCEPTION_STATUS = {"validationException": 400, "throttlingException": 429,
+                    "modelStreamErrorException": 424, "internalServerException": 500,
+                    "serviceUnavailableException": 503}
+_DATA_URL = re.compile(r"^data:([^;,]+)(?:;[^;,]*)*;base64,(.*)$", re.S)
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")
+
+
+class Settings(Struct, rename="camel", forbid_unknown_fields=True):
+    aws_region: str | None = None
+    aws_access_key: str | None = None
+    aws_secret_key: str | None = None
+    aws_session_token: str | None = None
+    bedrock_additional_fields: dict[str, Any] = {}
+
+
+class Bedrock(Provider):
+    name = "bedrock"
+    Settings = Settings
+    requires_token = False  # SigV4 keys, or apiTokens holding Bedrock API keys
+
+    def __init__(self, config: Any, settings: Settings) -> None:
+        super().__init__(config, settings)
+        s = settings
+        if not s.aws_region:
+            raise ConfigError("awsRegion: required (e.g. us-east-1)")
+        if not _REGION.fullmatch(s.aws_region):
+            raise ConfigError(f"awsRegion: not a region name: {s.aws_region!r}")
+        self.bearer = any(config.api_tokens)
+        if not self.bearer:
+            if not s.aws_access_key:
+                raise ConfigError("awsAccessKey: required to sign requests, unless apiTokens"
+                                  " holds Bedrock API keys")
+            if not s.aws_secret_key:
+                raise ConfigError("awsSecretKey: required with awsAccessKey")
+        self._host = f"https://bedrock-runtime.{s.aws_region}.amazonaws.com"
+
+    def base_url(self) -> str:
+        return self._host
+
+    def _signed(self, call: Call, url: str, body: bytes) -> UpstreamRequest:
+        headers = {"Content-Type": "application/json"}
+        if call.stream and call.endpoint is not None:
+            headers["Accept"] = EVENT_STREAM
+        if self.bearer:
+            headers["Authorization"] = f"Bearer {call.token}"
+        else:
+            s: Settings = self.settings  # type: ignore[assignment]
+            assert s.aws_access_key and s.aws_secret_key and s.aws_region
+            # Signed: content-type, host and the x-amz-* headers (not Accept).
+            headers.update(sigv4_headers(
+                "POST", url, {"Content-Type": "application/json"}, body,
+                access_key=s.aws_access_key, secret_key=s.aws_secret_key,
+                region=s.aws_region, service=SERVICE, session_token=s.aws_session_token))
+        return UpstreamRequest(url, headers, body)
+
+    def auth_headers(self, call: Call) -> dict[str, str]:
+        # SigV4 signs the whole request: see `_signed`.
+        return {"Authorization": f"Bearer {call.token}"} if self.bearer and call.token else {}
+
+    def original_request(self, call: Call) -> UpstreamRequest:
+        url = self._host + call.path + (f"?{call.query}" if call.query else "")
+        return self._signed(call, url, call.body.encode())
+
+    def _url(self, model: str, action: str) -> str:
+        return f"{self._host}/model/{quote(unquote(model), safe='')}/{action}"
+
+    def request(self, call: Call) -> UpstreamRequest:
+        if call.endpoint is Endpoint.EMBEDDINGS:
+            assert isinstance(call.request, EmbeddingsRequest)
+            body = embeddings_body(call.request, call.model)
+            return self._signed(call, self._url(call.model, "invoke"), encode(body))
+        assert isinstance(call.request, ChatCompletionRequest)
+        body = chat_body(call.request, call.model,
+                         self.settings.bedrock_additional_fields)  # type: ignore[attr-defined]
+        action = "converse-stream" if call.stream else "converse"
+        return self._signed(call, self._url(call.model, action), encode(body))
+
+    def convert_response(self, call: Call, body: bytes) -> bytes | None:
+        answer = _decode(body)
+        if call.endpoint is Endpoint.EMBEDDINGS:
+            assert isinstance(call.request, EmbeddingsRequest)
+            return encode(convert_embeddings(answer, call.request, call.model))
+        return encode(convert_answer(answer, call.model))
+
+    def stream_converter(self, call: Call) -> BedrockStream:
+        return BedrockStream(call.model, call.include_usage)
+
+    def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
+        try:
+            data = msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            return None
+        if not isinstance(data, dict):
+            return None
+        message = data.get("message", data.get("Message"))
+        if not isinstance(message, str):
+            return None
+        return status, _error(status, message).body()
+
+
+def _error(status: int, message: str, code: str | None = None) -> ProxyError:
+    kind = STATUS_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return ProxyError(status, message, kind, code)
+
+
+def _decode(body: bytes) -> dict[str, Any]:
+    try:
+        data = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        raise upstream_invalid("Bedrock answered with invalid JSON") from None
+    if not isinstance(data, dict):
+        raise upstream_invalid("Bedrock's answer is not a JSON object")
+    return data
+
+
+# ---- chat request -----------------------------------------------------------------------
+
+
+def chat_body(req: ChatCompletionRequest, model: str,
+              additional: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The Converse request body for an OpenAI chat request."""
+    if (req.n or 1) > 1:
+        raise bad_request("Bedrock answers one choice per request; use n = 1", param="n")
+    system, messages = convert_messages(req.messages)
+    body: dict[str, Any] = {"messages": messages}
+    if system:
+        body["system"] = system
+    fields: dict[str, Any] = {}
+    max_tokens = req.max_completion_tokens or req.max_tokens
+    temperature, top_p = req.temperature, req.top_p
+    effort = req.reasoning_effort
+    if effort is not None and effort != "none" and "anthropic." in unquote(model).lower():
+        budget = BUDGETS.get(effort)
+        if budget is None:
+            raise bad_request(f"unsupported reasoning_effort {effort!r}; use one of none,"
+                              f" {', '.join(BUDGETS)}", param="reasoning_effort")
+        max_tokens = max_tokens or DEFAULT_MAX_TOKENS
+        if budget >= max_tokens:
+            max_tokens += budget
+        fields["thinking"] = {"type": "enabled", "budget_tokens": budget}
+        temperature = None
+        if top_p is not None and top_p < 0.95:
+            top_p = None
+    config: dict[str, Any] = {}
+    for key, value in (("maxTokens", max_tokens), ("temperature", temperature),
+                       ("topP", top_p)):
+        if value is not None:
+            config[key] = value
+    if req.stop:
+        config["stopSequences"] = [req.stop] if isinstance(req.stop, str) else req.stop
+    if config:
+        body["inferenceConfig"] = config
+    if req.tools:
+        has_tool_turns = any("toolUse" in block or "toolResult" in block
+                             for m in messages for block in m["content"])
+        if req.tool_choice != "none" or has_tool_turns:
+            tool_config: dict[str, Any] = {"tools": [_tool(t, i) for i, t in
+                                                     enumerate(req.tools)]}
+            choice = _tool_choice(req.tool_choice)
+            if choice:
+                tool_config["toolChoice"] = choice
+            body["toolConfig"] = tool_config
+    fields.update(additional or {})
+    if fields:
+        body["additionalModelRequestFields"] = fields
+    return body
+
+
+def convert_messages(messages: list[ChatMessage]
+                     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """System text blocks, and the user/assistant turns with same-role turns merged."""
+    system: list[dict[str, Any]] = []
+    turns: list[dict[str, Any]] = []
+    for i, message in enumerate(messages):
+        role = message.role
+        if role in ("system", "developer"):
+            if message.text():
+                system.append({"text": message.text()})
+            continue
+        if role == "user":
+            blocks = _blocks(message, i)
+        elif role == "assistant":
+            blocks = _blocks(message, i) + [_tool_use(c, i) for c in message.tool_calls or ()]
+        elif role == "tool":
+            role = "user"
+            blocks = [{"toolResult": {"toolUseId": message.tool_call_id or "",
+                                      "content": [_tool_result(message)]}}]
+        else:
+            raise bad_request(f"unsupported message role {role!r}", param=f"messages[{i}].role")
+        if not blocks:
+            continue
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    return system, turns
+
+
+def _blocks(message: ChatMessage, i: int) -> list[dict[str, Any]]:
+    content = message.content
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    blocks = []
+    for j, part in enumerate(content or ()):
+        where = f"messages[{i}].content[{j}]"
+        if part.type == "text":
+            if part.text:
+                blocks.append({"text": part.text})
+        elif part.type == "image_url" and part.image_url is not UNSET:
+            blocks.append({"image": _image(part.image_url.url, where)})
+        else:
+            raise bad_request(f"Bedrock does not take content parts of type {part.type!r}",
+                              param=where)
+    return blocks
+
+
+def _image(url: str, where: str) -> dict[str, Any]:
+    found = _DATA_URL.match(url)
+    if found is None:
+        if url.startswith(("http://", "https://")):
+            raise bad_request("Bedrock takes images inline only: send the image as a data URL"
+                              " (data:image/png;base64,...)", param=where)
+        raise bad_request("an image URL must be a base64 data URL", param=where)
+    fmt = IMAGE_FORMATS.get(found.group(1).lower())
+    if fmt is None:
+        raise bad_request(f"Bedrock takes png, jpeg, gif and webp images, not"
+                          f" {found.group(1)!r}", param=where)
+    return {"format": fmt, "source": {"bytes": found.group(2)}}
+
+
+def _tool_use(call: ToolCall, i: int) -> dict[str, Any]:
+    function = call.function or FunctionCall()
+    try:
+        arguments = msgspec.json.decode(function.arguments or "{}")
+    except msgspec.DecodeError:
+        raise bad_request(f"the arguments of tool call {call.id!r} are not valid JSON",
+                          param=f"messages[{i}].tool_calls") from None
+    if not isinstance(arguments, dict):
+        raise bad_request(f"the arguments of tool call {call.id!r} must be a JSON object",
+                          param=f"messages[{i}].tool_calls")
+    return {"toolUse": {"toolUseId": call.id or "", "name": function.name or "",
+                        "input": arguments}}
+
+
+def _tool_result(message: ChatMessage) -> dict[str, Any]:
+    text = message.text()
+    if text.startswith("{"):
+        try:
+            value = msgspec.json.decode(text)
+        except msgspec.DecodeError:
+            value = None
+        if isinstance(value, dict):
+            return {"json": value}
+    return {"text": text}
+
+
+def _tool(tool: Any, i: int) -> dict[str, Any]:
+    if tool.type != "function" or not tool.function:
+        raise bad_request(f"Bedrock takes function tools only, not {tool.type!r}",
+                          param=f"tools[{i}]")
+    f = tool.function
+    spec: dict[str, Any] = {"name": f.name}
+    if f.description:
+        spec["description"] = f.description
+    spec["inputSchema"] = {"json": f.parameters or {"type": "object", "properties": {}}}
+    return {"toolSpec": spec}
+
+
+def _tool_choice(choice: Any) -> dict[str, Any] | None:
+    if choice is None or choice == "none":
+        return None
+    if choice == "auto":
+        return {"auto": {}}
+    if choice == "required":
+        return {"any": {}}
+    if not isinstance(choice, str) and choice.function:
+        return {"tool": {"name": choice.function.name}}
+    raise bad_request(f"unsupported tool_choice {choice!r}", param="tool_choice")
+
+
+# ---- chat response ----------------------------------------------------------------------
+
+
+def usage_of(usage: dict[str, Any]) -> Usage:
+    cache_read = usage.get("cacheReadInputTokens") or 0
+    prompt = (usage.get("inputTokens") or 0) + cache_read + (
+        usage.get("cacheWriteInputTokens") or 0)
+    completion = usage.get("outputTokens") or 0
+    return Usage(prompt, completion, prompt + completion,
+                 prompt_tokens_details=PromptTokensDetails(cached_tokens=cache_read))
+
+
+def convert_answer(answer: dict[str, Any], model: str) -> ChatCompletion:
+    """A `chat.completion` for a Converse answer."""
+    message = (answer.get("output") or {}).get("message") or {}
+    content = message.get("content")
+    if not isinstance(content, list):
+        raise upstream_invalid("Bedrock's answer has no output.message.content list")
+    text, reasoning, calls = [], [], []
+    for block in content:
+        if not isinstance(block, dict):
+            continue
+        if "text" in block:
+            text.append(block["text"])
+        elif "reasoningContent" in block:
+            reasoning.append(((block["reasoningContent"] or {}).get("reasoningText") or {})
+                             .get("text", ""))
+        elif "toolUse" in block:
+            use = block["toolUse"] or {}
+            calls.append(ToolCall(id=use.get("toolUseId", ""), type="function",
+                                  function=FunctionCall(
+                                      name=use.get("name", ""),
+                                      arguments=encode(use.get("input") or {}).decode())))
+    reply = AssistantMessage(content="".join(text) if text or not calls else None)
+    if reasoning:
+        reply.reasoning_content = "".join(reasoning)
+    if calls:
+        reply.tool_calls = calls
+    finish = FINISH.get(answer.get("stopReason") or "end_turn", "stop")
+    return ChatCompletion(id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()),
+                          model=model, choices=[Choice(0, reply, finish)],
+                          usage=usage_of(answer.get("usage") or {}))
+
+
+# ---- streaming --------------------------------------------------------------------------
+
+
+class BedrockStream:
+    """Converts ConverseStream's binary event stream into OpenAI chunks."""
+
+    def __init__(self, model: str, include_usage: bool) -> None:
+        self.decoder = EventStreamDecoder()
+        self.out = ChunkStream(model, include_usage)
+        self.tools: dict[int, bool] = {}  # toolUse block index -> arguments seen
+        self.stopped = False
+        self.ended = False
+
+    def feed(self, data: bytes) -> bytes:
+        if self.ended:
+            return b""
+        try:
+            messages = self.decoder.feed(data)
+        except EventStreamError as exc:
+            return self._fail(upstream_invalid(f"Bedrock's event stream is corrupt: {exc}"))
+        return b"".join(self._message(m) for m in messages)
+
+    def close(self) -> bytes:
+        if self.ended:
+            return b""
+        if self.stopped:
+            self.ended = True
+            return self.out.done()
+        return self._fail(upstream_invalid("Bedrock's stream ended before messageStop"))
+
+    def _fail(self, error: ProxyError) -> bytes:
+        self.ended = True
+        return self.out.error(error)
+
+    def _message(self, message: Message) -> bytes:
+        if self.ended:
+            return b""
+        kind = message.headers.get(":message-type")
+        if kind == "exception":
+            name = str(message.headers.get(":exception-type") or "exception")
+            return self._fail(_error(EXCEPTION_STATUS.get(name, 500),
+                                     _message_of(message.payload, name), name))
+        if kind == "error":
+            code = str(message.headers.get(":error-code") or "error")
+            text = str(message.headers.get(":error-message") or code)
+            return self._fail(_error(500, text, code))
+        if kind != "event":
+            return b""
+        try:
+            data = msgspec.json.decode(message.payload) if message.payload else {}
+        except msgspec.DecodeError:
+            return self._fail(upstream_invalid("Bedrock streamed an event that is not JSON"))
+        if not isinstance(data, dict):
+            return b""
+        return self._event(str(message.headers.get(":event-type")), data)
+
+    def _event(self, event: str, data: dict[str, Any]) -> bytes:
+        out = self.out
+        index = data.get("contentBlockIndex", -1)
+        if event == "messageStart":
+            return out.start()
+        if event == "contentBlockStart":
+            use = (data.get("start") or {}).get("toolUse")
+            if isinstance(use, dict):
+                self.tools[index] = False
+                return out.tool_call(str(index), use.get("toolUseId", ""), use.get("name", ""))
+        elif event == "contentBlockDelta":
+            delta = data.get("delta") or {}
+            if "text" in delta:
+                return out.text(delta["text"] or "")
+            if "reasoningContent" in delta:
+                return out.reasoning((delta["reasoningContent"] or {}).get("text") or "")
+            if "toolUse" in delta and index in self.tools:
+                fragment = (delta["toolUse"] or {}).get("input") or ""
+                self.tools[index] = self.tools[index] or bool(fragment)
+                return out.tool_arguments(str(index), fragment)
+        elif event == "contentBlockStop":
+            if self.tools.get(index) is False:  # a call with no input: still valid JSON
+                self.tools[index] = True
+                return out.tool_arguments(str(index), "{}")
+        elif event == "messageStop":
+            self.stopped = True
+            return out.start() + out.finish(FINISH.get(data.get("stopReason") or "", "stop"))
+        elif event == "metadata":
+            if isinstance(data.get("usage"), dict):
+                out.usage = usage_of(data["usage"])
+            if self.stopped:
+                self.ended = True
+                return out.done()
+        return b""
+
+
+def _message_of(payload: bytes, default: str) -> str:
+    try:
+        data = msgspec.json.decode(payload)
+    except msgspec.DecodeError:
+        return default
+    message = data.get("message", data.get("Message")) if isinstance(data, dict) else None
+    return message if isinstance(message, str) else default
+
+
+# ---- embeddings -------------------------------------------------------------------------
+
+
+def _family(model: str) -> str:
+    name = unquote(model).lower()
+    if "amazon.titan-embed" in name:
+        return "titan"
+    if "cohere.embed" in name:
+        return "cohere"
+    raise bad_request("Bedrock embeddings support Titan Text Embeddings (amazon.titan-embed-*)"
+                      " and Cohere Embed (cohere.embed-*) models", param="model")
+
+
+def embeddings_body(req: EmbeddingsRequest, model: str) -> dict[str, Any]:
+    texts = req.texts()
+    if _family(model) == "titan":
+        if len(texts) != 1:
+            raise bad_request("Titan embedding models take one input per request; send the"
+                              " inputs one at a time, or use a Cohere Embed model for a"
+                              " list", param="input")
+        body: dict[str, Any] = {"inputText": texts[0]}
+        if req.dimensions is not None:
+            body["dimensions"] = req.dimensions
+        return body
+    if req.dimensions is not None:
+        raise bad_request("dimensions is supported with Titan embedding models only",
+                          param="dimensions")
+    return {"texts": texts, "input_type": "search_document"}
+
+
+def convert_embeddings(answer: dict[str, Any], req: EmbeddingsRequest,
+                       model: str) -> EmbeddingsResponse:
+    fmt = req.encoding_format
+    if "embedding" in answer:  # Titan
+        vectors = [answer["embedding"]]
+        tokens = answer.get("inputTextTokenCount") or 0
+    else:  # Cohere: a list, or by type when embedding_types was given
+        found = answer.get("embeddings")
+        vectors = found.get("float") if isinstance(found, dict) else found
+        tokens = 0
+    if not isinstance(vectors, list) or not all(isinstance(v, list) for v in vectors):
+        raise upstream_invalid("Bedrock's embeddings answer has no embedding vectors")
+    return EmbeddingsResponse([embedding(i, v, fmt) for i, v in enumerate(vectors)], model,
+                              EmbeddingsUsage(tokens, tokens))
