@@ -142,7 +142,62 @@ class Vertex(Gemini):
     base = "https://aiplatform.googleapis.com/v1/publishers/google/models/gemini-2.5-flash"
 
 
-PROVIDERS = {"claude": Claude(), "gemini": Gemini(), "vertex": Vertex()}
+class Bedrock:
+    config = {"type": "bedrock", "apiTokens": ["br-key"], "awsRegion": "us-east-1"}
+    model = "anthropic.claude-sonnet-4-5-20250929-v1:0"
+    base = ("https://bedrock-runtime.us-east-1.amazonaws.com/model/"
+            "anthropic.claude-sonnet-4-5-20250929-v1%3A0")
+
+    @staticmethod
+    def _block(b: tuple) -> dict[str, Any]:
+        if b[0] == "tool":
+            return {"toolUse": {"toolUseId": b[1], "name": b[2], "input": b[3]}}
+        if b[0] == "thinking":
+            return {"reasoningContent": {"reasoningText": {"text": b[1], "signature": "s"}}}
+        return {"text": b[1]}
+
+    def routes(self, mock: Any, blocks: list, stream: bool) -> Any:
+        stop = "tool_use" if any(b[0] == "tool" for b in blocks) else "end_turn"
+        usage = {"inputTokens": 10, "outputTokens": 5, "totalTokens": 15}
+        if not stream:
+            return mock.post(f"{self.base}/converse").respond(json={
+                "output": {"message": {"role": "assistant",
+                                       "content": [self._block(b) for b in blocks]}},
+                "stopReason": stop, "usage": usage, "metrics": {"latencyMs": 1}})
+        from test_bedrock import event
+        frames = [event("messageStart", {"role": "assistant"})]
+        for i, b in enumerate(blocks):
+            if b[0] == "tool":
+                frames.append(event("contentBlockStart", {"contentBlockIndex": i, "start": {
+                    "toolUse": {"toolUseId": b[1], "name": b[2]}}}))
+                delta = {"toolUse": {"input": json.dumps(b[3])}}
+            elif b[0] == "thinking":
+                delta = {"reasoningContent": {"text": b[1]}}
+            else:
+                delta = {"text": b[1]}
+            frames += [event("contentBlockDelta", {"contentBlockIndex": i, "delta": delta}),
+                       event("contentBlockStop", {"contentBlockIndex": i})]
+        frames += [event("messageStop", {"stopReason": stop}),
+                   event("metadata", {"usage": usage, "metrics": {"latencyMs": 1}})]
+        return mock.post(f"{self.base}/converse-stream").respond(
+            content=b"".join(frames),
+            headers={"content-type": "application/vnd.amazon.eventstream"})
+
+    @staticmethod
+    def tool_results(body: dict[str, Any]) -> list:
+        return [b for m in body["messages"] for b in m["content"] if "toolResult" in b]
+
+    @staticmethod
+    def image(body: dict[str, Any]) -> dict[str, Any]:
+        return body["messages"][0]["content"][1]
+
+    expected_image = {"image": {"format": "png", "source": {"bytes": "iVBORw0KGgo="}}}
+    expected_tool_results = [
+        {"toolResult": {"toolUseId": "call_a", "content": [{"text": "18C"}]}},
+        {"toolResult": {"toolUseId": "call_b", "content": [{"text": "09:00"}]}}]
+
+
+PROVIDERS = {"claude": Claude(), "gemini": Gemini(), "vertex": Vertex(), "bedrock": Bedrock()}
 
 
 @pytest.fixture(params=sorted(PROVIDERS))
