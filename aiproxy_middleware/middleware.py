@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 from msgspec import UNSET
 
+from .anthropic import MessagesRequest, to_chat
 from .config import Config, Route, load_config
 from .errors import ProxyError, bad_request
 from .openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody
@@ -23,10 +24,12 @@ Message = dict[str, Any]
 
 
 class AIProxyMiddleware:
-    """Serves OpenAI's chat and embeddings APIs from configured LLM providers.
+    """Serves OpenAI's chat and embeddings APIs (and Anthropic's Messages API) from
+    configured LLM providers.
 
-    Requests whose path ends in `/v1/chat/completions` or `/v1/embeddings` (and, with
-    `routes`, every path under a configured prefix) are answered here; all others go to `app`.
+    Requests whose path ends in `/v1/chat/completions`, `/v1/embeddings` or `/v1/messages`
+    (and, with `routes`, every path under a configured prefix) are answered here; all others
+    go to `app`.
 
     `config` is a YAML file path, a dict, or what `load_config` returns. `http_client`, when
     given, carries every upstream call; otherwise the middleware opens its own client at
@@ -115,9 +118,11 @@ class ProxyResponder:
         self.route = route
         self.endpoint = endpoint
         self.original = route.provider.config.protocol == "original"
+        self.anthropic = endpoint is Endpoint.MESSAGES and not self.original
+        """Answered in Anthropic's Messages format."""
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        relay = Relay(self.route.provider, send)
+        relay = Relay(self.route.provider, send, self.anthropic)
         try:
             call = await self._call(scope, receive)
             await relay.run(call, self.middleware.http_client, receive)
@@ -132,7 +137,7 @@ class ProxyResponder:
         path = scope["path"]
         if self.endpoint is None and not self.original:
             raise ProxyError(404, f"no AI API at {path}: this route serves paths ending in"
-                             " /v1/chat/completions and /v1/embeddings",
+                             " /v1/chat/completions, /v1/embeddings and /v1/messages",
                              "invalid_request_error", "not_found")
         if scope["method"] != "POST":
             raise ProxyError(405, f"method {scope['method']} is not allowed on {path}; use POST",
@@ -141,13 +146,19 @@ class ProxyResponder:
         _check_content_type(headers)
         body = JsonBody.decode(await _read_body(receive, headers, self.middleware.config.max_body_size))
         route = self.route
+        endpoint = self.endpoint
+        if self.anthropic:
+            if route.provider.anthropic_path is not None:
+                return self._native_call(scope, body)
+            body = JsonBody(to_chat(body.typed(MessagesRequest)))
+            endpoint = Endpoint.CHAT
         if route.settings:
             route.settings.apply(body)
         if self.original:
             return self._original_call(scope, body)
         request: ChatCompletionRequest | EmbeddingsRequest
         stream = False
-        if self.endpoint is Endpoint.CHAT:
+        if endpoint is Endpoint.CHAT:
             if route.context is not None:
                 await route.context.insert(body, self.middleware.http_client)
             request = body.typed(ChatCompletionRequest)
@@ -164,9 +175,9 @@ class ProxyResponder:
             if request.input == [] or request.input == "":
                 raise bad_request("'input' must not be empty", param="input")
         provider = route.provider
-        if self.endpoint not in provider.endpoints:
+        if endpoint not in provider.endpoints:
             raise ProxyError(404, f"provider {provider.name!r} does not offer"
-                             f" {self.endpoint.value.rsplit('/', 1)[-1]}",  # type: ignore[union-attr]
+                             f" {endpoint.value.rsplit('/', 1)[-1]}",  # type: ignore[union-attr]
                              "invalid_request_error", "unsupported_endpoint")
         model = route.model_mapper(request.model)
         if not model:
@@ -175,8 +186,14 @@ class ProxyResponder:
         if model != request.model:
             body.set("model", model)
         include_usage = stream and body.get("stream_options", dict)["include_usage"] is True
-        return Call(self.endpoint, body, request, model, request.model, self._token(), stream,
+        return Call(endpoint, body, request, model, request.model, self._token(), stream,
                     _relative(path, route.prefix), _query(scope), headers, include_usage)
+
+    def _native_call(self, scope: Scope, body: JsonBody) -> Call:
+        """An Anthropic Messages call to the provider's own Messages API: relayed as it is."""
+        call = self._original_call(scope, body)
+        call.path = self.route.provider.anthropic_path or ""
+        return call
 
     def _original_call(self, scope: Scope, body: JsonBody) -> Call:
         requested = body.get("model", str, "") if "model" in body else ""

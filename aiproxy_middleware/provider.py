@@ -21,10 +21,15 @@ if TYPE_CHECKING:
 
 
 class Endpoint(enum.Enum):
-    """The OpenAI APIs the gateway serves, by the path suffix that selects them."""
+    """The APIs the gateway serves, by the path suffix that selects them.
+
+    MESSAGES is Anthropic's Messages API, answered natively by a provider with an
+    `anthropic_path`, and through its chat API (converted both ways) by any other.
+    """
 
     CHAT = "/v1/chat/completions"
     EMBEDDINGS = "/v1/embeddings"
+    MESSAGES = "/v1/messages"
 
     @classmethod
     def for_path(cls, path: str) -> Endpoint | None:
@@ -32,6 +37,8 @@ class Endpoint(enum.Enum):
             return cls.CHAT
         if path.endswith("/v1/embeddings"):
             return cls.EMBEDDINGS
+        if path.endswith("/v1/messages"):
+            return cls.MESSAGES
         return None
 
 
@@ -91,8 +98,11 @@ class Provider:
     requires_token: ClassVar[bool] = True
     max_tokens: ClassVar[int | None] = None
     """How many `apiTokens` the provider takes; None for any number."""
-    endpoints: ClassVar[frozenset[Endpoint]] = frozenset(Endpoint)
+    endpoints: ClassVar[frozenset[Endpoint]] = frozenset({Endpoint.CHAT, Endpoint.EMBEDDINGS})
     """The OpenAI APIs the provider offers."""
+    anthropic_path: ClassVar[str | None] = None
+    """The path of the provider's native Anthropic Messages API, if it has one: inbound
+    `/v1/messages` calls go there untouched but for the model and auth."""
     settings_column: ClassVar[str | None] = None
     """Its column of the customSettings name table under `protocol: original`."""
 

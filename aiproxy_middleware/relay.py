@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from .anthropic import MessageStream, convert_answer, error_event, error_json
 from .errors import ProxyError, upstream_timeout, upstream_unreachable
 from .provider import Call, Provider
 
@@ -26,12 +27,15 @@ _DROP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content
 class Relay:
     """Owns one request's upstream exchange and its ASGI response."""
 
-    __slots__ = ("provider", "send", "started")
+    __slots__ = ("provider", "send", "started", "anthropic")
 
-    def __init__(self, provider: Provider, send: Any) -> None:
+    def __init__(self, provider: Provider, send: Any, anthropic: bool = False) -> None:
         self.provider = provider
         self.send = send
         self.started = False
+        self.anthropic = anthropic
+        """Answer in Anthropic's Messages format: the gateway's errors always; an OpenAI
+        call's answer converted (a call to the provider's own Messages API is relayed)."""
 
     async def run(self, call: Call, shared: httpx.AsyncClient, receive: Any) -> None:
         provider = self.provider
@@ -66,23 +70,29 @@ class Relay:
 
     async def _answer(self, call: Call, response: httpx.Response, data: bytes) -> None:
         status = response.status_code
+        converted = False
         if status >= 400:
-            converted = self.provider.convert_error(call, status, data)
-            if converted is not None:
-                status, data = converted
-                await self._respond(status, [(b"content-type", JSON)], data)
-                return
-            logger.warning("aiproxy: %s answered %d", self.provider.name, status)
+            error = self.provider.convert_error(call, status, data)
+            if error is not None:
+                status, data = error
+                converted = True
+            else:
+                logger.warning("aiproxy: %s answered %d", self.provider.name, status)
         elif call.endpoint is not None:
-            converted_body = self.provider.convert_response(call, data)
-            if converted_body is not None:
-                await self._respond(status, [(b"content-type", JSON)], converted_body)
-                return
-        await self._respond(status, _headers(response), data)
+            body = self.provider.convert_response(call, data)
+            if body is not None:
+                data, converted = body, True
+        if self.anthropic and call.endpoint is not None:
+            data, converted = convert_answer(status, data, call.model), True
+        await self._respond(status, [(b"content-type", JSON)] if converted
+                            else _headers(response), data)
 
     async def _stream(self, call: Call, client: httpx.AsyncClient, request: httpx.Request,
                       receive: Any) -> None:
         converter = self.provider.stream_converter(call) if call.endpoint is not None else None
+        plain = converter is None
+        if self.anthropic and call.endpoint is not None:
+            converter = MessageStream(call.model, converter)
         response: httpx.Response | None = None
         error: ProxyError | None = None
         watcher = _DisconnectWatcher(receive)
@@ -90,7 +100,7 @@ class Relay:
             async with asyncio.timeout(self.provider.timeout):
                 response = await client.send(request, stream=True)
                 if response.status_code >= 400 or _is_json(response) or (
-                        converter is None and not _is_sse(response)):
+                        plain and not _is_sse(response)):
                     await self._answer(call, response, await _read_raw(response))
                 else:
                     await self._relay(response, converter)
@@ -131,15 +141,17 @@ class Relay:
         if not self.started:
             raise error
         logger.warning("aiproxy: stream from %s ended early: %s", self.provider.name, error.message)
-        await self.send({"type": "http.response.body", "body": b"data: " + error.body() + b"\n\n",
-                         "more_body": False})
+        body = (error_event(error.status, error.message) if self.anthropic
+                else b"data: " + error.body() + b"\n\n")
+        await self.send({"type": "http.response.body", "body": body, "more_body": False})
 
     async def fail(self, error: ProxyError) -> None:
         """Answer `error` as OpenAI error JSON, or end a started stream with it."""
         if self.started:
             await self._fail_stream(error)
             return
-        await self._respond(error.status, [(b"content-type", JSON)], error.body())
+        body = error_json(error.status, error.message) if self.anthropic else error.body()
+        await self._respond(error.status, [(b"content-type", JSON)], body)
 
     async def _respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         headers.append((b"content-length", str(len(body)).encode()))

@@ -31,6 +31,8 @@
   `error` event ends the stream with an OpenAI error event.
 - Errors `{"type":"error","error":{"type","message"}}` keep their status and message; the
   Anthropic type is kept as `code`.
+- Inbound Anthropic Messages calls (`/v1/messages`) go to `/v1/messages` as they are, with
+  the model mapped and the auth headers (`anthropic-version`/`anthropic-beta` passed on).
 - `protocol: original` forwards `/v1/messages` (or any path) with the auth headers; the
   client's `anthropic-version` and `anthropic-beta` headers are passed on.
 """
@@ -77,6 +79,7 @@ class Claude(Provider):
     Settings = Settings
     endpoints = frozenset({Endpoint.CHAT})
     settings_column = "claude"
+    anthropic_path = "/v1/messages"
 
     def base_url(self) -> str:
         return "https://api.anthropic.com"

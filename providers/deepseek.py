@@ -4,6 +4,9 @@
 - Source: DeepSeek's "Your First API Call" (api-docs.deepseek.com): the base URL is
   `https://api.deepseek.com` and the documented request goes to `/chat/completions`;
   `https://api.deepseek.com/v1` is accepted only as an OpenAI-compatibility alias.
+- Inbound Anthropic Messages calls (`/v1/messages`) go natively to DeepSeek's Anthropic
+  API, `https://api.deepseek.com/anthropic/v1/messages` (DeepSeek's "Using the Anthropic
+  API" guide: base URL `https://api.deepseek.com/anthropic`).
 - Higress sends `/v1/chat/completions`; this module uses the documented path.
 """
 
@@ -17,3 +20,4 @@ class DeepSeek(OpenAICompatible):
     default_base_url = "https://api.deepseek.com"
     chat_path = "/chat/completions"
     embeddings_path = None
+    anthropic_path = "/anthropic/v1/messages"

@@ -114,7 +114,7 @@ class Gemini(Provider):
         return UpstreamRequest(url, self.auth_headers(call), encode(body))
 
     def convert_response(self, call: Call, body: bytes) -> bytes | None:
-        answer = _decode(body)
+        answer = decode_answer(body)
         if call.endpoint is Endpoint.EMBEDDINGS:
             assert isinstance(call.request, EmbeddingsRequest)
             return encode(convert_embeddings(answer, call.request, call.model))
@@ -124,8 +124,8 @@ class Gemini(Provider):
         return GeminiStream(call.model, call.include_usage)
 
     def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
-        error = _error_of(body)
-        return None if error is None else (status, _proxy_error(error, status).body())
+        error = error_of(body)
+        return None if error is None else (status, proxy_error(error, status).body())
 
 
 # ---- request ----------------------------------------------------------------------------
@@ -312,7 +312,7 @@ def embeddings_body(req: EmbeddingsRequest, model: str) -> dict[str, Any]:
 # ---- response ---------------------------------------------------------------------------
 
 
-def _decode(body: bytes) -> dict[str, Any]:
+def decode_answer(body: bytes) -> dict[str, Any]:
     try:
         answer = msgspec.json.decode(body)
     except msgspec.DecodeError:
@@ -421,7 +421,7 @@ class GeminiStream:
             return b""
         s = self._chunks(answer)
         if "error" in answer:
-            return s.error(_proxy_error(answer["error"], 500))
+            return s.error(proxy_error(answer["error"], 500))
         out = s.start()
         candidates = answer.get("candidates") or []
         for candidate in candidates[:1]:
@@ -447,7 +447,7 @@ class GeminiStream:
 # ---- errors -----------------------------------------------------------------------------
 
 
-def _error_of(body: bytes) -> dict[str, Any] | None:
+def error_of(body: bytes) -> dict[str, Any] | None:
     try:
         value = msgspec.json.decode(body)
     except msgspec.DecodeError:
@@ -458,7 +458,7 @@ def _error_of(body: bytes) -> dict[str, Any] | None:
     return error if isinstance(error, dict) and "message" in error else None
 
 
-def _proxy_error(error: Any, status: int) -> ProxyError:
+def proxy_error(error: Any, status: int) -> ProxyError:
     if not isinstance(error, dict):
         error = {"message": str(error)}
     google = str(error.get("status") or "")

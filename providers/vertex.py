@@ -157,7 +157,7 @@ class Vertex(Provider):
     def convert_response(self, call: Call, body: bytes) -> bytes | None:
         if call.endpoint is Endpoint.EMBEDDINGS:
             assert isinstance(call.request, EmbeddingsRequest)
-            return encode(convert_embeddings(gemini._decode(body), call.request, call.model))
+            return encode(convert_embeddings(gemini.decode_answer(body), call.request, call.model))
         if _is_claude(call.model):
             try:
                 message = msgspec.json.decode(body)
@@ -166,7 +166,7 @@ class Vertex(Provider):
             if not isinstance(message, dict) or not isinstance(message.get("content"), list):
                 raise upstream_invalid("Claude on Vertex AI answered with no content list")
             return encode(claude.convert_message(message, call.model))
-        return encode(gemini.convert_answer(gemini._decode(body), call.model))
+        return encode(gemini.convert_answer(gemini.decode_answer(body), call.model))
 
     def stream_converter(self, call: Call) -> gemini.GeminiStream | claude.ClaudeStream:
         if _is_claude(call.model):
@@ -174,12 +174,12 @@ class Vertex(Provider):
         return gemini.GeminiStream(call.model, call.include_usage)
 
     def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
-        error = gemini._error_of(body)  # Google's {"error": {code, message, status}}, or a list
+        error = gemini.error_of(body)  # Google's {"error": {code, message, status}}, or a list
         if error is None:
             return None
         if "type" in error and "status" not in error:  # Anthropic's, from rawPredict
             return status, claude._proxy_error(error, status).body()
-        return status, gemini._proxy_error(error, status).body()
+        return status, gemini.proxy_error(error, status).body()
 
 
 def _is_claude(model: str) -> bool:

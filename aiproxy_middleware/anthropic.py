@@ -1,0 +1,456 @@
+"""Anthropic's Messages API served inbound: its request as an OpenAI chat request, and the
+OpenAI answer (JSON, chunk stream or error) back in Anthropic's format.
+
+- Request: `system` -> a system message; text and image blocks (base64 -> data URL) -> parts
+  (a lone text block -> string content); assistant `tool_use` -> `tool_calls`, `thinking` ->
+  `reasoning_content`; user `tool_result` -> `tool` messages ahead of the turn's other content
+  (its images follow in the user message). tools, tool_choice auto/any/tool/none,
+  `disable_parallel_tool_use`, max_tokens, temperature, top_p, stop_sequences -> stop,
+  stream, metadata.user_id -> user; thinking budget <4096/<16384/more -> reasoning_effort
+  low/medium/high. `top_k` and other fields are dropped; other block types are a 400.
+- Answer: reasoning -> thinking block, content -> text block, tool_calls -> tool_use blocks
+  (unparsable arguments -> `{}`); finish stop/length/tool_calls/content_filter ->
+  end_turn/max_tokens/tool_use/refusal; usage input (less cached), output, cache read.
+- Stream: OpenAI chunk SSE -> message_start, content_block_start/delta/stop, message_delta
+  (stop_reason, usage), message_stop; an error chunk -> an `error` event.
+- Errors: `{"type":"error","error":{"type","message"}}`, the type chosen by the status.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from msgspec import UNSET, Struct, UnsetType
+
+from .errors import ProxyError, bad_request
+from .openai import encode
+from .sse import EventParser
+
+# ---- request ----------------------------------------------------------------------------
+
+
+class Source(Struct, omit_defaults=True):
+    type: str
+    media_type: str | UnsetType = UNSET
+    data: str | UnsetType = UNSET
+    url: str | UnsetType = UNSET
+
+
+class Block(Struct, omit_defaults=True):
+    """One content block of any type; the fields its type uses are set."""
+
+    type: str
+    text: str | UnsetType = UNSET
+    source: Source | UnsetType = UNSET
+    id: str | UnsetType = UNSET
+    name: str | UnsetType = UNSET
+    input: Any = UNSET
+    tool_use_id: str | UnsetType = UNSET
+    content: str | list[Block] | None | UnsetType = UNSET
+    thinking: str | UnsetType = UNSET
+
+
+class Message(Struct):
+    role: str
+    content: str | list[Block]
+
+
+class ToolDefinition(Struct, omit_defaults=True):
+    name: str
+    type: str | None | UnsetType = UNSET
+    description: str | UnsetType = UNSET
+    input_schema: dict[str, Any] | UnsetType = UNSET
+
+
+class ToolChoice(Struct, omit_defaults=True):
+    type: str
+    name: str | UnsetType = UNSET
+    disable_parallel_tool_use: bool | UnsetType = UNSET
+
+
+class Thinking(Struct, omit_defaults=True):
+    type: str
+    budget_tokens: int | UnsetType = UNSET
+
+
+class MessagesRequest(Struct, omit_defaults=True):
+    """The fields of a Messages API request that the gateway converts."""
+
+    messages: list[Message]
+    model: str = ""
+    max_tokens: int | None = None
+    system: str | list[Block] | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop_sequences: list[str] | None = None
+    stream: bool | None = None
+    tools: list[ToolDefinition] | None = None
+    tool_choice: ToolChoice | None = None
+    thinking: Thinking | None = None
+    metadata: dict[str, Any] | None = None
+
+
+def to_chat(req: MessagesRequest) -> dict[str, Any]:
+    """The OpenAI chat request body for an Anthropic Messages request."""
+    messages: list[dict[str, Any]] = []
+    if req.system:
+        system = req.system if isinstance(req.system, str) else "\n\n".join(
+            b.text for b in req.system if b.type == "text" and b.text)
+        if system:
+            messages.append({"role": "system", "content": system})
+    for i, message in enumerate(req.messages):
+        if message.role == "user":
+            messages.extend(_user(message.content, i))
+        elif message.role == "assistant":
+            messages.append(_assistant(message.content, i))
+        else:
+            raise bad_request(f"unsupported message role {message.role!r}; use user or"
+                              " assistant", param=f"messages[{i}].role")
+    body: dict[str, Any] = {"model": req.model, "messages": messages}
+    if req.max_tokens is not None:
+        body["max_tokens"] = req.max_tokens
+    for key, value in (("temperature", req.temperature), ("top_p", req.top_p),
+                       ("stop", req.stop_sequences or None), ("stream", req.stream)):
+        if value is not None:
+            body[key] = value
+    if req.tools:
+        body["tools"] = [_tool(tool) for tool in req.tools]
+        choice = req.tool_choice
+        if choice is not None:
+            body["tool_choice"] = _tool_choice(choice)
+            if choice.disable_parallel_tool_use is True and choice.type != "none":
+                body["parallel_tool_calls"] = False
+    if req.thinking is not None and req.thinking.type == "enabled":
+        budget = req.thinking.budget_tokens or 0
+        body["reasoning_effort"] = ("high" if budget >= 16384 else
+                                    "medium" if budget >= 4096 else "low")
+    if req.metadata and isinstance(req.metadata.get("user_id"), str):
+        body["user"] = req.metadata["user_id"]
+    return body
+
+
+def _user(content: str | list[Block], i: int) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"role": "user", "content": content}]
+    out: list[dict[str, Any]] = []
+    parts: list[dict[str, Any]] = []
+    for block in content:
+        if block.type == "tool_result":
+            result = block.content
+            images = []
+            if isinstance(result, list):
+                images = [_part(b, i) for b in result if b.type == "image"]
+                result = "\n".join(b.text for b in result if b.type == "text" and b.text)
+            out.append({"role": "tool", "tool_call_id": block.tool_use_id or "",
+                        "content": result or ""})
+            parts.extend(images)
+        elif block.type not in ("thinking", "redacted_thinking"):
+            parts.append(_part(block, i))
+    if parts:
+        if len(parts) == 1 and parts[0]["type"] == "text":
+            out.append({"role": "user", "content": parts[0]["text"]})
+        else:
+            out.append({"role": "user", "content": parts})
+    return out
+
+
+def _part(block: Block, i: int) -> dict[str, Any]:
+    if block.type == "text":
+        return {"type": "text", "text": block.text or ""}
+    if block.type == "image" and block.source:
+        source = block.source
+        if source.type == "base64" and source.data:
+            url = f"data:{source.media_type or 'image/png'};base64,{source.data}"
+        elif source.type == "url" and source.url:
+            url = source.url
+        else:
+            raise bad_request(f"unsupported image source type {source.type!r}",
+                              param=f"messages[{i}].content")
+        return {"type": "image_url", "image_url": {"url": url}}
+    raise bad_request(f"content blocks of type {block.type!r} are not supported for this"
+                      " provider", param=f"messages[{i}].content")
+
+
+def _assistant(content: str | list[Block], i: int) -> dict[str, Any]:
+    if isinstance(content, str):
+        return {"role": "assistant", "content": content}
+    text, reasoning, calls = [], [], []
+    for block in content:
+        if block.type == "text":
+            text.append(block.text or "")
+        elif block.type == "thinking":
+            reasoning.append(block.thinking or "")
+        elif block.type == "tool_use":
+            arguments = {} if block.input is UNSET or block.input is None else block.input
+            calls.append({"id": block.id or "", "type": "function", "function": {
+                "name": block.name or "", "arguments": encode(arguments).decode()}})
+        elif block.type != "redacted_thinking":
+            raise bad_request(f"assistant content blocks of type {block.type!r} are not"
+                              " supported for this provider", param=f"messages[{i}].content")
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(text) or None}
+    if reasoning:
+        message["reasoning_content"] = "".join(reasoning)
+    if calls:
+        message["tool_calls"] = calls
+    elif message["content"] is None:
+        message["content"] = ""
+    return message
+
+
+def _tool(tool: ToolDefinition) -> dict[str, Any]:
+    if tool.type not in (UNSET, None, "custom"):
+        raise bad_request(f"tools of type {tool.type!r} are not supported for this provider",
+                          param="tools")
+    function: dict[str, Any] = {"name": tool.name}
+    if tool.description:
+        function["description"] = tool.description
+    function["parameters"] = tool.input_schema or {"type": "object", "properties": {}}
+    return {"type": "function", "function": function}
+
+
+def _tool_choice(choice: ToolChoice) -> Any:
+    if choice.type == "tool" and choice.name:
+        return {"type": "function", "function": {"name": choice.name}}
+    named = {"auto": "auto", "any": "required", "none": "none"}.get(choice.type)
+    if named is None:
+        raise bad_request(f"unsupported tool_choice {encode(choice).decode()}",
+                          param="tool_choice")
+    return named
+
+
+# ---- answers ----------------------------------------------------------------------------
+
+STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
+        "function_call": "tool_use", "content_filter": "refusal"}
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+               403: "permission_error", 404: "not_found_error", 413: "request_too_large",
+               429: "rate_limit_error", 529: "overloaded_error", 503: "overloaded_error"}
+
+
+def _arguments(text: str | None) -> Any:
+    try:
+        value = msgspec.json.decode(text or "{}")
+    except msgspec.DecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _usage(usage: Any) -> dict[str, int]:
+    if not isinstance(usage, dict):
+        return {"input_tokens": 0, "output_tokens": 0}
+    details = usage.get("prompt_tokens_details")
+    cached = (details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
+    out = {"input_tokens": max((usage.get("prompt_tokens") or 0) - cached, 0),
+           "output_tokens": usage.get("completion_tokens") or 0}
+    if cached:
+        out["cache_read_input_tokens"] = cached
+    return out
+
+
+def _stop_reason(finish: str | None, has_calls: bool) -> str:
+    if has_calls and finish in (None, "stop"):
+        return "tool_use"
+    return STOP.get(finish or "stop", "end_turn")
+
+
+def message_json(body: bytes, model: str) -> bytes:
+    """An Anthropic message for an OpenAI `chat.completion` body."""
+    try:
+        data = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+        raise ProxyError(502, "the provider answered with an invalid chat completion",
+                         "upstream_error", "bad_upstream_response")
+    choice = data["choices"][0] if data["choices"] else {}
+    message = choice.get("message") or {}
+    content: list[dict[str, Any]] = []
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if isinstance(reasoning, str) and reasoning:
+        content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
+    text = message.get("content")
+    if isinstance(text, str) and text:
+        content.append({"type": "text", "text": text})
+    calls = message.get("tool_calls") or []
+    for call in calls:
+        function = call.get("function") or {}
+        content.append({"type": "tool_use", "id": call.get("id") or "",
+                        "name": function.get("name") or "",
+                        "input": _arguments(function.get("arguments"))})
+    return encode({
+        "id": data.get("id") or "msg", "type": "message", "role": "assistant",
+        "model": data.get("model") or model, "content": content,
+        "stop_reason": _stop_reason(choice.get("finish_reason"), bool(calls)),
+        "stop_sequence": None, "usage": _usage(data.get("usage"))})
+
+
+def error_json(status: int, message: str) -> bytes:
+    kind = ERROR_TYPES.get(status) or ("api_error" if status >= 500 else "invalid_request_error")
+    return encode({"type": "error", "error": {"type": kind, "message": message}})
+
+
+def error_message(body: bytes, status: int) -> str:
+    """The message of an upstream error body in whatever shape it came."""
+    try:
+        data = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        data = None
+    if isinstance(data, dict):
+        error = data.get("error", data)
+        if isinstance(error, str):
+            return error
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return error["message"]
+    text = body.decode("utf-8", "replace").strip()
+    return text[:500] if text else f"the provider answered HTTP {status}"
+
+
+def convert_answer(status: int, body: bytes, model: str) -> bytes:
+    """The Anthropic body for an OpenAI answer (a chat completion, or an error)."""
+    if status >= 400:
+        if body.startswith(b'{"type":"error"'):
+            return body
+        return error_json(status, error_message(body, status))
+    return message_json(body, model)
+
+
+def error_event(status: int, message: str) -> bytes:
+    return b"event: error\ndata: " + error_json(status, message) + b"\n\n"
+
+
+# ---- stream -----------------------------------------------------------------------------
+
+
+def _event(kind: str, data: dict[str, Any]) -> bytes:
+    data = {"type": kind, **data}
+    return b"event: " + kind.encode() + b"\ndata: " + encode(data) + b"\n\n"
+
+
+class MessageStream:
+    """Converts OpenAI `chat.completion.chunk` SSE into Anthropic's message events.
+
+    `inner`, when given, is the provider's converter whose output is read here.
+    """
+
+    def __init__(self, model: str, inner: Any = None) -> None:
+        self.model = model
+        self.inner = inner
+        self.parser = EventParser()
+        self.started = False
+        self.ended = False
+        self.block = -1  # the open block's index, -1 when none is open
+        self.kind = ""  # the open block's type
+        self.tools: dict[int, int] = {}  # OpenAI tool-call index -> block index
+        self.count = 0
+        self.finish: str | None = None
+        self.usage: Any = None
+
+    def feed(self, data: bytes) -> bytes:
+        if self.inner is not None:
+            data = self.inner.feed(data)
+        return b"".join(self._data(event.data) for event in self.parser.feed(data))
+
+    def close(self) -> bytes:
+        out = b""
+        if self.inner is not None:
+            out = b"".join(self._data(e.data) for e in self.parser.feed(self.inner.close()))
+        out += b"".join(self._data(event.data) for event in self.parser.close())
+        if not self.ended:
+            if self.finish is None:
+                out += self.error(502, "the provider's stream ended before the answer did")
+            else:
+                out += self._end()
+        return out
+
+    def error(self, status: int, message: str) -> bytes:
+        """An error event that ends the stream."""
+        if self.ended:
+            return b""
+        self.ended = True
+        return error_event(status, message)
+
+    def _start(self, chunk: dict[str, Any]) -> bytes:
+        self.started = True
+        return _event("message_start", {"message": {
+            "id": chunk.get("id") or "msg", "type": "message", "role": "assistant",
+            "model": chunk.get("model") or self.model, "content": [], "stop_reason": None,
+            "stop_sequence": None, "usage": {"input_tokens": 0, "output_tokens": 0}}})
+
+    def _open(self, kind: str, block: dict[str, Any]) -> bytes:
+        out = self._close_block()
+        self.block, self.kind = self.count, kind
+        self.count += 1
+        return out + _event("content_block_start", {"index": self.block, "content_block": block})
+
+    def _close_block(self) -> bytes:
+        if self.block < 0:
+            return b""
+        index, self.block, self.kind = self.block, -1, ""
+        return _event("content_block_stop", {"index": index})
+
+    def _delta(self, delta: dict[str, Any]) -> bytes:
+        return _event("content_block_delta", {"index": self.block, "delta": delta})
+
+    def _end(self) -> bytes:
+        if not self.started:
+            return self.error(502, "the provider's stream ended before the answer did")
+        self.ended = True
+        stop = _stop_reason(self.finish, bool(self.tools))
+        return self._close_block() + _event("message_delta", {
+            "delta": {"stop_reason": stop, "stop_sequence": None},
+            "usage": _usage(self.usage)}) + _event("message_stop", {})
+
+    def _data(self, data: str) -> bytes:
+        if self.ended:
+            return b""
+        if data.strip() == "[DONE]":
+            return self._end()
+        try:
+            chunk = msgspec.json.decode(data)
+        except msgspec.DecodeError:
+            return self.error(502, "the provider streamed an event that is not JSON")
+        if not isinstance(chunk, dict):
+            return b""
+        error = chunk.get("error")
+        if error:
+            message = error.get("message") if isinstance(error, dict) else error
+            status = error.get("code") if isinstance(error, dict) else None
+            return self.error(status if isinstance(status, int) else 500,
+                              str(message or "the provider's stream failed"))
+        out = b"" if self.started else self._start(chunk)
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue
+            out += self._choice(choice.get("delta") or {})
+            if choice.get("finish_reason"):
+                self.finish = choice["finish_reason"]
+        return out
+
+    def _choice(self, delta: dict[str, Any]) -> bytes:
+        out = b""
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        if isinstance(reasoning, str) and reasoning:
+            if self.kind != "thinking":
+                out += self._open("thinking", {"type": "thinking", "thinking": "",
+                                               "signature": ""})
+            out += self._delta({"type": "thinking_delta", "thinking": reasoning})
+        text = delta.get("content")
+        if isinstance(text, str) and text:
+            if self.kind != "text":
+                out += self._open("text", {"type": "text", "text": ""})
+            out += self._delta({"type": "text_delta", "text": text})
+        for call in delta.get("tool_calls") or ():
+            key = call.get("index", 0)
+            function = call.get("function") or {}
+            if key not in self.tools:
+                out += self._open("tool_use", {"type": "tool_use", "id": call.get("id") or "",
+                                               "name": function.get("name") or "",
+                                               "input": {}})
+                self.tools[key] = self.block
+            fragment = function.get("arguments")
+            if fragment and self.tools[key] == self.block:
+                out += self._delta({"type": "input_json_delta", "partial_json": fragment})
+        return out
