@@ -31,7 +31,7 @@ def sse(*events: dict[str, Any], named: bool = False) -> bytes:
 
 class Claude:
     config = {"type": "claude", "apiTokens": ["sk-ant"]}
-    model = "claude-sonnet-4-5"
+    model = "claude-fixture-model"
 
     def routes(self, mock: Any, blocks: list, stream: bool) -> Any:
         body = self.stream(blocks) if stream else json.dumps(self.message(blocks)).encode()
@@ -301,3 +301,96 @@ async def test_image(provider, upstream, respx_mock, stream):
                             messages=messages)
     assert content == "Hello there"
     assert provider.image(sent_json(route)) == provider.expected_image
+
+
+# ---- the same providers through /v1/messages, with the official anthropic SDK ----------
+
+try:  # anthropic >= 2.12 takes clients of httpx2 (httpx's successor), not httpx
+    import httpx2 as anthropic_httpx
+except ImportError:  # pragma: no cover
+    anthropic_httpx = httpx
+
+import anthropic  # noqa: E402
+
+ANTHROPIC_TOOLS = [{"name": n, "input_schema": {"type": "object"}}
+                   for n in ("get_weather", "get_time")]
+
+
+def anthropic_for(provider: Any, upstream: httpx.AsyncClient) -> anthropic.AsyncAnthropic:
+    app = AIProxyMiddleware(inner_app(), config={"provider": provider.config},
+                            http_client=upstream)
+    http = anthropic_httpx.AsyncClient(transport=anthropic_httpx.ASGITransport(app=app))
+    return anthropic.AsyncAnthropic(base_url="http://gw", api_key="unused", max_retries=0,
+                                    http_client=http)
+
+
+async def ask_anthropic(client: anthropic.AsyncAnthropic, model: str, stream: bool,
+                        **extra: Any):
+    """(text, thinking, tool uses as (id, name, input), stop_reason, usage)."""
+    messages = extra.pop("messages", [{"role": "user", "content": "hi"}])
+    params = dict(model=model, max_tokens=1024, messages=messages, **extra)
+    if stream:
+        async with client.messages.stream(**params) as events:
+            message = await events.get_final_message()
+    else:
+        message = await client.messages.create(**params)
+    text = "".join(b.text for b in message.content if b.type == "text")
+    thinking = "".join(b.thinking for b in message.content if b.type == "thinking")
+    uses = [(b.id, b.name, b.input) for b in message.content if b.type == "tool_use"]
+    return text, thinking, uses, message.stop_reason, message.usage
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_messages_text(provider, upstream, respx_mock, stream):
+    provider.routes(respx_mock, TEXT, stream)
+    text, thinking, uses, stop, usage = await ask_anthropic(
+        anthropic_for(provider, upstream), provider.model, stream)
+    assert (text, thinking, uses, stop) == ("Hello there", "", [], "end_turn")
+    assert usage.output_tokens == 5
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_messages_two_tool_parallel_call(provider, upstream, respx_mock, stream):
+    provider.routes(respx_mock, TWO_TOOLS, stream)
+    _, _, uses, stop, _ = await ask_anthropic(anthropic_for(provider, upstream),
+                                              provider.model, stream, tools=ANTHROPIC_TOOLS)
+    assert stop == "tool_use"
+    assert [(name, args) for _, name, args in uses] == [
+        ("get_weather", {"city": "Paris"}), ("get_time", {"tz": "CET"})]
+    assert all(i for i, _, _ in uses) and len({i for i, _, _ in uses}) == 2
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_messages_thinking_answer(provider, upstream, respx_mock, stream):
+    provider.routes(respx_mock, THINKING, stream)
+    text, thinking, _, stop, _ = await ask_anthropic(
+        anthropic_for(provider, upstream), provider.model, stream,
+        thinking={"type": "enabled", "budget_tokens": 1024})
+    assert (text, thinking, stop) == ("42", "Let me think.", "end_turn")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_messages_tool_result_turn_and_image(provider, upstream, respx_mock, stream):
+    route = provider.routes(respx_mock, TEXT, stream)
+    messages = [
+        {"role": "user", "content": [
+            {"type": "text", "text": "weather and time?"},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                         "data": "iVBORw0KGgo="}}]},
+        {"role": "assistant", "content": [
+            {"type": "tool_use", "id": "call_a", "name": "get_weather",
+             "input": {"city": "Paris"}},
+            {"type": "tool_use", "id": "call_b", "name": "get_time", "input": {"tz": "CET"}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "call_a", "content": "18C"},
+            {"type": "tool_result", "tool_use_id": "call_b", "content": "09:00"}]},
+    ]
+    text, *_ = await ask_anthropic(anthropic_for(provider, upstream), provider.model, stream,
+                                   messages=messages, tools=ANTHROPIC_TOOLS)
+    assert text == "Hello there"
+    sent = sent_json(route)
+    assert provider.image(sent) == provider.expected_image
+    if isinstance(provider, Claude):  # relayed to Claude's own Messages API as sent
+        assert sent["messages"] == messages
+    else:
+        assert provider.tool_results(sent) == provider.expected_tool_results
