@@ -156,6 +156,15 @@ class Usage(Struct):
     completion_tokens_details: CompletionTokensDetails | UnsetType = UNSET
 
 
+def cached_usage(input_tokens: int, output_tokens: int, cache_read: int,
+                 cache_write: int) -> Usage:
+    """OpenAI usage for providers that count cached input apart (Claude, Bedrock): the
+    prompt is all input, read from cache, written to it, or neither."""
+    prompt = input_tokens + cache_read + cache_write
+    return Usage(prompt, output_tokens, prompt + output_tokens,
+                 prompt_tokens_details=PromptTokensDetails(cached_tokens=cache_read))
+
+
 class AssistantMessage(Struct):
     role: str = "assistant"
     content: str | None = None

@@ -63,7 +63,7 @@ from aiproxy_middleware.errors import ConfigError, ProxyError, bad_request, upst
 from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, ChatCompletionRequest,
                                        ChatMessage, Choice, EmbeddingsRequest,
                                        EmbeddingsResponse, EmbeddingsUsage, FunctionCall,
-                                       PromptTokensDetails, ToolCall, Usage, embedding, encode)
+                                       ToolCall, Usage, cached_usage, embedding, encode)
 from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest
 from aiproxy_middleware.sse import ChunkStream
 
@@ -365,12 +365,10 @@ def _tool_choice(choice: Any) -> dict[str, Any] | None:
 
 
 def usage_of(usage: dict[str, Any]) -> Usage:
-    cache_read = usage.get("cacheReadInputTokens") or 0
-    prompt = (usage.get("inputTokens") or 0) + cache_read + (
-        usage.get("cacheWriteInputTokens") or 0)
-    completion = usage.get("outputTokens") or 0
-    return Usage(prompt, completion, prompt + completion,
-                 prompt_tokens_details=PromptTokensDetails(cached_tokens=cache_read))
+    """OpenAI usage from Bedrock's."""
+    return cached_usage(usage.get("inputTokens") or 0, usage.get("outputTokens") or 0,
+                        usage.get("cacheReadInputTokens") or 0,
+                        usage.get("cacheWriteInputTokens") or 0)
 
 
 def convert_answer(answer: dict[str, Any], model: str) -> ChatCompletion:

@@ -49,7 +49,7 @@ from msgspec import Struct
 from aiproxy_middleware.errors import ProxyError, bad_request, upstream_invalid
 from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, ChatCompletionRequest,
                                        ChatMessage, Choice, ContentPart, FunctionCall,
-                                       PromptTokensDetails, ToolCall, Usage, encode)
+                                       ToolCall, Usage, cached_usage, encode)
 from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest
 from aiproxy_middleware.sse import ChunkStream, Event, EventParser
 
@@ -275,13 +275,10 @@ def _tool_choice(choice: Any) -> dict[str, Any]:
 
 
 def usage_of(usage: dict[str, Any]) -> Usage:
-    """OpenAI usage from Claude's: cached and cache-written input counts as prompt."""
-    cache_read = usage.get("cache_read_input_tokens") or 0
-    prompt = (usage.get("input_tokens") or 0) + cache_read + (
-        usage.get("cache_creation_input_tokens") or 0)
-    completion = usage.get("output_tokens") or 0
-    return Usage(prompt, completion, prompt + completion,
-                 prompt_tokens_details=PromptTokensDetails(cached_tokens=cache_read))
+    """OpenAI usage from Claude's."""
+    return cached_usage(usage.get("input_tokens") or 0, usage.get("output_tokens") or 0,
+                        usage.get("cache_read_input_tokens") or 0,
+                        usage.get("cache_creation_input_tokens") or 0)
 
 
 def convert_message(message: dict[str, Any], model: str) -> ChatCompletion:
