@@ -64,6 +64,9 @@ class Call:
     client_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     include_usage: bool = False
     """A streamed chat answer ends with a usage chunk: the client asked, or did not say."""
+    answer: bytes | None = None
+    """An OpenAI JSON answer that `prepare` already made (from several upstream calls);
+    the relay sends it and makes no call of its own."""
 
 
 @dataclass(slots=True)
@@ -121,7 +124,8 @@ class Provider:
         raise NotImplementedError
 
     async def prepare(self, call: Call, client: httpx.AsyncClient) -> None:
-        """Work a call needs before `request` that waits on the network (fetching images)."""
+        """Work a call needs before `request` that waits on the network (fetching images, or
+        the upstream calls themselves when one client request takes several: `call.answer`)."""
 
     def request(self, call: Call) -> UpstreamRequest:
         """The upstream request for an OpenAI-protocol call."""

@@ -39,7 +39,15 @@ class Relay:
 
     async def run(self, call: Call, shared: httpx.AsyncClient, receive: Any) -> None:
         provider = self.provider
-        await provider.prepare(call, shared)
+        try:
+            await provider.prepare(call, shared)
+        except (TimeoutError, httpx.TimeoutException):
+            raise self._timeout() from None
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
+        if call.answer is not None:
+            await self._respond(200, [(b"content-type", JSON)], call.answer)
+            return
         up = provider.request(call) if call.endpoint is not None else provider.original_request(call)
         headers = up.headers
         headers.setdefault("Content-Type", "application/json")

@@ -41,8 +41,8 @@
   OpenAI error event.
 - Errors `{"message": ...}` keep their status; the OpenAI type follows the status.
 - Embeddings: Titan Text Embeddings (`amazon.titan-embed-*`): `{"inputText",
-  "dimensions"?}`, **one input per request** (a list of more than one is a 400: InvokeModel
-  takes one text and the gateway sends one request); Cohere Embed (`cohere.embed-*`):
+  "dimensions"?}`; InvokeModel takes one text, so a list is one call per text, made at
+  once, with the vectors in input order and the token counts summed; Cohere Embed (`cohere.embed-*`):
   `{"texts", "input_type": "search_document"}`, any number of inputs, `dimensions` refused.
   Other embedding models are a 400. Cohere reports no token count in its body: usage 0.
 - `protocol: original` forwards the client's path and body to the Bedrock host, signed.
@@ -50,12 +50,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
 from typing import Any
 from urllib.parse import quote, unquote
 
+import httpx
 import msgspec
 from msgspec import UNSET, Struct
 
@@ -146,6 +148,34 @@ class Bedrock(Provider):
 
     def _url(self, model: str, action: str) -> str:
         return f"{self._host}/model/{quote(unquote(model), safe='')}/{action}"
+
+    async def prepare(self, call: Call, client: httpx.AsyncClient) -> None:
+        """Titan embeds one text per call: a list of texts is one call per text, at once."""
+        req = call.request
+        if (call.endpoint is not Endpoint.EMBEDDINGS or not isinstance(req, EmbeddingsRequest)
+                or _family(call.model) != "titan" or len(texts := req.texts()) < 2):
+            return
+
+        async def embed(text: str) -> dict[str, Any]:
+            up = self._signed(call, self._url(call.model, "invoke"),
+                              encode(_titan_body(text, req.dimensions)))
+            response = await client.send(client.build_request(
+                "POST", up.url, headers=up.headers, content=up.body, timeout=self.timeout))
+            if response.status_code >= 400:
+                raise _upstream_error(self.convert_error(call, response.status_code,
+                                                         response.content),
+                                      response.status_code)
+            return _decode(response.content)
+
+        async with asyncio.timeout(self.timeout):
+            answers = await asyncio.gather(*(embed(t) for t in texts))
+        vectors = [a.get("embedding") for a in answers]
+        if not all(isinstance(v, list) for v in vectors):
+            raise upstream_invalid("Bedrock's embeddings answer has no embedding vector")
+        tokens = sum(a.get("inputTextTokenCount") or 0 for a in answers)
+        call.answer = encode(EmbeddingsResponse(
+            [embedding(i, v, req.encoding_format) for i, v in enumerate(vectors)],  # type: ignore[arg-type]
+            call.model, EmbeddingsUsage(tokens, tokens)))
 
     def request(self, call: Call) -> UpstreamRequest:
         if call.endpoint is Endpoint.EMBEDDINGS:
@@ -517,21 +547,28 @@ def _family(model: str) -> str:
                       " and Cohere Embed (cohere.embed-*) models", param="model")
 
 
+def _titan_body(text: str, dimensions: int | None) -> dict[str, Any]:
+    return {"inputText": text} if dimensions is None else {"inputText": text,
+                                                           "dimensions": dimensions}
+
+
 def embeddings_body(req: EmbeddingsRequest, model: str) -> dict[str, Any]:
     texts = req.texts()
     if _family(model) == "titan":
-        if len(texts) != 1:
-            raise bad_request("Titan embedding models take one input per request; send the"
-                              " inputs one at a time, or use a Cohere Embed model for a"
-                              " list", param="input")
-        body: dict[str, Any] = {"inputText": texts[0]}
-        if req.dimensions is not None:
-            body["dimensions"] = req.dimensions
-        return body
+        return _titan_body(texts[0], req.dimensions)  # more than one: see Bedrock.prepare
     if req.dimensions is not None:
         raise bad_request("dimensions is supported with Titan embedding models only",
                           param="dimensions")
     return {"texts": texts, "input_type": "search_document"}
+
+
+def _upstream_error(converted: tuple[int, bytes] | None, status: int) -> ProxyError:
+    """The ProxyError for one of several calls' error answers (already in OpenAI's shape)."""
+    if converted is not None:
+        error = msgspec.json.decode(converted[1]).get("error") or {}
+        return ProxyError(converted[0], str(error.get("message", "")),
+                          str(error.get("type", "upstream_error")), error.get("code"))
+    return ProxyError(status, f"Bedrock answered HTTP {status}", "upstream_error", None)
 
 
 def convert_embeddings(answer: dict[str, Any], req: EmbeddingsRequest,

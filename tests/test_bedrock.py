@@ -507,11 +507,40 @@ async def test_titan_embeddings(gateway, respx_mock):
     assert sent.headers["authorization"] == theirs.headers["Authorization"]
 
 
-async def test_titan_refuses_several_inputs(gateway, respx_mock):
-    route = respx_mock.post(TITAN_URL).respond(json={"embedding": [0.5]})
-    r = await gateway(CONFIG).post("/v1/embeddings", json={"model": TITAN, "input": ["a", "b"]})
-    assert r.status_code == 400 and "one input" in r.json()["error"]["message"]
-    assert not route.called
+async def test_titan_list_is_one_signed_call_per_input(gateway, respx_mock):
+    def answer(request):
+        text = json.loads(request.content)["inputText"]
+        return httpx.Response(200, json={"embedding": [float(len(text)), 1.0],
+                                         "inputTextTokenCount": len(text)})
+    route = respx_mock.post(TITAN_URL).mock(side_effect=answer)
+    r = await gateway(CONFIG).post("/v1/embeddings", json={
+        "model": TITAN, "input": ["a", "bbb", "cc"], "dimensions": 256})
+    assert r.status_code == 200, r.text
+    assert route.call_count == 3
+    assert sorted(json.loads(c.request.content)["inputText"] for c in route.calls) == [
+        "a", "bbb", "cc"]
+    assert all(json.loads(c.request.content)["dimensions"] == 256 for c in route.calls)
+    for call in route.calls:
+        sent = call.request
+        theirs = botocore_sign(str(sent.url), sent.content, sent.headers["x-amz-date"])
+        assert sent.headers["authorization"] == theirs.headers["Authorization"]
+    body = r.json()
+    assert [(d["index"], d["embedding"]) for d in body["data"]] == [
+        (0, [1.0, 1.0]), (1, [3.0, 1.0]), (2, [2.0, 1.0])]
+    assert body["usage"] == {"prompt_tokens": 6, "total_tokens": 6}
+
+
+async def test_titan_list_with_a_failing_call_is_that_error(gateway, respx_mock):
+    def answer(request):
+        if json.loads(request.content)["inputText"] == "bad":
+            return httpx.Response(429, json={"message": "Too many requests"},
+                                  headers={"x-amzn-ErrorType": "ThrottlingException"})
+        return httpx.Response(200, json={"embedding": [1.0], "inputTextTokenCount": 1})
+    respx_mock.post(TITAN_URL).mock(side_effect=answer)
+    r = await gateway(CONFIG).post("/v1/embeddings", json={"model": TITAN,
+                                                           "input": ["ok", "bad"]})
+    assert r.status_code == 429
+    assert r.json()["error"]["message"] == "Too many requests"
 
 
 async def test_cohere_embeddings_batch(gateway, respx_mock):
