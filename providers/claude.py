@@ -11,15 +11,16 @@
   (Claude requires it). `temperature`, `top_p`, `top_k` (if present), `stop` ->
   `stop_sequences`, `tools`, `tool_choice` (auto/required->any/none/named tool),
   `parallel_tool_calls: false` -> `disable_parallel_tool_use`, `stream`, `user` ->
-  `metadata.user_id`.
+  `metadata.user_id`, `response_format` `json_schema` -> `output_config.format`
+  (structured outputs; `json_object` has no schema-free equivalent and is dropped).
 - `reasoning_effort` minimal/low/medium/high -> `thinking` with a budget of
   1024/1024/4096/16384 tokens (`none` sends no thinking). When the budget is not below
   `max_tokens`, `max_tokens` becomes budget + max_tokens. With thinking on, `temperature`
   and `top_k` are dropped and `top_p` is kept only from 0.95 up (Claude rejects the rest);
   a forced `tool_choice` (required or named) is sent as asked, and Claude refuses it.
 - Dropped on purpose (Claude has no equivalent): `seed`, `n`, `frequency_penalty`,
-  `presence_penalty`, `logprobs`/`top_logprobs`, `logit_bias`, `response_format`,
-  `service_tier`, `store`, and any other field the OpenAI request types do not name.
+  `presence_penalty`, `logprobs`/`top_logprobs`, `logit_bias`,
+  `response_format: json_object`, `service_tier`, `store`, and any other field the OpenAI request types do not name.
   Reasoning from earlier assistant turns is not sent back (it has no signature).
   Audio and file parts are refused with a 400.
 - Response: text blocks joined into `content`, `thinking` -> `reasoning_content`,
@@ -165,7 +166,22 @@ def build_body(req: ChatCompletionRequest, raw: list[dict[str, Any]], model: str
         body["stream"] = True
     if req.user:
         body["metadata"] = {"user_id": req.user}
+    schema = _json_schema(req)
+    if schema is not None:
+        body["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
     return body
+
+
+def _json_schema(req: ChatCompletionRequest) -> dict[str, Any] | None:
+    """The schema of a `json_schema` response_format (Claude's structured outputs)."""
+    fmt = req.response_format
+    if fmt is None or fmt.type != "json_schema":
+        return None
+    schema = fmt.json_schema.get("schema") if isinstance(fmt.json_schema, dict) else None
+    if not isinstance(schema, dict):
+        raise bad_request("response_format json_schema needs a 'schema' object",
+                          param="response_format.json_schema.schema")
+    return schema
 
 
 def convert_messages(messages: list[ChatMessage], raw: list[dict[str, Any]]

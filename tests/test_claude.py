@@ -477,3 +477,12 @@ def test_empty_tool_result_and_data_url_parameters():
         {"role": "assistant", "content": [
             {"type": "tool_use", "id": "t1", "name": "f", "input": {}}]},
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1"}]}]
+
+
+def test_json_schema_becomes_structured_output():
+    schema = {"type": "object", "properties": {"a": {"type": "string"}},
+              "required": ["a"], "additionalProperties": False}
+    body = body_for(response_format={"type": "json_schema",
+                                     "json_schema": {"name": "x", "schema": schema}})
+    assert body["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
+    assert "output_config" not in body_for(response_format={"type": "json_object"})
