@@ -11,8 +11,8 @@
   when `awsSessionToken` is set) and the SHA-256 of the exact body. The canonical URI
   encodes the (encoded) path once more, as AWS requires of every service but S3.
 - Chat request: system/developer -> `system[{text}]`; user and assistant text; data-URL
-  images -> `image{format, source{bytes}}` (png, jpeg, gif, webp; an http(s) image URL is a
-  400 asking for a data URL); assistant `tool_calls` -> `toolUse{toolUseId, name, input}`;
+  images -> `image{format, source{bytes}}` (png, jpeg, gif, webp; an http(s) image URL is
+  fetched by the gateway first, 20 MiB and 30 s at most, a failure being a 400 naming it); assistant `tool_calls` -> `toolUse{toolUseId, name, input}`;
   `tool` messages -> `toolResult{toolUseId, content}` in a user turn (`[{json}]` when the
   content is a JSON object, else `[{text}]`); consecutive same-role turns merged.
   `inferenceConfig`: maxTokens (max_completion_tokens or max_tokens), temperature, topP,
@@ -62,6 +62,7 @@ import msgspec
 from msgspec import UNSET, Struct
 
 from aiproxy_middleware.errors import ConfigError, ProxyError, bad_request, upstream_invalid
+from aiproxy_middleware.images import inline_image_urls
 from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, ChatCompletionRequest,
                                        ChatMessage, Choice, EmbeddingsRequest,
                                        EmbeddingsResponse, EmbeddingsUsage, FunctionCall,
@@ -150,8 +151,12 @@ class Bedrock(Provider):
         return f"{self._host}/model/{quote(unquote(model), safe='')}/{action}"
 
     async def prepare(self, call: Call, client: httpx.AsyncClient) -> None:
-        """Titan embeds one text per call: a list of texts is one call per text, at once."""
+        """Fetches http(s) image URLs (Bedrock takes image bytes only); and, since Titan
+        embeds one text per call, makes a list of texts one call per text, at once."""
         req = call.request
+        if call.endpoint is Endpoint.CHAT and isinstance(req, ChatCompletionRequest):
+            await inline_image_urls(req, client)
+            return
         if (call.endpoint is not Endpoint.EMBEDDINGS or not isinstance(req, EmbeddingsRequest)
                 or _family(call.model) != "titan" or len(texts := req.texts()) < 2):
             return

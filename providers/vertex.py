@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from msgspec import Meta, Struct
 
 from aiproxy_middleware.errors import ConfigError, ProxyError, bad_request, upstream_invalid
+from aiproxy_middleware.images import inline_image_urls
 from aiproxy_middleware.openai import (ChatCompletionRequest, EmbeddingsRequest,
                                        EmbeddingsResponse, EmbeddingsUsage, embedding, encode)
 from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest
@@ -127,6 +128,10 @@ class Vertex(Provider):
     def _url(self, publisher: str, model: str, action: str) -> str:
         return (f"{self._host}{self._prefix}/publishers/{publisher}/models/"
                 f"{quote(model, safe='@')}:{action}")
+
+    async def prepare(self, call: Call, client: httpx.AsyncClient) -> None:
+        if call.endpoint is Endpoint.CHAT and isinstance(call.request, ChatCompletionRequest):
+            await inline_image_urls(call.request, client)
 
     def request(self, call: Call) -> UpstreamRequest:
         headers = self.auth_headers(call)

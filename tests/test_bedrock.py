@@ -212,8 +212,6 @@ async def test_reasoning_effort_for_anthropic_models(gateway, respx_mock):
 
 @pytest.mark.parametrize("message, fragment", [
     ({"role": "user", "content": [{"type": "image_url",
-                                   "image_url": {"url": "https://img.test/a.png"}}]}, "data URL"),
-    ({"role": "user", "content": [{"type": "image_url",
                                    "image_url": {"url": "data:image/bmp;base64,AA=="}}]}, "bmp"),
     ({"role": "user", "content": [{"type": "input_audio", "input_audio": {
         "data": "AA", "format": "wav"}}]}, "input_audio"),
@@ -225,6 +223,18 @@ async def test_unconvertible_requests_are_400(gateway, respx_mock, message, frag
                                    json={"model": "m", "messages": [message]})
     assert r.status_code == 400 and fragment in r.json()["error"]["message"]
     assert not route.called
+
+
+async def test_http_image_url_is_fetched_and_sent_as_bytes(gateway, respx_mock):
+    respx_mock.get("https://img.test/a.png").respond(
+        content=b"\x89PNG", headers={"content-type": "image/png"})
+    route = respx_mock.post(f"{HOST}/model/m/converse").respond(json=ANSWER)
+    r = await gateway(CONFIG).post("/v1/chat/completions", json={"model": "m", "messages": [
+        {"role": "user", "content": [{"type": "image_url",
+                                      "image_url": {"url": "https://img.test/a.png"}}]}]})
+    assert r.status_code == 200
+    assert sent_json(route)["messages"][0]["content"] == [
+        {"image": {"format": "png", "source": {"bytes": "iVBORw=="}}}]
 
 
 @pytest.mark.parametrize("provider, field", [

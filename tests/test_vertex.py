@@ -449,3 +449,15 @@ def test_config_errors(change, field, says):
 def test_express_mode_needs_no_region():
     config = load_config(EXPRESS)
     assert config.routes[0].provider.base_url() == "https://aiplatform.googleapis.com"
+
+
+async def test_http_image_url_is_fetched_and_sent_inline(gateway, respx_mock):
+    respx_mock.get("https://img.test/a.jpg").respond(
+        content=b"\xff\xd8jpeg", headers={"content-type": "image/jpeg"})
+    route = respx_mock.post(f"{EXPRESS_BASE}:generateContent").respond(json=ANSWER)
+    r = await gateway(EXPRESS).post("/v1/chat/completions", json={
+        "model": "gemini-2.5-flash", "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "https://img.test/a.jpg"}}]}]})
+    assert r.status_code == 200
+    assert sent_json(route)["contents"][0]["parts"] == [
+        {"inlineData": {"mimeType": "image/jpeg", "data": "/9hqcGVn"}}]
