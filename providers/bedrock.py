@@ -27,7 +27,8 @@
   other models `reasoning_effort` is ignored. `bedrockAdditionalFields` is merged into
   `additionalModelRequestFields` last (it wins).
 - Dropped on purpose: `seed`, `frequency_penalty`, `presence_penalty`, `logprobs`,
-  `logit_bias`, `response_format`, `parallel_tool_calls`, `user`, `service_tier`, and any
+  `logit_bias`, `response_format: json_object` (json_schema becomes
+  `outputConfig.textFormat`, Bedrock's structured output), `parallel_tool_calls`, `user`, `service_tier`, and any
   field the OpenAI request types do not name; reasoning from earlier assistant turns (it
   has no signature). `n` > 1, audio and file parts are 400s.
 - Response: text blocks joined, `reasoningContent` -> `reasoning_content`, `toolUse` ->
@@ -281,6 +282,19 @@ def chat_body(req: ChatCompletionRequest, model: str,
     fields.update(additional or {})
     if fields:
         body["additionalModelRequestFields"] = fields
+    fmt = req.response_format
+    if fmt is not None and fmt.type == "json_schema":
+        spec = fmt.json_schema if isinstance(fmt.json_schema, dict) else {}
+        if not isinstance(spec.get("schema"), dict):
+            raise bad_request("response_format json_schema needs a 'schema' object",
+                              param="response_format.json_schema.schema")
+        schema = {"schema": msgspec.json.encode(spec["schema"]).decode()}  # a JSON string
+        if spec.get("name"):
+            schema["name"] = spec["name"]
+        if spec.get("description"):
+            schema["description"] = spec["description"]
+        body["outputConfig"] = {"textFormat": {"type": "json_schema",
+                                               "structure": {"jsonSchema": schema}}}
     return body
 
 

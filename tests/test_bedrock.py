@@ -582,3 +582,17 @@ async def test_original_protocol_is_signed(gateway, respx_mock):
     sent = route.calls.last.request
     theirs = botocore_sign(str(sent.url), sent.content, sent.headers["x-amz-date"])
     assert sent.headers["authorization"] == theirs.headers["Authorization"]
+
+
+async def test_json_schema_becomes_structured_output(gateway, respx_mock):
+    route = respx_mock.post(f"{HOST}/model/m/converse").respond(json=ANSWER)
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}}
+    r = await gateway(CONFIG).post("/v1/chat/completions", json={
+        "model": "m", "messages": [{"role": "user", "content": "x"}],
+        "response_format": {"type": "json_schema",
+                            "json_schema": {"name": "answer", "schema": schema}}})
+    assert r.status_code == 200
+    text_format = sent_json(route)["outputConfig"]["textFormat"]
+    assert text_format["type"] == "json_schema"
+    spec = text_format["structure"]["jsonSchema"]
+    assert spec["name"] == "answer" and json.loads(spec["schema"]) == schema
