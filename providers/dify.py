@@ -1,0 +1,316 @@
+"""Dify (`type: dify`): OpenAI chat served by a Dify app (Chat, Agent, Completion, Workflow).
+
+- Host `difyApiUrl` (default `https://api.dify.ai`; a bare host gets `https://`, a trailing
+  `/v1` is dropped), `Authorization: Bearer <app key>`. Chat only, no embeddings.
+- `botType` Chat (default) and Agent -> `POST /v1/chat-messages`, Completion ->
+  `/v1/completion-messages`, Workflow -> `/v1/workflows/run`. Workflow needs
+  `inputVariable` (the input that receives the query) and `outputVariable` (the output
+  that is the answer).
+- The query. Dify keeps a conversation's history itself, by `conversation_id`, which the
+  client gives in its `ConversationId` request header. With one, the query is the last
+  user message (Dify already holds the earlier turns). Without one (and always for
+  Completion and Workflow, which keep no history) a lone message is sent as its text and
+  a longer conversation as a transcript, each message as `ROLE: text` (SYSTEM, USER,
+  ASSISTANT, TOOL), separated by blank lines, so no turn the client sent is lost.
+- Body: Chat/Agent `{inputs: {}, query, response_mode, user, auto_generate_name: false,
+  conversation_id?}`; Completion `{inputs: {query}, response_mode, user}`; Workflow
+  `{inputs: {<inputVariable>: query}, response_mode, user}`. `response_mode` is
+  `streaming` when the client streams, else `blocking`; Agent apps only stream, so an
+  Agent request always streams and a non-streamed call gets the events gathered into one
+  answer. `user` is the request's `user`, else `api-user`.
+- Response: `answer` (Workflow: `data.outputs[<outputVariable>]`, JSON-encoded when not a
+  string) is the content, finish_reason `stop`, `created` = `created_at`, usage =
+  `metadata.usage` (Workflow: only `data.total_tokens`, as total_tokens). The `id` is
+  the `conversation_id` for Chat/Agent (send it back as the `ConversationId` header to
+  continue the conversation: converted answers carry no upstream headers), the
+  `message_id` for Completion, and the `workflow_run_id` for Workflow. A failed workflow
+  is a 502 with Dify's error message.
+- Streaming: `message`/`agent_message` `answer` deltas (Workflow: `text_chunk` deltas, or
+  the output variable at `workflow_finished` when none came) -> text chunks; `message_end`
+  (Workflow: `workflow_finished`) -> finish `stop` and usage; an `error` event -> an
+  OpenAI error event that ends the stream; `[DONE]` once.
+- Errors `{code, message, status}` keep the HTTP status, with `code` kept.
+- `protocol: original` forwards any path to the Dify host with the Bearer token.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import msgspec
+from msgspec import Struct
+
+from aiproxy_middleware.errors import ConfigError, ProxyError, bad_request, upstream_invalid
+from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, ChatCompletionRequest,
+                                       Choice, Usage, encode)
+from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest
+from aiproxy_middleware.sse import ChunkStream, Event, EventParser
+
+PATHS = {"Chat": "/v1/chat-messages", "Agent": "/v1/chat-messages",
+         "Completion": "/v1/completion-messages", "Workflow": "/v1/workflows/run"}
+DEFAULT_USER = "api-user"
+FAILED = ("failed", "stopped")
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+               403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}
+
+
+class Settings(Struct, rename="camel", forbid_unknown_fields=True):
+    dify_api_url: str = "https://api.dify.ai"
+    bot_type: str = "Chat"
+    input_variable: str = ""
+    output_variable: str = ""
+
+
+class Dify(Provider):
+    name = "dify"
+    Settings = Settings
+    endpoints = frozenset({Endpoint.CHAT})
+
+    def __init__(self, config: Any, settings: Settings) -> None:
+        super().__init__(config, settings)
+        if settings.bot_type not in PATHS:
+            raise ConfigError(f"botType: expected one of {', '.join(PATHS)}, got"
+                              f" {settings.bot_type!r}")
+        if settings.bot_type == "Workflow":
+            missing = [n for n, v in (("inputVariable", settings.input_variable),
+                                      ("outputVariable", settings.output_variable)) if not v]
+            if missing:
+                raise ConfigError(f"{' and '.join(missing)}: required when botType is Workflow")
+        url = settings.dify_api_url.strip().rstrip("/")
+        if not url:
+            raise ConfigError("difyApiUrl: must not be empty")
+        if "://" not in url:
+            url = "https://" + url
+        self._base = url.removesuffix("/v1")
+
+    @property
+    def bot(self) -> str:
+        return self.settings.bot_type  # type: ignore[attr-defined,no-any-return]
+
+    def base_url(self) -> str:
+        return self._base
+
+    def request(self, call: Call) -> UpstreamRequest:
+        assert isinstance(call.request, ChatCompletionRequest)
+        settings: Settings = self.settings  # type: ignore[assignment]
+        conversation = conversation_id(call.client_headers)
+        query = build_query(call.request, conversation if self.bot in ("Chat", "Agent") else "")
+        body: dict[str, Any] = {
+            "inputs": {},
+            "response_mode": "streaming" if call.stream or self.bot == "Agent" else "blocking",
+            "user": call.request.user or DEFAULT_USER}
+        if self.bot in ("Chat", "Agent"):
+            body["query"] = query
+            body["auto_generate_name"] = False
+            if conversation:
+                body["conversation_id"] = conversation
+        elif self.bot == "Completion":
+            body["inputs"] = {"query": query}
+        else:
+            body["inputs"] = {settings.input_variable: query}
+        return UpstreamRequest(self._base + PATHS[self.bot], self.auth_headers(call),
+                               encode(body))
+
+    def convert_response(self, call: Call, body: bytes) -> bytes | None:
+        if self.bot == "Agent" and not body.lstrip().startswith(b"{"):
+            return gather(self._stream(call), body)
+        try:
+            answer = msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            raise upstream_invalid("Dify answered with invalid JSON") from None
+        if not isinstance(answer, dict):
+            raise upstream_invalid("Dify's answer is not a JSON object")
+        return encode(convert_answer(answer, self.bot, self._output(), call.model))
+
+    def _output(self) -> str:
+        return self.settings.output_variable  # type: ignore[attr-defined,no-any-return]
+
+    def _stream(self, call: Call) -> DifyStream:
+        return DifyStream(call.model, call.include_usage, self.bot, self._output())
+
+    def stream_converter(self, call: Call) -> DifyStream:
+        return self._stream(call)
+
+    def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
+        try:
+            value = msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            return None
+        if not isinstance(value, dict) or not isinstance(value.get("message"), str):
+            return None
+        return status, proxy_error(value, status).body()
+
+
+def proxy_error(value: dict[str, Any], status: int) -> ProxyError:
+    kind = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    code = value.get("code")
+    return ProxyError(status, str(value.get("message", "")), kind,
+                      str(code) if code is not None else None)
+
+
+# ---- request ----------------------------------------------------------------------------
+
+
+def conversation_id(headers: list[tuple[bytes, bytes]]) -> str:
+    for name, value in headers:
+        if name.lower() == b"conversationid":
+            return value.decode("latin-1").strip()
+    return ""
+
+
+def build_query(req: ChatCompletionRequest, conversation: str) -> str:
+    messages = req.messages
+    if not messages:
+        raise bad_request("messages must not be empty", param="messages")
+    if conversation:
+        for message in reversed(messages):
+            if message.role == "user":
+                return message.text()
+        raise bad_request("a request continuing a Dify conversation needs a user message",
+                          param="messages")
+    if len(messages) == 1:
+        return messages[0].text()
+    return "\n\n".join(f"{m.role.upper()}: {m.text()}" for m in messages)
+
+
+# ---- response ---------------------------------------------------------------------------
+
+
+def _usage(value: Any) -> Usage | None:
+    if not isinstance(value, dict):
+        return None
+    prompt = int(value.get("prompt_tokens") or 0)
+    completion = int(value.get("completion_tokens") or 0)
+    return Usage(prompt, completion, int(value.get("total_tokens") or prompt + completion))
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else "" if value is None else encode(value).decode()
+
+
+def _workflow_failed(data: dict[str, Any]) -> ProxyError:
+    return ProxyError(502, f"the Dify workflow {data.get('status')}:"
+                      f" {data.get('error') or 'no output'}", "upstream_error", "workflow_failed")
+
+
+def convert_answer(answer: dict[str, Any], bot: str, output: str, model: str) -> ChatCompletion:
+    usage: Usage | None
+    if bot == "Workflow":
+        data = answer.get("data") or {}
+        if data.get("status") in FAILED:
+            raise _workflow_failed(data)
+        content = _text((data.get("outputs") or {}).get(output))
+        ident = answer.get("workflow_run_id") or data.get("id")
+        created = data.get("created_at")
+        total = data.get("total_tokens")
+        usage = Usage(total_tokens=int(total)) if total is not None else None
+    else:
+        content = _text(answer.get("answer"))
+        ident = answer.get("conversation_id") if bot in ("Chat", "Agent") else None
+        ident = ident or answer.get("message_id") or answer.get("id")
+        created = answer.get("created_at")
+        usage = _usage((answer.get("metadata") or {}).get("usage"))
+    result = ChatCompletion(str(ident or f"chatcmpl-{uuid.uuid4().hex}"),
+                            int(created or time.time()), model,
+                            [Choice(0, AssistantMessage(content=content), "stop")])
+    if usage is not None:
+        result.usage = usage
+    return result
+
+
+def gather(stream: DifyStream, body: bytes) -> bytes:
+    """One chat.completion from a whole event stream (Agent apps answer only streamed)."""
+    stream.feed(body)
+    stream.close()
+    s = stream._chunks()
+    if stream.failure is not None:
+        raise stream.failure
+    result = ChatCompletion(s.id, s.created, s.model,
+                            [Choice(0, AssistantMessage(content="".join(stream.texts)),
+                                    s.finish_reason or "stop")])
+    if s.usage is not None:
+        result.usage = s.usage
+    return encode(result)
+
+
+class DifyStream:
+    """Converts Dify's streamed events into OpenAI chunks."""
+
+    def __init__(self, model: str, include_usage: bool, bot: str, output: str) -> None:
+        self.model = model
+        self.include_usage = include_usage
+        self.bot = bot
+        self.output = output
+        self.parser = EventParser()
+        self.stream: ChunkStream | None = None
+        self.texts: list[str] = []
+        self.failure: ProxyError | None = None
+
+    def _chunks(self, value: dict[str, Any] | None = None) -> ChunkStream:
+        if self.stream is None:
+            value = value or {}
+            if self.bot in ("Chat", "Agent"):
+                ident = value.get("conversation_id") or value.get("message_id")
+            elif self.bot == "Completion":
+                ident = value.get("message_id")
+            else:
+                ident = value.get("workflow_run_id")
+            created = value.get("created_at")
+            self.stream = ChunkStream(self.model, self.include_usage,
+                                      str(ident) if ident else None,
+                                      int(created) if isinstance(created, int) else None)
+        return self.stream
+
+    def feed(self, data: bytes) -> bytes:
+        return b"".join(self._event(e) for e in self.parser.feed(data))
+
+    def close(self) -> bytes:
+        out = b"".join(self._event(e) for e in self.parser.close())
+        return out + self._chunks().done()
+
+    def _text(self, s: ChunkStream, text: str) -> bytes:
+        self.texts.append(text)
+        return s.text(text)
+
+    def _fail(self, s: ChunkStream, error: ProxyError) -> bytes:
+        self.failure = error
+        return s.error(error)
+
+    def _event(self, event: Event) -> bytes:
+        if event.data.strip() == "[DONE]":
+            return b""
+        try:
+            value = msgspec.json.decode(event.data)
+        except msgspec.DecodeError:
+            return self._fail(self._chunks(),
+                              upstream_invalid("Dify sent an invalid stream event"))
+        if not isinstance(value, dict):
+            return b""
+        s = self._chunks(value)
+        kind = value.get("event")
+        data = value.get("data") if isinstance(value.get("data"), dict) else {}
+        if kind in ("message", "agent_message"):
+            return s.start() + self._text(s, _text(value.get("answer")))
+        if kind == "text_chunk" and self.bot == "Workflow":
+            return s.start() + self._text(s, _text(data.get("text")))
+        if kind == "message_end" and self.bot != "Workflow":
+            usage = _usage((value.get("metadata") or {}).get("usage"))
+            if usage is not None:
+                s.usage = usage
+            return s.start() + s.finish("stop")
+        if kind == "workflow_finished" and self.bot == "Workflow":
+            if data.get("status") in FAILED:
+                return self._fail(s, _workflow_failed(data))
+            out = s.start()
+            if not self.texts:
+                out += self._text(s, _text((data.get("outputs") or {}).get(self.output)))
+            if data.get("total_tokens") is not None:
+                s.usage = Usage(total_tokens=int(data["total_tokens"]))
+            return out + s.finish("stop")
+        if kind == "error":
+            status = value.get("status")
+            return self._fail(s, proxy_error(value, status if isinstance(status, int)
+                                             and status >= 400 else 500))
+        return b""
