@@ -1,0 +1,419 @@
+"""Alibaba Cloud DashScope / Qwen (`type: qwen`).
+
+- Host `https://dashscope.aliyuncs.com`, or `qwenDomain` (a host name, e.g.
+  `dashscope-intl.aliyuncs.com`); Bearer auth; a token is required.
+- `qwenEnableCompatible` (default true, as Higress's code): OpenAI's format both ways, at
+  `/compatible-mode/v1/chat/completions` and `/compatible-mode/v1/embeddings`; nothing is
+  converted; `qwenEnableSearch` adds `enable_search: true` to the chat body.
+- Native mode (`qwenEnableCompatible: false`): chat goes to
+  `/api/v1/services/aigc/text-generation/generation` as `{model, input: {messages},
+  parameters}`, or to `/api/v1/services/aigc/multimodal-generation/generation` (every content
+  a list of `{text}`/`{image}`/`{audio}`) when the model is a vision/omni model (its name
+  holds `-vl`, `qvq` or `omni`) or any message has an image or audio part (Higress checks only
+  the `qwen-vl` prefix, its bug #4716). Image URLs (http or data:) are passed as they are.
+  Parameters: `result_format: message`, max_tokens (max_completion_tokens first),
+  temperature, top_p, seed, n, stop, presence_penalty, response_format, tools, tool_choice,
+  parallel_tool_calls, `enable_search`; DashScope-only fields a client puts at the body's top
+  level (enable_thinking, thinking_budget, top_k, repetition_penalty, search_options,
+  vl_high_resolution_images) go into `parameters`. Streamed: `X-DashScope-SSE: enable` and
+  `incremental_output: true`, tools or not (DashScope streams tool calls incrementally).
+- Native answers: `id` = `request_id`; `output.choices[].message` content (text, or the
+  text of a multimodal content list), `reasoning_content`, `tool_calls`; finish_reason
+  stop/length/tool_calls (the string "null" is none); usage input/output/total tokens,
+  cached and reasoning tokens when given. Streams: each `data:` event is an incremental
+  frame, turned into chunks; tool calls are keyed by their `index`.
+- Errors `{code, message, request_id}` (either mode, and `event:error` in a stream) become
+  OpenAI error JSON with the same HTTP status; the DashScope code is kept as `code`.
+- Native embeddings: `/api/v1/services/embeddings/text-embedding/text-embedding` with
+  `{model, input: {texts}, parameters: {dimension}}`; `output.embeddings[].text_index` is the
+  index; usage from `usage.total_tokens`.
+- `qwenFileIds` (models named `qwen-long*`, both modes): after the leading system messages
+  (merged into one, or `You are a helpful assistant.` if there are none) a system message
+  `fileid://id1,fileid://id2` is inserted. It cannot be combined with `context`.
+- `protocol: original` forwards the client's path (native, compatible-mode or Bailian app
+  paths such as `/api/v1/apps/{id}/completion`) to the host with Bearer auth; the client's
+  `X-DashScope-*` headers go along.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import msgspec
+from msgspec import UNSET, Struct
+
+from aiproxy_middleware.config import ConfigError
+from aiproxy_middleware.errors import ProxyError, bad_request, upstream_invalid
+from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, ChatCompletionRequest,
+                                       ChatMessage, Choice, CompletionTokensDetails,
+                                       EmbeddingsRequest, EmbeddingsResponse, EmbeddingsUsage,
+                                       FunctionCall, PromptTokensDetails, ToolCall, Usage,
+                                       embedding, encode)
+from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest
+from aiproxy_middleware.sse import ChunkStream, Event, EventParser
+
+from ._compatible import host_setting
+
+HOST = "https://dashscope.aliyuncs.com"
+COMPATIBLE = {Endpoint.CHAT: "/compatible-mode/v1/chat/completions",
+              Endpoint.EMBEDDINGS: "/compatible-mode/v1/embeddings"}
+TEXT_PATH = "/api/v1/services/aigc/text-generation/generation"
+MULTIMODAL_PATH = "/api/v1/services/aigc/multimodal-generation/generation"
+EMBEDDINGS_PATH = "/api/v1/services/embeddings/text-embedding/text-embedding"
+VISION_MARKS = ("-vl", "qvq", "omni")
+EXTRA_PARAMETERS = ("enable_thinking", "thinking_budget", "top_k", "repetition_penalty",
+                    "search_options", "vl_high_resolution_images")
+DEFAULT_SYSTEM = "You are a helpful assistant."
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+               403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}
+
+
+class Settings(Struct, rename="camel", forbid_unknown_fields=True):
+    qwen_enable_compatible: bool = True
+    qwen_enable_search: bool = False
+    qwen_file_ids: list[str] = []
+    qwen_domain: str = ""
+
+
+class Qwen(Provider):
+    name = "qwen"
+    Settings = Settings
+    settings_column = "qwen"
+
+    def __init__(self, config: Any, settings: Settings) -> None:
+        super().__init__(config, settings)
+        if settings.qwen_file_ids and config.context is not None:
+            raise ConfigError("qwenFileIds: cannot be combined with context")
+        if any(not i.strip() for i in settings.qwen_file_ids):
+            raise ConfigError("qwenFileIds: file ids must not be empty")
+        self._base = host_setting(settings.qwen_domain, "qwenDomain") \
+            if settings.qwen_domain else HOST
+
+    @property
+    def _settings(self) -> Settings:
+        return self.settings  # type: ignore[return-value]
+
+    def base_url(self) -> str:
+        return self._base
+
+    def original_request(self, call: Call) -> UpstreamRequest:
+        up = super().original_request(call)
+        for name, value in call.client_headers:
+            if name.lower().startswith(b"x-dashscope-"):
+                up.headers[name.decode("latin-1")] = value.decode("latin-1")
+        return up
+
+    def request(self, call: Call) -> UpstreamRequest:
+        s = self._settings
+        headers = self.auth_headers(call)
+        if s.qwen_enable_compatible:
+            if call.endpoint is Endpoint.CHAT:
+                if s.qwen_enable_search:
+                    call.body.set("enable_search", True)
+                if self._files(call.model):
+                    messages = call.body.get("messages", list[dict[str, Any]])
+                    call.body.set("messages", self._with_files(messages))
+            return UpstreamRequest(self._base + COMPATIBLE[call.endpoint],  # type: ignore[index]
+                                   headers, call.body.encode())
+        if call.endpoint is Endpoint.EMBEDDINGS:
+            assert isinstance(call.request, EmbeddingsRequest)
+            body: dict[str, Any] = {"model": call.model,
+                                    "input": {"texts": call.request.texts()}}
+            if call.request.dimensions is not None:
+                body["parameters"] = {"dimension": call.request.dimensions}
+            return UpstreamRequest(self._base + EMBEDDINGS_PATH, headers, encode(body))
+        assert isinstance(call.request, ChatCompletionRequest)
+        multimodal = is_multimodal(call.model, call.request)
+        messages = native_messages(call.request, multimodal)
+        if self._files(call.model):
+            messages = self._with_files(messages)
+        body = {"model": call.model, "input": {"messages": messages},
+                "parameters": self._parameters(call)}
+        if call.stream:
+            headers["X-DashScope-SSE"] = "enable"
+        path = MULTIMODAL_PATH if multimodal else TEXT_PATH
+        return UpstreamRequest(self._base + path, headers, encode(body))
+
+    def _files(self, model: str) -> bool:
+        return bool(self._settings.qwen_file_ids) and model.startswith("qwen-long")
+
+    def _with_files(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        lead = 0
+        while lead < len(messages) and messages[lead].get("role") == "system":
+            lead += 1
+        system = "\n".join(_text(m.get("content")) for m in messages[:lead]) or DEFAULT_SYSTEM
+        files = ",".join(f"fileid://{i}" for i in self._settings.qwen_file_ids)
+        return [{"role": "system", "content": system},
+                {"role": "system", "content": files}, *messages[lead:]]
+
+    def _parameters(self, call: Call) -> dict[str, Any]:
+        req = call.request
+        assert isinstance(req, ChatCompletionRequest)
+        limit = req.max_completion_tokens if req.max_completion_tokens is not None \
+            else req.max_tokens
+        params: dict[str, Any] = {"result_format": "message"}
+        for key, value in (("max_tokens", limit), ("temperature", req.temperature),
+                           ("top_p", req.top_p), ("seed", req.seed), ("n", req.n),
+                           ("stop", req.stop), ("presence_penalty", req.presence_penalty),
+                           ("parallel_tool_calls", req.parallel_tool_calls)):
+            if value is not None:
+                params[key] = value
+        if req.response_format is not None:
+            params["response_format"] = msgspec.to_builtins(req.response_format)
+        if req.tools:
+            params["tools"] = msgspec.to_builtins(req.tools)
+        if req.tool_choice is not None:
+            params["tool_choice"] = msgspec.to_builtins(req.tool_choice)
+        if self._settings.qwen_enable_search:
+            params["enable_search"] = True
+        for key in EXTRA_PARAMETERS + ("enable_search",):
+            if key in call.body:
+                params[key] = call.body.get(key)
+        if call.stream:
+            params["incremental_output"] = True
+        return params
+
+    def convert_response(self, call: Call, body: bytes) -> bytes | None:
+        if self._settings.qwen_enable_compatible:
+            return None
+        answer = decode(body)
+        if call.endpoint is Endpoint.EMBEDDINGS:
+            assert isinstance(call.request, EmbeddingsRequest)
+            return encode(convert_embeddings(answer, call.request, call.model))
+        return encode(convert_answer(answer, call.model))
+
+    def stream_converter(self, call: Call) -> QwenStream | None:
+        if self._settings.qwen_enable_compatible:
+            return None
+        return QwenStream(call.model, call.include_usage)
+
+    def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
+        try:
+            value = msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            return None
+        if not isinstance(value, dict) or "message" not in value or "error" in value:
+            return None
+        return status, proxy_error(value, status).body()
+
+
+# ---- request ----------------------------------------------------------------------------
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text") or "" for p in content if isinstance(p, dict))
+    return ""
+
+
+def is_multimodal(model: str, req: ChatCompletionRequest) -> bool:
+    if any(mark in model.lower() for mark in VISION_MARKS):
+        return True
+    return any(p.type in ("image_url", "input_audio") for m in req.messages
+               if isinstance(m.content, list) for p in m.content)
+
+
+def _parts(message: ChatMessage, where: str) -> list[dict[str, Any]]:
+    if isinstance(message.content, str):
+        return [{"text": message.content}]
+    parts: list[dict[str, Any]] = []
+    for j, part in enumerate(message.content or []):
+        if part.type == "text":
+            parts.append({"text": part.text or ""})
+        elif part.type == "image_url" and part.image_url is not UNSET:
+            parts.append({"image": part.image_url.url})
+        elif part.type == "input_audio" and part.input_audio is not UNSET:
+            audio = part.input_audio
+            parts.append({"audio": f"data:audio/{audio.get('format', 'wav')};base64,"
+                                   f"{audio.get('data', '')}"})
+        else:
+            raise bad_request(f"content part type {part.type!r} is not supported by this"
+                              " provider", param=f"{where}[{j}]")
+    return parts
+
+
+def native_messages(req: ChatCompletionRequest, multimodal: bool) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for i, message in enumerate(req.messages):
+        role = "system" if message.role == "developer" else message.role
+        if role not in ("system", "user", "assistant", "tool"):
+            raise bad_request(f"unknown message role {message.role!r}",
+                              param=f"messages[{i}].role")
+        item: dict[str, Any] = {"role": role}
+        if multimodal and (message.content or role != "assistant"):
+            item["content"] = _parts(message, f"messages[{i}].content")
+        else:
+            item["content"] = message.text()
+        if message.name is not UNSET:
+            item["name"] = message.name
+        if message.tool_calls is not UNSET and message.tool_calls:
+            item["tool_calls"] = [msgspec.to_builtins(c) for c in message.tool_calls]
+        if message.tool_call_id is not UNSET:
+            item["tool_call_id"] = message.tool_call_id
+        out.append(item)
+    return out
+
+
+# ---- response ---------------------------------------------------------------------------
+
+
+def decode(body: bytes) -> dict[str, Any]:
+    try:
+        answer = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        raise upstream_invalid("DashScope answered with invalid JSON") from None
+    if not isinstance(answer, dict):
+        raise upstream_invalid("DashScope's answer is not a JSON object")
+    return answer
+
+
+def _finish(reason: Any, has_calls: bool) -> str | None:
+    if not reason or reason == "null":
+        return None
+    return "tool_calls" if reason == "stop" and has_calls else str(reason)
+
+
+def convert_usage(usage: Any) -> Usage | None:
+    if not isinstance(usage, dict) or "input_tokens" not in usage:
+        return None
+    prompt, completion = usage.get("input_tokens") or 0, usage.get("output_tokens") or 0
+    out = Usage(prompt, completion, usage.get("total_tokens") or prompt + completion)
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+    if cached is not None:
+        out.prompt_tokens_details = PromptTokensDetails(cached)
+    reasoning = (usage.get("output_tokens_details") or {}).get("reasoning_tokens")
+    if reasoning is not None:
+        out.completion_tokens_details = CompletionTokensDetails(reasoning)
+    return out
+
+
+def _tool_calls(raw: Any) -> list[ToolCall]:
+    calls = []
+    for call in raw or []:
+        function = call.get("function") or {}
+        arguments = function.get("arguments")
+        calls.append(ToolCall(id=call.get("id") or f"call_{uuid.uuid4().hex[:24]}",
+                              type="function", function=FunctionCall(
+                                  function.get("name", ""),
+                                  arguments if isinstance(arguments, str)
+                                  else encode(arguments or {}).decode())))
+    return calls
+
+
+def convert_answer(answer: dict[str, Any], model: str) -> ChatCompletion:
+    output = answer.get("output") or {}
+    choices = []
+    for n, raw in enumerate(output.get("choices") or []):
+        message = raw.get("message") or {}
+        calls = _tool_calls(message.get("tool_calls"))
+        content = _text(message.get("content"))
+        result = AssistantMessage(content=content if content or not calls else None)
+        if message.get("reasoning_content"):
+            result.reasoning_content = message["reasoning_content"]
+        if calls:
+            result.tool_calls = calls
+        choices.append(Choice(raw.get("index", n), result,
+                              _finish(raw.get("finish_reason"), bool(calls)) or "stop"))
+    if not choices and isinstance(output.get("text"), str):
+        choices.append(Choice(0, AssistantMessage(content=output["text"]),
+                              _finish(output.get("finish_reason"), False) or "stop"))
+    ident = answer.get("request_id") or f"chatcmpl-{uuid.uuid4().hex}"
+    completion = ChatCompletion(ident, int(time.time()), model, choices)
+    usage = convert_usage(answer.get("usage"))
+    if usage is not None:
+        completion.usage = usage
+    return completion
+
+
+def convert_embeddings(answer: dict[str, Any], req: EmbeddingsRequest,
+                       model: str) -> EmbeddingsResponse:
+    items = sorted((answer.get("output") or {}).get("embeddings") or [],
+                   key=lambda e: e.get("text_index", 0))
+    data = [embedding(item.get("text_index", i), item.get("embedding") or [],
+                      req.encoding_format) for i, item in enumerate(items)]
+    tokens = (answer.get("usage") or {}).get("total_tokens", 0)
+    return EmbeddingsResponse(data, model, EmbeddingsUsage(tokens, tokens))
+
+
+class QwenStream:
+    """Converts DashScope's incremental SSE frames into OpenAI chunks."""
+
+    def __init__(self, model: str, include_usage: bool) -> None:
+        self.model = model
+        self.include_usage = include_usage
+        self.parser = EventParser()
+        self.stream: ChunkStream | None = None
+        self.started: set[str] = set()
+        self.ended = False
+
+    def _chunks(self, frame: dict[str, Any] | None = None) -> ChunkStream:
+        if self.stream is None:
+            ident = (frame or {}).get("request_id")
+            self.stream = ChunkStream(self.model, self.include_usage, ident or None)
+        return self.stream
+
+    def feed(self, data: bytes) -> bytes:
+        return b"".join(self._event(e) for e in self.parser.feed(data))
+
+    def close(self) -> bytes:
+        out = b"".join(self._event(e) for e in self.parser.close())
+        return out if self.ended else out + self._chunks().done()
+
+    def _event(self, event: Event) -> bytes:
+        if self.ended or event.data.strip() == "[DONE]":
+            return b""
+        try:
+            frame = msgspec.json.decode(event.data)
+        except msgspec.DecodeError:
+            self.ended = True
+            return self._chunks().error(upstream_invalid("DashScope sent an invalid stream"
+                                                         " event"))
+        if not isinstance(frame, dict):
+            return b""
+        s = self._chunks(frame)
+        if event.event == "error" or ("code" in frame and "output" not in frame):
+            self.ended = True
+            return s.error(proxy_error(frame, _status(frame)))
+        out = s.start()
+        for raw in ((frame.get("output") or {}).get("choices") or [])[:1]:
+            message = raw.get("message") or {}
+            out += s.reasoning(message.get("reasoning_content") or "")
+            out += s.text(_text(message.get("content")))
+            for call in message.get("tool_calls") or []:
+                out += self._tool_call(s, call)
+            finish = _finish(raw.get("finish_reason"), s.has_tool_calls)
+            if finish is not None:
+                out += s.finish(finish)
+        usage = convert_usage(frame.get("usage"))
+        if usage is not None:
+            s.usage = usage
+        return out
+
+    def _tool_call(self, s: ChunkStream, call: dict[str, Any]) -> bytes:
+        key = str(call.get("index", 0))
+        function = call.get("function") or {}
+        arguments = function.get("arguments") or ""
+        if key in self.started:
+            return s.tool_arguments(key, arguments)
+        self.started.add(key)
+        return s.tool_call(key, call.get("id") or f"call_{uuid.uuid4().hex[:24]}",
+                           function.get("name") or "", arguments)
+
+
+# ---- errors -----------------------------------------------------------------------------
+
+
+def _status(frame: dict[str, Any]) -> int:
+    status = frame.get("status_code")
+    return status if isinstance(status, int) and status >= 400 else 500
+
+
+def proxy_error(error: dict[str, Any], status: int) -> ProxyError:
+    kind = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    code = error.get("code")
+    return ProxyError(status, str(error.get("message", "")), kind,
+                      str(code) if code else None)
