@@ -49,7 +49,7 @@ class ToolCall(Struct, omit_defaults=True):
 
 
 class ChatMessage(Struct, omit_defaults=True):
-    role: str
+    role: str = "user"  # as Higress reads it: the spec's DeepL example sends text without one
     content: str | list[ContentPart] | None = None
     name: str | UnsetType = UNSET
     tool_calls: list[ToolCall] | UnsetType = UNSET

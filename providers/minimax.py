@@ -1,32 +1,78 @@
-"""MiniMax (`type: minimax`), its ChatCompletion v2 API.
+"""MiniMax (`type: minimax`): its ChatCompletion v2 API, or ChatCompletion Pro.
 
-- Host `https://api.minimaxi.com`, chat `/v1/text/chatcompletion_v2` (OpenAI-shaped request and
-  answer, streamed as `chat.completion.chunk` SSE), Bearer auth. No embeddings: MiniMax's
-  embeddings API is not OpenAI-shaped.
-- `minimaxApiType`: `v2` (the default). `pro` (ChatCompletion Pro, with its own message format
-  and `minimaxGroupId`) is not supported yet and is refused at load. v2 takes no GroupId, so
-  `minimaxGroupId` is not accepted.
+- Host `https://api.minimaxi.com`, Bearer auth. No embeddings: MiniMax's embeddings API is
+  not OpenAI-shaped.
+- `minimaxApiType: v2` (the default): chat `/v1/text/chatcompletion_v2`, OpenAI-shaped request
+  and answer (streamed as `chat.completion.chunk` SSE), relayed as they are.
+  `minimaxGroupId` is accepted and not used (v2 takes no GroupId; Higress's example config sets
+  it for every minimax provider).
+- `minimaxApiType: pro`: ChatCompletion Pro, `POST /v1/text/chatcompletion_pro?GroupId=<id>`
+  on the same host; `minimaxGroupId` is required.
+  - Request: system (and developer) messages -> `bot_setting[{bot_name: the message's name or
+    "MM智能助理", content}]` (MiniMax's default assistant setting when there is none), and
+    `reply_constraints{sender_type: BOT, sender_name: the last bot name}`; user ->
+    `{sender_type: USER, sender_name: name or "用户", text}`, assistant -> `BOT` (name or the
+    bot name). `tokens_to_generate` = max_completion_tokens or max_tokens; temperature, top_p,
+    stream. `mask_sensitive_info` is MiniMax's (default true: masking on) unless the client
+    body sets it. Tools and tool messages are a 400 (not converted).
+  - Answer: a choice per upstream choice, the BOT text as content and the bot's name as
+    `name`; finish `stop`, `length`/`max_output` -> length, `output_sensitive` ->
+    content_filter. Usage: total_tokens, prompt/completion tokens when MiniMax sends them.
+  - `base_resp.status_code != 0` (in a 200 answer or an error one) is an OpenAI error:
+    1004/2049 (auth) 401, 1002/1039 (rate limits) 429, 1008 (balance) 429 insufficient_quota,
+    1000/1013/1024/1033 502, 1001 504, anything else 400; the message is `status_msg`.
+  - Streaming: MiniMax sends each event's new text (`reply` empty) and a final event whose
+    `reply` (and message text) is the whole answer, with finish_reason and usage. The events
+    become real `chat.completion.chunk` deltas; of the final event only the text not yet sent
+    is sent (so nothing repeats), then the finish chunk, the usage chunk when asked, `[DONE]`.
+- `settings_column` is `minimax` (`max_tokens` -> `tokens_to_generate` under
+  `protocol: original`, as in Higress); under `protocol: original` with `pro` the GroupId is
+  added to the client's query when it has none.
 
-Sources: platform.minimaxi.com/docs/api-reference/text-post (China platform,
-`https://api.minimaxi.com/v1/text/chatcompletion_v2`); the international platform documents
-the same path on `api.minimax.io` (platform.minimax.io/docs/api-reference/text-post), for keys
-issued there. Higress uses the older China host `api.minimax.chat`, whose accounts belong to
-the platform now served at `api.minimaxi.com`.
+Sources: platform.minimaxi.com/docs/api-reference/text-post (v2, China platform; the
+international platform documents the same path on `api.minimax.io`); MiniMax's ChatCompletion
+Pro reference (bot_setting, reply_constraints, mask_sensitive_info default true, the streamed
+`reply` only in the last event). Higress uses the older China host `api.minimax.chat`, whose
+accounts belong to the platform now served at `api.minimaxi.com`.
 """
 
 from __future__ import annotations
 
+import time
+import uuid
 from typing import Any, Literal
+from urllib.parse import quote
 
+import msgspec
 from msgspec import Struct
 
 from aiproxy_middleware.config import ConfigError
+from aiproxy_middleware.errors import ProxyError, bad_request, upstream_invalid
+from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, ChatCompletionRequest,
+                                       Choice, Usage, encode)
+from aiproxy_middleware.provider import Call, UpstreamRequest
+from aiproxy_middleware.sse import ChunkStream, Event, EventParser
 
 from ._compatible import OpenAICompatible
+
+PRO_PATH = "/v1/text/chatcompletion_pro"
+BOT_NAME = "MM智能助理"
+USER_NAME = "用户"
+BOT_SETTING = ("MM智能助理是一款由MiniMax自研的，没有调用其他产品的接口的大型语言模型。"
+               "MiniMax是一家中国科技公司，一直致力于进行大模型相关的研究。")
+FINISH = {"stop": "stop", "length": "length", "max_output": "length"}
+_ERRORS: dict[int, tuple[int, str]] = {
+    **dict.fromkeys((1004, 2049), (401, "authentication_error")),
+    **dict.fromkeys((1002, 1039), (429, "rate_limit_error")),
+    1008: (429, "insufficient_quota"),
+    **dict.fromkeys((1000, 1013, 1024, 1033), (502, "server_error")),
+    1001: (504, "server_error"),
+}
 
 
 class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     minimax_api_type: Literal["v2", "pro"] = "v2"
+    minimax_group_id: str = ""
 
 
 class MiniMax(OpenAICompatible):
@@ -35,9 +81,238 @@ class MiniMax(OpenAICompatible):
     default_base_url = "https://api.minimaxi.com"
     chat_path = "/v1/text/chatcompletion_v2"
     embeddings_path = None
+    settings_column = "minimax"
 
     def __init__(self, config: Any, settings: Settings) -> None:
         super().__init__(config, settings)
-        if settings.minimax_api_type == "pro":
-            raise ConfigError("minimaxApiType: the ChatCompletion Pro API ('pro') is not"
-                              " supported yet; use 'v2'")
+        self.pro = settings.minimax_api_type == "pro"
+        self.group_id = settings.minimax_group_id.strip()
+        if self.pro and not self.group_id:
+            raise ConfigError("minimaxGroupId: required when minimaxApiType is 'pro' (the"
+                              " ChatCompletion Pro API is called with ?GroupId=)")
+
+    def _pro_url(self) -> str:
+        return f"{self.base_url()}{PRO_PATH}?GroupId={quote(self.group_id, safe='')}"
+
+    def request(self, call: Call) -> UpstreamRequest:
+        if not self.pro:
+            return super().request(call)
+        assert isinstance(call.request, ChatCompletionRequest)
+        return UpstreamRequest(self._pro_url(), self.auth_headers(call),
+                               encode(pro_body(call)))
+
+    def original_request(self, call: Call) -> UpstreamRequest:
+        up = super().original_request(call)
+        if self.pro and "GroupId=" not in call.query:
+            up.url += ("&" if call.query else "?") + f"GroupId={quote(self.group_id, safe='')}"
+        return up
+
+    def convert_response(self, call: Call, body: bytes) -> bytes | None:
+        if not self.pro:
+            return None
+        return encode(convert_answer(decode_answer(body), call.model))
+
+    def stream_converter(self, call: Call) -> ProStream | None:
+        return ProStream(call.model, call.include_usage) if self.pro else None
+
+    def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
+        if not self.pro:
+            return None
+        try:
+            answer = msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            return None
+        error = base_error(answer) if isinstance(answer, dict) else None
+        return None if error is None else (error.status, error.body())
+
+
+# ---- request ----------------------------------------------------------------------------
+
+
+def pro_body(call: Call) -> dict[str, Any]:
+    req = call.request
+    assert isinstance(req, ChatCompletionRequest)
+    if req.tools:
+        raise bad_request("tools are not supported with minimaxApiType 'pro'", param="tools")
+    bots: list[dict[str, str]] = []
+    messages: list[dict[str, str]] = []
+    bot = BOT_NAME
+    for i, message in enumerate(req.messages):
+        name = message.name if isinstance(message.name, str) and message.name else None
+        if message.role in ("system", "developer"):
+            bot = name or BOT_NAME
+            bots.append({"bot_name": bot, "content": message.text()})
+        elif message.role == "user":
+            messages.append({"sender_type": "USER", "sender_name": name or USER_NAME,
+                             "text": message.text()})
+        elif message.role == "assistant":
+            messages.append({"sender_type": "BOT", "sender_name": name or bot,
+                             "text": message.text()})
+        else:
+            raise bad_request(f"message role {message.role!r} is not supported with"
+                              " minimaxApiType 'pro'", param=f"messages[{i}].role")
+    if not bots:
+        bots.append({"bot_name": BOT_NAME, "content": BOT_SETTING})
+    body: dict[str, Any] = {"model": call.model, "messages": messages, "bot_setting": bots,
+                            "reply_constraints": {"sender_type": "BOT", "sender_name": bot}}
+    limit = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+    for key, value in (("tokens_to_generate", limit), ("temperature", req.temperature),
+                       ("top_p", req.top_p)):
+        if value is not None:
+            body[key] = value
+    mask = call.body.get("mask_sensitive_info", bool) if "mask_sensitive_info" in call.body \
+        else None
+    if mask is not None:
+        body["mask_sensitive_info"] = mask
+    if call.stream:
+        body["stream"] = True
+    return body
+
+
+# ---- answer -----------------------------------------------------------------------------
+
+
+def base_error(answer: dict[str, Any]) -> ProxyError | None:
+    """The OpenAI error for a `base_resp` with a non-zero status_code, else None."""
+    base = answer.get("base_resp")
+    if not isinstance(base, dict):
+        return None
+    code = base.get("status_code") or 0
+    if not isinstance(code, int) or code == 0:
+        return None
+    status, kind = _ERRORS.get(code, (400, "invalid_request_error"))
+    message = str(base.get("status_msg") or f"MiniMax error {code}")
+    return ProxyError(status, message, kind, f"minimax_{code}")
+
+
+def decode_answer(body: bytes) -> dict[str, Any]:
+    try:
+        answer = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        raise upstream_invalid("MiniMax answered with invalid JSON") from None
+    if not isinstance(answer, dict):
+        raise upstream_invalid("MiniMax's answer is not a JSON object")
+    error = base_error(answer)
+    if error is not None:
+        raise error
+    return answer
+
+
+def _finish(reason: Any, answer: dict[str, Any]) -> str | None:
+    if answer.get("output_sensitive"):
+        return "content_filter"
+    if not reason:
+        return None
+    return FINISH.get(reason, "stop")
+
+
+def _usage(answer: dict[str, Any]) -> Usage | None:
+    usage = answer.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    prompt = usage.get("prompt_tokens") or 0
+    completion = usage.get("completion_tokens") or 0
+    return Usage(prompt, completion, usage.get("total_tokens") or prompt + completion)
+
+
+def _bot_messages(choice: dict[str, Any]) -> list[dict[str, Any]]:
+    return [m for m in choice.get("messages") or []
+            if isinstance(m, dict) and m.get("sender_type", "BOT") == "BOT"]
+
+
+def convert_answer(answer: dict[str, Any], model: str) -> ChatCompletion:
+    choices = []
+    for n, choice in enumerate(answer.get("choices") or []):
+        bot = _bot_messages(choice)
+        message = AssistantMessage(content="".join(str(m.get("text") or "") for m in bot))
+        if bot and bot[-1].get("sender_name"):
+            message.name = str(bot[-1]["sender_name"])
+        choices.append(Choice(choice.get("index", n), message,
+                              _finish(choice.get("finish_reason"), answer) or "stop"))
+    if not choices and answer.get("reply") is not None:
+        choices.append(Choice(0, AssistantMessage(content=str(answer["reply"])),
+                              _finish("stop", answer) or "stop"))
+    ident = answer.get("id")
+    result = ChatCompletion(f"chatcmpl-{ident or uuid.uuid4().hex}",
+                            answer.get("created") or int(time.time()),
+                            answer.get("model") or model, choices)
+    usage = _usage(answer)
+    if usage is not None:
+        result.usage = usage
+    return result
+
+
+class ProStream:
+    """Converts ChatCompletion Pro's SSE into OpenAI `chat.completion.chunk` deltas."""
+
+    def __init__(self, model: str, include_usage: bool) -> None:
+        self.model = model
+        self.include_usage = include_usage
+        self.parser = EventParser()
+        self.stream: ChunkStream | None = None
+        self.sent = ""
+        self.ended = False
+
+    def _chunks(self, answer: dict[str, Any]) -> ChunkStream:
+        if self.stream is None:
+            ident = answer.get("id")
+            self.stream = ChunkStream(answer.get("model") or self.model, self.include_usage,
+                                      f"chatcmpl-{ident}" if ident else None,
+                                      answer.get("created") or None)
+        return self.stream
+
+    def feed(self, data: bytes) -> bytes:
+        return b"".join(self._event(e) for e in self.parser.feed(data))
+
+    def close(self) -> bytes:
+        out = b"".join(self._event(e) for e in self.parser.close())
+        if self.ended:
+            return out
+        self.ended = True
+        return out + self._chunks({}).done()
+
+    def _event(self, event: Event) -> bytes:
+        data = event.data.strip()
+        if not data or data == "[DONE]":
+            return b""
+        try:
+            answers = [msgspec.json.decode(data)]
+        except msgspec.DecodeError:
+            # Events split by single newlines arrive as one event of several data lines.
+            try:
+                answers = [msgspec.json.decode(line) for line in data.split("\n") if line.strip()]
+            except msgspec.DecodeError:
+                self.ended = True
+                return self._chunks({}).error(
+                    upstream_invalid("MiniMax sent an invalid stream event"))
+        return b"".join(self._answer(a) for a in answers if isinstance(a, dict))
+
+    def _answer(self, answer: dict[str, Any]) -> bytes:
+        if self.ended:
+            return b""
+        s = self._chunks(answer)
+        error = base_error(answer)
+        if error is not None:
+            self.ended = True
+            return s.error(error)
+        out = s.start()
+        choices = answer.get("choices") or []
+        choice = choices[0] if choices and isinstance(choices[0], dict) else {}
+        text = "".join(str(m.get("text") or "") for m in _bot_messages(choice))
+        reason = choice.get("finish_reason")
+        reply = answer.get("reply")
+        if reply or reason:
+            # The last event holds the whole answer: send what the increments did not.
+            # (Text that does not continue what was sent is taken as one more increment.)
+            whole = reply if isinstance(reply, str) and reply else text
+            if whole.startswith(self.sent):
+                text = whole[len(self.sent):]
+        out += s.text(text)
+        self.sent += text
+        finish = _finish(reason, answer)
+        usage = _usage(answer)
+        if usage is not None:
+            s.usage = usage
+        if finish is not None:
+            out += s.finish(finish)
+        return out

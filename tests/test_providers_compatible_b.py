@@ -225,10 +225,10 @@ async def test_ollama_custom_port_ipv6_and_tokens_not_sent(gateway, respx_mock):
 
 # --- minimax ------------------------------------------------------------------------------
 
-def test_minimax_pro_is_not_supported_yet():
+def test_minimax_pro_needs_a_group_id():
     message = config_error({"type": "minimax", "apiTokens": ["k"], "minimaxApiType": "pro"})
-    assert message.startswith("provider.minimaxApiType:")
-    assert "not supported yet" in message
+    assert message.startswith("provider.minimaxGroupId:")
+    assert "required" in message
 
 
 def test_minimax_unknown_api_type():
@@ -236,9 +236,14 @@ def test_minimax_unknown_api_type():
     assert message.startswith("provider.minimaxApiType:")
 
 
-def test_minimax_group_id_is_unknown_for_v2():
-    message = config_error({"type": "minimax", "apiTokens": ["k"], "minimaxGroupId": "123"})
-    assert message.startswith("provider.minimaxGroupId: unknown field")
+async def test_minimax_group_id_is_accepted_and_unused_for_v2(gateway, respx_mock):
+    # Higress's example config sets minimaxGroupId with the default API type.
+    route = respx_mock.post("https://api.minimaxi.com/v1/text/chatcompletion_v2").respond(
+        json=OPENAI_ANSWER)
+    client = gateway({"provider": {"type": "minimax", "apiTokens": ["mm"],
+                                   "minimaxGroupId": "123"}})
+    assert (await client.post("/v1/chat/completions", json=CHAT)).status_code == 200
+    assert route.calls.last.request.url.query == b""
 
 
 async def test_minimax_explicit_v2(gateway, respx_mock):
@@ -253,14 +258,20 @@ async def test_minimax_explicit_v2(gateway, respx_mock):
 # --- hunyuan ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("fields, named", [
-    ({"hunyuanAuthId": "x" * 36}, "hunyuanAuthId"),
-    ({"hunyuanAuthKey": "y" * 32}, "hunyuanAuthKey"),
-    ({"hunyuanAuthId": "x" * 36, "hunyuanAuthKey": "y" * 32}, "hunyuanAuthId"),
+    ({"hunyuanAuthId": "x" * 36}, "hunyuanAuthKey"),
+    ({"hunyuanAuthKey": "y" * 32}, "hunyuanAuthId"),
 ])
-def test_hunyuan_native_mode_is_not_supported_yet(fields, named):
+def test_hunyuan_native_mode_needs_both_fields(fields, named):
     message = config_error({"type": "hunyuan", "apiTokens": ["k"], **fields})
     assert message.startswith(f"provider.{named}:")
-    assert "native" in message and "not supported yet" in message
+    assert "native" in message
+
+
+def test_hunyuan_native_mode_needs_no_token():
+    load_config({"provider": {"type": "hunyuan", "hunyuanAuthId": "x" * 36,
+                              "hunyuanAuthKey": "y" * 32}})
+    load_config({"provider": {"type": "hunyuan", "apiTokens": [""],
+                              "hunyuanAuthId": "x" * 36, "hunyuanAuthKey": "y" * 32}})
 
 
 def test_hunyuan_empty_native_fields_mean_openai_mode():

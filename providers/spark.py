@@ -1,0 +1,216 @@
+"""iFlytek Spark (`type: spark`): Spark's OpenAI-like HTTP chat API, answers normalised.
+
+- `POST https://spark-api-open.xf-yun.com/v1/chat/completions` with
+  `Authorization: Bearer <token>`: the token as configured, `APIKey:APISecret` or the newer
+  APIPassword. The Spark X1 reasoning models (mapped model `x1...`) are served under `/v2/`
+  (`https://spark-api-open.xf-yun.com/v2/chat/completions`, model `x1`), so those go there.
+- Request: the client's OpenAI body, model mapped (Spark reads OpenAI's field names).
+- Response: Spark adds `code`, `message` and `sid`. `code != 0` -> an OpenAI error with
+  Spark's message and code: 401 for 11200 (authorisation), 429 for 11201-11203 (quota,
+  rate, concurrency), 500 for engine/service errors (10000-10004, 10012, 10110, 10222),
+  400 otherwise; an HTTP error status is kept. Success -> `chat.completion` with `id` =
+  `sid`, the mapped model, each choice's message (content, `reasoning_content`, tool calls:
+  Spark's single `tool_calls` object becomes a one-call list) and a finish_reason (Spark's,
+  or `stop` / `tool_calls` when it sends none; Higress sends none), usage copied.
+- Streaming: Spark's `data:` events (read byte by byte through an SSE parser) -> OpenAI
+  `chat.completion.chunk`s with one id (the `sid`), then a usage chunk when asked for, then
+  `data: [DONE]` exactly once (Higress drops it and labels chunks `chat.completion`). A
+  `code != 0` event ends the stream with an OpenAI error event.
+- Chat only: embeddings are a 404. customSettings under `protocol: original` use the
+  `spark` name column.
+
+Sources: Spark HTTP API docs (www.xfyun.cn/doc/spark/HTTP调用文档.html,
+docs.iflyaicloud.com/doc/237: URL, Bearer APIKey:APISecret / APIPassword, the `code`,
+`message`, `sid` envelope, the streamed `data:` lines and `[DONE]`, error codes) and
+www.xfyun.cn/doc/spark/X1http.html (the `/v2/` path for X1).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import msgspec
+
+from aiproxy_middleware.errors import ProxyError, upstream_invalid
+from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, Choice, FunctionCall,
+                                       ToolCall, Usage, encode)
+from aiproxy_middleware.provider import Call
+from aiproxy_middleware.sse import ChunkStream, Event, EventParser
+
+from ._compatible import OpenAICompatible
+
+FINISH = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
+SERVER_ERRORS = frozenset({10000, 10001, 10002, 10003, 10004, 10012, 10110, 10222})
+
+
+class Spark(OpenAICompatible):
+    name = "spark"
+    default_base_url = "https://spark-api-open.xf-yun.com"
+    embeddings_path = None
+    settings_column = "spark"
+
+    def path(self, call: Call) -> str:
+        return ("/v2/chat/completions" if call.model.lower().startswith("x1")
+                else "/v1/chat/completions")
+
+    def convert_response(self, call: Call, body: bytes) -> bytes | None:
+        answer = decode(body)
+        if answer is None:
+            raise upstream_invalid("Spark answered with invalid JSON")
+        if not isinstance(answer.get("code", 0), int) or answer.get("code", 0) != 0:
+            raise proxy_error(answer, 200)
+        if "error" in answer:
+            raise proxy_error(answer["error"], 200)
+        return encode(convert_answer(answer, call.model))
+
+    def stream_converter(self, call: Call) -> SparkStream:
+        return SparkStream(call.model, call.include_usage)
+
+    def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
+        answer = decode(body)
+        if answer is None:
+            return None
+        if isinstance(answer.get("error"), dict):
+            answer = answer["error"]
+        if "message" not in answer:
+            return None
+        return status, proxy_error(answer, status).body()
+
+
+def decode(body: bytes | str) -> dict[str, Any] | None:
+    try:
+        value = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _tool_calls(calls: Any) -> list[ToolCall]:
+    if isinstance(calls, dict):
+        calls = [calls]
+    out = []
+    for n, call in enumerate(calls if isinstance(calls, list) else ()):
+        function = call.get("function") or {}
+        out.append(ToolCall(id=call.get("id") or f"call_{uuid.uuid4().hex[:24]}",
+                            type="function", index=call.get("index", n),
+                            function=FunctionCall(function.get("name", ""),
+                                                  function.get("arguments") or "")))
+    return out
+
+
+def _finish(reason: Any, has_calls: bool) -> str:
+    if reason in FINISH:
+        return "tool_calls" if reason == "function_call" else reason
+    return "tool_calls" if has_calls else "stop"
+
+
+def convert_usage(usage: Any) -> Usage | None:
+    if not isinstance(usage, dict):
+        return None
+    prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+    return Usage(prompt, completion, usage.get("total_tokens", prompt + completion))
+
+
+def convert_answer(answer: dict[str, Any], model: str) -> ChatCompletion:
+    choices = []
+    for n, choice in enumerate(answer.get("choices") or []):
+        message = choice.get("message") or {}
+        calls = _tool_calls(message.get("tool_calls"))
+        for call in calls:
+            call.index = msgspec.UNSET
+        out = AssistantMessage(content=message.get("content") or ("" if not calls else None))
+        if message.get("reasoning_content"):
+            out.reasoning_content = message["reasoning_content"]
+        if calls:
+            out.tool_calls = calls
+        choices.append(Choice(choice.get("index", n), out,
+                              _finish(choice.get("finish_reason"), bool(calls))))
+    ident = answer.get("sid") or answer.get("id") or f"chatcmpl-{uuid.uuid4().hex}"
+    created = answer.get("created")
+    result = ChatCompletion(ident, created if isinstance(created, int) else int(time.time()),
+                            model, choices)
+    usage = convert_usage(answer.get("usage"))
+    if usage is not None:
+        result.usage = usage
+    return result
+
+
+class SparkStream:
+    """Converts Spark's streamed `data:` events into OpenAI chunks."""
+
+    def __init__(self, model: str, include_usage: bool) -> None:
+        self.model = model
+        self.include_usage = include_usage
+        self.parser = EventParser()
+        self.stream: ChunkStream | None = None
+        self.calls: set[str] = set()
+
+    def _chunks(self, answer: dict[str, Any] | None = None) -> ChunkStream:
+        if self.stream is None:
+            answer = answer or {}
+            created = answer.get("created")
+            self.stream = ChunkStream(self.model, self.include_usage,
+                                      answer.get("sid") or answer.get("id"),
+                                      created if isinstance(created, int) else None)
+        return self.stream
+
+    def feed(self, data: bytes) -> bytes:
+        return b"".join(self._event(e) for e in self.parser.feed(data))
+
+    def close(self) -> bytes:
+        out = b"".join(self._event(e) for e in self.parser.close())
+        return out + self._chunks().done()
+
+    def _event(self, event: Event) -> bytes:
+        if event.data.strip() == "[DONE]":
+            return b""
+        answer = decode(event.data)
+        if answer is None:
+            return self._chunks().error(upstream_invalid("Spark sent an invalid stream event"))
+        s = self._chunks(answer)
+        if answer.get("code", 0) != 0:
+            return s.error(proxy_error(answer, 200))
+        if isinstance(answer.get("error"), dict):
+            return s.error(proxy_error(answer["error"], 500))
+        out = s.start()
+        for choice in (answer.get("choices") or [])[:1]:
+            delta = choice.get("delta") or {}
+            out += s.reasoning(delta.get("reasoning_content") or "")
+            out += s.text(delta.get("content") or "")
+            for call in _tool_calls(delta.get("tool_calls")):
+                key = str(call.index)
+                function = call.function if call.function is not msgspec.UNSET \
+                    else FunctionCall()
+                arguments = function.arguments or ""
+                if key not in self.calls:
+                    self.calls.add(key)
+                    out += s.tool_call(key, call.id or "", function.name or "", arguments)
+                else:
+                    out += s.tool_arguments(key, arguments)
+            reason = choice.get("finish_reason")
+            if reason:
+                out += s.finish(_finish(reason, s.has_tool_calls))
+        usage = convert_usage(answer.get("usage"))
+        if usage is not None:
+            s.usage = usage
+        return out
+
+
+def proxy_error(error: dict[str, Any], status: int) -> ProxyError:
+    code = error.get("code")
+    message = str(error.get("message") or "Spark answered with an error")
+    if status < 400:
+        if code == 11200:
+            status = 401
+        elif code in (11201, 11202, 11203):
+            status = 429
+        elif code in SERVER_ERRORS:
+            status = 500
+        else:
+            status = 400
+    kind = {401: "authentication_error", 403: "authentication_error",
+            429: "rate_limit_error"}.get(
+        status, "server_error" if status >= 500 else "invalid_request_error")
+    return ProxyError(status, message, kind, None if code is None else str(code))

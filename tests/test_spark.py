@@ -1,0 +1,203 @@
+"""iFlytek Spark: the request, the normalised answers, streams read one byte at a time,
+errors, the spec's example and the openai SDK through the middleware."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from aiproxy_middleware import AIProxyMiddleware
+from conftest import inner_app, sent_json
+from providers.spark import SparkStream
+
+URL = "https://spark-api-open.xf-yun.com/v1/chat/completions"
+CONFIG = {"type": "spark", "apiTokens": ["APIKey:APISecret"],
+          "modelMapping": {"gpt-4o": "generalv3.5", "gpt-4": "generalv3", "*": "general"}}
+SID = "cha000c23c6@dx190ef0b4b96b8f2532"
+
+
+def answer(content: str = "Hello!", **message: Any) -> dict[str, Any]:
+    return {"code": 0, "message": "Success", "sid": SID,
+            "choices": [{"message": {"role": "assistant", "content": content, **message},
+                         "index": 0}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 19, "total_tokens": 29}}
+
+
+def event(content: str = "", usage: bool = False, **extra: Any) -> dict[str, Any]:
+    e: dict[str, Any] = {"code": 0, "message": "Success", "sid": SID, "id": SID,
+                         "created": 1719546385,
+                         "choices": [{"delta": {"role": "assistant", "content": content},
+                                      "index": 0, **extra}]}
+    if usage:
+        e["usage"] = {"prompt_tokens": 6, "completion_tokens": 4, "total_tokens": 10}
+    return e
+
+
+def sse(*events: Any) -> bytes:  # Spark writes `data:` with no space
+    return b"".join(b"data:" + (e if isinstance(e, bytes) else json.dumps(e).encode())
+                    + b"\n\n" for e in events)
+
+
+STREAM = sse(event("你"), event("好"), event("!", usage=True), b"[DONE]")
+
+
+def chunks(body: bytes) -> list[Any]:
+    out = []
+    for block in body.decode().split("\n\n"):
+        if block.startswith("data: "):
+            data = block[6:]
+            out.append(data if data == "[DONE]" else json.loads(data))
+    return out
+
+
+async def test_spec_example(gateway, respx_mock):
+    route = respx_mock.post(URL).respond(json=answer(
+        "Hello! I am a professional developer skilled in programming and problem-solving."))
+    client = gateway({"provider": CONFIG})
+    body = {"model": "gpt-4o", "messages": [
+        {"role": "system", "content": "You are a professional developer!"},
+        {"role": "user", "content": "Hello, who are you?"}], "stream": False}
+    r = await client.post("/v1/chat/completions", json=body)
+    assert r.status_code == 200
+    got = r.json()
+    assert got["id"] == SID and got["object"] == "chat.completion"
+    assert got["model"] == "generalv3.5" and isinstance(got["created"], int)
+    assert got["choices"] == [{"index": 0, "finish_reason": "stop", "message": {
+        "role": "assistant",
+        "content": "Hello! I am a professional developer skilled in programming and"
+                   " problem-solving."}}]
+    assert got["usage"] == {"prompt_tokens": 10, "completion_tokens": 19, "total_tokens": 29}
+    request = route.calls.last.request
+    assert str(request.url) == URL
+    assert request.headers["authorization"] == "Bearer APIKey:APISecret"
+    assert request.headers["content-type"] == "application/json"
+    assert sent_json(route) == dict(body, model="generalv3.5")
+
+
+async def test_x1_goes_to_v2(gateway, respx_mock):
+    route = respx_mock.post("https://spark-api-open.xf-yun.com/v2/chat/completions").respond(
+        json=answer("42", reasoning_content="thinking"))
+    client = gateway({"provider": {"type": "spark", "apiTokens": ["pw"],
+                                   "modelMapping": {"*": "x1"}}})
+    r = await client.post("/v1/chat/completions",
+                          json={"model": "m", "messages": [{"role": "user", "content": "q"}]})
+    assert r.status_code == 200 and route.called
+    assert r.json()["choices"][0]["message"] == {"role": "assistant", "content": "42",
+                                                 "reasoning_content": "thinking"}
+    assert route.calls.last.request.headers["authorization"] == "Bearer pw"
+
+
+async def test_tool_call_object_becomes_a_list(gateway, respx_mock):
+    respx_mock.post(URL).respond(json=answer("", tool_calls={
+        "type": "function", "function": {"name": "f", "arguments": '{"a":1}'}}))
+    client = gateway({"provider": CONFIG})
+    r = await client.post("/v1/chat/completions",
+                          json={"model": "gpt-4o", "messages": [{"role": "user", "content": "q"}]})
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    [call] = choice["message"]["tool_calls"]
+    assert call["function"] == {"name": "f", "arguments": '{"a":1}'}
+    assert call["type"] == "function" and call["id"].startswith("call_")
+
+
+@pytest.mark.parametrize("code, status", [(10163, 400), (11200, 401), (11202, 429),
+                                          (10012, 500)])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_code_errors(gateway, respx_mock, code, status, stream):
+    respx_mock.post(URL).respond(json={"code": code, "message": "bad thing", "sid": SID})
+    client = gateway({"provider": CONFIG})
+    r = await client.post("/v1/chat/completions", json={
+        "model": "gpt-4o", "stream": stream, "messages": [{"role": "user", "content": "q"}]})
+    assert r.status_code == status
+    assert r.json()["error"]["message"] == "bad thing"
+    assert r.json()["error"]["code"] == str(code)
+
+
+async def test_http_error_status_is_kept(gateway, respx_mock):
+    respx_mock.post(URL).respond(401, json={"error": {
+        "message": "invalid user", "type": "api_error", "param": None, "code": None}})
+    client = gateway({"provider": CONFIG})
+    r = await client.post("/v1/chat/completions",
+                          json={"model": "gpt-4o", "messages": [{"role": "user", "content": "q"}]})
+    assert r.status_code == 401
+    assert r.json()["error"]["message"] == "invalid user"
+    assert r.json()["error"]["type"] == "authentication_error"
+
+
+async def test_embeddings_are_404(gateway, respx_mock):
+    client = gateway({"provider": CONFIG})
+    r = await client.post("/v1/embeddings", json={"model": "e", "input": "x"})
+    assert r.status_code == 404
+
+
+def run_stream(data: bytes, include_usage: bool = True) -> list[Any]:
+    converter = SparkStream("generalv3.5", include_usage)
+    out = b"".join(converter.feed(data[i:i + 1]) for i in range(len(data)))
+    return chunks(out + converter.close())
+
+
+def test_stream_byte_by_byte():
+    got = run_stream(STREAM)
+    assert got[-1] == "[DONE]" and got.count("[DONE]") == 1
+    body = got[:-1]
+    assert {c["id"] for c in body} == {SID}
+    assert all(c["object"] == "chat.completion.chunk" for c in body)
+    assert all(c["model"] == "generalv3.5" for c in body)
+    assert "".join(c["choices"][0]["delta"].get("content", "")
+                   for c in body if c["choices"]) == "你好!"
+    assert [c["choices"][0]["finish_reason"] for c in body if c["choices"]][-1] == "stop"
+    assert body[-1]["choices"] == [] and body[-1]["usage"]["total_tokens"] == 10
+
+
+def test_stream_without_done_from_upstream_still_ends_once():
+    got = run_stream(sse(event("a"), event("b", finish_reason="length")), include_usage=False)
+    assert got.count("[DONE]") == 1
+    assert [c["choices"][0]["finish_reason"] for c in got[:-1]][-1] == "length"
+
+
+def test_stream_error_event():
+    got = run_stream(sse(event("a"), {"code": 10013, "message": "blocked", "sid": SID}))
+    assert got[-1]["error"]["message"] == "blocked" and "[DONE]" not in got
+
+
+async def test_stream_through_the_gateway(gateway, respx_mock):
+    route = respx_mock.post(URL).respond(content=STREAM,
+                                         headers={"content-type": "text/event-stream"})
+    client = gateway({"provider": CONFIG})
+    r = await client.post("/v1/chat/completions", json={
+        "model": "gpt-4", "stream": True, "messages": [{"role": "user", "content": "q"}]})
+    assert r.status_code == 200 and r.headers["content-type"] == "text/event-stream"
+    got = chunks(r.content)
+    assert got.count("[DONE]") == 1 and got[-1] == "[DONE]"
+    assert sent_json(route)["model"] == "generalv3"
+
+
+# ---- the openai SDK ---------------------------------------------------------------------
+
+
+def sdk(upstream: httpx.AsyncClient) -> openai.AsyncOpenAI:
+    app = AIProxyMiddleware(inner_app(), config={"provider": CONFIG}, http_client=upstream)
+    return openai.AsyncOpenAI(base_url="http://gw/v1", api_key="unused", max_retries=0,
+                              http_client=httpx.AsyncClient(transport=httpx.ASGITransport(app)))
+
+
+async def test_sdk_chat(upstream, respx_mock):
+    respx_mock.post(URL).respond(json=answer("Hello there"))
+    got = await sdk(upstream).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    assert got.id == SID and got.choices[0].message.content == "Hello there"
+    assert got.choices[0].finish_reason == "stop" and got.usage.total_tokens == 29
+
+
+async def test_sdk_streamed_chat(upstream, respx_mock):
+    respx_mock.post(URL).respond(content=STREAM, headers={"content-type": "text/event-stream"})
+    stream = await sdk(upstream).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True)
+    got = [c async for c in stream]
+    assert "".join(c.choices[0].delta.content or "" for c in got if c.choices) == "你好!"
+    assert got[-1].usage.total_tokens == 10
+    assert {c.id for c in got} == {SID}
