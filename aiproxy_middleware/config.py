@@ -19,6 +19,7 @@ from msgspec import Meta, Struct
 from .context import ContextFile
 from .errors import ConfigError
 from .mapping import ModelMapper, SettingsApplier
+from .messages import AnswerRules, MessageRules
 
 if TYPE_CHECKING:
     from .provider import Provider
@@ -49,6 +50,12 @@ class ProviderConfig(Struct, rename="camel", forbid_unknown_fields=True):
     protocol: Literal["openai", "original"] = "openai"
     context: ContextSource | None = None
     custom_settings: list[CustomSetting] = []
+    reasoning_content_mode: Literal["passthrough", "ignore", "concat"] = "passthrough"
+    promote_thinking_on_empty: bool = False
+    merge_consecutive_messages: bool = False
+    context_cleanup_commands: list[str] = []
+    hiclaw_mode: bool = False
+    """Turns on `promoteThinkingOnEmpty` and `mergeConsecutiveMessages` together."""
 
 
 class _TopLevel(Struct, rename="camel", forbid_unknown_fields=True):
@@ -71,6 +78,10 @@ class Route:
     model_mapper: ModelMapper
     settings: SettingsApplier
     context: ContextFile | None = None
+    messages: MessageRules | None = None
+    """Request-side message hygiene (None: the request's messages are left alone)."""
+    answers: AnswerRules | None = None
+    """Response-side reasoning handling (None: answers are relayed as they are)."""
 
     def matches(self, path: str) -> bool:
         p = self.prefix
@@ -142,6 +153,9 @@ def _route(prefix: str, raw: dict[str, Any], where: str) -> Route:
         raise ConfigError(f"{where}.type: unknown provider type {kind!r};"
                           f" known types: {', '.join(provider_names())}")
     common_keys = {f.encode_name for f in msgspec.structs.fields(ProviderConfig)}
+    mode = raw.get("reasoningContentMode")
+    if isinstance(mode, str):  # case-insensitive, as in Higress
+        raw = {**raw, "reasoningContentMode": mode.lower()}
     common = _convert({k: v for k, v in raw.items() if k in common_keys}, ProviderConfig, where)
     own = _convert({k: v for k, v in raw.items() if k not in common_keys}, cls.Settings, where)
     tokens = common.api_tokens
@@ -167,7 +181,9 @@ def _route(prefix: str, raw: dict[str, Any], where: str) -> Route:
     if common.context is not None:
         c = common.context
         context = ContextFile(c.file_url, c.service_name, c.service_port, provider.timeout)
-    return Route(prefix, provider, mapper, settings, context)
+    return Route(prefix, provider, mapper, settings, context,
+                 MessageRules.build(common, cls.accepts_developer_role),
+                 AnswerRules.build(common))
 
 
 def _prefix(path: str, where: str) -> str:
@@ -197,7 +213,8 @@ def _expand_env(value: Any, where: str) -> Any:
     return value
 
 
-_CHOICES = {"protocol": "openai, original", "mode": "auto, raw"}
+_CHOICES = {"protocol": "openai, original", "mode": "auto, raw",
+            "reasoningContentMode": "passthrough, ignore, concat"}
 _MSG = re.compile(r"^(.*?)(?: - at `\$(.*)`)?$", re.S)
 _FIELD = re.compile(r"^Object (contains unknown|missing required) field `([^`]*)`$")
 

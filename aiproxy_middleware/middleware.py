@@ -122,7 +122,11 @@ class ProxyResponder:
         """Answered in Anthropic's Messages format."""
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        relay = Relay(self.route.provider, send, self.anthropic)
+        answers = self.route.answers
+        if answers is not None and (self.anthropic or self.original
+                                    or self.endpoint is not Endpoint.CHAT):
+            answers = None
+        relay = Relay(self.route.provider, send, self.anthropic, answers)
         try:
             call = await self._call(scope, receive)
             await relay.run(call, self.middleware.http_client, receive)
@@ -144,7 +148,9 @@ class ProxyResponder:
                              "invalid_request_error", "method_not_allowed")
         headers = scope["headers"]
         _check_content_type(headers)
-        body = JsonBody.decode(await _read_body(receive, headers, self.middleware.config.max_body_size))
+        data = await _read_body(receive, headers, self.middleware.config.max_body_size)
+        body = JsonBody.decode(data)
+        raw: bytes | None = data  # as the client sent it, while the body is the client's
         route = self.route
         endpoint = self.endpoint
         if self.anthropic:
@@ -152,6 +158,7 @@ class ProxyResponder:
                 return self._native_call(scope, body)
             body = JsonBody(to_chat(body.typed(MessagesRequest)))
             endpoint = Endpoint.CHAT
+            raw = None
         if route.settings:
             route.settings.apply(body)
         if self.original:
@@ -159,6 +166,8 @@ class ProxyResponder:
         request: ChatCompletionRequest | EmbeddingsRequest
         stream = False
         if endpoint is Endpoint.CHAT:
+            if route.messages is not None:
+                route.messages.apply(body, raw)
             if route.context is not None:
                 await route.context.insert(body, self.middleware.http_client)
             request = body.typed(ChatCompletionRequest)

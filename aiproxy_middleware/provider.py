@@ -106,6 +106,9 @@ class Provider:
     anthropic_path: ClassVar[str | None] = None
     """The path of the provider's native Anthropic Messages API, if it has one: inbound
     `/v1/messages` calls go there untouched but for the model and auth."""
+    accepts_developer_role: ClassVar[bool] = False
+    """The provider takes OpenAI's `developer` message role; for any other, the gateway
+    sends `developer` messages as `system` ones."""
     settings_column: ClassVar[str | None] = None
     """Its column of the customSettings name table under `protocol: original`."""
 

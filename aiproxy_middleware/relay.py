@@ -10,6 +10,7 @@ import httpx
 
 from .anthropic import MessageStream, convert_answer, error_event, error_json
 from .errors import ProxyError, upstream_timeout, upstream_unreachable
+from .messages import AnswerRules
 from .provider import Call, Provider
 
 logger = logging.getLogger("aiproxy_middleware")
@@ -27,15 +28,19 @@ _DROP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content
 class Relay:
     """Owns one request's upstream exchange and its ASGI response."""
 
-    __slots__ = ("provider", "send", "started", "anthropic")
+    __slots__ = ("provider", "send", "started", "anthropic", "answers")
 
-    def __init__(self, provider: Provider, send: Any, anthropic: bool = False) -> None:
+    def __init__(self, provider: Provider, send: Any, anthropic: bool = False,
+                 answers: AnswerRules | None = None) -> None:
         self.provider = provider
         self.send = send
         self.started = False
         self.anthropic = anthropic
         """Answer in Anthropic's Messages format: the gateway's errors always; an OpenAI
         call's answer converted (a call to the provider's own Messages API is relayed)."""
+        self.answers = answers
+        """Reasoning rules for a chat answer (OpenAI format only), after the provider's
+        conversion."""
 
     async def run(self, call: Call, shared: httpx.AsyncClient, receive: Any) -> None:
         provider = self.provider
@@ -90,6 +95,8 @@ class Relay:
             body = self.provider.convert_response(call, data)
             if body is not None:
                 data, converted = body, True
+            if self.answers is not None:
+                data = self.answers.answer(data)
         if self.anthropic and call.endpoint is not None:
             data, converted = convert_answer(status, data, call.model), True
         await self._respond(status, [(b"content-type", JSON)] if converted
@@ -101,6 +108,9 @@ class Relay:
         plain = converter is None
         if self.anthropic and call.endpoint is not None:
             converter = MessageStream(call.model, converter)
+        upstream_headers = converter is None
+        if self.answers is not None and call.endpoint is not None and not self.anthropic:
+            converter = self.answers.stream(converter)
         response: httpx.Response | None = None
         error: ProxyError | None = None
         watcher = _DisconnectWatcher(receive)
@@ -111,7 +121,7 @@ class Relay:
                         plain and not _is_sse(response)):
                     await self._answer(call, response, await _read_raw(response))
                 else:
-                    await self._relay(response, converter)
+                    await self._relay(response, converter, upstream_headers)
         except (TimeoutError, httpx.TimeoutException):
             error = self._timeout()
         except httpx.TransportError as exc:
@@ -127,9 +137,10 @@ class Relay:
         if error is not None:
             await self._fail_stream(error)
 
-    async def _relay(self, response: httpx.Response, converter: Any) -> None:
+    async def _relay(self, response: httpx.Response, converter: Any,
+                     upstream_headers: bool) -> None:
         headers = _headers(response)
-        if converter is not None:
+        if not upstream_headers:
             headers = [(b"content-type", b"text/event-stream")]
         if not any(name.lower() == b"cache-control" for name, _ in headers):
             headers.append((b"cache-control", b"no-cache"))

@@ -35,6 +35,7 @@ class Azure(OpenAICompatible):
     name = "azure"
     Settings = Settings
     max_tokens = 1
+    accepts_developer_role = True
 
     def __init__(self, config: Any, settings: Settings) -> None:
         super().__init__(config, settings)

@@ -38,6 +38,7 @@ class OpenAI(OpenAICompatible):
     Settings = Settings
     default_base_url = "https://api.openai.com"
     requires_token = False
+    accepts_developer_role = True
 
     def __init__(self, config: Any, settings: Settings) -> None:
         super().__init__(config, settings)

@@ -110,8 +110,8 @@ async def test_no_embeddings_api_is_404(gateway, respx_mock, kind):
 
 
 def test_unknown_provider_key_is_rejected():
-    with pytest.raises(ConfigError, match=r"^provider\.moonshotFileId: unknown field"):
-        AIProxyMiddleware(inner_app(), config=config("moonshot", moonshotFileId="file-1"))
+    with pytest.raises(ConfigError, match=r"^provider\.moonshotFileIds: unknown field"):
+        AIProxyMiddleware(inner_app(), config=config("moonshot", moonshotFileIds=["file-1"]))
 
 
 def test_other_providers_settings_are_rejected():
