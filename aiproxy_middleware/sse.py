@@ -153,7 +153,9 @@ class ChunkStream:
         if self._done:
             return b""
         self._done = True
-        out = self.start() + self.finish(self.finish_reason or "stop")
+        # A stream that never said why it finished: tool calls, if it made any.
+        out = self.start() + self.finish(
+            self.finish_reason or ("tool_calls" if self._tool_index else "stop"))
         if self.include_usage and self.usage is not None:
             out += b"data: " + encode(ChatCompletionChunk(
                 self.id, self.created, self.model, [], usage=self.usage)) + b"\n\n"

@@ -14,10 +14,20 @@
     `{sender_type: USER, sender_name: name or "用户", text}`, assistant -> `BOT` (name or the
     bot name). `tokens_to_generate` = max_completion_tokens or max_tokens; temperature, top_p,
     stream. `mask_sensitive_info` is MiniMax's (default true: masking on) unless the client
-    body sets it. Tools and tool messages are a 400 (not converted).
+    body sets it.
+  - Function calling: `tools` -> `functions[{name, description, parameters}]` (function tools
+    only; parameters as a JSON Schema object), `tool_choice` auto / none / a named function ->
+    `function_call{type: auto | none | specific, name}` ("required" is a 400: Pro has no such
+    mode). An assistant message's `tool_calls` -> its BOT message's `function_call{name,
+    arguments}` (a further call in the same message is one more BOT message with empty text); a
+    `tool` message -> `{sender_type: FUNCTION, sender_name: the function name of the earlier
+    tool call with its tool_call_id, text}` (legacy `function` messages use their name; a tool
+    message with an unknown id and no name is a 400).
   - Answer: a choice per upstream choice, the BOT text as content and the bot's name as
     `name`; finish `stop`, `length`/`max_output` -> length, `output_sensitive` ->
-    content_filter. Usage: total_tokens, prompt/completion tokens when MiniMax sends them.
+    content_filter. A BOT message's `function_call{name, arguments}` becomes a `tool_calls`
+    entry (id `call_<hex>`, arguments a JSON string) and a `stop` finish becomes `tool_calls`.
+    Usage: total_tokens, prompt/completion tokens when MiniMax sends them.
   - `base_resp.status_code != 0` (in a 200 answer or an error one) is an OpenAI error:
     1004/2049 (auth) 401, 1002/1039 (rate limits) 429, 1008 (balance) 429 insufficient_quota,
     1000/1013/1024/1033 502, 1001 504, anything else 400; the message is `status_msg`.
@@ -25,6 +35,8 @@
     `reply` (and message text) is the whole answer, with finish_reason and usage. The events
     become real `chat.completion.chunk` deltas; of the final event only the text not yet sent
     is sent (so nothing repeats), then the finish chunk, the usage chunk when asked, `[DONE]`.
+    A `function_call` becomes tool-call deltas at index 0 (name and id first; arguments of
+    increments appended, of the final event only the part not yet sent), finish `tool_calls`.
 - `settings_column` is `minimax` (`max_tokens` -> `tokens_to_generate` under
   `protocol: original`, as in Higress); under `protocol: original` with `pro` the GroupId is
   added to the client's query when it has none.
@@ -32,7 +44,8 @@
 Sources: platform.minimaxi.com/docs/api-reference/text-post (v2, China platform; the
 international platform documents the same path on `api.minimax.io`); MiniMax's ChatCompletion
 Pro reference (bot_setting, reply_constraints, mask_sensitive_info default true, the streamed
-`reply` only in the last event). Higress uses the older China host `api.minimax.chat`, whose
+`reply` only in the last event) and its function-calling guide (`functions`, `function_call`,
+FUNCTION messages). Higress uses the older China host `api.minimax.chat`, whose
 accounts belong to the platform now served at `api.minimaxi.com`.
 """
 
@@ -44,12 +57,12 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 import msgspec
-from msgspec import Struct
+from msgspec import UNSET, Struct
 
 from aiproxy_middleware.config import ConfigError
 from aiproxy_middleware.errors import ProxyError, bad_request, upstream_invalid
 from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, ChatCompletionRequest,
-                                       Choice, Usage, encode)
+                                       Choice, FunctionCall, ToolCall, Usage, encode)
 from aiproxy_middleware.provider import Call, UpstreamRequest
 from aiproxy_middleware.sse import ChunkStream, Event, EventParser
 
@@ -132,11 +145,10 @@ class MiniMax(OpenAICompatible):
 def pro_body(call: Call) -> dict[str, Any]:
     req = call.request
     assert isinstance(req, ChatCompletionRequest)
-    if req.tools:
-        raise bad_request("tools are not supported with minimaxApiType 'pro'", param="tools")
     bots: list[dict[str, str]] = []
-    messages: list[dict[str, str]] = []
+    messages: list[dict[str, Any]] = []
     bot = BOT_NAME
+    call_names: dict[str, str] = {}
     for i, message in enumerate(req.messages):
         name = message.name if isinstance(message.name, str) and message.name else None
         if message.role in ("system", "developer"):
@@ -146,7 +158,29 @@ def pro_body(call: Call) -> dict[str, Any]:
             messages.append({"sender_type": "USER", "sender_name": name or USER_NAME,
                              "text": message.text()})
         elif message.role == "assistant":
-            messages.append({"sender_type": "BOT", "sender_name": name or bot,
+            out: dict[str, Any] = {"sender_type": "BOT", "sender_name": name or bot,
+                                   "text": message.text()}
+            messages.append(out)
+            for tool_call in message.tool_calls or ():
+                function = tool_call.function if tool_call.function is not UNSET \
+                    else FunctionCall()
+                fname = function.name if isinstance(function.name, str) else ""
+                if isinstance(tool_call.id, str):
+                    call_names[tool_call.id] = fname
+                if "function_call" in out:
+                    out = {"sender_type": "BOT", "sender_name": name or bot, "text": ""}
+                    messages.append(out)
+                out["function_call"] = {"name": fname, "arguments": function.arguments
+                                        if isinstance(function.arguments, str) else "{}"}
+        elif message.role in ("tool", "function"):
+            ident = message.tool_call_id if isinstance(message.tool_call_id, str) else None
+            fname = call_names.get(ident) if ident is not None else None
+            fname = fname or name
+            if not fname:
+                raise bad_request("a tool message needs the tool_call_id of an earlier tool"
+                                  " call (MiniMax Pro names the function it answers)",
+                                  param=f"messages[{i}].tool_call_id")
+            messages.append({"sender_type": "FUNCTION", "sender_name": fname,
                              "text": message.text()})
         else:
             raise bad_request(f"message role {message.role!r} is not supported with"
@@ -160,6 +194,10 @@ def pro_body(call: Call) -> dict[str, Any]:
                        ("top_p", req.top_p)):
         if value is not None:
             body[key] = value
+    if req.tools:
+        body["functions"] = [_function(t, i) for i, t in enumerate(req.tools)]
+        if req.tool_choice is not None:
+            body["function_call"] = _function_call(req.tool_choice)
     mask = call.body.get("mask_sensitive_info", bool) if "mask_sensitive_info" in call.body \
         else None
     if mask is not None:
@@ -167,6 +205,30 @@ def pro_body(call: Call) -> dict[str, Any]:
     if call.stream:
         body["stream"] = True
     return body
+
+
+def _function(tool: Any, i: int) -> dict[str, Any]:
+    if tool.type != "function" or tool.function is UNSET:
+        raise bad_request(f"tool type {tool.type!r} is not supported with minimaxApiType 'pro'",
+                          param=f"tools[{i}]")
+    f = tool.function
+    out: dict[str, Any] = {"name": f.name}
+    if f.description is not UNSET:
+        out["description"] = f.description
+    out["parameters"] = f.parameters if f.parameters is not UNSET \
+        else {"type": "object", "properties": {}}
+    return out
+
+
+def _function_call(choice: Any) -> dict[str, str]:
+    if isinstance(choice, str):
+        if choice not in ("auto", "none"):
+            raise bad_request("MiniMax Pro takes tool_choice auto, none or a named function",
+                              param="tool_choice")
+        return {"type": choice}
+    if choice.function is UNSET:
+        raise bad_request("a named tool_choice needs 'function.name'", param="tool_choice")
+    return {"type": "specific", "name": choice.function.name}
 
 
 # ---- answer -----------------------------------------------------------------------------
@@ -220,15 +282,38 @@ def _bot_messages(choice: dict[str, Any]) -> list[dict[str, Any]]:
             if isinstance(m, dict) and m.get("sender_type", "BOT") == "BOT"]
 
 
+def _arguments(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return "{}" if value is None else encode(value).decode()
+
+
+def _call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+def _function_calls(bot: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m["function_call"] for m in bot if isinstance(m.get("function_call"), dict)]
+
+
 def convert_answer(answer: dict[str, Any], model: str) -> ChatCompletion:
     choices = []
     for n, choice in enumerate(answer.get("choices") or []):
         bot = _bot_messages(choice)
-        message = AssistantMessage(content="".join(str(m.get("text") or "") for m in bot))
+        calls = [ToolCall(id=_call_id(), type="function",
+                          function=FunctionCall(str(f.get("name") or ""),
+                                                _arguments(f.get("arguments"))))
+                 for f in _function_calls(bot)]
+        text = "".join(str(m.get("text") or "") for m in bot)
+        message = AssistantMessage(content=text or (None if calls else ""))
         if bot and bot[-1].get("sender_name"):
             message.name = str(bot[-1]["sender_name"])
-        choices.append(Choice(choice.get("index", n), message,
-                              _finish(choice.get("finish_reason"), answer) or "stop"))
+        finish = _finish(choice.get("finish_reason"), answer) or "stop"
+        if calls:
+            message.tool_calls = calls
+            if finish == "stop":
+                finish = "tool_calls"
+        choices.append(Choice(choice.get("index", n), message, finish))
     if not choices and answer.get("reply") is not None:
         choices.append(Choice(0, AssistantMessage(content=str(answer["reply"])),
                               _finish("stop", answer) or "stop"))
@@ -251,6 +336,7 @@ class ProStream:
         self.parser = EventParser()
         self.stream: ChunkStream | None = None
         self.sent = ""
+        self.arguments: str | None = None  # the call's arguments sent so far
         self.ended = False
 
     def _chunks(self, answer: dict[str, Any]) -> ChunkStream:
@@ -301,7 +387,8 @@ class ProStream:
         text = "".join(str(m.get("text") or "") for m in _bot_messages(choice))
         reason = choice.get("finish_reason")
         reply = answer.get("reply")
-        if reply or reason:
+        final = bool(reply or reason)
+        if final:
             # The last event holds the whole answer: send what the increments did not.
             # (Text that does not continue what was sent is taken as one more increment.)
             whole = reply if isinstance(reply, str) and reply else text
@@ -309,7 +396,22 @@ class ProStream:
                 text = whole[len(self.sent):]
         out += s.text(text)
         self.sent += text
+        for function in _function_calls(_bot_messages(choice))[:1]:
+            arguments = _arguments(function.get("arguments")) \
+                if function.get("arguments") is not None else ""
+            if self.arguments is None:
+                out += s.tool_call("0", _call_id(), str(function.get("name") or ""), arguments)
+                self.arguments = arguments
+            elif final:
+                if arguments.startswith(self.arguments):
+                    out += s.tool_arguments("0", arguments[len(self.arguments):])
+                    self.arguments = arguments
+            else:
+                out += s.tool_arguments("0", arguments)
+                self.arguments += arguments
         finish = _finish(reason, answer)
+        if finish == "stop" and s.has_tool_calls:
+            finish = "tool_calls"
         usage = _usage(answer)
         if usage is not None:
             s.usage = usage

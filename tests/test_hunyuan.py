@@ -1,5 +1,6 @@
 """Hunyuan's native (TC3-signed) API: the signed request, the converted answers, streams read
-one byte at a time, errors, the spec's example and the openai SDK through the middleware."""
+one byte at a time, errors, the spec's example and the openai SDK through the middleware
+(text and tool calls, streamed and not)."""
 
 from __future__ import annotations
 
@@ -308,13 +309,22 @@ def test_stream_without_usage_chunk():
     assert got[-1] == "[DONE]" and all(c["choices"] for c in got[:-1])
 
 
+TOOL_STREAM = sse(event(ReasoningContent="hmm", usage=False),
+                  event(ToolCalls=[{"Id": "call_1", "Type": "function", "Index": 0,
+                                    "Function": {"Name": "f", "Arguments": '{"a":'}}],
+                        usage=False),
+                  event(ToolCalls=[{"Index": 0, "Function": {"Arguments": "1}"}}]),
+                  event(finish="tool_calls"))
+TOOL_ANSWER = answer("", finish="tool_calls", ToolCalls=[{
+    "Id": "call_x", "Type": "function",
+    "Function": {"Name": "get_weather", "Arguments": '{"city":"Paris"}'}}])
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "parameters": {"type": "object",
+                                          "properties": {"city": {"type": "string"}}}}}
+
+
 def test_stream_tool_call_and_reasoning():
-    data = sse(event(ReasoningContent="hmm", usage=False),
-               event(ToolCalls=[{"Id": "call_1", "Type": "function", "Index": 0,
-                                 "Function": {"Name": "f", "Arguments": '{"a":'}}], usage=False),
-               event(ToolCalls=[{"Index": 0, "Function": {"Arguments": "1}"}}]),
-               event(finish="tool_calls"))
-    got = run_stream(data)
+    got = run_stream(TOOL_STREAM)
     deltas = [c["choices"][0]["delta"] for c in got[:-1] if c["choices"]]
     assert "".join(d.get("reasoning_content", "") for d in deltas) == "hmm"
     calls = [t for d in deltas for t in d.get("tool_calls", [])]
@@ -361,3 +371,35 @@ async def test_sdk_streamed_chat(upstream, respx_mock: respx.MockRouter):
     assert len({c.id for c in got}) == 1
     assert sent_json(route)["Stream"] is True
     check_signature(route.calls.last.request)
+
+
+async def test_sdk_tool_call(upstream, respx_mock):
+    route = respx_mock.post(URL).respond(json=TOOL_ANSWER)
+    got = await sdk(upstream).chat.completions.create(
+        model="gpt-4o", tools=[WEATHER_TOOL],  # type: ignore[list-item]
+        messages=[{"role": "user", "content": "weather in Paris?"}])
+    assert sent_json(route)["Tools"][0]["Function"]["Name"] == "get_weather"
+    choice = got.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    [call] = choice.message.tool_calls or []
+    assert call.id == "call_x" and call.type == "function"
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "Paris"}
+    check_signature(route.calls.last.request)
+
+
+async def test_sdk_streamed_tool_call(upstream, respx_mock: respx.MockRouter):
+    route = respx_mock.post(URL).respond(content=TOOL_STREAM,
+                                         headers={"content-type": "text/event-stream"})
+    stream = await sdk(upstream).chat.completions.create(
+        model="gpt-4o", tools=[WEATHER_TOOL], stream=True,  # type: ignore[list-item]
+        messages=[{"role": "user", "content": "hi"}])
+    got = [c async for c in stream]
+    calls = [t for c in got if c.choices for t in c.choices[0].delta.tool_calls or []]
+    assert {t.index for t in calls} == {0}
+    assert [t.id for t in calls if t.id] == ["call_1"]
+    assert "".join(t.function.name or "" for t in calls if t.function) == "f"
+    assert json.loads("".join(t.function.arguments or "" for t in calls if t.function)) == \
+        {"a": 1}
+    assert [c.choices[0].finish_reason for c in got if c.choices][-1] == "tool_calls"
+    assert sent_json(route)["Stream"] is True

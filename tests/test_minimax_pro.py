@@ -1,6 +1,7 @@
 """MiniMax ChatCompletion Pro (`minimaxApiType: pro`): the exact upstream request, converted
-answers, real delta streams fed byte by byte, base_resp errors, config errors, and the
-official openai SDK through the middleware."""
+answers, function calling (tools -> functions, tool calls and results -> BOT function_call and
+FUNCTION messages, answers' function_call -> tool_calls), real delta streams fed byte by byte,
+base_resp errors, config errors, and the official openai SDK through the middleware."""
 
 from __future__ import annotations
 
@@ -44,6 +45,26 @@ STREAM = (event("Hel") + event("lo ") + event("there")
           + event("Hello there", reply="Hello there", finish="stop",
                   usage={"total_tokens": 20, "prompt_tokens": 15, "completion_tokens": 5},
                   base_resp={"status_code": 0, "status_msg": ""}))
+
+
+def call_event(arguments: str, final: bool = False, **extra: Any) -> bytes:
+    message = {"sender_type": "BOT", "sender_name": BOT, "text": "",
+               "function_call": {"name": "get_weather", "arguments": arguments}}
+    choice: dict[str, Any] = {"messages": [message]}
+    if final:
+        choice["finish_reason"] = "stop"
+    data = {"created": 1717760544, "model": "abab6.5s-chat", "reply": "",
+            "choices": [choice], "id": "s2", **extra}
+    return b"data: " + json.dumps(data, ensure_ascii=False).encode() + b"\n\n"
+
+
+# A function call streamed: the arguments in two increments, then the final event with the
+# whole call, finish_reason and usage.
+CALL_STREAM = (call_event('{"city": ') + call_event('"Paris"}')
+               + call_event('{"city": "Paris"}', final=True,
+                            usage={"total_tokens": 30, "prompt_tokens": 22,
+                                   "completion_tokens": 8},
+                            base_resp={"status_code": 0, "status_msg": ""}))
 
 
 def chunks(text: str) -> list[Any]:
@@ -112,12 +133,110 @@ async def test_max_tokens_alone(gateway, respx_mock):
     assert "mask_sensitive_info" not in sent_json(route)
 
 
-async def test_tools_are_refused(gateway, respx_mock):
+WEATHER = {"type": "object", "properties": {"city": {"type": "string"}},
+           "required": ["city"]}
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather now",
+                                           "parameters": WEATHER}},
+         {"type": "function", "function": {"name": "get_time"}}]
+CALL = {"name": "get_weather", "arguments": '{"city": "Paris"}'}
+
+
+def call_answer(text: str = "", **extra: Any) -> dict[str, Any]:
+    """MiniMax's answer when the model calls a function: the BOT message's function_call."""
+    return answer(text, choices=[{"finish_reason": "stop", "messages": [
+        {"sender_type": "BOT", "sender_name": BOT, "text": text, "function_call": CALL}]}],
+        **extra)
+
+
+async def test_tools_and_tool_results_are_converted(gateway, respx_mock):
+    route = respx_mock.post(URL).respond(json=answer("It is sunny."))
     client = gateway(CONFIG)
     r = await client.post("/v1/chat/completions", json={
-        "model": "x", "messages": [{"role": "user", "content": "hi"}],
-        "tools": [{"type": "function", "function": {"name": "f"}}]})
-    assert r.status_code == 400 and r.json()["error"]["param"] == "tools"
+        "model": "x", "tools": TOOLS, "tool_choice": "auto", "messages": [
+            {"role": "user", "content": "Weather and time in Paris?"},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": CALL},
+                {"id": "call_2", "type": "function",
+                 "function": {"name": "get_time", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny, 21C"},
+            {"role": "tool", "tool_call_id": "call_2", "content": "14:00"}]})
+    assert r.status_code == 200
+    sent = sent_json(route)
+    assert sent["functions"] == [
+        {"name": "get_weather", "description": "Weather now", "parameters": WEATHER},
+        {"name": "get_time", "parameters": {"type": "object", "properties": {}}}]
+    assert sent["function_call"] == {"type": "auto"}
+    assert sent["messages"] == [
+        {"sender_type": "USER", "sender_name": "用户", "text": "Weather and time in Paris?"},
+        {"sender_type": "BOT", "sender_name": BOT, "text": "", "function_call": CALL},
+        {"sender_type": "BOT", "sender_name": BOT, "text": "",
+         "function_call": {"name": "get_time", "arguments": "{}"}},
+        {"sender_type": "FUNCTION", "sender_name": "get_weather", "text": "sunny, 21C"},
+        {"sender_type": "FUNCTION", "sender_name": "get_time", "text": "14:00"}]
+    assert sent["reply_constraints"] == {"sender_type": "BOT", "sender_name": BOT}
+    assert r.json()["choices"][0]["message"]["content"] == "It is sunny."
+
+
+@pytest.mark.parametrize("choice, sent", [
+    ("auto", {"type": "auto"}), ("none", {"type": "none"}),
+    ({"type": "function", "function": {"name": "get_time"}},
+     {"type": "specific", "name": "get_time"})])
+async def test_tool_choice(gateway, respx_mock, choice, sent):
+    route = respx_mock.post(URL).respond(json=answer())
+    r = await gateway(CONFIG).post("/v1/chat/completions", json={
+        "model": "x", "tools": TOOLS, "tool_choice": choice,
+        "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200
+    assert sent_json(route)["function_call"] == sent
+
+
+async def test_no_tools_no_functions(gateway, respx_mock):
+    route = respx_mock.post(URL).respond(json=answer())
+    await gateway(CONFIG).post("/v1/chat/completions", json={
+        "model": "x", "messages": [{"role": "user", "content": "hi"}]})
+    assert "functions" not in sent_json(route) and "function_call" not in sent_json(route)
+
+
+@pytest.mark.parametrize("chat, param", [
+    ({"tools": TOOLS, "tool_choice": "required"}, "tool_choice"),
+    ({"tools": [{"type": "custom", "custom": {"name": "x"}}]}, "tools[0]"),
+    ({"extra": [{"role": "tool", "tool_call_id": "nope", "content": "?"}]},
+     "messages[1].tool_call_id")])
+async def test_tool_errors(gateway, respx_mock, chat, param):
+    route = respx_mock.post(URL).respond(json=answer())
+    messages = [{"role": "user", "content": "hi"}, *chat.pop("extra", [])]
+    r = await gateway(CONFIG).post("/v1/chat/completions", json={
+        "model": "x", "messages": messages, **chat})
+    assert r.status_code == 400 and r.json()["error"]["param"] == param
+    assert not route.called
+
+
+async def test_function_call_answer_becomes_tool_calls(gateway, respx_mock):
+    respx_mock.post(URL).respond(json=call_answer())
+    r = await gateway(CONFIG).post("/v1/chat/completions", json={
+        "model": "x", "tools": TOOLS, "messages": [{"role": "user", "content": "Paris?"}]})
+    assert r.status_code == 200
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    message = choice["message"]
+    assert message["content"] is None and message["name"] == BOT
+    [call] = message["tool_calls"]
+    assert call["id"].startswith("call_") and len(call["id"]) > 5
+    int(call["id"][5:], 16)
+    assert call["type"] == "function"
+    assert call["function"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}
+
+
+async def test_function_call_answer_with_object_arguments_and_text(gateway, respx_mock):
+    body = call_answer("Let me look.")
+    body["choices"][0]["messages"][0]["function_call"] = {"name": "get_weather",
+                                                          "arguments": {"city": "Paris"}}
+    respx_mock.post(URL).respond(json=body)
+    r = await gateway(CONFIG).post("/v1/chat/completions", json={
+        "model": "x", "tools": TOOLS, "messages": [{"role": "user", "content": "Paris?"}]})
+    message = r.json()["choices"][0]["message"]
+    assert message["content"] == "Let me look."
+    assert json.loads(message["tool_calls"][0]["function"]["arguments"]) == {"city": "Paris"}
 
 
 async def test_length_and_sensitive_finish(gateway, respx_mock):
@@ -219,6 +338,35 @@ async def test_stream_byte_by_byte():
                    for c in single if c["choices"]) == "Hello there"
 
 
+def tool_deltas(got: list[Any]) -> list[Any]:
+    return [t for c in got if c["choices"] for t in c["choices"][0]["delta"].get("tool_calls", [])]
+
+
+async def test_stream_function_call_byte_by_byte():
+    from providers.minimax import ProStream
+
+    s = ProStream("abab6.5s-chat", True)
+    out = b"".join(s.feed(CALL_STREAM[i:i + 1]) for i in range(len(CALL_STREAM))) + s.close()
+    got = chunks(out.decode())
+    deltas = tool_deltas(got)
+    assert deltas[0]["index"] == 0 and deltas[0]["type"] == "function"
+    assert deltas[0]["id"].startswith("call_")
+    assert deltas[0]["function"] == {"name": "get_weather", "arguments": '{"city": '}
+    assert all(d["index"] == 0 and "id" not in d for d in deltas[1:])
+    assert "".join(d["function"]["arguments"] for d in deltas) == '{"city": "Paris"}'
+    finishes = [c["choices"][0]["finish_reason"] for c in got if c["choices"]]
+    assert finishes.count("tool_calls") == 1 and finishes[-1] == "tool_calls"
+    assert got[-1]["usage"]["total_tokens"] == 30
+
+
+async def test_stream_function_call_in_the_final_event_only(gateway, respx_mock):
+    _, r = await _stream(gateway, respx_mock, call_event('{"city": "Paris"}', final=True))
+    got = chunks(r.text)
+    [delta] = tool_deltas(got)
+    assert delta["function"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}
+    assert [c["choices"][0]["finish_reason"] for c in got if c["choices"]][-1] == "tool_calls"
+
+
 async def test_stream_final_event_only(gateway, respx_mock):
     _, r = await _stream(gateway, respx_mock,
                          event("All at once", reply="All at once", finish="stop"))
@@ -288,3 +436,40 @@ async def test_original_protocol_adds_the_group_id(gateway, respx_mock):
     assert r.status_code == 200 and r.json() == answer()
     assert str(route.calls.last.request.url) == URL
     assert sent_json(route) == body
+
+
+async def test_sdk_tool_call(upstream, respx_mock):
+    route = respx_mock.post(URL).respond(json=call_answer())
+    result = await sdk(upstream).chat.completions.create(
+        model="gpt-4", tools=TOOLS, tool_choice="auto",  # type: ignore[arg-type]
+        messages=[{"role": "user", "content": "Weather in Paris?"}])
+    assert sent_json(route)["functions"][0]["name"] == "get_weather"
+    choice = result.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    [call] = choice.message.tool_calls or []
+    assert call.id.startswith("call_") and call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "Paris"}
+
+
+async def test_sdk_streamed_tool_call(upstream, respx_mock):
+    respx_mock.post(URL).mock(side_effect=lambda request: httpx.Response(
+        200, headers={"content-type": "text/event-stream"},
+        stream=httpx.ByteStream(CALL_STREAM)))
+    stream = await sdk(upstream).chat.completions.create(
+        model="gpt-4", tools=TOOLS, stream=True,  # type: ignore[arg-type]
+        messages=[{"role": "user", "content": "Weather in Paris?"}])
+    ids, names, arguments, finish = set(), "", "", None
+    async for chunk in stream:
+        if not chunk.choices:
+            continue
+        for call in chunk.choices[0].delta.tool_calls or []:
+            assert call.index == 0
+            if call.id:
+                ids.add(call.id)
+            if call.function:
+                names += call.function.name or ""
+                arguments += call.function.arguments or ""
+        finish = chunk.choices[0].finish_reason or finish
+    assert len(ids) == 1 and next(iter(ids)).startswith("call_")
+    assert names == "get_weather" and json.loads(arguments) == {"city": "Paris"}
+    assert finish == "tool_calls"

@@ -43,6 +43,12 @@ def sse(*events: Any) -> bytes:  # Spark writes `data:` with no space
 
 
 STREAM = sse(event("你"), event("好"), event("!", usage=True), b"[DONE]")
+CALL = {"type": "function", "function": {"name": "f", "arguments": '{"a":1}'}}
+# Spark's tool call: one `tool_calls` object (not a list), streamed in a delta.
+TOOL_STREAM = sse(event(), {**event(usage=True), "choices": [{
+    "delta": {"role": "assistant", "content": "", "tool_calls": CALL}, "index": 0}]},
+    b"[DONE]")
+F_TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
 
 
 def chunks(body: bytes) -> list[Any]:
@@ -92,8 +98,7 @@ async def test_x1_goes_to_v2(gateway, respx_mock):
 
 
 async def test_tool_call_object_becomes_a_list(gateway, respx_mock):
-    respx_mock.post(URL).respond(json=answer("", tool_calls={
-        "type": "function", "function": {"name": "f", "arguments": '{"a":1}'}}))
+    respx_mock.post(URL).respond(json=answer("", tool_calls=CALL))
     client = gateway({"provider": CONFIG})
     r = await client.post("/v1/chat/completions",
                           json={"model": "gpt-4o", "messages": [{"role": "user", "content": "q"}]})
@@ -201,3 +206,37 @@ async def test_sdk_streamed_chat(upstream, respx_mock):
     assert "".join(c.choices[0].delta.content or "" for c in got if c.choices) == "你好!"
     assert got[-1].usage.total_tokens == 10
     assert {c.id for c in got} == {SID}
+
+
+async def test_sdk_tool_call(upstream, respx_mock):
+    route = respx_mock.post(URL).respond(json=answer("", tool_calls=CALL))
+    got = await sdk(upstream).chat.completions.create(
+        model="gpt-4o", tools=[F_TOOL],  # type: ignore[list-item]
+        messages=[{"role": "user", "content": "q"}])
+    assert sent_json(route)["tools"] == [F_TOOL]
+    choice = got.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    [call] = choice.message.tool_calls or []
+    assert call.id.startswith("call_") and call.type == "function"
+    assert call.function.name == "f" and json.loads(call.function.arguments) == {"a": 1}
+
+
+async def test_sdk_streamed_tool_call(upstream, respx_mock):
+    respx_mock.post(URL).respond(content=TOOL_STREAM,
+                                 headers={"content-type": "text/event-stream"})
+    stream = await sdk(upstream).chat.completions.create(
+        model="gpt-4o", tools=[F_TOOL], stream=True,  # type: ignore[list-item]
+        messages=[{"role": "user", "content": "q"}])
+    got = [c async for c in stream]
+    calls = [t for c in got if c.choices for t in c.choices[0].delta.tool_calls or []]
+    assert [t.index for t in calls] == [0]
+    assert calls[0].id and calls[0].function and calls[0].function.name == "f"
+    assert json.loads(calls[0].function.arguments or "") == {"a": 1}
+    assert {c.id for c in got} == {SID}
+    assert got[-1].usage is None or got[-1].usage.total_tokens == 10
+
+
+def test_stream_tool_call_without_finish_reason_finishes_tool_calls():
+    got = run_stream(TOOL_STREAM)
+    assert [c["choices"][0]["finish_reason"] for c in got[:-1] if c["choices"]][-1] == \
+        "tool_calls"
