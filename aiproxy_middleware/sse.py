@@ -12,8 +12,11 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
-from .errors import ProxyError
+import msgspec
+
+from .errors import ProxyError, upstream_invalid
 from .openai import (ChatCompletionChunk, ChunkChoice, Delta, FunctionCall, ToolCall, Usage,
                      encode)
 
@@ -165,3 +168,54 @@ class ChunkStream:
         """An error event that ends the stream (no `[DONE]` follows)."""
         self._done = True
         return b"data: " + error.body() + b"\n\n"
+
+
+class JsonEventConverter:
+    """The shared half of a converter for a provider whose stream is SSE with JSON events.
+
+    Events are parsed as they arrive and each `data` is decoded once and handed to
+    `on_event`; the upstream's own `[DONE]` is dropped (the `ChunkStream` writes one), and an
+    event that is not JSON ends the stream with an error event.
+    """
+
+    label = "the provider"
+    """How errors name the provider."""
+
+    def __init__(self, model: str, include_usage: bool) -> None:
+        self.model = model
+        self.include_usage = include_usage
+        self.parser = EventParser()
+        self.stream: ChunkStream | None = None
+
+    def _chunks(self, first: dict[str, Any] | None = None) -> ChunkStream:
+        """The chunk writer, opened from the first event that has one."""
+        if self.stream is None:
+            self.stream = self.open(first or {})
+        return self.stream
+
+    def open(self, first: dict[str, Any]) -> ChunkStream:
+        """The chunk writer for a stream whose first event is `first` (its id, say)."""
+        return ChunkStream(self.model, self.include_usage)
+
+    def feed(self, data: bytes) -> bytes:
+        return b"".join(self._dispatch(e) for e in self.parser.feed(data))
+
+    def close(self) -> bytes:
+        return b"".join(self._dispatch(e) for e in self.parser.close()) + self._chunks().done()
+
+    def _dispatch(self, event: Event) -> bytes:
+        if event.data.strip() == "[DONE]":
+            return b""
+        try:
+            value = msgspec.json.decode(event.data)
+        except msgspec.DecodeError:
+            return self.invalid()
+        return self.on_event(value, event) if isinstance(value, dict) else b""
+
+    def invalid(self) -> bytes:
+        """The answer to an event that is not JSON."""
+        return self._chunks().error(upstream_invalid(f"{self.label} sent an invalid stream event"))
+
+    def on_event(self, value: dict[str, Any], event: Event) -> bytes:
+        """The chunks for one decoded event."""
+        raise NotImplementedError

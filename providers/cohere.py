@@ -43,7 +43,7 @@ from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, ChatCom
                                        EmbeddingsResponse, EmbeddingsUsage, FunctionCall,
                                        ToolCall, Usage, encode)
 from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest
-from aiproxy_middleware.sse import ChunkStream, Event, EventParser
+from aiproxy_middleware.sse import ChunkStream, Event, JsonEventConverter
 
 HOST = "https://api.cohere.com"
 FINISH = {"COMPLETE": "stop", "STOP_SEQUENCE": "stop", "MAX_TOKENS": "length",
@@ -274,39 +274,18 @@ def convert_embeddings(answer: dict[str, Any], req: EmbeddingsRequest,
     return EmbeddingsResponse(data, model, EmbeddingsUsage(tokens, tokens))
 
 
-class CohereStream:
+class CohereStream(JsonEventConverter):
     """Converts Cohere's v2 chat SSE events into OpenAI chunks."""
 
-    def __init__(self, model: str, include_usage: bool) -> None:
-        self.model = model
-        self.include_usage = include_usage
-        self.parser = EventParser()
-        self.stream: ChunkStream | None = None
+    label = "Cohere"
 
-    def _chunks(self, ident: Any = None) -> ChunkStream:
-        if self.stream is None:
-            self.stream = ChunkStream(self.model, self.include_usage,
-                                      f"chatcmpl-{ident}" if ident else None)
-        return self.stream
+    def open(self, first: dict[str, Any]) -> ChunkStream:
+        ident = first.get("id")
+        return ChunkStream(self.model, self.include_usage, f"chatcmpl-{ident}" if ident else None)
 
-    def feed(self, data: bytes) -> bytes:
-        return b"".join(self._event(e) for e in self.parser.feed(data))
-
-    def close(self) -> bytes:
-        out = b"".join(self._event(e) for e in self.parser.close())
-        return out + self._chunks().done()
-
-    def _event(self, event: Event) -> bytes:
-        if event.data.strip() == "[DONE]":
-            return b""
-        try:
-            value = msgspec.json.decode(event.data)
-        except msgspec.DecodeError:
-            return self._chunks().error(upstream_invalid("Cohere sent an invalid stream event"))
-        if not isinstance(value, dict):
-            return b""
+    def on_event(self, value: dict[str, Any], event: Event) -> bytes:
         kind = value.get("type") or event.event
-        s = self._chunks(value.get("id") if kind == "message-start" else None)
+        s = self._chunks(value if kind == "message-start" else None)
         delta = value.get("delta") if isinstance(value.get("delta"), dict) else {}
         message = delta.get("message") if isinstance(delta.get("message"), dict) else {}
         key = str(value.get("index", 0))

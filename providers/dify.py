@@ -46,7 +46,7 @@ from aiproxy_middleware.errors import ConfigError, ProxyError, bad_request, upst
 from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, ChatCompletionRequest,
                                        Choice, Usage, encode)
 from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest
-from aiproxy_middleware.sse import ChunkStream, Event, EventParser
+from aiproxy_middleware.sse import ChunkStream, Event, JsonEventConverter
 
 PATHS = {"Chat": "/v1/chat-messages", "Agent": "/v1/chat-messages",
          "Completion": "/v1/completion-messages", "Workflow": "/v1/workflows/run"}
@@ -235,40 +235,28 @@ def gather(stream: DifyStream, body: bytes) -> bytes:
     return encode(result)
 
 
-class DifyStream:
+class DifyStream(JsonEventConverter):
     """Converts Dify's streamed events into OpenAI chunks."""
 
+    label = "Dify"
+
     def __init__(self, model: str, include_usage: bool, bot: str, output: str) -> None:
-        self.model = model
-        self.include_usage = include_usage
+        super().__init__(model, include_usage)
         self.bot = bot
         self.output = output
-        self.parser = EventParser()
-        self.stream: ChunkStream | None = None
         self.texts: list[str] = []
         self.failure: ProxyError | None = None
 
-    def _chunks(self, value: dict[str, Any] | None = None) -> ChunkStream:
-        if self.stream is None:
-            value = value or {}
-            if self.bot in ("Chat", "Agent"):
-                ident = value.get("conversation_id") or value.get("message_id")
-            elif self.bot == "Completion":
-                ident = value.get("message_id")
-            else:
-                ident = value.get("workflow_run_id")
-            created = value.get("created_at")
-            self.stream = ChunkStream(self.model, self.include_usage,
-                                      str(ident) if ident else None,
-                                      int(created) if isinstance(created, int) else None)
-        return self.stream
-
-    def feed(self, data: bytes) -> bytes:
-        return b"".join(self._event(e) for e in self.parser.feed(data))
-
-    def close(self) -> bytes:
-        out = b"".join(self._event(e) for e in self.parser.close())
-        return out + self._chunks().done()
+    def open(self, first: dict[str, Any]) -> ChunkStream:
+        if self.bot in ("Chat", "Agent"):
+            ident = first.get("conversation_id") or first.get("message_id")
+        elif self.bot == "Completion":
+            ident = first.get("message_id")
+        else:
+            ident = first.get("workflow_run_id")
+        created = first.get("created_at")
+        return ChunkStream(self.model, self.include_usage, str(ident) if ident else None,
+                           int(created) if isinstance(created, int) else None)
 
     def _text(self, s: ChunkStream, text: str) -> bytes:
         self.texts.append(text)
@@ -278,16 +266,10 @@ class DifyStream:
         self.failure = error
         return s.error(error)
 
-    def _event(self, event: Event) -> bytes:
-        if event.data.strip() == "[DONE]":
-            return b""
-        try:
-            value = msgspec.json.decode(event.data)
-        except msgspec.DecodeError:
-            return self._fail(self._chunks(),
-                              upstream_invalid("Dify sent an invalid stream event"))
-        if not isinstance(value, dict):
-            return b""
+    def invalid(self) -> bytes:
+        return self._fail(self._chunks(), upstream_invalid("Dify sent an invalid stream event"))
+
+    def on_event(self, value: dict[str, Any], event: Event) -> bytes:
         s = self._chunks(value)
         kind = value.get("event")
         data = value.get("data") if isinstance(value.get("data"), dict) else {}

@@ -50,7 +50,7 @@ from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, ChatCom
                                        EmbeddingsResponse, EmbeddingsUsage, FunctionCall,
                                        PromptTokensDetails, ToolCall, Usage, encode)
 from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest
-from aiproxy_middleware.sse import ChunkStream, Event, EventParser
+from aiproxy_middleware.sse import ChunkStream, Event, JsonEventConverter
 
 HOST = "https://generativelanguage.googleapis.com"
 BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576}
@@ -385,40 +385,21 @@ def convert_embeddings(answer: dict[str, Any], req: EmbeddingsRequest,
     return EmbeddingsResponse(data, model, EmbeddingsUsage(tokens, tokens))
 
 
-class GeminiStream:
+class GeminiStream(JsonEventConverter):
     """Converts Gemini's SSE (one GenerateContentResponse per event) into OpenAI chunks."""
 
+    label = "Gemini"
+
     def __init__(self, model: str, include_usage: bool) -> None:
-        self.model = model
-        self.include_usage = include_usage
-        self.parser = EventParser()
-        self.stream: ChunkStream | None = None
+        super().__init__(model, include_usage)
         self.calls = 0
 
-    def _chunks(self, answer: dict[str, Any] | None = None) -> ChunkStream:
-        if self.stream is None:
-            answer = answer or {}
-            ident = answer.get("responseId")
-            self.stream = ChunkStream(answer.get("modelVersion") or self.model,
-                                      self.include_usage, f"chatcmpl-{ident}" if ident else None)
-        return self.stream
+    def open(self, first: dict[str, Any]) -> ChunkStream:
+        ident = first.get("responseId")
+        return ChunkStream(first.get("modelVersion") or self.model, self.include_usage,
+                           f"chatcmpl-{ident}" if ident else None)
 
-    def feed(self, data: bytes) -> bytes:
-        return b"".join(self._event(e) for e in self.parser.feed(data))
-
-    def close(self) -> bytes:
-        out = b"".join(self._event(e) for e in self.parser.close())
-        return out + self._chunks().done()
-
-    def _event(self, event: Event) -> bytes:
-        if event.data.strip() == "[DONE]":
-            return b""
-        try:
-            answer = msgspec.json.decode(event.data)
-        except msgspec.DecodeError:
-            return self._chunks().error(upstream_invalid("Gemini sent an invalid stream event"))
-        if not isinstance(answer, dict):
-            return b""
+    def on_event(self, answer: dict[str, Any], event: Event) -> bytes:
         s = self._chunks(answer)
         if "error" in answer:
             return s.error(proxy_error(answer["error"], 500))

@@ -60,7 +60,7 @@ from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, ChatCom
                                        ChatMessage, Choice, FunctionCall, ToolCall, Usage,
                                        encode)
 from aiproxy_middleware.provider import Call, Endpoint, UpstreamRequest
-from aiproxy_middleware.sse import ChunkStream, Event, EventParser
+from aiproxy_middleware.sse import ChunkStream, Event, JsonEventConverter
 
 from ._compatible import OpenAICompatible
 
@@ -333,39 +333,19 @@ def convert_answer(answer: dict[str, Any], model: str) -> ChatCompletion:
     return result
 
 
-class HunyuanStream:
+class HunyuanStream(JsonEventConverter):
     """Converts Hunyuan's SSE (one response object per `data:` event) into OpenAI chunks."""
 
+    label = "Hunyuan"
+
     def __init__(self, model: str, include_usage: bool) -> None:
-        self.model = model
-        self.include_usage = include_usage
-        self.parser = EventParser()
-        self.stream: ChunkStream | None = None
+        super().__init__(model, include_usage)
         self.calls: set[str] = set()
 
-    def _chunks(self, answer: dict[str, Any] | None = None) -> ChunkStream:
-        if self.stream is None:
-            answer = answer or {}
-            self.stream = ChunkStream(self.model, self.include_usage, answer.get("Id"),
-                                      answer.get("Created"))
-        return self.stream
+    def open(self, first: dict[str, Any]) -> ChunkStream:
+        return ChunkStream(self.model, self.include_usage, first.get("Id"), first.get("Created"))
 
-    def feed(self, data: bytes) -> bytes:
-        return b"".join(self._event(e) for e in self.parser.feed(data))
-
-    def close(self) -> bytes:
-        out = b"".join(self._event(e) for e in self.parser.close())
-        return out + self._chunks().done()
-
-    def _event(self, event: Event) -> bytes:
-        if event.data.strip() == "[DONE]":
-            return b""
-        try:
-            answer = msgspec.json.decode(event.data)
-        except msgspec.DecodeError:
-            return self._chunks().error(upstream_invalid("Hunyuan sent an invalid stream event"))
-        if not isinstance(answer, dict):
-            return b""
+    def on_event(self, answer: dict[str, Any], event: Event) -> bytes:
         if isinstance(answer.get("Response"), dict):
             answer = answer["Response"]
         s = self._chunks(answer)

@@ -37,7 +37,7 @@ from aiproxy_middleware.errors import ProxyError, upstream_invalid
 from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, Choice, FunctionCall,
                                        ToolCall, Usage, encode)
 from aiproxy_middleware.provider import Call
-from aiproxy_middleware.sse import ChunkStream, Event, EventParser
+from aiproxy_middleware.sse import ChunkStream, Event, JsonEventConverter
 
 from ._compatible import OpenAICompatible
 
@@ -137,38 +137,21 @@ def convert_answer(answer: dict[str, Any], model: str) -> ChatCompletion:
     return result
 
 
-class SparkStream:
+class SparkStream(JsonEventConverter):
     """Converts Spark's streamed `data:` events into OpenAI chunks."""
 
+    label = "Spark"
+
     def __init__(self, model: str, include_usage: bool) -> None:
-        self.model = model
-        self.include_usage = include_usage
-        self.parser = EventParser()
-        self.stream: ChunkStream | None = None
+        super().__init__(model, include_usage)
         self.calls: set[str] = set()
 
-    def _chunks(self, answer: dict[str, Any] | None = None) -> ChunkStream:
-        if self.stream is None:
-            answer = answer or {}
-            created = answer.get("created")
-            self.stream = ChunkStream(self.model, self.include_usage,
-                                      answer.get("sid") or answer.get("id"),
-                                      created if isinstance(created, int) else None)
-        return self.stream
+    def open(self, first: dict[str, Any]) -> ChunkStream:
+        created = first.get("created")
+        return ChunkStream(self.model, self.include_usage, first.get("sid") or first.get("id"),
+                           created if isinstance(created, int) else None)
 
-    def feed(self, data: bytes) -> bytes:
-        return b"".join(self._event(e) for e in self.parser.feed(data))
-
-    def close(self) -> bytes:
-        out = b"".join(self._event(e) for e in self.parser.close())
-        return out + self._chunks().done()
-
-    def _event(self, event: Event) -> bytes:
-        if event.data.strip() == "[DONE]":
-            return b""
-        answer = decode(event.data)
-        if answer is None:
-            return self._chunks().error(upstream_invalid("Spark sent an invalid stream event"))
+    def on_event(self, answer: dict[str, Any], event: Event) -> bytes:
         s = self._chunks(answer)
         if answer.get("code", 0) != 0:
             return s.error(proxy_error(answer, 200))
