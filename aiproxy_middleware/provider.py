@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from urllib.parse import urlsplit
 
 import httpx
+import msgspec
 from msgspec import Struct
+
+from .errors import upstream_invalid
 
 if TYPE_CHECKING:
     from .config import ProviderConfig
@@ -89,6 +92,26 @@ class StreamConverter(Protocol):
 
 class NoSettings(Struct, forbid_unknown_fields=True):
     """A provider with no fields of its own."""
+
+
+def answer_object(body: bytes, provider: str) -> dict[str, Any]:
+    """A provider's successful JSON answer, which must be an object; anything else is a 502."""
+    try:
+        value = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        raise upstream_invalid(f"{provider} answered with invalid JSON") from None
+    if not isinstance(value, dict):
+        raise upstream_invalid(f"{provider}'s answer is not a JSON object")
+    return value
+
+
+def json_object(body: bytes) -> dict[str, Any] | None:
+    """A body's JSON object, or None when it is not one (an HTML error page, say)."""
+    try:
+        value = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 class Provider:

@@ -12,7 +12,8 @@
   encodes the (encoded) path once more, as AWS requires of every service but S3.
 - Chat request: system/developer -> `system[{text}]`; user and assistant text; data-URL
   images -> `image{format, source{bytes}}` (png, jpeg, gif, webp; an http(s) image URL is
-  fetched by the gateway first, 20 MiB and 30 s at most, a failure being a 400 naming it); assistant `tool_calls` -> `toolUse{toolUseId, name, input}`;
+  fetched by the gateway first, 20 MiB and 30 s at most, a failure being a 400 naming it);
+  assistant `tool_calls` -> `toolUse{toolUseId, name, input}`;
   `tool` messages -> `toolResult{toolUseId, content}` in a user turn (`[{json}]` when the
   content is a JSON object, else `[{text}]`); consecutive same-role turns merged.
   `inferenceConfig`: maxTokens (max_completion_tokens or max_tokens), temperature, topP,
@@ -28,7 +29,8 @@
   `additionalModelRequestFields` last (it wins).
 - Dropped on purpose: `seed`, `frequency_penalty`, `presence_penalty`, `logprobs`,
   `logit_bias`, `response_format: json_object` (json_schema becomes
-  `outputConfig.textFormat`, Bedrock's structured output), `parallel_tool_calls`, `user`, `service_tier`, and any
+  `outputConfig.textFormat`, Bedrock's structured output), `parallel_tool_calls`, `user`,
+  `service_tier`, and any
   field the OpenAI request types do not name; reasoning from earlier assistant turns (it
   has no signature). `n` > 1, audio and file parts are 400s.
 - Response: text blocks joined, `reasoningContent` -> `reasoning_content`, `toolUse` ->
@@ -68,7 +70,8 @@ from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, ChatCom
                                        ChatMessage, Choice, EmbeddingsRequest,
                                        EmbeddingsResponse, EmbeddingsUsage, FunctionCall,
                                        ToolCall, Usage, cached_usage, embedding, encode)
-from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest
+from aiproxy_middleware.provider import (Call, Endpoint, Provider, UpstreamRequest,
+                                         answer_object, json_object)
 from aiproxy_middleware.sse import ChunkStream
 
 from ._aws import EventStreamDecoder, EventStreamError, Message, sigv4_headers
@@ -205,11 +208,8 @@ class Bedrock(Provider):
         return BedrockStream(call.model, call.include_usage)
 
     def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
-        try:
-            data = msgspec.json.decode(body)
-        except msgspec.DecodeError:
-            return None
-        if not isinstance(data, dict):
+        data = json_object(body)
+        if data is None:
             return None
         message = data.get("message", data.get("Message"))
         if not isinstance(message, str):
@@ -223,13 +223,7 @@ def _error(status: int, message: str, code: str | None = None) -> ProxyError:
 
 
 def _decode(body: bytes) -> dict[str, Any]:
-    try:
-        data = msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        raise upstream_invalid("Bedrock answered with invalid JSON") from None
-    if not isinstance(data, dict):
-        raise upstream_invalid("Bedrock's answer is not a JSON object")
-    return data
+    return answer_object(body, "Bedrock")
 
 
 # ---- chat request -----------------------------------------------------------------------

@@ -20,7 +20,8 @@
   a forced `tool_choice` (required or named) is sent as asked, and Claude refuses it.
 - Dropped on purpose (Claude has no equivalent): `seed`, `n`, `frequency_penalty`,
   `presence_penalty`, `logprobs`/`top_logprobs`, `logit_bias`,
-  `response_format: json_object`, `service_tier`, `store`, and any other field the OpenAI request types do not name.
+  `response_format: json_object`, `service_tier`, `store`, and any other field the OpenAI
+  request types do not name.
   Reasoning from earlier assistant turns is not sent back (it has no signature).
   Audio and file parts are refused with a 400.
 - Response: text blocks joined into `content`, `thinking` -> `reasoning_content`,
@@ -51,7 +52,8 @@ from aiproxy_middleware.errors import ProxyError, bad_request, upstream_invalid
 from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, ChatCompletionRequest,
                                        ChatMessage, Choice, ContentPart, FunctionCall,
                                        ToolCall, Usage, cached_usage, encode)
-from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest
+from aiproxy_middleware.provider import (Call, Endpoint, Provider, UpstreamRequest,
+                                         answer_object, json_object)
 from aiproxy_middleware.sse import ChunkStream, Event, EventParser
 
 DEFAULT_MAX_TOKENS = 4096
@@ -106,11 +108,8 @@ class Claude(Provider):
                                encode(body))
 
     def convert_response(self, call: Call, body: bytes) -> bytes | None:
-        try:
-            message = msgspec.json.decode(body)
-        except msgspec.DecodeError:
-            raise upstream_invalid("Claude answered with invalid JSON") from None
-        if not isinstance(message, dict) or not isinstance(message.get("content"), list):
+        message = answer_object(body, "Claude")
+        if not isinstance(message.get("content"), list):
             raise upstream_invalid("Claude's answer has no content list")
         return encode(convert_message(message, call.model))
 
@@ -323,11 +322,8 @@ def convert_message(message: dict[str, Any], model: str) -> ChatCompletion:
 
 
 def _error_of(body: bytes) -> dict[str, Any] | None:
-    try:
-        data = msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        return None
-    error = data.get("error") if isinstance(data, dict) else None
+    data = json_object(body)
+    error = data.get("error") if data is not None else None
     if not isinstance(error, dict) or not isinstance(error.get("message"), str):
         return None
     return error

@@ -34,15 +34,15 @@ import time
 import uuid
 from typing import Any
 
-import msgspec
 from msgspec import UNSET
 
-from aiproxy_middleware.errors import ProxyError, bad_request, upstream_invalid
+from aiproxy_middleware.errors import ProxyError, bad_request
 from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, ChatCompletionRequest,
                                        ChatMessage, Choice, embedding, EmbeddingsRequest,
                                        EmbeddingsResponse, EmbeddingsUsage, FunctionCall,
                                        ToolCall, Usage, encode)
-from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest
+from aiproxy_middleware.provider import (Call, Endpoint, Provider, UpstreamRequest,
+                                         answer_object, json_object)
 from aiproxy_middleware.sse import ChunkStream, Event, JsonEventConverter
 
 HOST = "https://api.cohere.com"
@@ -79,11 +79,8 @@ class Cohere(Provider):
         return CohereStream(call.model, call.include_usage)
 
     def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
-        try:
-            value = msgspec.json.decode(body)
-        except msgspec.DecodeError:
-            return None
-        if not isinstance(value, dict) or not isinstance(value.get("message"), str):
+        value = json_object(body)
+        if value is None or not isinstance(value.get("message"), str):
             return None
         return status, proxy_error(value["message"], status).body()
 
@@ -214,13 +211,7 @@ def embed_body(req: EmbeddingsRequest, model: str, input_type: str | None) -> di
 
 
 def _decode(body: bytes) -> dict[str, Any]:
-    try:
-        answer = msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        raise upstream_invalid("Cohere answered with invalid JSON") from None
-    if not isinstance(answer, dict):
-        raise upstream_invalid("Cohere's answer is not a JSON object")
-    return answer
+    return answer_object(body, "Cohere")
 
 
 def convert_usage(usage: Any) -> Usage | None:

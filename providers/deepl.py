@@ -35,13 +35,13 @@ import uuid
 from typing import Any
 
 import httpx
-import msgspec
 from msgspec import Struct
 
 from aiproxy_middleware.config import ConfigError
 from aiproxy_middleware.errors import ProxyError, bad_request, upstream_invalid
 from aiproxy_middleware.openai import ChatCompletionRequest, encode
-from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest
+from aiproxy_middleware.provider import (Call, Endpoint, Provider, UpstreamRequest,
+                                         answer_object, json_object)
 from aiproxy_middleware.sse import DONE
 
 HOSTS = {"Free": "https://api-free.deepl.com", "Pro": "https://api.deepl.com"}
@@ -120,11 +120,8 @@ class DeepL(Provider):
 
 
 def _decode(body: bytes) -> dict[str, Any]:
-    try:
-        answer = msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        raise upstream_invalid("DeepL answered with invalid JSON") from None
-    if not isinstance(answer, dict) or not isinstance(answer.get("translations"), list):
+    answer = answer_object(body, "DeepL")
+    if not isinstance(answer.get("translations"), list):
         raise upstream_invalid("DeepL's answer holds no translations")
     return answer
 
@@ -154,11 +151,8 @@ def convert_answer(answer: dict[str, Any], model: str) -> dict[str, Any]:
 
 def proxy_error(status: int, body: bytes) -> ProxyError:
     message = ""
-    try:
-        value = msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        value = None
-    if isinstance(value, dict):
+    value = json_object(body)
+    if value is not None:
         message = str(value.get("message") or "")
         if value.get("detail"):
             message = f"{message}: {value['detail']}" if message else str(value["detail"])

@@ -39,13 +39,13 @@ import time
 import uuid
 from typing import Any
 
-import msgspec
 from msgspec import Struct
 
 from aiproxy_middleware.errors import ConfigError, ProxyError, bad_request, upstream_invalid
 from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, ChatCompletionRequest,
                                        Choice, Usage, encode)
-from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest
+from aiproxy_middleware.provider import (Call, Endpoint, Provider, UpstreamRequest,
+                                         answer_object, json_object)
 from aiproxy_middleware.sse import ChunkStream, Event, JsonEventConverter
 
 PATHS = {"Chat": "/v1/chat-messages", "Agent": "/v1/chat-messages",
@@ -116,12 +116,7 @@ class Dify(Provider):
     def convert_response(self, call: Call, body: bytes) -> bytes | None:
         if self.bot == "Agent" and not body.lstrip().startswith(b"{"):
             return gather(self._stream(call), body)
-        try:
-            answer = msgspec.json.decode(body)
-        except msgspec.DecodeError:
-            raise upstream_invalid("Dify answered with invalid JSON") from None
-        if not isinstance(answer, dict):
-            raise upstream_invalid("Dify's answer is not a JSON object")
+        answer = answer_object(body, "Dify")
         return encode(convert_answer(answer, self.bot, self._output(), call.model))
 
     def _output(self) -> str:
@@ -134,11 +129,8 @@ class Dify(Provider):
         return self._stream(call)
 
     def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
-        try:
-            value = msgspec.json.decode(body)
-        except msgspec.DecodeError:
-            return None
-        if not isinstance(value, dict) or not isinstance(value.get("message"), str):
+        value = json_object(body)
+        if value is None or not isinstance(value.get("message"), str):
             return None
         return status, proxy_error(value, status).body()
 

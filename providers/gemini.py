@@ -42,14 +42,14 @@ import msgspec
 from msgspec import UNSET, Struct
 
 from aiproxy_middleware.config import ConfigError
-from aiproxy_middleware.errors import ProxyError, bad_request, upstream_invalid
+from aiproxy_middleware.errors import ProxyError, bad_request
 from aiproxy_middleware.images import inline_image_urls
 from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, ChatCompletionRequest,
                                        ChatMessage, Choice, CompletionTokensDetails,
                                        ContentPart, embedding, EmbeddingsRequest,
                                        EmbeddingsResponse, EmbeddingsUsage, FunctionCall,
                                        PromptTokensDetails, ToolCall, Usage, encode)
-from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest
+from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest, answer_object
 from aiproxy_middleware.sse import ChunkStream, Event, JsonEventConverter
 
 HOST = "https://generativelanguage.googleapis.com"
@@ -313,13 +313,7 @@ def embeddings_body(req: EmbeddingsRequest, model: str) -> dict[str, Any]:
 
 
 def decode_answer(body: bytes) -> dict[str, Any]:
-    try:
-        answer = msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        raise upstream_invalid("Gemini answered with invalid JSON") from None
-    if not isinstance(answer, dict):
-        raise upstream_invalid("Gemini's answer is not a JSON object")
-    return answer
+    return answer_object(body, "Gemini")
 
 
 def _call_id() -> str:
