@@ -16,9 +16,10 @@ import httpx
 import msgspec
 from msgspec import Struct
 
-from .errors import upstream_invalid
+from .errors import ConfigError, upstream_invalid
 
 if TYPE_CHECKING:
+    from .apisix_schema import ApisixTarget
     from .config import ProviderConfig
     from .openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody
 
@@ -134,11 +135,31 @@ class Provider:
     sends `developer` messages as `system` ones."""
     settings_column: ClassVar[str | None] = None
     """Its column of the customSettings name table under `protocol: original`."""
+    apisix_names: ClassVar[tuple[str, ...]] = ()
+    """The APISIX provider names (`provider: vertex-ai`) that `from_apisix` builds."""
+    apisix_max_tokens: ClassVar[str] = "max_tokens"
+    """The chat body field that APISIX's `override.llm_options.max_tokens` sets."""
+    apisix_drops_model: ClassVar[bool] = False
+    """APISIX routes send no `model` in the body (the URL names the model)."""
+    apisix_signs: ClassVar[bool] = False
+    """The request is signed over its URL, so the provider applies `override.endpoint`
+    itself; otherwise the core rewrites the URL that `request` gives."""
 
     def __init__(self, config: ProviderConfig, settings: Struct) -> None:
         self.config = config
         self.settings = settings
         self.timeout = config.timeout / 1000
+
+    @classmethod
+    def from_apisix(cls, target: ApisixTarget) -> Provider:
+        """The provider for an APISIX route or instance: no tokens (APISIX's `auth.header`
+        and `auth.query` are added by the core), the route's timeout, default settings."""
+        from .config import ProviderConfig
+
+        try:
+            return cls(ProviderConfig(type=cls.name, timeout=target.timeout), cls.Settings())
+        except ConfigError as exc:
+            raise ConfigError(f"{target.where}: {exc}") from None
 
     @property
     def host(self) -> str:

@@ -35,3 +35,19 @@ def get_provider(name: str) -> type[Provider] | None:
 
 def provider_names() -> list[str]:
     return sorted(PROVIDERS)
+
+
+def _apisix(providers: dict[str, type[Provider]]) -> dict[str, type[Provider]]:
+    found: dict[str, type[Provider]] = {}
+    for cls in providers.values():
+        for name in cls.apisix_names:
+            found[name] = cls
+    return found
+
+
+APISIX_PROVIDERS: dict[str, type[Provider]] = _apisix(PROVIDERS)
+
+
+def get_apisix_provider(name: str) -> type[Provider] | None:
+    """The provider class for an APISIX provider name (`azure-openai`, `vertex-ai`), or None."""
+    return APISIX_PROVIDERS.get(name)
