@@ -225,6 +225,9 @@ class ApisixTarget:
     provider_conf: ProviderConf | None
     endpoint: str | None
     """`override.endpoint`, if set."""
+    override: Override | None
+    """The whole `override` (a provider whose body is not OpenAI's applies
+    `request_body[<its protocol>]` itself, such as bedrock's `bedrock-converse`)."""
     timeout: int
     """Milliseconds, per upstream operation (connect, first byte, each read)."""
     where: str

@@ -12,20 +12,27 @@ import pkgutil
 from aiproxy_middleware.provider import Provider
 
 
-def _discover() -> dict[str, type[Provider]]:
+def _discover() -> tuple[dict[str, type[Provider]], dict[str, type[Provider]]]:
+    """The classes by config `type`, and by the APISIX provider names they serve (a class
+    may serve APISIX routes only, such as one for a provider's OpenAI-compatible API)."""
     found: dict[str, type[Provider]] = {}
+    apisix: dict[str, type[Provider]] = {}
     for module_info in pkgutil.iter_modules(__path__):
         if module_info.name.startswith("_"):
             continue
         module = importlib.import_module(f"{__name__}.{module_info.name}")
         for value in vars(module).values():
-            if (isinstance(value, type) and issubclass(value, Provider)
-                    and value.__module__ == module.__name__ and "name" in value.__dict__):
+            if not (isinstance(value, type) and issubclass(value, Provider)
+                    and value.__module__ == module.__name__):
+                continue
+            if "name" in value.__dict__:
                 found[value.name] = value
-    return found
+            for apisix_name in value.__dict__.get("apisix_names", ()):
+                apisix[apisix_name] = value
+    return found, apisix
 
 
-PROVIDERS: dict[str, type[Provider]] = _discover()
+PROVIDERS, APISIX_PROVIDERS = _discover()
 
 
 def get_provider(name: str) -> type[Provider] | None:
@@ -36,16 +43,6 @@ def get_provider(name: str) -> type[Provider] | None:
 def provider_names() -> list[str]:
     return sorted(PROVIDERS)
 
-
-def _apisix(providers: dict[str, type[Provider]]) -> dict[str, type[Provider]]:
-    found: dict[str, type[Provider]] = {}
-    for cls in providers.values():
-        for name in cls.apisix_names:
-            found[name] = cls
-    return found
-
-
-APISIX_PROVIDERS: dict[str, type[Provider]] = _apisix(PROVIDERS)
 
 
 def get_apisix_provider(name: str) -> type[Provider] | None:
