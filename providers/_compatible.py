@@ -3,6 +3,11 @@
 Such a provider converts nothing: the client's body goes upstream with the model mapped,
 and the answer (streamed or not) comes back byte for byte. A subclass states its host,
 paths and auth scheme.
+
+A converting provider's OpenAI-compatible API (Gemini's, Claude's) is a class deriving from
+`OpenAICompatible` first and the converting provider second: it keeps that provider's
+`name` and settings, and `OpenAICompatible`'s own no-op hooks below take precedence over the
+converting ones.
 """
 
 from __future__ import annotations
@@ -10,8 +15,10 @@ from __future__ import annotations
 from typing import ClassVar
 from urllib.parse import urlsplit
 
+import httpx
+
 from aiproxy_middleware.config import ConfigError
-from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest
+from aiproxy_middleware.provider import Call, Endpoint, Provider, StreamConverter, UpstreamRequest
 
 DEFAULT_PATHS = {Endpoint.CHAT: "/v1/chat/completions", Endpoint.EMBEDDINGS: "/v1/embeddings"}
 
@@ -41,11 +48,28 @@ class OpenAICompatible(Provider):
         return self.chat_path if call.endpoint is Endpoint.CHAT else self.embeddings_path or ""
 
     def request(self, call: Call) -> UpstreamRequest:
+        if call.endpoint is None:  # a native call (Anthropic Messages): its own path
+            return self.original_request(call)
         return UpstreamRequest(self.base_url() + self.path(call), self.auth_headers(call),
                                call.body.encode())
 
     def auth_headers(self, call: Call) -> dict[str, str]:
         return {"Authorization": self.auth_scheme + call.token} if call.token else {}
+
+    # OpenAI's format both ways: nothing to fetch or convert. Stated here rather than left to
+    # `Provider`, so that they win over a converting provider's in a class deriving from both.
+
+    async def prepare(self, call: Call, client: httpx.AsyncClient) -> None:
+        return None
+
+    def convert_response(self, call: Call, body: bytes) -> bytes | None:
+        return None
+
+    def stream_converter(self, call: Call) -> StreamConverter | None:
+        return None
+
+    def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
+        return None
 
 
 def split_url(url: str, field: str, scheme: str = "https") -> tuple[str, str, str]:

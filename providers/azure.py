@@ -10,19 +10,33 @@
   The URL's query is sent with every request and must carry `api-version`, except on the
   version-less v1 API (`/openai/v1`).
 - Auth: the `api-key` header; Azure takes exactly one token.
+
+APISIX `provider: azure-openai`: `override.endpoint` is required and read like
+`azureServiceUrl` (APISIX's documented value is the full deployment URL,
+`https://<resource>.openai.azure.com/openai/deployments/<name>/chat/completions?api-version=...`);
+an invalid or missing one is an error naming `override.endpoint`. `model` is dropped from the
+body (the URL names the deployment), `llm_options.max_tokens` sets `max_tokens`, and no
+`api-key` is added here: it comes from the route's `auth.header`.
+
+Source: Azure OpenAI REST API reference (learn.microsoft.com/azure/ai-services/openai/reference):
+`POST {endpoint}/openai/deployments/{deployment-id}/chat/completions?api-version=...` (and
+`/embeddings`), `api-key` header.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote
 
 from msgspec import Struct
 
-from aiproxy_middleware.config import ConfigError
+from aiproxy_middleware.config import ConfigError, ProviderConfig
 from aiproxy_middleware.provider import Call, Endpoint, UpstreamRequest
 
 from ._compatible import OpenAICompatible, split_url
+
+if TYPE_CHECKING:
+    from aiproxy_middleware.apisix_schema import ApisixTarget
 
 _API_PATHS = {Endpoint.CHAT: "/chat/completions", Endpoint.EMBEDDINGS: "/embeddings"}
 
@@ -36,12 +50,14 @@ class Azure(OpenAICompatible):
     Settings = Settings
     max_tokens = 1
     accepts_developer_role = True
+    apisix_names = ("azure-openai",)
+    apisix_drops_model = True
 
-    def __init__(self, config: Any, settings: Settings) -> None:
+    def __init__(self, config: Any, settings: Settings, field: str = "azureServiceUrl") -> None:
         super().__init__(config, settings)
-        self._base, path, query = split_url(settings.azure_service_url, "azureServiceUrl")
+        self._base, path, query = split_url(settings.azure_service_url, field)
         if "api-version" not in parse_qs(query) and not path.startswith("/openai/v1"):
-            raise ConfigError("azureServiceUrl: must carry the api-version query parameter"
+            raise ConfigError(f"{field}: must carry the api-version query parameter"
                               " (e.g. ?api-version=2024-10-21)")
         self._query = f"?{query}" if query else ""
         # Exactly one of these shapes the path: a fixed URL, a deployment, or the v1 API.
@@ -56,6 +72,16 @@ class Azure(OpenAICompatible):
         elif path:
             self._fixed = path + self._query
 
+    @classmethod
+    def from_apisix(cls, target: ApisixTarget) -> Azure:
+        field = f"{target.where}.override.endpoint"
+        if not target.endpoint:
+            raise ConfigError(f"{field}: required for provider azure-openai (the deployment URL,"
+                              " such as https://RESOURCE.openai.azure.com/openai/deployments/NAME"
+                              "/chat/completions?api-version=2024-10-21)")
+        return cls(ProviderConfig(type=cls.name, timeout=target.timeout),
+                   Settings(azure_service_url=target.endpoint), field)
+
     def base_url(self) -> str:
         return self._base
 
@@ -69,7 +95,7 @@ class Azure(OpenAICompatible):
         return f"/openai/deployments/{deployment}{api}{self._query}"
 
     def auth_headers(self, call: Call) -> dict[str, str]:
-        return {"api-key": call.token}
+        return {"api-key": call.token} if call.token else {}
 
     def original_request(self, call: Call) -> UpstreamRequest:
         query = call.query

@@ -8,6 +8,9 @@
   API, `https://api.deepseek.com/anthropic/v1/messages` (DeepSeek's "Using the Anthropic
   API" guide: base URL `https://api.deepseek.com/anthropic`).
 - Higress sends `/v1/chat/completions`; this module uses the documented path.
+- APISIX `provider: deepseek`: the same URLs (APISIX's default is also
+  `https://api.deepseek.com/chat/completions`); `llm_options.max_tokens` sets `max_tokens`.
+  Anthropic Messages calls go to the native path above.
 """
 
 from __future__ import annotations
@@ -21,3 +24,4 @@ class DeepSeek(OpenAICompatible):
     chat_path = "/chat/completions"
     embeddings_path = None
     anthropic_path = "/anthropic/v1/messages"
+    apisix_names = ("deepseek",)

@@ -1,6 +1,8 @@
 """OpenAI (`type: openai`), and any server that speaks its API at a custom URL.
 
-- Default host `https://api.openai.com`, `/v1/chat/completions`, `/v1/embeddings`, Bearer auth.
+- Default host `https://api.openai.com`, `/v1/chat/completions`, `/v1/embeddings`, Bearer auth
+  (OpenAI's API reference, platform.openai.com/docs/api-reference/chat/create and
+  /embeddings/create).
 - `openaiCustomUrl` (scheme optional, https by default; `http://` for local servers such as
   vLLM or llama.cpp): a URL whose path ends in an API path (`.../chat/completions`,
   `.../embeddings`, ...) receives every request as it is; any other path is a base that the
@@ -9,17 +11,31 @@
 - `responseJsonSchema`: the `response_format` object set on every chat request.
 - With no `apiTokens`, the client's own key is forwarded (from `Authorization`,
   `x-api-key` or `x-authorization`).
+
+APISIX routes:
+- `provider: openai`: the host and paths above; `llm_options.max_tokens` sets
+  `max_completion_tokens` (OpenAI's reference deprecates `max_tokens` in its favour). The
+  client's key is never forwarded: APISIX's `auth.header`/`auth.query` authenticate.
+- `provider: openai-compatible` (`OpenAICompatibleServer`): any server with OpenAI's API;
+  `override.endpoint` is required, since there is no default host. Its scheme and host are
+  the base; `/v1/chat/completions` and `/v1/embeddings` are the fallback paths (the endpoint's
+  own path, if it has one, replaces them when the gateway applies `override.endpoint`).
+  `llm_options.max_tokens` sets `max_tokens`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from msgspec import Struct
 
+from aiproxy_middleware.config import ConfigError, ProviderConfig
 from aiproxy_middleware.provider import Call, Endpoint
 
-from ._compatible import DEFAULT_PATHS, OpenAICompatible, custom_url_paths
+from ._compatible import DEFAULT_PATHS, OpenAICompatible, custom_url_paths, split_url
+
+if TYPE_CHECKING:
+    from aiproxy_middleware.apisix_schema import ApisixTarget
 
 # A custom URL whose path ends in one of these names a single API endpoint.
 _DIRECT_SUFFIXES = ("/completions", "/embeddings", "/audio/speech", "/audio/transcriptions",
@@ -39,14 +55,22 @@ class OpenAI(OpenAICompatible):
     default_base_url = "https://api.openai.com"
     requires_token = False
     accepts_developer_role = True
+    apisix_names = ("openai",)
+    apisix_max_tokens = "max_completion_tokens"
 
-    def __init__(self, config: Any, settings: Settings) -> None:
+    def __init__(self, config: Any, settings: Settings, forward_client_key: bool = True) -> None:
         super().__init__(config, settings)
         self._base, self._paths = self.default_base_url, DEFAULT_PATHS
         if settings.openai_custom_url:
             self._base, self._paths = custom_url_paths(
                 settings.openai_custom_url, "openaiCustomUrl", _DIRECT_SUFFIXES)
         self._schema = settings.response_json_schema
+        self._forward_client_key = forward_client_key
+
+    @classmethod
+    def from_apisix(cls, target: ApisixTarget) -> OpenAI:
+        return cls(ProviderConfig(type=cls.name, timeout=target.timeout), Settings(),
+                   forward_client_key=False)
 
     def base_url(self) -> str:
         return self._base
@@ -60,10 +84,29 @@ class OpenAI(OpenAICompatible):
         return super().request(call)
 
     def auth_headers(self, call: Call) -> dict[str, str]:
-        token = call.token or _client_key(call.client_headers)
+        token = call.token
+        if not token and self._forward_client_key:
+            token = _client_key(call.client_headers)
         if not token:
             return {}
         return {"Authorization": token if token.startswith("Bearer ") else f"Bearer {token}"}
+
+
+class OpenAICompatibleServer(OpenAI):
+    """APISIX's `openai-compatible`: a server with OpenAI's API at `override.endpoint`."""
+
+    apisix_names = ("openai-compatible",)
+    apisix_max_tokens = "max_tokens"
+
+    @classmethod
+    def from_apisix(cls, target: ApisixTarget) -> OpenAI:
+        field = f"{target.where}.override.endpoint"
+        if not target.endpoint:
+            raise ConfigError(f"{field}: required for provider openai-compatible (it has no"
+                              " default host)")
+        base, _, _ = split_url(target.endpoint, field)
+        return cls(ProviderConfig(type=cls.name, timeout=target.timeout),
+                   Settings(openai_custom_url=base), forward_client_key=False)
 
 
 def _client_key(headers: list[tuple[bytes, bytes]]) -> str:

@@ -8,7 +8,10 @@
 
 Sources: openrouter.ai/docs/api-reference/overview (chat path, Bearer),
 openrouter.ai/docs/api_reference/embeddings, openrouter.ai/docs/use-cases/reasoning-tokens.
-Higress routes chat (and legacy completions) only.
+Higress routes chat (and legacy completions) only. APISIX `provider: openrouter` uses the
+same chat URL (APISIX's default too) and `max_tokens` for `llm_options.max_tokens`; APISIX
+refuses embeddings for openrouter, while this module serves OpenRouter's documented
+`/api/v1/embeddings` on both dialects.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ class OpenRouter(OpenAICompatible):
     default_base_url = "https://openrouter.ai"
     chat_path = "/api/v1/chat/completions"
     embeddings_path = "/api/v1/embeddings"
+    apisix_names = ("openrouter",)
 
     def request(self, call: Call) -> UpstreamRequest:
         body = call.body

@@ -1,5 +1,5 @@
 """OpenAI-compatible providers, second batch: cloudflare, ollama, grok, fireworks, together-ai,
-openrouter, github, minimax, hunyuan, vllm.
+openrouter, github, minimax, hunyuan, vllm, aimlapi.
 
 For each: the exact upstream URL, the auth header, the body sent and what the client gets back
 (chat, streamed chat, embeddings or the 404 in their place), then each provider's own fields.
@@ -59,6 +59,8 @@ CASES = [
     Case("vllm", "http://vllm.local:8000/v1/chat/completions",
          "http://vllm.local:8000/v1/embeddings",
          fields={"vllmServerHost": "vllm.local:8000"}),
+    Case("aimlapi", "https://api.aimlapi.com/v1/chat/completions",
+         "https://api.aimlapi.com/v1/embeddings"),
 ]
 IDS = [f"{c.type}-{'token' if c.tokens else 'tokenless'}" for c in CASES]
 EMBEDDING_CASES = [c for c in CASES if c.embeddings]
@@ -156,13 +158,15 @@ def config_error(provider: dict[str, Any]) -> str:
 @pytest.mark.parametrize("kind, fields", [
     ("cloudflare", {"cloudflareAccountId": "a"}), ("grok", {}), ("fireworks", {}),
     ("together-ai", {}), ("openrouter", {}), ("github", {}), ("minimax", {}), ("hunyuan", {}),
+    ("aimlapi", {}),
 ])
 def test_hosted_providers_need_a_token(kind, fields):
     message = config_error({"type": kind, **fields})
     assert message.startswith("provider.apiTokens:")
 
 
-@pytest.mark.parametrize("kind", ["grok", "fireworks", "together-ai", "openrouter", "github"])
+@pytest.mark.parametrize("kind", ["grok", "fireworks", "together-ai", "openrouter", "github",
+                                  "aimlapi"])
 def test_providers_without_fields_reject_unknown_ones(kind):
     message = config_error({"type": kind, "apiTokens": ["k"], "cloudflareAccountId": "x"})
     assert message.startswith("provider.cloudflareAccountId: unknown field")
