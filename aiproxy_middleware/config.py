@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -22,6 +22,8 @@ from .mapping import ModelMapper, SettingsApplier
 from .messages import AnswerRules, MessageRules
 
 if TYPE_CHECKING:
+    from .apisix import ApisixRoute
+    from .observe import SummaryHook
     from .provider import Provider
 
 DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
@@ -58,10 +60,26 @@ class ProviderConfig(Struct, rename="camel", forbid_unknown_fields=True):
     """Turns on `promoteThinkingOnEmpty` and `mergeConsecutiveMessages` together."""
 
 
+class SummaryLogging(Struct, forbid_unknown_fields=True):
+    """Whether each request's summary is logged (Higress-dialect routes; APISIX routes
+    have their own `logging`), and with its payloads."""
+
+    summaries: bool = True
+    payloads: bool = False
+
+
+class MetricsEndpoint(Struct, forbid_unknown_fields=True):
+    path: Annotated[str, Meta(pattern=r"^/")] = "/metrics"
+
+
 class _TopLevel(Struct, rename="camel", forbid_unknown_fields=True):
     provider: dict[str, Any] | None = None
-    routes: list[_RouteEntry] | None = None
+    routes: list[dict[str, Any]] | None = None
     max_body_size: Annotated[int, Meta(ge=1)] = DEFAULT_MAX_BODY_SIZE
+    logging: SummaryLogging = msgspec.field(default_factory=SummaryLogging)
+    metrics: MetricsEndpoint | None = None
+    on_summary: str | None = None
+    """A `module:function` called with every request's summary."""
 
 
 class _RouteEntry(Struct, forbid_unknown_fields=True):
@@ -95,6 +113,25 @@ class Config:
     routes: tuple[Route, ...]
     catch_all: bool
     max_body_size: int = DEFAULT_MAX_BODY_SIZE
+    apisix: dict[str, list[ApisixRoute]] = field(default_factory=dict)
+    """APISIX routes by their exact path, in config order."""
+    apisix_prefixed: tuple[ApisixRoute, ...] = ()
+    """APISIX routes whose path ends in `*`."""
+    logging: SummaryLogging = field(default_factory=SummaryLogging)
+    metrics_path: str | None = None
+    hooks: tuple[SummaryHook, ...] = ()
+
+    def apisix_for(self, path: str) -> list[ApisixRoute] | None:
+        """The APISIX routes that may serve `path`, in config order."""
+        found = self.apisix.get(path)
+        if self.apisix_prefixed:
+            more = [r for r in self.apisix_prefixed if r.matches_path(path)]
+            if more:
+                found = (found or []) + more
+        return found
+
+    def all_apisix(self) -> list[ApisixRoute]:
+        return [r for rs in self.apisix.values() for r in rs] + list(self.apisix_prefixed)
 
     def route_for(self, path: str) -> Route | None:
         """The route with the longest prefix that holds `path`, if any."""
@@ -126,20 +163,39 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any] | Config) -> Con
     if (top.provider is None) == (top.routes is None):
         raise ConfigError("config: give exactly one of `provider` (one provider for every AI path)"
                           " or `routes` (a provider per path prefix)")
+    from .apisix import build_route, is_apisix_entry
+
+    apisix: dict[str, list[ApisixRoute]] = {}
+    prefixed: list[ApisixRoute] = []
     if top.provider is not None:
         routes = [_route("/", top.provider, "provider")]
     else:
         routes, seen = [], set()
-        for i, entry in enumerate(top.routes or ()):
+        for i, raw in enumerate(top.routes or ()):
+            if is_apisix_entry(raw):
+                route = build_route(raw, f"routes[{i}]")
+                if route.prefix:
+                    prefixed.append(route)
+                else:
+                    apisix.setdefault(route.path, []).append(route)
+                continue
+            entry = _convert(raw, _RouteEntry, f"routes[{i}]")
             prefix = _prefix(entry.path, f"routes[{i}].path")
             if prefix in seen:
                 raise ConfigError(f"routes[{i}].path: prefix {prefix!r} is configured twice")
             seen.add(prefix)
             routes.append(_route(prefix, entry.provider, f"routes[{i}].provider"))
-        if not routes:
+        if not routes and not apisix and not prefixed:
             raise ConfigError("routes: must list at least one route")
     routes.sort(key=lambda r: len(r.prefix), reverse=True)
-    return Config(tuple(routes), top.provider is not None, top.max_body_size)
+    hooks: tuple[SummaryHook, ...] = ()
+    if top.on_summary:
+        from .observe import load_hook
+
+        hooks = (load_hook(top.on_summary, "onSummary"),)
+    return Config(tuple(routes), top.provider is not None, top.max_body_size, apisix,
+                  tuple(prefixed), top.logging, top.metrics.path if top.metrics else None,
+                  hooks)
 
 
 def _route(prefix: str, raw: dict[str, Any], where: str) -> Route:
@@ -215,7 +271,7 @@ def _expand_env(value: Any, where: str) -> Any:
 
 _CHOICES = {"protocol": "openai, original", "mode": "auto, raw",
             "reasoningContentMode": "passthrough, ignore, concat"}
-_MSG = re.compile(r"^(.*?)(?: - at `\$(.*)`)?$", re.S)
+_MSG = re.compile(r"^(.*?)(?: - at (?:`key` in )?`\$(.*)`)?$", re.S)
 _FIELD = re.compile(r"^Object (contains unknown|missing required) field `([^`]*)`$")
 
 

@@ -10,11 +10,15 @@ import httpx
 from msgspec import UNSET
 
 from .anthropic import MessagesRequest, to_chat
+from .apisix_responder import ApisixResponder
 from .config import Config, Route, load_config
 from .errors import ProxyError, bad_request
+from .health import HealthMonitor
+from .observe import Metrics, Observer, SummaryHook
 from .openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody
 from .provider import Call, Endpoint
-from .relay import Relay
+from .relay import Relay, Trace
+from .summaries import summarize
 from .transport import default_client
 
 logger = logging.getLogger("aiproxy_middleware")
@@ -31,22 +35,45 @@ class AIProxyMiddleware:
     (and, with `routes`, every path under a configured prefix) are answered here; all others
     go to `app`.
 
+    APISIX routes (config entries in the APISIX dialects) serve their own paths.
+
     `config` is a YAML file path, a dict, or what `load_config` returns. `http_client`, when
     given, carries every upstream call; otherwise the middleware opens its own client at
-    lifespan start-up (or on first use) and closes it at shutdown.
+    lifespan start-up (or on first use) and closes it at shutdown. `on_summary` is called
+    with each AI request's `Summary` (as are the config's hooks and `add_summary_hook`'s).
     """
 
     def __init__(self, app: Any, config: str | dict[str, Any] | Config,
-                 http_client: httpx.AsyncClient | None = None) -> None:
+                 http_client: httpx.AsyncClient | None = None,
+                 on_summary: SummaryHook | None = None) -> None:
         self.app = app
         self.config = load_config(config)
         self._client = http_client
         self._owns_client = http_client is None
+        hooks = list(self.config.hooks) + ([on_summary] if on_summary else [])
+        self.metrics = Metrics() if self.config.metrics_path else None
+        self.observer = Observer(self.metrics, hooks)
+        self.health = HealthMonitor([c for r in self.config.all_apisix() for c in r.checkers()])
+        for route in self.config.all_apisix():
+            route.clients.get = lambda: self.http_client
+
+    def add_summary_hook(self, hook: SummaryHook) -> None:
+        """Call `hook` with the summary of every AI request from now on."""
+        self.observer.add_hook(hook)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         kind = scope["type"]
         if kind == "http":
-            route = self.config.route_for(scope["path"])
+            path = scope["path"]
+            apisix = self.config.apisix_for(path)
+            if apisix:
+                self.health.start()
+                await ApisixResponder(self, apisix)(scope, receive, send)
+                return
+            if path == self.config.metrics_path and self.metrics is not None:
+                await self._metrics(send)
+                return
+            route = self.config.route_for(path)
             if route is not None:
                 endpoint = Endpoint.for_path(scope["path"])
                 if endpoint is not None or not self.config.catch_all:
@@ -65,8 +92,17 @@ class AIProxyMiddleware:
             client = self._client = default_client()
         return client
 
+    async def _metrics(self, send: Any) -> None:
+        body, content_type = self.metrics.render()  # type: ignore[union-attr]
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", content_type.encode()),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
     async def aclose(self) -> None:
-        """Close the middleware's own HTTP client (an injected client is left open)."""
+        """Stop the health checks and close the middleware's own HTTP client (an injected
+        client is left open)."""
+        await self.health.stop()
         client, self._client = self._client, None
         if client is not None and self._owns_client:
             await client.aclose()
@@ -77,6 +113,9 @@ class AIProxyMiddleware:
         """Pass lifespan to the app, opening the client at start-up and closing it after the
         app's shutdown; for an app without lifespan (Django), answer it here."""
         received = False
+        state = scope.get("state")
+        if isinstance(state, dict):
+            state["aiproxy"] = self  # the app reaches the middleware (hooks, metrics) here
 
         async def app_receive() -> Message:
             nonlocal received
@@ -84,6 +123,7 @@ class AIProxyMiddleware:
             received = True
             if message["type"] == "lifespan.startup":
                 _ = self.http_client
+                self.health.start()
             return message
 
         async def app_send(message: Message) -> None:
@@ -102,6 +142,7 @@ class AIProxyMiddleware:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 _ = self.http_client
+                self.health.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.aclose()
@@ -126,16 +167,26 @@ class ProxyResponder:
         if answers is not None and (self.anthropic or self.original
                                     or self.endpoint is not Endpoint.CHAT):
             answers = None
-        relay = Relay(self.route.provider, send, self.anthropic, answers)
+        trace = Trace()
+        relay = Relay(self.route.provider, send, self.anthropic, answers, trace=trace)
+        call: Call | None = None
+        error = None
         try:
             call = await self._call(scope, receive)
             await relay.run(call, self.middleware.http_client, receive)
         except ProxyError as exc:
+            error = exc.message
             await relay.fail(exc)
         except Exception:
             logger.exception("aiproxy: unexpected error on %s %s", scope["method"], scope["path"])
-            await relay.fail(ProxyError(500, "the gateway failed to handle this request",
-                                        "server_error", "internal_error"))
+            error = "the gateway failed to handle this request"
+            await relay.fail(ProxyError(500, error, "server_error", "internal_error"))
+        if call is not None:
+            config = self.middleware.config
+            summary = summarize(trace, call, self.route.prefix, self.route.provider.name, None,
+                                error, payloads=config.logging.payloads,
+                                endpoint="messages" if self.anthropic else None)
+            await self.middleware.observer.emit(summary, config.logging.summaries)
 
     async def _call(self, scope: Scope, receive: Any) -> Call:
         path = scope["path"]
@@ -147,8 +198,8 @@ class ProxyResponder:
             raise ProxyError(405, f"method {scope['method']} is not allowed on {path}; use POST",
                              "invalid_request_error", "method_not_allowed")
         headers = scope["headers"]
-        _check_content_type(headers)
-        data = await _read_body(receive, headers, self.middleware.config.max_body_size)
+        data = await read_body(receive, headers, self.middleware.config.max_body_size,
+                               content_type=True)
         body = JsonBody.decode(data)
         raw: bytes | None = data  # as the client sent it, while the body is the client's
         route = self.route
@@ -237,7 +288,11 @@ def _check_content_type(headers: list[tuple[bytes, bytes]]) -> None:
             return
 
 
-async def _read_body(receive: Any, headers: list[tuple[bytes, bytes]], limit: int) -> bytes:
+async def read_body(receive: Any, headers: list[tuple[bytes, bytes]], limit: int,
+                    content_type: bool = False) -> bytes:
+    """The request body, within `limit` bytes (413), checked to be JSON (415) if asked."""
+    if content_type:
+        _check_content_type(headers)
     for name, value in headers:
         if name == b"content-length":
             if value.isdigit() and int(value) > limit:

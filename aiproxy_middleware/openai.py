@@ -298,6 +298,9 @@ class JsonBody:
     def __contains__(self, name: str) -> bool:
         return name in self._fields
 
+    def __len__(self) -> int:
+        return len(self._fields)
+
     def get(self, name: str, tp: type[T] | Any = Any, default: Any = None) -> Any:
         """The field decoded as `tp`, or `default` when absent; a mistyped field is a 400."""
         value = self._fields.get(name, default)

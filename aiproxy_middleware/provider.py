@@ -141,6 +141,9 @@ class Provider:
     """The chat body field that APISIX's `override.llm_options.max_tokens` sets."""
     apisix_drops_model: ClassVar[bool] = False
     """APISIX routes send no `model` in the body (the URL names the model)."""
+    apisix_protocol: ClassVar[str] = "openai-chat"
+    """The APISIX protocol name of the body sent for a chat call (the key of
+    `override.request_body` the core merges; a provider with another applies it itself)."""
     apisix_signs: ClassVar[bool] = False
     """The request is signed over its URL, so the provider applies `override.endpoint`
     itself; otherwise the core rewrites the URL that `request` gives."""

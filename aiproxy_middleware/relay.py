@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import Any, Callable
 
 import httpx
 
 from .anthropic import MessageStream, convert_answer, error_event, error_json
-from .errors import ProxyError, upstream_timeout, upstream_unreachable
+from .errors import ProxyError, upstream_invalid, upstream_timeout, upstream_unreachable
 from .messages import AnswerRules
-from .provider import Call, Provider
+from .observe import AnswerTap
+from .provider import Call, Provider, UpstreamRequest
 
 logger = logging.getLogger("aiproxy_middleware")
 
@@ -25,16 +28,73 @@ _DROP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content
                    b"set-cookie", b"alt-svc"})
 
 
+OVERHEAD_HEADER = b"x-aiproxy-overhead-duration-ms"
+
+
+@dataclass(slots=True)
+class Limits:
+    """How long and how much one upstream exchange may take.
+
+    Higress's `timeout` bounds the whole call (`total`); APISIX's bounds each operation
+    (`idle`: the connection and answer's start, then every read), with an optional cap on
+    a stream's whole duration and on the bytes read.
+    """
+
+    total: float | None = None
+    idle: float | None = None
+    stream_duration: float | None = None
+    max_bytes: int | None = None
+
+    def timeout_ms(self) -> int:
+        return round((self.idle or self.total or 0) * 1000)
+
+
+@dataclass(slots=True)
+class Trace:
+    """Where one request's time went, and what its answer held (for its summary)."""
+
+    start: float = field(default_factory=perf_counter)
+    upstream_wait: float = 0.0
+    """Seconds spent waiting on the upstream or on the client's reading."""
+    first_byte: float | None = None
+    status: int = 0
+    tap: AnswerTap = field(default_factory=AnswerTap)
+    streamed: bool = False
+
+    def overhead(self) -> float:
+        """Seconds spent in the gateway itself so far."""
+        return max(perf_counter() - self.start - self.upstream_wait, 0.0)
+
+
+class UpstreamFailure(Exception):
+    """An upstream error answer that a caller may retry elsewhere before it is relayed."""
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes,
+                 elapsed: float) -> None:
+        super().__init__(status)
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.elapsed = elapsed
+
+
 class Relay:
     """Owns one request's upstream exchange and its ASGI response."""
 
-    __slots__ = ("provider", "send", "started", "anthropic", "answers")
+    __slots__ = ("provider", "send", "started", "anthropic", "answers", "limits", "trace",
+                 "retry_on", "_sent_at")
 
     def __init__(self, provider: Provider, send: Any, anthropic: bool = False,
-                 answers: AnswerRules | None = None) -> None:
+                 answers: AnswerRules | None = None, limits: Limits | None = None,
+                 trace: Trace | None = None) -> None:
         self.provider = provider
         self.send = send
         self.started = False
+        self.limits = limits or Limits(total=provider.timeout)
+        self.trace = trace or Trace()
+        self.retry_on: Callable[[int], bool] | None = None
+        """Upstream error statuses raised as `UpstreamFailure` instead of relayed."""
+        self._sent_at = 0.0
         self.anthropic = anthropic
         """Answer in Anthropic's Messages format: the gateway's errors always; an OpenAI
         call's answer converted (a call to the provider's own Messages API is relayed)."""
@@ -51,9 +111,10 @@ class Relay:
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from None
         if call.answer is not None:
+            self.trace.tap.json(call.answer)
             await self._respond(200, [(b"content-type", JSON)], call.answer)
             return
-        up = provider.request(call) if call.endpoint is not None else provider.original_request(call)
+        up = self.upstream_request(call)
         headers = up.headers
         headers.setdefault("Content-Type", "application/json")
         headers["Accept-Encoding"] = "identity"
@@ -61,29 +122,64 @@ class Relay:
         if call.stream:
             headers.setdefault("Accept", "text/event-stream")
         client = provider.client(shared)
+        limits = self.limits
         request = client.build_request(up.method, up.url, headers=headers, content=up.body,
-                                       timeout=provider.timeout)
+                                       timeout=limits.idle or limits.total)
         if call.stream or call.endpoint is None:
             # Under protocol original the answer says whether it streams (Gemini's
             # `:streamGenerateContent` does, whatever the body holds).
             await self._stream(call, client, request, receive)
             return
+        trace = self.trace
         try:
-            async with asyncio.timeout(provider.timeout):
+            async with asyncio.timeout(limits.idle or limits.total):
+                self._sent_at = perf_counter()
                 response = await client.send(request, stream=True)
+                trace.first_byte = perf_counter()
                 try:
-                    data = await _read_raw(response)
+                    data = await self._read(response)
                 finally:
                     await response.aclose()
+                    trace.upstream_wait += perf_counter() - self._sent_at
         except (TimeoutError, httpx.TimeoutException):
             raise self._timeout() from None
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from None
         await self._answer(call, response, data)
 
+    def upstream_request(self, call: Call) -> UpstreamRequest:
+        """The request to send for `call`."""
+        provider = self.provider
+        return provider.request(call) if call.endpoint is not None else provider.original_request(call)
+
+    async def _read(self, response: httpx.Response) -> bytes:
+        """The whole answer, within `max_bytes`."""
+        cap = self.limits.max_bytes
+        if cap is None:
+            return await _read_raw(response)
+        length = response.headers.get("content-length", "")
+        if length.isdigit() and int(length) > cap:
+            raise self._too_big(cap)
+        chunks, size = [], 0
+        async for chunk in response.aiter_raw():
+            size += len(chunk)
+            if size > cap:
+                raise self._too_big(cap)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_big(self, cap: int) -> ProxyError:
+        p = self.provider
+        logger.warning("aiproxy: %s (%s) answered more than %d bytes", p.name, p.host, cap)
+        return upstream_invalid(f"provider {p.name!r} ({p.host}) answered more than"
+                                f" {cap} bytes (max_response_bytes)")
+
     async def _answer(self, call: Call, response: httpx.Response, data: bytes) -> None:
         status = response.status_code
         converted = False
+        if status >= 400 and self.retry_on is not None and self.retry_on(status):
+            raise UpstreamFailure(status, _headers(response), data,
+                                  perf_counter() - self.trace.start)
         if status >= 400:
             error = self.provider.convert_error(call, status, data)
             if error is not None:
@@ -97,6 +193,9 @@ class Relay:
                 data, converted = body, True
             if self.answers is not None:
                 data = self.answers.answer(data)
+            self.trace.tap.json(data)
+        elif status < 400:
+            self.trace.tap.json(data)  # a native Anthropic answer, or protocol original's
         if self.anthropic and call.endpoint is not None:
             data, converted = convert_answer(status, data, call.model), True
         await self._respond(status, [(b"content-type", JSON)] if converted
@@ -106,6 +205,8 @@ class Relay:
                       receive: Any) -> None:
         converter = self.provider.stream_converter(call) if call.endpoint is not None else None
         plain = converter is None
+        if converter is not None:
+            converter = _Tapped(converter, self.trace.tap)
         if self.anthropic and call.endpoint is not None:
             converter = MessageStream(call.model, converter)
         upstream_headers = converter is None
@@ -114,16 +215,34 @@ class Relay:
         response: httpx.Response | None = None
         error: ProxyError | None = None
         watcher = _DisconnectWatcher(receive)
+        limits = self.limits
+        trace = self.trace
+        loop = asyncio.get_running_loop()
+        stream_end = (loop.time() + limits.stream_duration if limits.stream_duration
+                      else None)
         try:
-            async with asyncio.timeout(self.provider.timeout):
+            async with asyncio.timeout(limits.idle or limits.total) as deadline:
+                self._sent_at = perf_counter()
                 response = await client.send(request, stream=True)
+                trace.first_byte = now = perf_counter()
+                trace.upstream_wait += now - self._sent_at
                 if response.status_code >= 400 or _is_json(response) or (
                         plain and not _is_sse(response)):
-                    await self._answer(call, response, await _read_raw(response))
+                    await self._answer(call, response, await self._read(response))
                 else:
-                    await self._relay(response, converter, upstream_headers)
+                    await self._relay(response, converter, upstream_headers, deadline,
+                                      plain, stream_end)
         except (TimeoutError, httpx.TimeoutException):
-            error = self._timeout()
+            if stream_end is not None and loop.time() >= stream_end:
+                error = upstream_timeout(f"the stream from provider {self.provider.name!r}"
+                                         f" ran past max_stream_duration_ms"
+                                         f" ({round(limits.stream_duration * 1000)} ms)")  # type: ignore[operator]
+            else:
+                error = self._timeout()
+        except ProxyError as exc:
+            if not self.started:
+                raise
+            error = exc
         except httpx.TransportError as exc:
             error = self._unreachable(exc)
         except asyncio.CancelledError:
@@ -137,22 +256,55 @@ class Relay:
         if error is not None:
             await self._fail_stream(error)
 
-    async def _relay(self, response: httpx.Response, converter: Any,
-                     upstream_headers: bool) -> None:
+    async def _relay(self, response: httpx.Response, converter: Any, upstream_headers: bool,
+                     deadline: asyncio.Timeout, plain: bool, stream_end: float | None) -> None:
         headers = _headers(response)
         if not upstream_headers:
             headers = [(b"content-type", b"text/event-stream")]
         if not any(name.lower() == b"cache-control" for name, _ in headers):
             headers.append((b"cache-control", b"no-cache"))
+        trace = self.trace
+        trace.status = response.status_code
+        trace.streamed = True
+        headers.append((OVERHEAD_HEADER, _ms(trace.overhead())))
         await self.send({"type": "http.response.start", "status": response.status_code,
                          "headers": headers})
         self.started = True
         send = self.send
-        async for chunk in response.aiter_raw():
-            if converter is not None:
-                chunk = converter.feed(chunk)
-            if chunk:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        tap = trace.tap if plain else None
+        limits = self.limits
+        idle, cap = limits.idle, limits.max_bytes
+        loop = asyncio.get_running_loop()
+        size = 0
+        wait = 0.0
+        chunks = response.aiter_raw().__aiter__()
+        try:
+            while True:
+                t0 = perf_counter()
+                try:
+                    chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    break
+                t1 = perf_counter()
+                if idle is not None:
+                    at = loop.time() + idle
+                    deadline.reschedule(at if stream_end is None else min(at, stream_end))
+                if cap is not None:
+                    size += len(chunk)
+                    if size > cap:
+                        raise self._too_big(cap)
+                if tap is not None:
+                    tap.sse(chunk)
+                if converter is not None:
+                    chunk = converter.feed(chunk)
+                if chunk:
+                    t2 = perf_counter()
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    wait += t1 - t0 + perf_counter() - t2
+                else:
+                    wait += t1 - t0
+        finally:
+            trace.upstream_wait += wait
         tail = converter.close() if converter is not None else b""
         await send({"type": "http.response.body", "body": tail, "more_body": False})
 
@@ -172,19 +324,28 @@ class Relay:
         body = error_json(error.status, error.message) if self.anthropic else error.body()
         await self._respond(error.status, [(b"content-type", JSON)], body)
 
+    async def deliver(self, failure: UpstreamFailure, call: Call) -> None:
+        """Relay an upstream error answer that was held back for a retry."""
+        self.retry_on = None
+        response = httpx.Response(failure.status, headers=failure.headers)
+        await self._answer(call, response, failure.body)
+
     async def _respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         headers.append((b"content-length", str(len(body)).encode()))
         if status == 405:
             headers.append((b"allow", b"POST"))
+        trace = self.trace
+        trace.status = status
+        headers.append((OVERHEAD_HEADER, _ms(trace.overhead())))
         self.started = True
         await self.send({"type": "http.response.start", "status": status, "headers": headers})
         await self.send({"type": "http.response.body", "body": body})
 
     def _timeout(self) -> ProxyError:
         p = self.provider
-        logger.warning("aiproxy: %s (%s) timed out after %d ms", p.name, p.host, p.config.timeout)
-        return upstream_timeout(f"provider {p.name!r} ({p.host}) did not answer within"
-                                f" {p.config.timeout} ms")
+        ms = self.limits.timeout_ms()
+        logger.warning("aiproxy: %s (%s) timed out after %d ms", p.name, p.host, ms)
+        return upstream_timeout(f"provider {p.name!r} ({p.host}) did not answer within {ms} ms")
 
     def _unreachable(self, exc: httpx.TransportError) -> ProxyError:
         p = self.provider
@@ -209,6 +370,32 @@ def _reason(exc: httpx.TransportError) -> str:
     if isinstance(exc, httpx.WriteError):
         return "the connection broke while sending the request"
     return type(exc).__name__
+
+
+def _ms(seconds: float) -> bytes:
+    return b"%.3f" % (seconds * 1000)
+
+
+class _Tapped:
+    """A stream converter whose OpenAI-format output the answer tap reads too."""
+
+    __slots__ = ("inner", "tap")
+
+    def __init__(self, inner: Any, tap: AnswerTap) -> None:
+        self.inner = inner
+        self.tap = tap
+
+    def feed(self, data: bytes) -> bytes:
+        out = self.inner.feed(data)
+        if out:
+            self.tap.sse(out)
+        return out
+
+    def close(self) -> bytes:
+        out = self.inner.close()
+        if out:
+            self.tap.sse(out)
+        return out
 
 
 def _headers(response: httpx.Response) -> list[tuple[bytes, bytes]]:

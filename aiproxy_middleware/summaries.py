@@ -1,0 +1,53 @@
+"""Turning one request's trace into its summary."""
+
+from __future__ import annotations
+
+from time import perf_counter
+from typing import Any
+
+import msgspec
+
+from .observe import Summary, cost_of
+from .openai import ChatCompletionRequest
+from .provider import Call, Endpoint
+from .relay import Trace
+
+_ENDPOINTS = {Endpoint.CHAT: "chat", Endpoint.EMBEDDINGS: "embeddings",
+              Endpoint.MESSAGES: "messages"}
+
+
+def summarize(trace: Trace, call: Call, route: str, provider: str, instance: str | None,
+              error: str | None, attempts: int = 1, payloads: bool = False,
+              costs: tuple[float | None, float | None] = (None, None),
+              endpoint: str | None = None) -> Summary:
+    """The summary of a finished request."""
+    start = trace.start
+    tap = trace.tap
+    summary = Summary(
+        route=route, provider=provider,
+        endpoint=endpoint or _ENDPOINTS.get(call.endpoint, "original"),  # type: ignore[arg-type]
+        requested_model=call.requested_model or "", model=call.model, stream=call.stream,
+        instance=instance, status=trace.status,
+        time_to_first_byte_ms=_ms(trace.first_byte, start),
+        time_to_first_token_ms=_ms(tap.first_token_at, start),
+        total_ms=(perf_counter() - start) * 1000, overhead_ms=trace.overhead() * 1000,
+        attempts=attempts, error=error)
+    tap.fill(summary)
+    request = call.request
+    if isinstance(request, ChatCompletionRequest) and request.tools:
+        summary.tool_count = len(request.tools)
+    summary.cost = cost_of(summary.prompt_tokens, summary.completion_tokens, *costs)
+    if payloads:
+        summary.request = _payload(call)
+    return summary
+
+
+def _ms(at: float | None, start: float) -> float | None:
+    return None if at is None else (at - start) * 1000
+
+
+def _payload(call: Call) -> Any:
+    try:
+        return msgspec.json.decode(call.body.encode())
+    except msgspec.DecodeError:
+        return None
