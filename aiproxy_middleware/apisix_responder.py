@@ -152,30 +152,32 @@ class ApisixResponder:
                 await relay.run(call, target.provider.client(client), receive)
             except UpstreamFailure as failure:
                 failures.append(f"{target.name}: {failure.status}")
-                if not self._may_retry(route, n, perf_counter() - started, order):
+                if n + 1 >= len(order):
+                    break  # every instance failed: 502, below
+                if not self._may_retry(route, n, perf_counter() - started):
                     await relay.deliver(failure, call)
-                    break
+                    return
                 logger.warning("aiproxy: instance %s answered %d; trying the next one",
                                target.name, failure.status)
                 continue
             except ProxyError as exc:
-                if (relay.started or relay.retry_on is None or not route.retryable(exc.status)
-                        or not self._may_retry(route, n, perf_counter() - started, order)):
+                if relay.started or relay.retry_on is None or not route.retryable(exc.status):
                     raise
                 failures.append(f"{target.name}: {exc.status}")
+                if n + 1 >= len(order):
+                    break
+                if not self._may_retry(route, n, perf_counter() - started):
+                    raise
                 logger.warning("aiproxy: instance %s failed (%s); trying the next one",
                                target.name, exc.message)
                 continue
-            break
-        else:
-            raise upstream_unreachable(f"every instance failed ({'; '.join(failures)})")
-        if route.passthrough:
-            await self._pass_on(send, scope, state)  # type: ignore[arg-type]
+            if route.passthrough:
+                await self._pass_on(send, scope, state)  # type: ignore[arg-type]
+            return
+        raise upstream_unreachable(f"every instance failed ({'; '.join(failures)})")
 
     @staticmethod
-    def _may_retry(route: ApisixRoute, n: int, elapsed: float, order: list[int]) -> bool:
-        if n + 1 >= len(order):
-            return False
+    def _may_retry(route: ApisixRoute, n: int, elapsed: float) -> bool:
         if route.max_retries is not None and n + 1 > route.max_retries:
             return False
         return route.retry_within is None or elapsed <= route.retry_within
