@@ -13,7 +13,7 @@ from .anthropic import MessagesRequest, to_chat
 from .apisix import ApisixRoute, Target, add_query
 from .errors import ProxyError, bad_request, upstream_unreachable
 from .exprs import RequestView, hash_key
-from .openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody
+from .openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody, ask_for_usage
 from .provider import Call, Endpoint, UpstreamRequest
 from .relay import Relay, Trace, UpstreamFailure
 from .summaries import summarize
@@ -318,11 +318,7 @@ def _shape(route: ApisixRoute, target: Target, scope: Scope, data: bytes,
     if route.old and endpoint is Endpoint.CHAT:
         _check_old_schema(body)
     client_stream = body.get("stream") is True
-    if endpoint is Endpoint.CHAT and client_stream:
-        options = body.get("stream_options") or {}
-        if not isinstance(options, dict) or "include_usage" not in options:
-            body.set("stream_options", {**(options if isinstance(options, dict) else {}),
-                                        "include_usage": True})
+    include_usage = endpoint is Endpoint.CHAT and client_stream and ask_for_usage(body)
     for name, value in target.defaults.items():
         if name not in body:
             body.set(name, value)
@@ -356,8 +352,6 @@ def _shape(route: ApisixRoute, target: Target, scope: Scope, data: bytes,
                           "unsupported_endpoint")
     if provider.apisix_drops_model and "model" in body:
         body.pop("model")
-    include_usage = (stream and endpoint is Endpoint.CHAT
-                     and (body.get("stream_options") or {}).get("include_usage") is True)
     call = Call(endpoint, body, request, model or "", requested, "", stream, path,
                 scope.get("query_string", b"").decode("latin-1"), scope["headers"], include_usage)
     return call, answer_anthropic

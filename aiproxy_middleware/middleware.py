@@ -7,7 +7,6 @@ import random
 from typing import Any
 
 import httpx
-from msgspec import UNSET
 
 from .anthropic import MessagesRequest, to_chat
 from .apisix_responder import ApisixResponder
@@ -15,7 +14,7 @@ from .config import Config, Route, load_config
 from .errors import ProxyError, bad_request
 from .health import HealthMonitor
 from .observe import Metrics, Observer, SummaryHook
-from .openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody
+from .openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody, ask_for_usage
 from .provider import Call, Endpoint
 from .relay import Relay, Trace
 from .summaries import summarize
@@ -215,7 +214,7 @@ class ProxyResponder:
         if self.original:
             return self._original_call(scope, body)
         request: ChatCompletionRequest | EmbeddingsRequest
-        stream = False
+        stream = include_usage = False
         if endpoint is Endpoint.CHAT:
             if route.messages is not None:
                 route.messages.apply(body, raw)
@@ -225,11 +224,7 @@ class ProxyResponder:
             if not request.messages:
                 raise bad_request("'messages' must hold at least one message", param="messages")
             stream = bool(request.stream)
-            if stream and (request.stream_options is None
-                           or request.stream_options.include_usage is UNSET):
-                options = body.get("stream_options") or {}
-                options["include_usage"] = True
-                body.set("stream_options", options)
+            include_usage = stream and ask_for_usage(body)
         else:
             request = body.typed(EmbeddingsRequest)
             if request.input == [] or request.input == "":
@@ -245,7 +240,6 @@ class ProxyResponder:
                               " modelMapping fallback ('*')", "missing_model", "model")
         if model != request.model:
             body.set("model", model)
-        include_usage = stream and body.get("stream_options", dict)["include_usage"] is True
         return Call(endpoint, body, request, model, request.model, self._token(), stream,
                     _relative(path, route.prefix), _query(scope), headers, include_usage)
 

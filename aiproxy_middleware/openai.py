@@ -345,6 +345,19 @@ class JsonBody:
         return _encoder.encode(self._fields)
 
 
+def ask_for_usage(body: JsonBody) -> bool:
+    """Make a streamed chat body ask for the final usage chunk (the gateway reads the
+    request's tokens from it), and say whether the client wants that chunk relayed: yes,
+    unless it set `stream_options.include_usage` to false itself."""
+    options = body.get("stream_options")
+    if not isinstance(options, dict):
+        options = {}
+    wanted = options.get("include_usage") is not False
+    if options.get("include_usage") is not True:
+        body.set("stream_options", {**options, "include_usage": True})
+    return wanted
+
+
 def encode(value: Any) -> bytes:
     """JSON-encode a Struct or builtin value."""
     return _encoder.encode(value)

@@ -14,7 +14,7 @@ from .anthropic import MessageStream, convert_answer, error_event, error_json
 from .errors import ProxyError, upstream_invalid, upstream_timeout, upstream_unreachable
 from .messages import AnswerRules
 from .observe import AnswerTap
-from .provider import Call, Provider, UpstreamRequest
+from .provider import Call, Endpoint, Provider, UpstreamRequest
 
 logger = logging.getLogger("aiproxy_middleware")
 
@@ -203,10 +203,17 @@ class Relay:
 
     async def _stream(self, call: Call, client: httpx.AsyncClient, request: httpx.Request,
                       receive: Any) -> None:
+        # The gateway reads every chat stream's usage; a client that said it wants no usage
+        # chunk gets none.
+        strip = (call.stream and not call.include_usage and not self.anthropic
+                 and call.endpoint is Endpoint.CHAT)
+        call.include_usage = call.include_usage or strip
         converter = self.provider.stream_converter(call) if call.endpoint is not None else None
         plain = converter is None
         if converter is not None:
             converter = _Tapped(converter, self.trace.tap)
+        if strip:
+            converter = _NoUsage(converter)
         if self.anthropic and call.endpoint is not None:
             converter = MessageStream(call.model, converter)
         upstream_headers = converter is None
@@ -272,6 +279,9 @@ class Relay:
         self.started = True
         send = self.send
         tap = trace.tap if plain else None
+        if tap is not None and converter is not None:  # the usage chunk is stripped after
+            converter = _Tapped(converter, tap)
+            tap = None
         limits = self.limits
         idle, cap = limits.idle, limits.max_bytes
         loop = asyncio.get_running_loop()
@@ -396,6 +406,54 @@ class _Tapped:
         if out:
             self.tap.sse(out)
         return out
+
+
+class _NoUsage:
+    """Drops the usage-only chunk from an OpenAI chunk stream (for a client that asked for
+    none: the gateway asked the upstream for it, to count the tokens)."""
+
+    __slots__ = ("inner", "_rest")
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self._rest = b""
+
+    def feed(self, data: bytes) -> bytes:
+        if self.inner is not None:
+            data = self.inner.feed(data)
+        if not self._rest and b'"usage"' not in data:
+            return data  # the common case: nothing held back, nothing to drop
+        data, self._rest = self._rest + data, b""
+        end = max(data.rfind(b"\n\n"), data.rfind(b"\r\n\r\n"))
+        if end < 0:
+            self._rest = data
+            return b""
+        end += 4 if data[end:end + 4] == b"\r\n\r\n" else 2
+        data, self._rest = data[:end], data[end:]
+        return b"".join(e for e in _events(data) if not _usage_only(e))
+
+    def close(self) -> bytes:
+        tail = self.inner.close() if self.inner is not None else b""
+        data, self._rest = self._rest + tail, b""
+        return b"".join(e for e in _events(data) if not _usage_only(e))
+
+
+def _events(data: bytes) -> list[bytes]:
+    """SSE events, each with its blank-line terminator."""
+    out, start = [], 0
+    while True:
+        i = data.find(b"\n\n", start)
+        if i < 0:
+            break
+        out.append(data[start:i + 2])
+        start = i + 2
+    if start < len(data):
+        out.append(data[start:])
+    return out
+
+
+def _usage_only(event: bytes) -> bool:
+    return b'"choices":[]' in event.replace(b" ", b"") and b'"usage"' in event
 
 
 def _headers(response: httpx.Response) -> list[tuple[bytes, bytes]]:
