@@ -1,8 +1,8 @@
 """What the gateway records of each AI request: its summary, and where the summary goes.
 
-`AnswerTap` reads usage, the first token's time, tool calls (and optionally the text) from
-an answer as it passes to the client, whole JSON or SSE, OpenAI or Anthropic shaped.
-`Summary` is one request as the gateway saw it. `Observer.emit` sends a summary to a log
+`AnswerTap` (from `tap.py`) reads usage, the first token's time, tool calls (and optionally
+the text) from an answer as it passes to the client, whole JSON or SSE, OpenAI or Anthropic
+shaped. `Summary` is one request as the gateway saw it. `Observer.emit` sends a summary to a log
 line on `aiproxy_middleware.summary`, to `Metrics` and to user hooks
 (`"package.module:function"`, sync or async).
 """
@@ -111,8 +111,8 @@ def cost_of(prompt_tokens: int, completion_tokens: int, input_cost: float | None
 _BARE = re.compile(r"[^\s\"=\\]+")
 # (summary field, log key); left out of the line when None, or falsy for the optional ones
 _LINE_ALWAYS = (("route", "route"), ("provider", "provider"), ("instance", "instance"),
-                ("endpoint", "endpoint"), ("model", "model"), ("stream", "stream"),
-                ("status", "status"), ("time_to_first_byte_ms", "ttfb_ms"),
+                ("endpoint", "endpoint"), ("model", "model"), ("status", "status"),
+                ("stream", "stream"), ("time_to_first_byte_ms", "ttfb_ms"),
                 ("time_to_first_token_ms", "ttft_ms"), ("total_ms", "total_ms"),
                 ("overhead_ms", "overhead_ms"), ("prompt_tokens", "prompt_tokens"),
                 ("completion_tokens", "completion_tokens"), ("total_tokens", "total_tokens"))
@@ -144,8 +144,8 @@ def summary_line(data: dict[str, Any]) -> str:
             parts.append(f"{key}={_logfmt(value)}")
         if name == "model" and data.get("requested_model") not in (None, "", data.get("model")):
             parts.append(f"requested_model={_logfmt(data['requested_model'])}")
-    if data.get("attempts", 1) != 1:
-        parts.append(f"attempts={data['attempts']}")
+        elif name == "stream" and data.get("attempts", 1) != 1:
+            parts.append(f"attempts={_logfmt(data['attempts'])}")
     for name, key in _LINE_OPTIONAL:
         value = data.get(name)
         if value is not None and value is not False and value != 0:
