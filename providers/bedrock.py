@@ -191,11 +191,14 @@ class Bedrock(Provider):
             assert isinstance(call.request, EmbeddingsRequest)
             body = embeddings_body(call.request, call.model)
             return self._signed(call, self._url(call.model, "invoke"), encode(body))
-        assert isinstance(call.request, ChatCompletionRequest)
-        body = chat_body(call.request, call.model,
-                         self.settings.bedrock_additional_fields)  # type: ignore[attr-defined]
         action = "converse-stream" if call.stream else "converse"
-        return self._signed(call, self._url(call.model, action), encode(body))
+        return self._signed(call, self._url(call.model, action), encode(self.converse_body(call)))
+
+    def converse_body(self, call: Call) -> dict[str, Any]:
+        """The Converse request body for a chat call."""
+        assert isinstance(call.request, ChatCompletionRequest)
+        return chat_body(call.request, call.model,
+                         self.settings.bedrock_additional_fields)  # type: ignore[attr-defined]
 
     def convert_response(self, call: Call, body: bytes) -> bytes | None:
         answer = _decode(body)

@@ -28,38 +28,25 @@
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import re
-import time
 from typing import Annotated, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 import msgspec
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from msgspec import Meta, Struct
 
-from aiproxy_middleware.errors import ConfigError, ProxyError, bad_request, upstream_invalid
+from aiproxy_middleware.errors import ConfigError, bad_request, upstream_invalid
 from aiproxy_middleware.images import inline_image_urls
 from aiproxy_middleware.openai import (ChatCompletionRequest, EmbeddingsRequest,
                                        EmbeddingsResponse, EmbeddingsUsage, embedding, encode)
 from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest
 from providers import claude, gemini
+from providers._gcp import JWT_LIFETIME, AuthorizedClient, TokenSource, service_account
 
-SCOPE = "https://www.googleapis.com/auth/cloud-platform"
-GRANT_TYPE = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 ANTHROPIC_VERSION = "vertex-2023-10-16"
-JWT_LIFETIME = 3600
 _REGION = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 _PROJECT = re.compile(r"[a-z0-9][a-z0-9.:-]*")
-_KEY_FIELDS = ("client_email", "private_key", "token_uri")
-
-
-def _now() -> float:
-    """The wall clock (a function so tests can move it)."""
-    return time.time()
 
 
 class Settings(Struct, rename="camel", forbid_unknown_fields=True):
@@ -81,9 +68,8 @@ class Vertex(Provider):
         super().__init__(config, settings)
         s = settings
         self.express = any(config.api_tokens)
-        self.tokens: _TokenSource | None = None
-        self._client: httpx.AsyncClient | None = None
-        self._shared: httpx.AsyncClient | None = None
+        self.tokens: TokenSource | None = None
+        self._authorized: AuthorizedClient | None = None
         if self.express:
             if s.vertex_auth_key is not None:
                 raise ConfigError("vertexAuthKey: give either vertexAuthKey (standard mode) or"
@@ -107,8 +93,13 @@ class Vertex(Provider):
         self._host = ("https://aiplatform.googleapis.com" if region == "global"
                       else f"https://{region}-aiplatform.googleapis.com")
         self._prefix = f"/v1/projects/{s.vertex_project_id}/locations/{region}"
-        self.tokens = _TokenSource(_service_account(s.vertex_auth_key),
-                                   s.vertex_token_refresh_ahead, self.timeout)
+        try:
+            account = service_account(s.vertex_auth_key)
+        except ConfigError as exc:
+            raise ConfigError(f"vertexAuthKey: {exc}") from None
+        ahead = s.vertex_token_refresh_ahead
+        self.tokens = TokenSource(account, lambda lifetime: lifetime - ahead, self.timeout)
+        self._authorized = AuthorizedClient(self.tokens)
 
     def base_url(self) -> str:
         return self._host
@@ -118,12 +109,7 @@ class Vertex(Provider):
         return {"x-goog-api-key": call.token} if self.express and call.token else {}
 
     def client(self, shared: httpx.AsyncClient) -> httpx.AsyncClient:
-        if self.tokens is None:
-            return shared
-        if self._client is None or self._shared is not shared:
-            self._shared = shared
-            self._client = httpx.AsyncClient(transport=_AuthTransport(self.tokens, shared))
-        return self._client
+        return shared if self._authorized is None else self._authorized.get(shared)
 
     def _url(self, publisher: str, model: str, action: str) -> str:
         return (f"{self._host}{self._prefix}/publishers/{publisher}/models/"
@@ -213,135 +199,3 @@ def convert_embeddings(answer: dict[str, Any], req: EmbeddingsRequest,
         if isinstance(count, (int, float)):
             tokens += int(count)
     return EmbeddingsResponse(data, model, EmbeddingsUsage(tokens, tokens))
-
-
-# ---- service-account OAuth --------------------------------------------------------------
-
-
-class _ServiceAccount:
-    __slots__ = ("email", "key", "key_id", "token_uri")
-
-    def __init__(self, email: str, key: rsa.RSAPrivateKey, key_id: str | None,
-                 token_uri: str) -> None:
-        self.email = email
-        self.key = key
-        self.key_id = key_id
-        self.token_uri = token_uri
-
-    def __repr__(self) -> str:  # never the key
-        return f"<service account {self.email}>"
-
-
-def _service_account(raw: str | dict[str, Any]) -> _ServiceAccount:
-    if isinstance(raw, str):
-        try:
-            raw = msgspec.json.decode(raw)
-        except msgspec.DecodeError:
-            raise ConfigError("vertexAuthKey: not valid JSON (expected a service-account key"
-                              " file's contents)") from None
-    if not isinstance(raw, dict):
-        raise ConfigError("vertexAuthKey: expected a service-account key JSON object")
-    missing = [f for f in _KEY_FIELDS if not isinstance(raw.get(f), str) or not raw[f]]
-    if missing:
-        raise ConfigError(f"vertexAuthKey: the service-account key lacks {', '.join(missing)}")
-    uri = urlsplit(raw["token_uri"])
-    if uri.scheme not in ("http", "https") or not uri.netloc:
-        raise ConfigError("vertexAuthKey: token_uri is not an http(s) URL")
-    try:
-        key = serialization.load_pem_private_key(raw["private_key"].encode(), password=None)
-    except (ValueError, TypeError):
-        key = None
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise ConfigError("vertexAuthKey: private_key is not an unencrypted PEM RSA private key")
-    key_id = raw.get("private_key_id")
-    return _ServiceAccount(raw["client_email"], key, key_id if isinstance(key_id, str) else None,
-                           raw["token_uri"])
-
-
-def _b64(data: bytes) -> bytes:
-    return base64.urlsafe_b64encode(data).rstrip(b"=")
-
-
-def signed_jwt(account: _ServiceAccount, now: int) -> str:
-    """The RS256-signed assertion that asks `token_uri` for a cloud-platform access token."""
-    header: dict[str, str] = {"alg": "RS256", "typ": "JWT"}
-    if account.key_id:
-        header["kid"] = account.key_id
-    claims = {"iss": account.email, "scope": SCOPE, "aud": account.token_uri,
-              "iat": now, "exp": now + JWT_LIFETIME}
-    signing_input = _b64(encode(header)) + b"." + _b64(encode(claims))
-    signature = account.key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
-    return (signing_input + b"." + _b64(signature)).decode()
-
-
-def _auth_failed(reason: str) -> ProxyError:
-    return ProxyError(502, f"could not get a Vertex AI access token: {reason}", "upstream_error",
-                      "auth_failed")
-
-
-class _TokenSource:
-    """An access token for a service account, cached, refreshed by one request at a time."""
-
-    def __init__(self, account: _ServiceAccount, refresh_ahead: int, timeout: float) -> None:
-        self.account = account
-        self.refresh_ahead = refresh_ahead
-        self.timeout = timeout
-        self._token: str | None = None
-        self._expires = 0.0
-        self._lock = asyncio.Lock()
-
-    def _valid(self) -> bool:
-        return self._token is not None and _now() < self._expires - self.refresh_ahead
-
-    async def get(self, client: httpx.AsyncClient) -> str:
-        if not self._valid():
-            async with self._lock:
-                if not self._valid():
-                    await self._refresh(client)
-        assert self._token is not None
-        return self._token
-
-    async def _refresh(self, client: httpx.AsyncClient) -> None:
-        now = _now()
-        assertion = signed_jwt(self.account, int(now))
-        try:
-            response = await client.post(self.account.token_uri, timeout=self.timeout,
-                                         data={"grant_type": GRANT_TYPE, "assertion": assertion})
-        except httpx.TimeoutException:
-            raise
-        except httpx.TransportError as exc:
-            raise _auth_failed(f"the token endpoint could not be reached"
-                               f" ({type(exc).__name__})") from None
-        try:
-            answer = msgspec.json.decode(response.content)
-        except msgspec.DecodeError:
-            answer = None
-        if not isinstance(answer, dict):
-            answer = {}
-        if response.status_code >= 400:
-            detail = " ".join(str(answer[k]) for k in ("error", "error_description")
-                              if isinstance(answer.get(k), str))
-            raise _auth_failed(f"the token endpoint answered {response.status_code}"
-                               + (f" ({detail[:200]})" if detail else ""))
-        token = answer.get("access_token")
-        if not isinstance(token, str) or not token:
-            raise _auth_failed("the token endpoint's answer has no access_token")
-        expires_in = answer.get("expires_in")
-        lifetime = expires_in if isinstance(expires_in, (int, float)) else JWT_LIFETIME
-        self._token = token
-        self._expires = now + lifetime
-
-
-class _AuthTransport(httpx.AsyncBaseTransport):
-    """Sends through the shared client, with a valid `Authorization: Bearer` token first."""
-
-    def __init__(self, tokens: _TokenSource, shared: httpx.AsyncClient) -> None:
-        self.tokens = tokens
-        self.shared = shared
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        request.headers["Authorization"] = "Bearer " + await self.tokens.get(self.shared)
-        return await self.shared.send(request, stream=True)
-
-    async def aclose(self) -> None:
-        """The shared client is the gateway's to close."""

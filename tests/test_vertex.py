@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from aiproxy_middleware.config import ConfigError, load_config
 from conftest import sent_json
-from providers import vertex
+from providers import _gcp
 
 TOKEN_URI = "https://oauth2.googleapis.com/token"
 HOST = "https://us-central1-aiplatform.googleapis.com"
@@ -102,7 +102,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch) -> Clock:
     c = Clock()
-    monkeypatch.setattr(vertex, "_now", c)
+    monkeypatch.setattr(_gcp, "_now", c)
     return c
 
 

@@ -1,0 +1,124 @@
+"""Amazon Bedrock for APISIX routes (`provider: bedrock`): the `bedrock` provider's Converse
+conversion and event-stream handling, signed with `auth.aws`.
+
+- Needs `provider_conf.region` and `auth.aws` (`access_key_id`, `secret_access_key`,
+  optional `session_token`, sent as `X-Amz-Security-Token`). Host
+  `bedrock-runtime.{region}.amazonaws.com`; chat `POST /model/{model}/converse`
+  (`/converse-stream` streamed), the model id percent-encoded as one path segment;
+  embeddings (Titan, Cohere) `POST /model/{model}/invoke`, as the `bedrock` provider does.
+- The request is signed over its URL (`apisix_signs`), so this provider applies APISIX's
+  URL and auth settings itself, before signing: `override.endpoint` gives scheme, host and
+  port (a default port is dropped), and its path, when it has one, is used verbatim for
+  every call; its query and `auth.query` (which wins on a shared name) make the query
+  string; `auth.header` headers are sent unsigned, under the gateway's own (Content-Type,
+  Accept, and the signature headers win; Host and Content-Length are never taken).
+- The Converse body: `override.llm_options.max_tokens` sets `inferenceConfig.maxTokens`
+  (always); then `override.request_body["bedrock-converse"]` is deep-merged in: objects
+  merge recursively, arrays and scalars are replaced, and on a conflict the converted body
+  wins unless `override.request_body_force_override` is true.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+
+from aiproxy_middleware.errors import ConfigError
+from aiproxy_middleware.provider import Call, UpstreamRequest
+
+from .bedrock import _REGION, Bedrock, Settings
+
+if TYPE_CHECKING:
+    from aiproxy_middleware.apisix_schema import ApisixTarget
+    from aiproxy_middleware.config import ProviderConfig
+
+PROTOCOL = "bedrock-converse"
+_DEFAULT_PORTS = {"https": ":443", "http": ":80"}
+_NOT_FORWARDED = {"host", "content-length"}
+"""`auth.header` names never sent: the request's own (APISIX removes them too)."""
+
+
+def deep_merge(body: dict[str, Any], extra: dict[str, Any], force: bool) -> None:
+    """Merges `extra` into `body` in place, APISIX's way: objects recursively; anything else
+    set when absent from `body`, or replaced when `force`."""
+    for key, value in extra.items():
+        current = body.get(key)
+        if isinstance(current, dict) and isinstance(value, dict):
+            deep_merge(current, value, force)
+        elif key not in body or force:
+            body[key] = copy.deepcopy(value)
+
+
+class BedrockApisix(Bedrock):
+    """APISIX's `bedrock` provider (the config `type: bedrock` is the parent class)."""
+
+    apisix_names = ("bedrock",)
+    apisix_signs = True
+
+    def __init__(self, config: ProviderConfig, settings: Settings, target: ApisixTarget) -> None:
+        super().__init__(config, settings)
+        where = target.where
+        self._path: str | None = None
+        endpoint_query = ""
+        if target.endpoint:
+            parts = urlsplit(target.endpoint)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ConfigError(f"{where}.override.endpoint: not an http(s) URL:"
+                                  f" {target.endpoint!r}")
+            netloc = parts.netloc.removesuffix(_DEFAULT_PORTS[parts.scheme])
+            self._host = f"{parts.scheme}://{netloc}"
+            self._path = parts.path if parts.path not in ("", "/") else None
+            endpoint_query = parts.query
+        auth = target.auth
+        pairs = [(k, v) for k, v in parse_qsl(endpoint_query, keep_blank_values=True)
+                 if k not in auth.query]
+        # RFC 3986 encoding, as SigV4's canonical query string has it.
+        self._query = urlencode(pairs + list(auth.query.items()), quote_via=quote,
+                                safe="-_.~")
+        self._headers = dict(auth.header)
+        override = target.override
+        self._body_override = override.request_body.get(PROTOCOL) if override else None
+        self._force = bool(override and override.request_body_force_override)
+        self._max_tokens = (override.llm_options.max_tokens
+                            if override and override.llm_options else None)
+
+    @classmethod
+    def from_apisix(cls, target: ApisixTarget) -> BedrockApisix:
+        """The provider for a `bedrock` route or instance; ConfigErrors name the field."""
+        from aiproxy_middleware.config import ProviderConfig
+
+        where = target.where
+        region = target.provider_conf.region if target.provider_conf else None
+        if not region:
+            raise ConfigError(f"{where}: bedrock requires provider_conf.region")
+        aws = target.auth.aws
+        if aws is None:
+            raise ConfigError(f"{where}: bedrock requires auth.aws")
+        if not _REGION.fullmatch(region):
+            raise ConfigError(f"{where}.provider_conf.region: not a region name: {region!r}")
+        settings = Settings(aws_region=region, aws_access_key=aws.access_key_id,
+                            aws_secret_key=aws.secret_access_key,
+                            aws_session_token=aws.session_token or None)
+        return cls(ProviderConfig(type="bedrock", timeout=target.timeout), settings, target)
+
+    def _url(self, model: str, action: str) -> str:
+        path = self._path if self._path is not None else (
+            f"/model/{quote(unquote(model), safe='')}/{action}")
+        return self._host + path + (f"?{self._query}" if self._query else "")
+
+    def _signed(self, call: Call, url: str, body: bytes) -> UpstreamRequest:
+        up = super()._signed(call, url, body)
+        if self._headers:
+            taken = {name.lower() for name in up.headers} | _NOT_FORWARDED
+            extra = {k: v for k, v in self._headers.items() if k.lower() not in taken}
+            up.headers = {**extra, **up.headers}
+        return up
+
+    def converse_body(self, call: Call) -> dict[str, Any]:
+        body = super().converse_body(call)
+        if self._max_tokens is not None:
+            body.setdefault("inferenceConfig", {})["maxTokens"] = self._max_tokens
+        if self._body_override:
+            deep_merge(body, self._body_override, self._force)
+        return body

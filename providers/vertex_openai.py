@@ -1,0 +1,164 @@
+"""Vertex AI for APISIX routes (`provider: vertex-ai`): its OpenAI-compatible chat API, and
+text embeddings over `:predict`.
+
+- Chat: `POST https://{region}-aiplatform.googleapis.com/v1beta1/projects/{project}/locations/
+  {region}/endpoints/openapi/chat/completions` (host `aiplatform.googleapis.com` for region
+  `global`). The OpenAI body, answer and stream pass through unchanged: model names such as
+  `google/gemini-2.5-flash` are the caller's to give.
+- Embeddings: `POST .../v1/projects/{project}/locations/{region}/publishers/google/models/
+  {model}:predict` with `{"instances": [{"content": text}, ...]}`; the answer's
+  `predictions[].embeddings.values` become OpenAI's embeddings list, usage the sum of
+  `statistics.token_count` (the `vertex` provider's conversion).
+- Needs `provider_conf.project_id` and `provider_conf.region`, or `override.endpoint` (which
+  the core applies to the URL; the embeddings body is converted all the same). With the
+  endpoint alone, both APIs go to its URL, which must then have a path.
+- Auth: with `auth.gcp`, the service account in `service_account_json` (else the
+  `GCP_SERVICE_ACCOUNT` environment variable) is traded for an access token sent as
+  `Authorization: Bearer` (over any `auth.header` Authorization). The token is reused for
+  APISIX's TTL: `expires_in` (3600 when absent), less `expire_early_secs` only when larger
+  than it, at most `max_ttl`. Without `auth.gcp`, `auth.header`/`auth.query` are the auth.
+- Google-format errors (`{"error": {code, message, status}}`, or a list of them) become
+  OpenAI error bodies; OpenAI-format ones pass through.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from aiproxy_middleware.apisix_schema import ProviderConf
+from aiproxy_middleware.errors import ConfigError, bad_request
+from aiproxy_middleware.openai import EmbeddingsRequest, encode
+from aiproxy_middleware.provider import Call, Endpoint, NoSettings, Provider, UpstreamRequest
+from providers import gemini
+from providers._gcp import (TOKEN_URI, AuthorizedClient, TokenSource, TtlPolicy,
+                            service_account)
+from providers.vertex import _PROJECT, _REGION, convert_embeddings, embeddings_body
+
+if TYPE_CHECKING:
+    from aiproxy_middleware.apisix_schema import ApisixTarget, GcpAuth
+    from aiproxy_middleware.config import ProviderConfig
+
+ENV_VAR = "GCP_SERVICE_ACCOUNT"
+NAME = "vertex-ai"
+
+
+def apisix_ttl(expire_early_secs: int, max_ttl: int | None) -> TtlPolicy:
+    """APISIX's token cache TTL for a token that lives `expires_in` seconds."""
+
+    def ttl(expires_in: float) -> float:
+        if expires_in > expire_early_secs:
+            expires_in -= expire_early_secs
+        if max_ttl is not None and expires_in > max_ttl:
+            expires_in = max_ttl
+        return expires_in
+
+    return ttl
+
+
+class VertexOpenAI(Provider):
+    """APISIX's `vertex-ai` provider (no config `type` of its own)."""
+
+    apisix_names = (NAME,)
+    apisix_max_tokens = "max_completion_tokens"
+    requires_token = False
+
+    def __init__(self, config: ProviderConfig, target: ApisixTarget) -> None:
+        super().__init__(config, NoSettings())
+        self.name = NAME  # type: ignore[misc]  # for log and error messages
+        where = target.where
+        conf = target.provider_conf or ProviderConf()
+        project, region, endpoint = conf.project_id, conf.region, target.endpoint
+        if not (project and region) and not endpoint:
+            raise ConfigError(f"{where}: vertex-ai requires either provider_conf (project_id +"
+                              " region) or override.endpoint")
+        if endpoint:
+            parts = urlsplit(endpoint)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ConfigError(f"{where}.override.endpoint: not an http(s) URL: {endpoint!r}")
+        if project and region:
+            if not _REGION.fullmatch(region):
+                raise ConfigError(f"{where}.provider_conf.region: not a region name: {region!r}")
+            if not _PROJECT.fullmatch(project):
+                raise ConfigError(f"{where}.provider_conf.project_id: not a project id:"
+                                  f" {project!r}")
+            self._host = ("https://aiplatform.googleapis.com" if region == "global"
+                          else f"https://{region}-aiplatform.googleapis.com")
+            located = f"projects/{project}/locations/{region}"
+            self._chat_url = f"{self._host}/v1beta1/{located}/endpoints/openapi/chat/completions"
+            self._models: str | None = f"{self._host}/v1/{located}/publishers/google/models/"
+        else:
+            # Only the override names the upstream: both APIs go to its URL.
+            assert endpoint
+            parts = urlsplit(endpoint)
+            if parts.path in ("", "/"):
+                raise ConfigError(f"{where}.override.endpoint: needs a path when provider_conf"
+                                  " has no project_id and region (vertex-ai has no default"
+                                  " path without them)")
+            self._host = f"{parts.scheme}://{parts.netloc}"
+            self._chat_url = self._host + parts.path  # the core merges the query in
+            self._models = None
+        self.tokens: TokenSource | None = None
+        self._authorized: AuthorizedClient | None = None
+        if target.auth.gcp is not None:
+            self.tokens = _token_source(target.auth.gcp, where, self.timeout)
+            self._authorized = AuthorizedClient(self.tokens)
+
+    @classmethod
+    def from_apisix(cls, target: ApisixTarget) -> VertexOpenAI:
+        """The provider for a `vertex-ai` route or instance; ConfigErrors name the field."""
+        from aiproxy_middleware.config import ProviderConfig
+
+        return cls(ProviderConfig(type=NAME, timeout=target.timeout), target)
+
+    def base_url(self) -> str:
+        return self._host
+
+    def auth_headers(self, call: Call) -> dict[str, str]:
+        # The Bearer token is added by the client's transport (see `client`).
+        return {}
+
+    def client(self, shared: httpx.AsyncClient) -> httpx.AsyncClient:
+        return shared if self._authorized is None else self._authorized.get(shared)
+
+    def request(self, call: Call) -> UpstreamRequest:
+        if call.endpoint is Endpoint.EMBEDDINGS:
+            assert isinstance(call.request, EmbeddingsRequest)
+            if not call.model:
+                raise bad_request("missing 'model': name the embedding model", "missing_model",
+                                  "model")
+            url = (self._chat_url if self._models is None
+                   else f"{self._models}{quote(call.model, safe='@')}:predict")
+            return UpstreamRequest(url, {}, encode(embeddings_body(call.request)))
+        return UpstreamRequest(self._chat_url, {}, call.body.encode())
+
+    def convert_response(self, call: Call, body: bytes) -> bytes | None:
+        if call.endpoint is not Endpoint.EMBEDDINGS:
+            return None
+        assert isinstance(call.request, EmbeddingsRequest)
+        return encode(convert_embeddings(gemini.decode_answer(body), call.request, call.model))
+
+    def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
+        error = gemini.error_of(body)
+        if error is None or "status" not in error:  # not Google's: relayed as it is
+            return None
+        return status, gemini.proxy_error(error, status).body()
+
+
+def _token_source(gcp: GcpAuth, where: str, timeout: float) -> TokenSource:
+    """The token source for `auth.gcp`: its key, or the environment's; errors name no secret."""
+    field = f"{where}.auth.gcp.service_account_json"
+    raw, origin = gcp.service_account_json, ""
+    if raw is None:
+        raw, origin = os.environ.get(ENV_VAR), f" (from the {ENV_VAR} environment variable)"
+        if not raw:
+            raise ConfigError(f"{field}: required when the {ENV_VAR} environment variable is"
+                              " not set")
+    try:
+        account = service_account(raw, default_token_uri=TOKEN_URI, key_scope=True)
+    except ConfigError as exc:
+        raise ConfigError(f"{field}: invalid gcp service_account_json{origin}: {exc}") from None
+    return TokenSource(account, apisix_ttl(gcp.expire_early_secs, gcp.max_ttl), timeout)
