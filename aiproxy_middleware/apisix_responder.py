@@ -16,6 +16,7 @@ from .exprs import RequestView, hash_key
 from .openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody, ask_for_usage
 from .provider import Call, Endpoint, UpstreamRequest
 from .relay import Relay, Trace, UpstreamFailure
+from .tap import AnswerTap
 from .summaries import summarize
 
 if TYPE_CHECKING:
@@ -49,9 +50,10 @@ class ApisixRelay(Relay):
     def upstream_request(self, call: Call) -> UpstreamRequest:
         up = super().upstream_request(call)
         target = self.target
-        if target.endpoint is not None and not target.provider.apisix_signs:
+        signed = target.provider.apisix_signs  # such a provider applies these itself
+        if target.endpoint is not None and not signed:
             up.url = target.endpoint.apply(up.url)
-        if target.query:
+        if target.query and not signed:
             # auth.query wins over the endpoint's and the client's own args
             up.url = add_query(up.url, target.query)
         headers: dict[str, str] = {}
@@ -86,6 +88,8 @@ class ApisixResponder:
             limit = max(r.max_body for r in self.routes)
             data = await read_body(receive, scope["headers"], limit, content_type=True)
             route = self._select(scope, data, state)
+            if route.log_payloads:
+                trace.tap = AnswerTap(keep_text=True)
             if len(data) > route.max_body:
                 raise ProxyError(413, f"the request body is larger than {route.max_body}"
                                  " bytes", "invalid_request_error", "request_too_large")

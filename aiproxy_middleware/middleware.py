@@ -18,6 +18,7 @@ from .openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody, ask_for_
 from .provider import Call, Endpoint
 from .relay import Relay, Trace
 from .summaries import summarize
+from .tap import AnswerTap
 from .transport import default_client
 
 logger = logging.getLogger("aiproxy_middleware")
@@ -167,6 +168,8 @@ class ProxyResponder:
                                     or self.endpoint is not Endpoint.CHAT):
             answers = None
         trace = Trace()
+        if self.middleware.config.logging.payloads:
+            trace.tap = AnswerTap(keep_text=True)
         relay = Relay(self.route.provider, send, self.anthropic, answers, trace=trace)
         call: Call | None = None
         error = None

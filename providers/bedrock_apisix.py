@@ -55,6 +55,7 @@ class BedrockApisix(Bedrock):
 
     apisix_names = ("bedrock",)
     apisix_signs = True
+    apisix_protocol = "bedrock-converse"
 
     def __init__(self, config: ProviderConfig, settings: Settings, target: ApisixTarget) -> None:
         super().__init__(config, settings)

@@ -56,12 +56,19 @@ async def test_stream_relayed_and_include_usage_set(gateway, respx_mock):
 
 
 async def test_client_stream_options_are_respected(gateway, respx_mock):
+    """A client that asks for no usage chunk gets none; the gateway still asks the upstream
+    for it, to count the request's tokens."""
+    usage = (b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m",'
+             b'"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,'
+             b'"total_tokens":3}}\n\n')
+    answer = SSE_ANSWER.replace(b"data: [DONE]", usage + b"data: [DONE]")
     route = respx_mock.post("https://api.openai.com/v1/chat/completions").respond(
-        content=SSE_ANSWER, headers={"content-type": "text/event-stream"})
+        content=answer, headers={"content-type": "text/event-stream"})
     client = gateway({"provider": {"type": "openai", "apiTokens": ["sk-test"]}})
-    await client.post("/v1/chat/completions",
-                      json=dict(CHAT, stream=True, stream_options={"include_usage": False}))
-    assert sent_json(route)["stream_options"] == {"include_usage": False}
+    r = await client.post("/v1/chat/completions",
+                          json=dict(CHAT, stream=True, stream_options={"include_usage": False}))
+    assert sent_json(route)["stream_options"] == {"include_usage": True}
+    assert r.content == SSE_ANSWER
 
 
 @pytest.mark.parametrize("url, chat, embeddings", [
