@@ -131,6 +131,23 @@ class ApisixRoute:
     costs: tuple[float | None, float | None] = (None, None)
     hooks: list[SummaryHook] = field(default_factory=list)
     clients: ClientSource = field(default_factory=lambda: ClientSource())
+    transport: Transport | None = None
+    """Connection settings that differ from the gateway's shared client's, if any."""
+    _client: httpx.AsyncClient | None = None
+
+    def http_client(self, shared: httpx.AsyncClient) -> httpx.AsyncClient:
+        """The client this route's calls go through: the shared one, unless the route sets
+        its own TLS or keep-alive behaviour."""
+        if self.transport is None:
+            return shared
+        if self._client is None:
+            self._client = self.transport.client()
+        return self._client
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
 
     def matches_path(self, path: str) -> bool:
         return path.startswith(self.path) if self.prefix else path == self.path
@@ -140,6 +157,34 @@ class ApisixRoute:
 
     def checkers(self) -> list[HealthChecker]:
         return [t.checker for t in self.targets if t.checker is not None]
+
+
+@dataclass(frozen=True, slots=True)
+class Transport:
+    """APISIX's `ssl_verify`, `keepalive`, `keepalive_timeout` (ms) and `keepalive_pool`
+    (idle connections kept per host), for a route that changes any of them."""
+
+    ssl_verify: bool
+    keepalive: bool
+    keepalive_timeout: int
+    keepalive_pool: int
+
+    @classmethod
+    def of(cls, conf: Any) -> Transport | None:
+        t = cls(conf.ssl_verify, conf.keepalive, conf.keepalive_timeout, conf.keepalive_pool)
+        return None if t == _SHARED else t
+
+    def client(self) -> httpx.AsyncClient:
+        # httpx's own pool, because it has exactly these knobs (an idle-pool size and
+        # expiry); the shared client's aiohttp pool has no idle-pool size.
+        limits = httpx.Limits(max_connections=None,
+                              max_keepalive_connections=self.keepalive_pool if self.keepalive else 0,
+                              keepalive_expiry=self.keepalive_timeout / 1000)
+        return httpx.AsyncClient(verify=self.ssl_verify, limits=limits, trust_env=False,
+                                 follow_redirects=False)
+
+
+_SHARED = Transport(True, True, 60000, 30)
 
 
 def is_apisix_entry(entry: Any) -> bool:
@@ -202,7 +247,8 @@ def _route(conf: AiProxy | AiProxyMulti, targets: list[Target], where: str) -> A
     return ApisixRoute(conf.name or conf.path, path, prefix, _methods(conf.methods, where),
                        Vars.compile(conf.vars, f"{where}.vars"), targets, limits,
                        conf.max_req_body_size, bool(logging and logging.summaries),
-                       bool(logging and logging.payloads), hooks=_hooks(conf.on_summary, where))
+                       bool(logging and logging.payloads), hooks=_hooks(conf.on_summary, where),
+                       transport=Transport.of(conf))
 
 
 def _multi(conf: AiProxyMulti, where: str) -> ApisixRoute:
@@ -271,7 +317,7 @@ def _old(conf: OldAiProxy, raw: dict[str, Any], where: str) -> ApisixRoute:
                        Limits(idle=conf.timeout / 1000), 64 * 1024 * 1024, old=True,
                        passthrough=conf.passthrough,
                        costs=(prices.input_cost, prices.output_cost),
-                       hooks=_hooks(conf.on_summary, where))
+                       hooks=_hooks(conf.on_summary, where), transport=Transport.of(conf))
 
 
 def _target(kind: str, auth: Auth, options: dict[str, Any], override: Override | None,

@@ -140,7 +140,7 @@ class ApisixResponder:
             send = _Capture(send)
         order = self._order(route, state)
         failures: list[str] = []
-        client = self.middleware.http_client
+        client = route.http_client(self.middleware.http_client)
         for n, index in enumerate(order):
             target = route.targets[index]
             relay = ApisixRelay(target, scope, send, anthropic, route, trace)
@@ -153,7 +153,7 @@ class ApisixResponder:
                 relay.retry_on = route.retryable
             started = perf_counter()
             try:
-                await relay.run(call, target.provider.client(client), receive)
+                await relay.run(call, client, receive)
             except UpstreamFailure as failure:
                 failures.append(f"{target.name}: {failure.status}")
                 if n + 1 >= len(order):

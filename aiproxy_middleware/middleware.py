@@ -103,6 +103,8 @@ class AIProxyMiddleware:
         """Stop the health checks and close the middleware's own HTTP client (an injected
         client is left open)."""
         await self.health.stop()
+        for route in self.config.all_apisix():
+            await route.aclose()
         client, self._client = self._client, None
         if client is not None and self._owns_client:
             await client.aclose()

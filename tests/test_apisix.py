@@ -413,3 +413,101 @@ async def test_yaml_round_trip(tmp_path, gateway, respx_mock):
 
 async def test_respx_unused_routes_ok(respx_mock):
     respx.clear()
+
+
+def test_transport_settings():
+    """ssl_verify and keep-alive settings give the route its own client; defaults share."""
+    from aiproxy_middleware.apisix import Transport
+
+    def route(**extra):
+        config = load_config({"routes": [{"path": "/a", "provider": "openai", "auth": {},
+                                          **extra}]})
+        return config.apisix["/a"][0]
+
+    shared = httpx.AsyncClient()
+    assert route().http_client(shared) is shared
+    own = route(ssl_verify=False, keepalive_pool=5, keepalive_timeout=2000)
+    assert own.transport == Transport(False, True, 2000, 5)
+    client = own.http_client(shared)
+    assert client is not shared and client is own.http_client(shared)
+    pool = client._transport._pool
+    assert pool._max_keepalive_connections == 5 and pool._keepalive_expiry == 2.0
+    assert pool._ssl_context.verify_mode.name == "CERT_NONE"
+    assert route(keepalive=False).http_client(shared)._transport._pool._max_keepalive_connections == 0
+
+
+# ---- spec 002: Vertex AI with a service account, chat and embeddings --------------------
+
+async def test_vertex_ai_examples(gateway, respx_mock):
+    """The service-account JSON as the route gives it; the test verifies the JWT the gateway
+    signs, and the Bearer token on both the chat and the predict call."""
+    from test_apisix_vertex_bedrock import KEY, verified_claims
+
+    tokens = respx_mock.post("https://oauth2.googleapis.com/token").respond(
+        json={"access_token": "ya29.vertex", "token_type": "Bearer", "expires_in": 3599})
+    host = "https://us-central1-aiplatform.googleapis.com"
+    chat = respx_mock.post(f"{host}/v1beta1/projects/api7-vertex/locations/us-central1/"
+                           "endpoints/openapi/chat/completions").respond(
+        json={**OPENAI_ANSWER, "model": "google/gemini-2.5-flash",
+              "usage": {"completion_tokens": 8, "prompt_tokens": 11, "total_tokens": 19,
+                        "extra_properties": {"google": {"traffic_type": "ON_DEMAND"}}}})
+    predict = respx_mock.post(f"{host}/v1/projects/api7-vertex/locations/us-central1/"
+                              "publishers/google/models/gemini-embedding-001:predict").respond(
+        json={"predictions": [{"embeddings": {"values": [-0.0241838414222, 0.0098769934847951],
+                                              "statistics": {"token_count": 2}}}]})
+
+    def route(uri: str, model: str) -> dict:
+        return {"id": uri, "uri": uri, "methods": ["POST"], "plugins": {"ai-proxy": {
+            "provider": "vertex-ai", "auth": {"gcp": {"service_account_json": json.dumps(KEY)}},
+            "provider_conf": {"project_id": "api7-vertex", "region": "us-central1"},
+            "options": {"model": model}}}}
+
+    client = gateway({"routes": [route("/anything", "google/gemini-2.5-flash"),
+                                 route("/embeddings", "gemini-embedding-001")]})
+    r = await client.post("/anything", json=MATH)
+    assert r.status_code == 200, r.text
+    assert r.json()["model"] == "google/gemini-2.5-flash"
+    assert r.json()["usage"]["extra_properties"] == {"google": {"traffic_type": "ON_DEMAND"}}
+    assert sent_json(chat)["model"] == "google/gemini-2.5-flash"
+    assert chat.calls[0].request.headers["authorization"] == "Bearer ya29.vertex"
+    claims = verified_claims(tokens.calls[0].request)
+    assert claims["iss"] == KEY["client_email"]
+    assert claims["aud"] == "https://oauth2.googleapis.com/token"
+    assert claims["scope"] == "https://www.googleapis.com/auth/cloud-platform"
+    assert claims["exp"] - claims["iat"] == 3600
+
+    r = await client.post("/embeddings", json={"input": "hello world"})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"object": "list", "model": "gemini-embedding-001",
+                        "data": [{"object": "embedding", "index": 0,
+                                  "embedding": [-0.0241838414222, 0.0098769934847951]}],
+                        "usage": {"prompt_tokens": 2, "total_tokens": 2}}
+    assert sent_json(predict) == {"instances": [{"content": "hello world"}]}
+    assert predict.calls[0].request.headers["authorization"] == "Bearer ya29.vertex"
+    assert tokens.call_count == 2  # one token per route, cached (APISIX keys it per route)
+    await client.post("/anything", json=MATH)
+    await client.post("/embeddings", json={"input": "again"})
+    assert tokens.call_count == 2
+
+
+async def test_bedrock_route(gateway, respx_mock):
+    """APISIX's bedrock provider: OpenAI chat converted to Converse, signed with auth.aws."""
+    up = respx_mock.post("https://bedrock-runtime.us-east-1.amazonaws.com/model/"
+                         "anthropic.claude-3-haiku-20240307-v1%3A0/converse").respond(json={
+        "output": {"message": {"role": "assistant", "content": [{"text": "2"}]}},
+        "stopReason": "end_turn", "usage": {"inputTokens": 5, "outputTokens": 1,
+                                            "totalTokens": 6}})
+    client = gateway({"routes": [{"path": "/chat", "provider": "bedrock",
+                                  "auth": {"aws": {"access_key_id": "AKIDEXAMPLE",
+                                                   "secret_access_key": "secret"}},
+                                  "provider_conf": {"region": "us-east-1"},
+                                  "options": {"model": "anthropic.claude-3-haiku-20240307-v1:0"}}]})
+    r = await client.post("/chat", json=MATH)
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"] == "2"
+    assert r.json()["usage"]["total_tokens"] == 6
+    sent = sent_json(up)
+    assert sent["messages"] == [{"role": "user", "content": [{"text": "What is 1+1?"}]}]
+    assert sent["system"] == [{"text": "You are a mathematician"}]
+    assert up.calls[0].request.headers["authorization"].startswith(
+        "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
