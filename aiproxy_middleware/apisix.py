@@ -282,7 +282,8 @@ def _multi(conf: AiProxyMulti, where: str) -> ApisixRoute:
     strategy = conf.fallback_strategy
     names = ([strategy] if isinstance(strategy, str) else list(strategy or ()))
     statuses = set(conf.fallback_http_statuses or ())
-    if "http_429" in names or "instance_health_and_rate_limiting" in names:
+    # With no rate-limiting plugin in front, an instance out of quota is one answering 429.
+    if {"http_429", "rate_limiting", "instance_health_and_rate_limiting"} & set(names):
         statuses.add(429)
     route.fallback_statuses = frozenset(statuses)
     route.fallback_5xx = "http_5xx" in names

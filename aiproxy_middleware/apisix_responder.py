@@ -79,7 +79,7 @@ class ApisixResponder:
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         from .middleware import read_body
 
-        trace = Trace()
+        trace = Trace(metrics=self.middleware.metrics)
         anthropic = scope["path"].endswith("/v1/messages")
         route: ApisixRoute | None = None
         state = _State()

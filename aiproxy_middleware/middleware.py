@@ -169,7 +169,7 @@ class ProxyResponder:
         if answers is not None and (self.anthropic or self.original
                                     or self.endpoint is not Endpoint.CHAT):
             answers = None
-        trace = Trace()
+        trace = Trace(metrics=self.middleware.metrics)
         if self.middleware.config.logging.payloads:
             trace.tap = AnswerTap(keep_text=True)
         relay = Relay(self.route.provider, send, self.anthropic, answers, trace=trace)

@@ -13,7 +13,8 @@ import httpx
 from .anthropic import MessageStream, convert_answer, error_event, error_json
 from .errors import ProxyError, upstream_invalid, upstream_timeout, upstream_unreachable
 from .messages import AnswerRules
-from .observe import AnswerTap
+from .metrics import Metrics
+from .tap import AnswerTap
 from .provider import Call, Endpoint, Provider, UpstreamRequest
 
 logger = logging.getLogger("aiproxy_middleware")
@@ -60,6 +61,8 @@ class Trace:
     status: int = 0
     tap: AnswerTap = field(default_factory=AnswerTap)
     streamed: bool = False
+    metrics: Metrics | None = None
+    """Where the active-streams gauge is kept, if metrics are on."""
 
     def overhead(self) -> float:
         """Seconds spent in the gateway itself so far."""
@@ -277,6 +280,9 @@ class Relay:
         await self.send({"type": "http.response.start", "status": response.status_code,
                          "headers": headers})
         self.started = True
+        metrics = trace.metrics
+        if metrics is not None:
+            metrics.stream_started()
         send = self.send
         tap = trace.tap if plain else None
         if tap is not None and converter is not None:  # the usage chunk is stripped after
@@ -315,6 +321,8 @@ class Relay:
                     wait += t1 - t0
         finally:
             trace.upstream_wait += wait
+            if metrics is not None:
+                metrics.stream_ended()
         tail = converter.close() if converter is not None else b""
         await send({"type": "http.response.body", "body": tail, "more_body": False})
 

@@ -3,6 +3,7 @@ passthrough and converting providers, streamed and not, in both config dialects.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -216,23 +217,75 @@ async def test_config_hook_and_app_hook(respx_mock, upstream):
 
 
 async def test_prometheus_metrics(respx_mock, upstream):
-    respx_mock.post("https://api.openai.com/v1/chat/completions").respond(json=OPENAI_ANSWER)
-    respx_mock.post(CLAUDE_URL).respond(content=CLAUDE_STREAM,
-                                        headers={"content-type": "text/event-stream"})
+    """Each of: passthrough and converting provider, streamed and not."""
+    respx_mock.post("https://api.openai.com/v1/chat/completions").mock(
+        side_effect=lambda request: httpx.Response(
+            200, headers={"content-type": "text/event-stream"}, content=USAGE_STREAM)
+        if b'"stream":true' in request.content else httpx.Response(200, json=OPENAI_ANSWER))
+    respx_mock.post(CLAUDE_URL).mock(
+        side_effect=lambda request: httpx.Response(
+            200, headers={"content-type": "text/event-stream"}, content=CLAUDE_STREAM)
+        if b'"stream":true' in request.content else httpx.Response(200, json=CLAUDE_ANSWER))
     config = {"routes": [{"path": "/oa", "provider": {"type": "openai", "apiTokens": ["k"]}},
                          {"path": "/cl", "provider": {"type": "claude", "apiTokens": ["k"]}}],
               "metrics": {"path": "/metrics"}}
     client, _, middleware = make(config, upstream)
-    await client.post("/oa/v1/chat/completions", json=CHAT)
-    await client.post("/cl/v1/chat/completions", json={**CHAT, "stream": True})
+    for prefix in ("/oa", "/cl"):
+        await client.post(f"{prefix}/v1/chat/completions", json=CHAT)
+        await client.post(f"{prefix}/v1/chat/completions", json={**CHAT, "stream": True})
     r = await client.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     text = r.text
-    assert ('aiproxy_requests_total{model="gpt-4o",provider="openai",route="/oa",status="200"}'
-            " 1.0") in text
-    assert 'aiproxy_completion_tokens_total{model="gpt-4o",provider="claude",route="/cl"} 42.0' \
-        in text
-    assert 'aiproxy_time_to_first_token_seconds_count{model="gpt-4o",provider="claude"' in text
+
+    def value(name: str, provider: str, status: str | None = None) -> float:
+        route = {"openai": "/oa", "claude": "/cl"}[provider]
+        labels = f'model="gpt-4o",provider="{provider}",route="{route}"'
+        if status:
+            labels += f',status="{status}"'
+        line = next(x for x in text.splitlines() if x.startswith(f"{name}{{{labels}}}"))
+        return float(line.rsplit(" ", 1)[1])
+
+    assert value("aiproxy_requests_total", "openai", "200") == 2
+    assert value("aiproxy_requests_total", "claude", "200") == 2
+    assert value("aiproxy_prompt_tokens_total", "openai") == 1 + 11
+    assert value("aiproxy_completion_tokens_total", "openai") == 1 + 2
+    assert value("aiproxy_completion_tokens_total", "claude") == 5 + 42
+    assert value("aiproxy_cached_tokens_total", "claude") == 7 + 30
+    assert value("aiproxy_request_duration_seconds_count", "claude") == 2
+    assert value("aiproxy_time_to_first_token_seconds_count", "openai") == 1  # streams only
+    assert value("aiproxy_time_to_first_token_seconds_count", "claude") == 1
     assert "aiproxy_active_streams 0.0" in text
     assert "aiproxy_overhead_seconds_bucket" in text
     assert "sk-" not in text and '"k"' not in text
+
+
+async def test_active_streams_gauge(respx_mock, upstream):
+    release = asyncio.Event()
+
+    class Slow(httpx.AsyncByteStream):
+        async def __aiter__(self):
+            yield USAGE_STREAM[:100]
+            await release.wait()
+            yield USAGE_STREAM[100:]
+
+    respx_mock.post("https://api.openai.com/v1/chat/completions").mock(
+        return_value=httpx.Response(200, headers={"content-type": "text/event-stream"},
+                                    stream=Slow()))
+    client, summaries, _ = make({"provider": {"type": "openai", "apiTokens": ["k"]},
+                                 "metrics": {"path": "/metrics"}}, upstream)
+
+    async def stream():
+        async with client.stream("POST", "/v1/chat/completions",
+                                 json={**CHAT, "stream": True}) as r:
+            return await r.aread()
+
+    task = asyncio.create_task(stream())
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if "aiproxy_active_streams 1.0" in (await client.get("/metrics")).text:
+            break
+    else:
+        raise AssertionError("the gauge never showed the open stream")
+    release.set()
+    assert (await task).endswith(b"data: [DONE]\n\n")
+    assert "aiproxy_active_streams 0.0" in (await client.get("/metrics")).text
