@@ -15,10 +15,8 @@ from __future__ import annotations
 from typing import ClassVar
 from urllib.parse import urlsplit
 
-import httpx
-
 from aiproxy_middleware.config import ConfigError
-from aiproxy_middleware.provider import Call, Endpoint, Provider, StreamConverter, UpstreamRequest
+from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest
 
 DEFAULT_PATHS = {Endpoint.CHAT: "/v1/chat/completions", Endpoint.EMBEDDINGS: "/v1/embeddings"}
 
@@ -58,18 +56,10 @@ class OpenAICompatible(Provider):
 
     # OpenAI's format both ways: nothing to fetch or convert. Stated here rather than left to
     # `Provider`, so that they win over a converting provider's in a class deriving from both.
-
-    async def prepare(self, call: Call, client: httpx.AsyncClient) -> None:
-        return None
-
-    def convert_response(self, call: Call, body: bytes) -> bytes | None:
-        return None
-
-    def stream_converter(self, call: Call) -> StreamConverter | None:
-        return None
-
-    def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
-        return None
+    prepare = Provider.prepare
+    convert_response = Provider.convert_response
+    stream_converter = Provider.stream_converter
+    convert_error = Provider.convert_error
 
 
 def split_url(url: str, field: str, scheme: str = "https") -> tuple[str, str, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime
 import json
 import logging
 import struct
@@ -13,12 +12,10 @@ import zlib
 from typing import Any
 from urllib.parse import parse_qs
 
-import botocore.auth
 import httpx
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
@@ -33,6 +30,8 @@ from providers import _gcp, get_apisix_provider, get_provider
 from providers.bedrock import Bedrock
 from providers.bedrock_apisix import BedrockApisix, deep_merge
 from providers.vertex_openai import VertexOpenAI, apisix_ttl
+from test_bedrock import botocore_sign
+from test_vertex import TOKEN_FAILURES
 
 WHERE = "routes[0].instances[1]"
 
@@ -253,13 +252,7 @@ async def test_concurrent_requests_share_one_exchange(respx_mock, upstream, cloc
     assert tokens.call_count == 1 and chat.call_count == 8
 
 
-@pytest.mark.parametrize("answer", [
-    httpx.Response(400, json={"error": "invalid_grant",
-                              "error_description": "Invalid JWT Signature."}),
-    httpx.Response(200, json={"token_type": "Bearer"}),
-    httpx.Response(503, text="<html>down</html>"),
-    httpx.ConnectError("connection refused"),
-])
+@pytest.mark.parametrize("answer", TOKEN_FAILURES)
 @pytest.mark.parametrize("stream", [False, True])
 async def test_failed_exchange_is_a_502_naming_no_secret(respx_mock, upstream, clock, caplog,
                                                          answer, stream):
@@ -419,17 +412,9 @@ def bedrock(aws: AwsAuth | None = AWS, conf: ProviderConf | None = ProviderConf(
 
 def assert_signed(request: httpx.Request, token: str | None = None) -> None:
     """The request's signature is the one botocore's SigV4Auth makes for it, at its time."""
-    when = datetime.datetime.strptime(request.headers["x-amz-date"], "%Y%m%dT%H%M%SZ")
-    theirs = AWSRequest("POST", str(request.url), data=request.content,
-                        headers={"Content-Type": request.headers["content-type"]})
-    auth = SigV4Auth(Credentials(AWS.access_key_id, AWS.secret_access_key, token), "bedrock",
-                     "us-west-2")
-    original = botocore.auth.get_current_datetime
-    botocore.auth.get_current_datetime = lambda: when
-    try:
-        auth.add_auth(theirs)
-    finally:
-        botocore.auth.get_current_datetime = original
+    theirs = botocore_sign(str(request.url), request.content, request.headers["x-amz-date"],
+                           token, {"Content-Type": request.headers["content-type"]},
+                           (AWS.access_key_id, AWS.secret_access_key))
     assert request.headers["authorization"] == theirs.headers["Authorization"]
     assert request.headers.get("x-amz-security-token") == token
 

@@ -42,13 +42,14 @@ TIME = {"type": "function", "function": {"name": "get_time"}}
 
 
 def botocore_sign(url: str, body: bytes, stamp: str, token: str | None = None,
-                  headers: dict | None = None) -> AWSRequest:
+                  headers: dict | None = None,
+                  keys: tuple[str, str] = (KEYS["awsAccessKey"], KEYS["awsSecretKey"])
+                  ) -> AWSRequest:
     """The request botocore's SigV4Auth signs, at the time `stamp`."""
     request = AWSRequest("POST", url, data=body,
                          headers=headers or {"Content-Type": "application/json"})
     when = datetime.datetime.strptime(stamp, "%Y%m%dT%H%M%SZ")
-    auth = SigV4Auth(Credentials(KEYS["awsAccessKey"], KEYS["awsSecretKey"], token),
-                     "bedrock", "us-west-2")
+    auth = SigV4Auth(Credentials(*keys, token), "bedrock", "us-west-2")
     import botocore.auth
     original = botocore.auth.get_current_datetime
     botocore.auth.get_current_datetime = lambda: when

@@ -21,7 +21,7 @@ from cryptography.x509.oid import NameOID
 
 from aiproxy_middleware.apisix_schema import ActiveCheck
 from aiproxy_middleware.health import HealthChecker, HealthMonitor, http_probe
-from tests.upstream_server import Served, free_port
+from tests.upstream_server import Served, free_port, read_request
 
 
 def active(**conf: Any) -> ActiveCheck:
@@ -215,12 +215,7 @@ class Recorder:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_request(receive)
         self.requests.append({"method": scope["method"], "path": scope["path"],
                               "query": scope["query_string"].decode(), "body": body,
                               "headers": [(k.decode(), v.decode()) for k, v in scope["headers"]]})

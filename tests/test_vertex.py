@@ -175,13 +175,17 @@ async def test_concurrent_first_requests_make_one_exchange(gateway, respx_mock, 
     assert tokens.call_count == 1 and chat.call_count == 8
 
 
-@pytest.mark.parametrize("answer", [
+TOKEN_FAILURES = [
     httpx.Response(400, json={"error": "invalid_grant",
                               "error_description": "Invalid JWT Signature."}),
     httpx.Response(200, json={"token_type": "Bearer"}),
     httpx.Response(503, text="<html>down</html>"),
     httpx.ConnectError("connection refused"),
-])
+]
+"""Token exchanges that fail: refused, unreadable, without a token, unreachable."""
+
+
+@pytest.mark.parametrize("answer", TOKEN_FAILURES)
 @pytest.mark.parametrize("stream", [False, True])
 async def test_token_failure_is_a_502_without_secrets(gateway, respx_mock, clock, caplog,
                                                       answer, stream):

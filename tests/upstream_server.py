@@ -25,6 +25,16 @@ def chunk(content: str | None, finish: str | None = None, usage: dict | None = N
     return b"data: " + json.dumps(event).encode() + b"\n\n"
 
 
+async def read_request(receive: Any) -> bytes:
+    """The whole body of a request an ASGI test server receives."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
 class Upstream:
     """Records each request; `/slow/...` waits, `/endless/...` streams until disconnected."""
 
@@ -36,12 +46,7 @@ class Upstream:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_request(receive)
         path = scope["path"]
         self.requests.append({"path": path, "headers": dict(
             (k.decode(), v.decode()) for k, v in scope["headers"]), "json": json.loads(body)})
