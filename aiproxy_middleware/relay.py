@@ -14,6 +14,7 @@ from .anthropic import MessageStream, convert_answer, error_event, error_json
 from .errors import ProxyError, upstream_invalid, upstream_timeout, upstream_unreachable
 from .messages import AnswerRules
 from .metrics import Metrics
+from .openai import ChatCompletionRequest
 from .tap import AnswerTap
 from .provider import Call, Endpoint, Provider, UpstreamRequest
 from .streams import DisconnectWatcher, NoUsage, Tapped
@@ -108,6 +109,10 @@ class Relay:
 
     async def run(self, call: Call, shared: httpx.AsyncClient, receive: Any) -> None:
         provider = self.provider
+        request = call.request
+        if isinstance(request, ChatCompletionRequest) and not request.tools \
+                and "functions" not in call.body:
+            self.trace.tap.watch_tools = False  # no tools offered: none can be called
         try:
             await provider.prepare(call, shared)
         except (TimeoutError, httpx.TimeoutException):

@@ -38,13 +38,20 @@ def _live(block: bytes, key: bytes, at: int = 0) -> bool:
     return False
 
 
-def _boundary(data: bytes) -> int:
-    """The end of the last complete event (after its blank line) in `data`, or -1."""
-    if data.endswith(b"\n\n") or data.endswith(b"\n\r\n"):
-        return len(data)
-    lf, crlf, cr = data.rfind(b"\n\n"), data.rfind(b"\n\r\n"), data.rfind(b"\r\r")
-    return max(lf + 2 if lf >= 0 else -1, crlf + 3 if crlf >= 0 else -1,
-               cr + 2 if cr >= 0 else -1)
+def _payload(event: bytes) -> bytes | None:
+    """The data of one event (its `data:` lines joined), or None when it has none."""
+    data = [line[6:] if line[5:6] == b" " else line[5:]
+            for line in event.split(b"\n") if line.startswith(b"data:")]
+    if not data:
+        return None
+    return data[0] if len(data) == 1 else b"\n".join(data)
+
+
+def _event_at(block: bytes, at: int) -> bytes:
+    """The whole event of `block` around the offset `at`."""
+    start = block.rfind(b"\n\n", 0, at)
+    end = block.find(b"\n\n", at)
+    return block[start + 2 if start >= 0 else 0:end + 2 if end >= 0 else len(block)]
 
 
 _MAX_PENDING = 16 << 20  # bytes held for one unfinished event before it is given up
@@ -68,7 +75,7 @@ class AnswerTap:
 
     __slots__ = ("keep_text", "first_token_at", "prompt_tokens", "completion_tokens",
                  "total_tokens", "cached_tokens", "reasoning_tokens", "has_tool_calls",
-                 "has_usage", "_parts", "_pending", "_skim", "_tools")
+                 "has_usage", "watch_tools", "_parts", "_pending", "_skim", "_tools")
 
     def __init__(self, keep_text: bool = False) -> None:
         self.keep_text = keep_text
@@ -77,6 +84,8 @@ class AnswerTap:
         self.cached_tokens = self.reasoning_tokens = 0
         self.has_tool_calls = False
         self.has_usage = False  # some usage was read
+        self.watch_tools = True
+        """Whether tool calls may come (False when the request offered no tools)."""
         self._parts: list[str] = []
         self._pending = b""  # bytes of an event whose blank line has not arrived yet
         self._skim = False  # the first token is known and no text is kept: see sse()
@@ -101,22 +110,25 @@ class AnswerTap:
         """Reads raw SSE bytes; an event may be split across calls, or several be in one."""
         try:
             data = self._pending + chunk if self._pending else chunk
-            if data.endswith(b"\n\n"):  # the usual: whole events
-                self._pending = b""
+            if b"\r" in data:  # CRLF (or CR) line ends: one form for the searches below;
+                # a CR at the end may be half of a CRLF, so it waits for the next bytes
+                held = b"\r" if data.endswith(b"\r") else b""
+                data = data[:len(data) - len(held)].replace(b"\r\n", b"\n").replace(b"\r", b"\n")
             else:
-                end = _boundary(data)
+                held = b""
+            if data.endswith(b"\n\n"):  # the usual: whole events
+                self._pending = held
+            else:
+                end = data.rfind(b"\n\n")
                 if end < 0:
+                    data += held
                     self._pending = data if len(data) <= _MAX_PENDING else b""
                     return
-                data, self._pending = data[:end], data[end:]
-            if self._skim:  # after the first token only usage and tool calls are news
-                at = data.find(_USAGE)
-                while at >= 0 and data.startswith(b":null", at + 7):  # OpenAI's, every chunk
-                    at = data.find(_USAGE, at + 12)
-                if (at < 0 or not _live(data, _USAGE, at)) and (
-                        self.has_tool_calls or data.find(self._tools) < 0):
-                    return
-            self._events(data)
+                data, self._pending = data[:end + 2], data[end + 2:] + held
+            if self._skim:
+                self._skim_block(data)
+            else:
+                self._events(data)
         except Exception:  # noqa: BLE001 - the tap never raises
             pass
 
@@ -125,6 +137,7 @@ class AnswerTap:
         if self._pending:
             block, self._pending = self._pending, b""
             try:
+                block = block.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
                 self._events(block + b"\n\n")
             except Exception:  # noqa: BLE001 - the tap never raises
                 pass
@@ -145,25 +158,47 @@ class AnswerTap:
         if started is not None and self.first_token_at is not None:
             summary.time_to_first_token_ms = (self.first_token_at - started) * 1000
 
+    def _skim_block(self, block: bytes) -> None:
+        """After the first token (text not kept) only usage and tool calls are news: find
+        the events that name them, with a few searches over the whole block, and read just
+        those."""
+        at = block.find(_USAGE)
+        while at >= 0:
+            value = block[at + 7:at + 24].lstrip(b" \t:")
+            if value.startswith((b"null", b"[]", b"{}")):  # OpenAI's, in every chunk
+                at = block.find(_USAGE, at + 11)
+                continue
+            self._read(_payload(_event_at(block, at)))
+            at = block.find(_USAGE, at + 7)
+        if self.watch_tools and not self.has_tool_calls:
+            at = block.find(self._tools)
+            if at >= 0:
+                self._read(_payload(_event_at(block, at)))
+
     def _events(self, block: bytes) -> None:
-        """Decodes the data of each whole event in `block` and reads it."""
-        data: list[bytes] = []
-        for line in block.splitlines():
-            if line.startswith(b"data:"):
-                data.append(line[6:] if line[5:6] == b" " else line[5:])
-            elif not line and data:
-                payload = data[0] if len(data) == 1 else b"\n".join(data)
-                data = []
-                if payload == b"[DONE]":
-                    continue
-                try:
-                    event = msgspec.json.decode(payload)
-                    token = isinstance(event, dict) and self._event(event)
-                except Exception:  # noqa: BLE001 - not JSON, or JSON of no known shape
-                    continue
-                if token and self.first_token_at is None:
-                    self.first_token_at = time.perf_counter()
-                    self._skim = not self.keep_text
+        """Reads each whole event in `block` until the first token; once that is known, the
+        rest of the block is skimmed (`_skim_block`)."""
+        start, size = 0, len(block)
+        while start < size:
+            if self._skim:
+                self._skim_block(block[start:])
+                return
+            end = block.find(b"\n\n", start)
+            end = size if end < 0 else end + 2
+            if self._read(_payload(block[start:end])) and self.first_token_at is None:
+                self.first_token_at = time.perf_counter()
+                self._skim = not self.keep_text
+            start = end
+
+    def _read(self, payload: bytes | None) -> bool:
+        """Decodes and reads one event's data; whether it carried a token."""
+        if payload is None or payload == b"[DONE]":
+            return False
+        try:
+            decoded = msgspec.json.decode(payload)
+            return isinstance(decoded, dict) and self._event(decoded)
+        except Exception:  # noqa: BLE001 - not JSON, or JSON of no known shape
+            return False
 
     def _event(self, event: dict[str, Any]) -> bool:
         """Reads one streamed event; whether it carried a token."""

@@ -111,7 +111,8 @@ async def test_converting_streamed(respx_mock, upstream):
     client, summaries, _ = make({"provider": {"type": "claude", "apiTokens": ["sk-ant"]}},
                                 upstream)
     r = await client.post("/v1/chat/completions",
-                          json={**CHAT, "stream": True, "stream_options": {"include_usage": False}})
+                          json={**CHAT, "tools": TOOLS, "stream": True,
+                                "stream_options": {"include_usage": False}})
     assert b'"usage":{' not in r.content  # the client said no; the summary still has it
     [s] = summaries
     assert s.stream and s.has_tool_calls
