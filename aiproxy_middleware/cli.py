@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aiproxy: invalid config: {exc}", file=sys.stderr)
         return 2
     if args.command == "check":
-        print(f"{args.config}: OK ({len(config.routes)} route(s))")
+        print(f"{args.config}: OK ({len(config.routes) + len(config.all_apisix())} route(s))")
         return 0
     import uvicorn
 

@@ -44,3 +44,10 @@ def test_serve_quickstart_answers_with_no_key_and_no_network():
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_check_accepts_the_apisix_example(monkeypatch, capsys):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-example")
+    monkeypatch.setenv("DEEPSEEK_API_KEY", "sk-example")
+    assert main(["check", str(ROOT / "examples/apisix.yaml")]) == 0
+    assert "sk-example" not in capsys.readouterr().out
