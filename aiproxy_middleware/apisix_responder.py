@@ -12,7 +12,7 @@ import msgspec
 from .anthropic import MessagesRequest, to_chat
 from .apisix import ApisixRoute, Target, add_query
 from .errors import ProxyError, bad_request, upstream_unreachable
-from .exprs import RequestView, hash_key
+from .exprs import RequestView, hash_key, hash_key_uses_body
 from .openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody, ask_for_usage
 from .provider import Call, Endpoint, UpstreamRequest
 from .relay import Relay, Trace, UpstreamFailure
@@ -124,10 +124,7 @@ class ApisixResponder:
                 continue
             if route.vars.uses_body() and not decoded:
                 decoded = True
-                try:
-                    view.body = msgspec.json.decode(data) if data else None
-                except msgspec.DecodeError:
-                    view.body = None
+                view.body = _decoded(data)
             if route.vars.matches(view):
                 return route
         raise ProxyError(404, f"no route on {scope['path']} matches this request (its vars"
@@ -138,7 +135,7 @@ class ApisixResponder:
         protocol = _protocol(scope["path"], data, route)
         if route.passthrough:
             send = _Capture(send)
-        order = self._order(route, state)
+        order = self._order(route, state, data)
         failures: list[str] = []
         client = route.http_client(self.middleware.http_client)
         for n, index in enumerate(order):
@@ -186,12 +183,15 @@ class ApisixResponder:
             return False
         return route.retry_within is None or elapsed <= route.retry_within
 
-    def _order(self, route: ApisixRoute, state: _State) -> list[int]:
+    def _order(self, route: ApisixRoute, state: _State, data: bytes) -> list[int]:
         if route.balancer is None or len(route.targets) == 1:
             return [0]
         key = None
-        if route.chash:
-            key = hash_key(route.hash_on, route.hash_key, state.view)  # type: ignore[arg-type]
+        view = state.view
+        if route.chash and view is not None:
+            if view.body is None and hash_key_uses_body(route.hash_on, route.hash_key):
+                view.body = _decoded(data)
+            key = hash_key(route.hash_on, route.hash_key, view)
         return route.balancer.order([t.healthy for t in route.targets], key)
 
     async def _pass_on(self, capture: _Capture, scope: Scope, state: _State) -> None:
@@ -277,6 +277,14 @@ class _Capture:
 
     async def receive_disconnect(self) -> dict[str, Any]:
         return {"type": "http.disconnect"}
+
+
+def _decoded(data: bytes) -> Any:
+    """The JSON body for `vars` and hash keys (None when it is not JSON)."""
+    try:
+        return msgspec.json.decode(data) if data else None
+    except msgspec.DecodeError:
+        return None
 
 
 def _protocol(path: str, data: bytes, route: ApisixRoute) -> Endpoint | str:

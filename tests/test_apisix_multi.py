@@ -276,3 +276,25 @@ async def test_all_unhealthy_uses_all(respx_mock, upstream):
         for _ in range(4):
             assert (await client.post("/chat", json=CHAT)).status_code == 200
     assert a.call_count == 2 and b.call_count == 2
+
+
+@pytest.mark.parametrize("balancer,request_for", [
+    ({"hash_on": "vars", "key": "post_arg.user"},
+     lambda user: {"json": {**CHAT, "user": user}}),
+    ({"hash_on": "vars", "key": "arg_session"},
+     lambda user: {"json": CHAT, "params": {"session": user}}),
+    ({"hash_on": "vars_combinations", "key": "${post_arg.user}-$http_x_team"},
+     lambda user: {"json": {**CHAT, "user": user}, "headers": {"x-team": "t"}}),
+])
+async def test_chash_on_body_field_and_query_arg(gateway, respx_mock, balancer, request_for):
+    a = respx_mock.post(url("a")).respond(json=OPENAI_ANSWER)
+    b = respx_mock.post(url("b")).respond(json=OPENAI_ANSWER)
+    client = gateway(multi(instance("a"), instance("b"),
+                           balancer={"algorithm": "chash", **balancer}))
+    picked = {}
+    for user in [f"u{i}" for i in range(30)] * 2:
+        before = a.call_count
+        await client.post("/chat", **request_for(user))
+        choice = "a" if a.call_count > before else "b"
+        assert picked.setdefault(user, choice) == choice  # the same user, the same instance
+    assert a.call_count > 0 and b.call_count > 0
