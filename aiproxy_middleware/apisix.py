@@ -34,7 +34,7 @@ _ENDPOINT = re.compile(r"^(https?)://([^:/]+):?(\d*)/?.*$")
 _PLUGINS = ("ai-proxy", "ai-proxy-multi")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class EndpointOverride:
     """`override.endpoint`, split: what it replaces in the provider's default URL."""
 
@@ -43,6 +43,8 @@ class EndpointOverride:
     path: str
     """Used instead of the provider's path when not empty."""
     query: list[tuple[str, str]]
+    _applied: dict[str, str] = field(default_factory=dict)
+    """URLs already rewritten (a provider calls few distinct URLs)."""
 
     @classmethod
     def parse(cls, url: str, where: str) -> EndpointOverride:
@@ -58,6 +60,14 @@ class EndpointOverride:
 
     def apply(self, url: str) -> str:
         """`url` with this endpoint's scheme, host, port, path (if any) and query args."""
+        done = self._applied.get(url)
+        if done is None:
+            if len(self._applied) > 256:
+                self._applied.clear()
+            done = self._applied[url] = self._rewrite(url)
+        return done
+
+    def _rewrite(self, url: str) -> str:
         parts = urlsplit(url)
         query = parse_qsl(parts.query, keep_blank_values=True)
         if self.query:

@@ -132,7 +132,7 @@ class ApisixResponder:
 
     async def _serve(self, route: ApisixRoute, scope: Scope, receive: Any, send: Any,
                      data: bytes, trace: Trace, state: _State, anthropic: bool) -> None:
-        protocol = _protocol(scope["path"], data, route)
+        protocol, first = _protocol(scope["path"], data, route)
         if route.passthrough:
             send = _Capture(send)
         order = self._order(route, state, data)
@@ -142,7 +142,8 @@ class ApisixResponder:
             target = route.targets[index]
             relay = ApisixRelay(target, scope, send, anthropic, route, trace)
             state.relay, state.target, state.attempts = relay, target, n + 1
-            call, relay.anthropic = _shape(route, target, scope, data, protocol, anthropic)
+            body, first = first or JsonBody.decode(data), None  # a fresh copy for each try
+            call, relay.anthropic = _shape(route, target, scope, body, protocol, anthropic)
             if route.passthrough:
                 call.stream = False
             state.call = call
@@ -287,13 +288,18 @@ def _decoded(data: bytes) -> Any:
         return None
 
 
-def _protocol(path: str, data: bytes, route: ApisixRoute) -> Endpoint | str:
+def _protocol(path: str, data: bytes, route: ApisixRoute) -> tuple[Endpoint | str, JsonBody]:
+    """The API the request calls, and its body."""
+    if not data:
+        raise bad_request("the request body is empty; send a JSON object", "invalid_json")
+    body = JsonBody.decode(data)
+    return _protocol_of(path, body, route), body
+
+
+def _protocol_of(path: str, body: JsonBody, route: ApisixRoute) -> Endpoint | str:
     if path.endswith("/v1/messages"):
         return Endpoint.MESSAGES
-    body = JsonBody.decode(data) if data else None
-    if body is None:
-        raise bad_request("the request body is empty; send a JSON object", "invalid_json")
-    if isinstance(body.get("messages"), list):
+    if body.is_list("messages"):
         return Endpoint.CHAT
     if route.old:
         raise bad_request("request format doesn't match schema: property \"messages\" is"
@@ -308,13 +314,13 @@ def _protocol(path: str, data: bytes, route: ApisixRoute) -> Endpoint | str:
     return _PASSTHROUGH
 
 
-def _shape(route: ApisixRoute, target: Target, scope: Scope, data: bytes,
+def _shape(route: ApisixRoute, target: Target, scope: Scope, body: JsonBody,
            protocol: Endpoint | str, anthropic: bool) -> tuple[Call, bool]:
     """The call for one attempt, from a fresh copy of the client's body: APISIX's body
     shaping (options over the body, llm_options, request_body) for this target."""
     provider = target.provider
-    body = JsonBody.decode(data)
-    requested = body.get("model") if isinstance(body.get("model"), str) else ""
+    requested = body.get("model")
+    requested = requested if isinstance(requested, str) else ""
     endpoint: Endpoint | None = protocol if isinstance(protocol, Endpoint) else None
     key = {Endpoint.CHAT: "openai-chat", Endpoint.EMBEDDINGS: "openai-embeddings",
            Endpoint.MESSAGES: "anthropic-messages"}.get(endpoint, _PASSTHROUGH)  # type: ignore[arg-type]
@@ -350,7 +356,8 @@ def _shape(route: ApisixRoute, target: Target, scope: Scope, data: bytes,
             for name, value in extra.items():
                 current = body.get(name) if name in body else _ABSENT
                 body.set(name, _merge(current, value, override.request_body_force_override))
-    model = body.get("model") if isinstance(body.get("model"), str) else ""
+    model = body.get("model")
+    model = model if isinstance(model, str) else ""
     stream = body.get("stream") is True
     request: Any = None
     if endpoint is Endpoint.CHAT:

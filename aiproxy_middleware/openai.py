@@ -301,6 +301,13 @@ class JsonBody:
     def __len__(self) -> int:
         return len(self._fields)
 
+    def is_list(self, name: str) -> bool:
+        """Whether the field is a JSON array (read without decoding it)."""
+        value = self._fields.get(name)
+        if isinstance(value, Raw):
+            return memoryview(value)[:1] == b"["  # a Raw holds the value as sent, trimmed
+        return isinstance(value, list)
+
     def get(self, name: str, tp: type[T] | Any = Any, default: Any = None) -> Any:
         """The field decoded as `tp`, or `default` when absent; a mistyped field is a 400."""
         value = self._fields.get(name, default)

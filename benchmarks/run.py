@@ -16,6 +16,8 @@ One run starts, all on 127.0.0.1 and each as its own process:
       floor-httpx-aiohttp  the same, httpx.AsyncClient(transport=AiohttpTransport())
       floor-aiohttp        the same forwarder on a raw aiohttp.ClientSession (limit=1000)
       middleware           AIProxyMiddleware(app_404, config=...) with its default client
+      middleware-apisix    the same, configured with an APISIX ai-proxy route
+                           (openai-compatible, auth.header, override.endpoint)
   - wrk (Lua script for the POST body) for three scenarios: chat-1 (non-streamed, 1
     connection), chat-32 (non-streamed, 32 connections), stream-32 (100-event SSE, 32).
 
@@ -48,7 +50,7 @@ ROOT = HERE.parent
 HOST = "127.0.0.1"
 
 TARGETS = ["direct", "server-only", "floor-httpx", "floor-httpx-tuned", "floor-httpx-aiohttp",
-           "floor-aiohttp", "middleware"]
+           "floor-aiohttp", "middleware", "middleware-apisix"]
 FLOORS = ["floor-httpx", "floor-httpx-aiohttp", "floor-aiohttp"]
 # name -> (mode, connections)
 SCENARIOS = {"chat-1": ("chat", 1), "chat-32": ("chat", 32), "stream-32": ("stream", 32)}
@@ -236,10 +238,20 @@ def middleware_app(upstream: str) -> Any:
         "type": "openai", "apiTokens": [API_TOKEN], "openaiCustomUrl": upstream}})
 
 
+def middleware_apisix_app(upstream: str) -> Any:
+    from aiproxy_middleware import AIProxyMiddleware
+    return AIProxyMiddleware(app_404, config={"routes": [{
+        "path": "/v1/chat/completions", "provider": "openai-compatible",
+        "auth": {"header": {"Authorization": f"Bearer {API_TOKEN}"}},
+        "override": {"endpoint": upstream + "/chat/completions"}}]})
+
+
 def serve_target(kind: str, port: int, upstream: str, stream: bool) -> None:
     import uvicorn
     if kind == "middleware":
         app = middleware_app(upstream)
+    elif kind == "middleware-apisix":
+        app = middleware_apisix_app(upstream)
     elif kind == "server-only":
         app = server_only_app(stream)
     else:
