@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .provider import Provider
 
 DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
+DEFAULT_MAX_RESPONSE_SIZE = 64 * 1024 * 1024
 
 
 class CustomSetting(Struct, rename="camel", forbid_unknown_fields=True):
@@ -76,6 +77,7 @@ class _TopLevel(Struct, rename="camel", forbid_unknown_fields=True):
     provider: dict[str, Any] | None = None
     routes: list[dict[str, Any]] | None = None
     max_body_size: Annotated[int, Meta(ge=1)] = DEFAULT_MAX_BODY_SIZE
+    max_response_size: Annotated[int, Meta(ge=1)] = DEFAULT_MAX_RESPONSE_SIZE
     logging: SummaryLogging = msgspec.field(default_factory=SummaryLogging)
     metrics: MetricsEndpoint | None = None
     on_summary: str | None = None
@@ -113,6 +115,8 @@ class Config:
     routes: tuple[Route, ...]
     catch_all: bool
     max_body_size: int = DEFAULT_MAX_BODY_SIZE
+    max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE
+    """Bytes an upstream answer may have (Higress-dialect routes); 502 past it."""
     apisix: dict[str, list[ApisixRoute]] = field(default_factory=dict)
     """APISIX routes by their exact path, in config order."""
     apisix_prefixed: tuple[ApisixRoute, ...] = ()
@@ -193,7 +197,8 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any] | Config) -> Con
         from .observe import load_hook
 
         hooks = (load_hook(top.on_summary, "onSummary"),)
-    return Config(tuple(routes), top.provider is not None, top.max_body_size, apisix,
+    return Config(tuple(routes), top.provider is not None, top.max_body_size,
+                  top.max_response_size, apisix,
                   tuple(prefixed), top.logging, top.metrics.path if top.metrics else None,
                   hooks)
 

@@ -16,7 +16,7 @@ from .health import HealthMonitor
 from .observe import Metrics, Observer, SummaryHook
 from .openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody, ask_for_usage
 from .provider import Call, Endpoint
-from .relay import Relay, Trace
+from .relay import Limits, Relay, Trace
 from .summaries import summarize
 from .tap import AnswerTap
 from .transport import default_client
@@ -172,7 +172,9 @@ class ProxyResponder:
         trace = Trace(metrics=self.middleware.metrics)
         if self.middleware.config.logging.payloads:
             trace.tap = AnswerTap(keep_text=True)
-        relay = Relay(self.route.provider, send, self.anthropic, answers, trace=trace)
+        provider = self.route.provider
+        limits = Limits(total=provider.timeout, max_bytes=self.middleware.config.max_response_size)
+        relay = Relay(provider, send, self.anthropic, answers, limits, trace)
         call: Call | None = None
         error = None
         try:

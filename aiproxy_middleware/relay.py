@@ -181,7 +181,7 @@ class Relay:
         p = self.provider
         logger.warning("aiproxy: %s (%s) answered more than %d bytes", p.name, p.host, cap)
         return upstream_invalid(f"provider {p.name!r} ({p.host}) answered more than"
-                                f" {cap} bytes (max_response_bytes)")
+                                f" {cap} bytes (the response size limit)")
 
     async def _answer(self, call: Call, response: httpx.Response, data: bytes) -> None:
         status = response.status_code

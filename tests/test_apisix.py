@@ -351,7 +351,7 @@ async def test_max_response_bytes(gateway, respx_mock):
     client = gateway({"routes": [{"path": "/chat", "provider": "openai", "auth": HEADER_AUTH,
                                   "max_response_bytes": 100}]})
     r = await client.post("/chat", json={**MATH, "model": "gpt-4o"})
-    assert r.status_code == 502 and "max_response_bytes" in r.json()["error"]["message"]
+    assert r.status_code == 502 and "response size limit" in r.json()["error"]["message"]
 
 
 @pytest.mark.parametrize("route,message", [
