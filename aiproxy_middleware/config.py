@@ -20,6 +20,7 @@ from .context import ContextFile
 from .errors import ConfigError
 from .mapping import ModelMapper, SettingsApplier
 from .messages import AnswerRules, MessageRules
+from .tokens import Failover, RetryOnFailure, TokenPool
 
 if TYPE_CHECKING:
     from .apisix import ApisixRoute
@@ -59,6 +60,8 @@ class ProviderConfig(Struct, rename="camel", forbid_unknown_fields=True):
     context_cleanup_commands: list[str] = []
     hiclaw_mode: bool = False
     """Turns on `promoteThinkingOnEmpty` and `mergeConsecutiveMessages` together."""
+    failover: Failover | None = None
+    retry_on_failure: RetryOnFailure | None = None
 
 
 class SummaryLogging(Struct, forbid_unknown_fields=True):
@@ -102,6 +105,8 @@ class Route:
     """Request-side message hygiene (None: the request's messages are left alone)."""
     answers: AnswerRules | None = None
     """Response-side reasoning handling (None: answers are relayed as they are)."""
+    tokens: TokenPool = TokenPool("", (), None, None, "")
+    """The API tokens, their choice, health and retries."""
 
     def matches(self, path: str) -> bool:
         p = self.prefix
@@ -242,9 +247,15 @@ def _route(prefix: str, raw: dict[str, Any], where: str) -> Route:
     if common.context is not None:
         c = common.context
         context = ContextFile(c.file_url, c.service_name, c.service_port, provider.timeout)
+    failover = common.failover
+    if failover is not None and failover.enabled:
+        if not failover.health_check_model:
+            raise ConfigError(f"{where}.failover.healthCheckModel: required when failover is"
+                              " enabled (the model the health check asks)")
+    pool = TokenPool(prefix, tokens, failover, common.retry_on_failure, where)
     return Route(prefix, provider, mapper, settings, context,
                  MessageRules.build(common, cls.accepts_developer_role),
-                 AnswerRules.build(common))
+                 AnswerRules.build(common), pool)
 
 
 def _prefix(path: str, where: str) -> str:

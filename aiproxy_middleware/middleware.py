@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import random
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -16,7 +18,8 @@ from .health import HealthMonitor
 from .observe import Metrics, Observer, SummaryHook
 from .openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody, ask_for_usage
 from .provider import Call, Endpoint
-from .relay import Limits, Relay, Trace
+from .relay import Limits, Relay, Trace, UpstreamFailure
+from .tokens import STATEFUL, TokenProber, TokenStore, chat_probe
 from .summaries import summarize
 from .tap import AnswerTap
 from .transport import default_client
@@ -41,11 +44,14 @@ class AIProxyMiddleware:
     given, carries every upstream call; otherwise the middleware opens its own client at
     lifespan start-up (or on first use) and closes it at shutdown. `on_summary` is called
     with each AI request's `Summary` (as are the config's hooks and `add_summary_hook`'s).
+    `token_store` keeps the health of API tokens under `failover` (in this process by
+    default; a store shared between workers makes them agree).
     """
 
     def __init__(self, app: Any, config: str | dict[str, Any] | Config,
                  http_client: httpx.AsyncClient | None = None,
-                 on_summary: SummaryHook | None = None) -> None:
+                 on_summary: SummaryHook | None = None,
+                 token_store: TokenStore | None = None) -> None:
         self.app = app
         self.config = load_config(config)
         self._client = http_client
@@ -53,7 +59,14 @@ class AIProxyMiddleware:
         hooks = list(self.config.hooks) + ([on_summary] if on_summary else [])
         self.metrics = Metrics() if self.config.metrics_path else None
         self.observer = Observer(self.metrics, hooks)
-        self.health = HealthMonitor([c for r in self.config.all_apisix() for c in r.checkers()])
+        if token_store is not None:
+            for route in self.config.routes:
+                route.tokens.store = token_store
+        probers = [TokenProber(r.tokens, chat_probe(r.provider, r.tokens.failover.health_check_model,
+                                                    lambda: self.http_client))
+                   for r in self.config.routes if r.tokens.failover is not None]
+        self.health = HealthMonitor([c for r in self.config.all_apisix() for c in r.checkers()]
+                                    + probers)  # type: ignore[operator]
         for route in self.config.all_apisix():
             route.clients.get = lambda: self.http_client
 
@@ -75,6 +88,7 @@ class AIProxyMiddleware:
                 return
             route = self.config.route_for(path)
             if route is not None:
+                self.health.start()
                 endpoint = Endpoint.for_path(scope["path"])
                 if endpoint is not None or not self.config.catch_all:
                     await ProxyResponder(self, route, endpoint)(scope, receive, send)
@@ -178,8 +192,10 @@ class ProxyResponder:
         call: Call | None = None
         error = None
         try:
-            call = await self._call(scope, receive)
-            await relay.run(call, self.middleware.http_client, receive)
+            data = await self._read(scope, receive)
+            call = await self._call(scope, data)
+            call.token = await self._token(scope, call)
+            call = await self._run(relay, call, scope, data, receive)
         except ProxyError as exc:
             error = exc.message
             await relay.fail(exc)
@@ -194,19 +210,58 @@ class ProxyResponder:
                                 endpoint="messages" if self.anthropic else None)
             await self.middleware.observer.emit(summary, config.logging.summaries)
 
-    async def _call(self, scope: Scope, receive: Any) -> Call:
+    async def _run(self, relay: Relay, call: Call, scope: Scope, data: bytes,
+                   receive: Any) -> Call:
+        """Send the call; under `retryOnFailure`, send it again with another token (built
+        from the client's body afresh) while the failure is retryable and nothing has been
+        sent to the client. Returns the call that was answered."""
+        pool = self.route.tokens
+        retry = pool.retry
+        client = self.middleware.http_client
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + retry.retry_timeout / 1000 if retry is not None else 0.0
+        tried = [call.token]
+        while True:
+            more = (retry is not None and len(tried) <= retry.max_retries
+                    and len(tried) < len(pool.tokens))
+            relay.retry_on = pool.retryable if more else None
+            try:
+                await relay.run(call, client, receive)
+            except UpstreamFailure as failure:
+                await pool.report(call.token, failure.status)
+                wait = _retry_after(failure.headers) if failure.status == 429 else 0.0
+                if loop.time() + wait >= deadline:
+                    await relay.deliver(failure, call)
+                    return call
+                logger.warning("aiproxy: %s answered %d; retrying with another token",
+                               self.route.provider.name, failure.status)
+                if wait:
+                    await asyncio.sleep(wait)
+                call = await self._call(scope, data)
+                call.token = await pool.choose(tried)
+                tried.append(call.token)
+                continue
+            await pool.report(call.token, relay.trace.status)
+            return call
+
+    async def _read(self, scope: Scope, receive: Any) -> bytes:
         path = scope["path"]
         if self.endpoint is None and not self.original:
             raise ProxyError(404, f"no AI API at {path}: this route serves paths ending in"
                              " /v1/chat/completions, /v1/embeddings and /v1/messages",
                              "invalid_request_error", "not_found")
-        if scope["method"] != "POST":
+        if scope["method"] != "POST" and not self.original:
             raise ProxyError(405, f"method {scope['method']} is not allowed on {path}; use POST",
                              "invalid_request_error", "method_not_allowed")
-        headers = scope["headers"]
-        data = await read_body(receive, headers, self.middleware.config.max_body_size,
+        return await read_body(receive, scope["headers"], self.middleware.config.max_body_size,
                                content_type=True)
-        body = JsonBody.decode(data)
+
+    async def _call(self, scope: Scope, data: bytes) -> Call:
+        """The call a request body makes (with no token yet)."""
+        path = scope["path"]
+        headers = scope["headers"]
+        # protocol original forwards bodiless calls (`GET /v1/files`) as they are
+        body = JsonBody.decode(data) if data or not self.original else JsonBody({}, b"")
         raw: bytes | None = data  # as the client sent it, while the body is the client's
         route = self.route
         endpoint = self.endpoint
@@ -247,7 +302,7 @@ class ProxyResponder:
                               " modelMapping fallback ('*')", "missing_model", "model")
         if model != request.model:
             body.set("model", model)
-        return Call(endpoint, body, request, model, request.model, self._token(), stream,
+        return Call(endpoint, body, request, model, request.model, "", stream,
                     _relative(path, route.prefix), _query(scope), headers, include_usage)
 
     def _native_call(self, scope: Scope, body: JsonBody) -> Call:
@@ -262,12 +317,35 @@ class ProxyResponder:
         if model != requested:
             body.set("model", model)
         stream = body.get("stream") is True
-        return Call(None, body, None, model, requested, self._token(), stream,
-                    _relative(scope["path"], self.route.prefix), _query(scope), scope["headers"])
+        return Call(None, body, None, model, requested, "", stream,
+                    _relative(scope["path"], self.route.prefix), _query(scope), scope["headers"],
+                    method=scope["method"])
 
-    def _token(self) -> str:
-        tokens = self.route.provider.config.api_tokens
-        return random.choice(tokens) if tokens else ""
+    async def _token(self, scope: Scope, call: Call) -> str:
+        """The request's token; a consumer (`x-mse-consumer`) of a stateful API (files,
+        batches, fine-tuning, responses) keeps to one."""
+        pool = self.route.tokens
+        if call.endpoint is None and STATEFUL.search(call.path):
+            for name, value in scope["headers"]:
+                if name == b"x-mse-consumer" and value:
+                    return pool.sticky(value.decode("latin-1"))
+        return await pool.choose()
+
+
+def _retry_after(headers: list[tuple[bytes, bytes]]) -> float:
+    """Seconds a 429's `Retry-After` asks to wait (0 when absent or unreadable)."""
+    for name, value in headers:
+        if name.lower() == b"retry-after":
+            text = value.decode("latin-1").strip()
+            try:
+                return max(float(text), 0.0)
+            except ValueError:
+                try:
+                    when = parsedate_to_datetime(text)
+                except (TypeError, ValueError):
+                    return 0.0
+                return max((when - datetime.now(timezone.utc)).total_seconds(), 0.0)
+    return 0.0
 
 
 def _relative(path: str, prefix: str) -> str:

@@ -71,6 +71,8 @@ class Call:
     answer: bytes | None = None
     """An OpenAI JSON answer that `prepare` already made (from several upstream calls);
     the relay sends it and makes no call of its own."""
+    method: str = "POST"
+    """The client's method (protocol `original` forwards it: `GET /v1/files`)."""
 
 
 @dataclass(slots=True)
@@ -184,7 +186,7 @@ class Provider:
     def original_request(self, call: Call) -> UpstreamRequest:
         """The upstream request under `protocol: original`: the client's path and body."""
         url = self.base_url() + call.path + (f"?{call.query}" if call.query else "")
-        return UpstreamRequest(url, self.auth_headers(call), call.body.encode())
+        return UpstreamRequest(url, self.auth_headers(call), call.body.encode(), call.method)
 
     def auth_headers(self, call: Call) -> dict[str, str]:
         """The headers that authenticate a request with the chosen token."""

@@ -102,4 +102,4 @@ class Azure(OpenAICompatible):
         if "api-version" not in parse_qs(query) and self._query:
             query = f"{query}&{self._query[1:]}" if query else self._query[1:]
         url = self._base + call.path + (f"?{query}" if query else "")
-        return UpstreamRequest(url, self.auth_headers(call), call.body.encode())
+        return UpstreamRequest(url, self.auth_headers(call), call.body.encode(), call.method)

@@ -101,7 +101,7 @@ class DeepL(Provider):
     def original_request(self, call: Call) -> UpstreamRequest:
         host = HOSTS["Free"] if call.token.endswith(":fx") else HOSTS["Pro"]
         url = host + call.path + (f"?{call.query}" if call.query else "")
-        return UpstreamRequest(url, self.auth_headers(call), call.body.encode())
+        return UpstreamRequest(url, self.auth_headers(call), call.body.encode(), call.method)
 
     def convert_response(self, call: Call, body: bytes) -> bytes | None:
         return encode(convert_answer(_decode(body), call.model))
