@@ -177,6 +177,7 @@ class ProxyResponder:
         self.original = route.provider.config.protocol == "original"
         self.anthropic = endpoint is Endpoint.MESSAGES and not self.original
         """Answered in Anthropic's Messages format."""
+        self.attempts = 1
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         answers = self.route.answers
@@ -206,7 +207,7 @@ class ProxyResponder:
         if call is not None:
             config = self.middleware.config
             summary = summarize(trace, call, self.route.prefix, self.route.provider.name, None,
-                                error, payloads=config.logging.payloads,
+                                error, self.attempts, payloads=config.logging.payloads,
                                 endpoint="messages" if self.anthropic else None)
             await self.middleware.observer.emit(summary, config.logging.summaries)
 
@@ -221,6 +222,7 @@ class ProxyResponder:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + retry.retry_timeout / 1000 if retry is not None else 0.0
         tried = [call.token]
+        self.attempts = 1
         while True:
             more = (retry is not None and len(tried) <= retry.max_retries
                     and len(tried) < len(pool.tokens))
@@ -240,6 +242,7 @@ class ProxyResponder:
                 call = await self._call(scope, data)
                 call.token = await pool.choose(tried)
                 tried.append(call.token)
+                self.attempts += 1
                 continue
             await pool.report(call.token, relay.trace.status)
             return call

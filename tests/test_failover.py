@@ -148,10 +148,12 @@ async def test_retries_exhausted_relay_the_last_failure(respx_mock, upstream):
     route = respx_mock.post(URL).mock(side_effect=by_token({t: 503 for t in TOKENS}))
     config = {"provider": {"type": "openai", "apiTokens": TOKENS,
                            "retryOnFailure": {**RETRY, "maxRetries": 1}}}
-    _, client = gateway_with(config, upstream)
+    summaries: list = []
+    _, client = gateway_with(config, upstream, on_summary=summaries.append)
     r = await client.post("/v1/chat/completions", json=CHAT)
     assert r.status_code == 503 and r.json()["error"]["message"].endswith("failed")
     assert route.call_count == 2
+    assert summaries[0].attempts == 2 and summaries[0].status == 503
 
 
 async def test_retry_on_status_filter(respx_mock, upstream):
