@@ -17,7 +17,7 @@ from .metrics import Metrics
 from .openai import ChatCompletionRequest
 from .tap import AnswerTap
 from .provider import Call, Endpoint, Provider, UpstreamRequest
-from .streams import DisconnectWatcher, NoUsage, Tapped
+from .streams import DisconnectWatcher, NoUsage, Tapped, WholeEvents
 
 logger = logging.getLogger("aiproxy_middleware")
 
@@ -140,13 +140,14 @@ class Relay:
             await self._stream(call, client, request, receive)
             return
         trace = self.trace
+        watcher = DisconnectWatcher(receive)
         try:
-            async with asyncio.timeout(limits.idle or limits.total):
+            async with asyncio.timeout(limits.idle or limits.total) as deadline:
                 self._sent_at = perf_counter()
                 response = await client.send(request, stream=True)
                 trace.first_byte = perf_counter()
                 try:
-                    data = await self._read(response)
+                    data = await self._read(response, deadline)
                 finally:
                     await response.aclose()
                     trace.upstream_wait += perf_counter() - self._sent_at
@@ -154,6 +155,13 @@ class Relay:
             raise self._timeout() from None
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from None
+        except asyncio.CancelledError:
+            if not watcher.disconnected:
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            return  # the client went away: its call is dropped, quietly
+        finally:
+            watcher.stop()
         await self._answer(call, response, data)
 
     def upstream_request(self, call: Call) -> UpstreamRequest:
@@ -161,24 +169,30 @@ class Relay:
         provider = self.provider
         return provider.request(call) if call.endpoint is not None else provider.original_request(call)
 
-    async def _read(self, response: httpx.Response) -> bytes:
-        """The whole answer, within `max_bytes`."""
+    async def _read(self, response: httpx.Response, deadline: asyncio.Timeout | None = None
+                    ) -> bytes:
+        """The whole answer, within `max_bytes`; with `deadline`, an `idle` timeout applies
+        to each read (APISIX's per-operation timeout)."""
         cap = self.limits.max_bytes
-        if cap is None:
+        idle = self.limits.idle if deadline is not None else None
+        if cap is None and idle is None:
             return await _read_raw(response)
         length = response.headers.get("content-length", "")
-        if length.isdigit() and int(length) > cap:
+        if cap is not None and length.isdigit() and int(length) > cap:
             raise self._too_big(cap)
         chunks, size = [], 0
+        loop = asyncio.get_running_loop()
         try:
             async for chunk in response.aiter_raw():
+                if idle is not None:
+                    deadline.reschedule(loop.time() + idle)  # type: ignore[union-attr]
                 size += len(chunk)
-                if size > cap:
+                if cap is not None and size > cap:
                     raise self._too_big(cap)
                 chunks.append(chunk)
         except httpx.StreamConsumed:  # an in-process answer built from bytes (the mock's)
             chunks = [response.content]
-            if len(response.content) > cap:
+            if cap is not None and len(response.content) > cap:
                 raise self._too_big(cap) from None
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
@@ -249,6 +263,9 @@ class Relay:
                 trace.upstream_wait += now - self._sent_at
                 if response.status_code >= 400 or _is_json(response) or (
                         plain and not _is_sse(response)):
+                    if plain and response.status_code < 400 and call.endpoint is not None \
+                            and not _is_json(response) and "content-type" in response.headers:
+                        raise self._not_a_stream(response)
                     await self._answer(call, response, await self._read(response))
                 else:
                     await self._relay(response, converter, upstream_headers, deadline,
@@ -301,6 +318,7 @@ class Relay:
             tap = None
         limits = self.limits
         idle, cap = limits.idle, limits.max_bytes
+        whole = WholeEvents() if plain else None
         loop = asyncio.get_running_loop()
         size = 0
         wait = 0.0
@@ -320,6 +338,11 @@ class Relay:
                     size += len(chunk)
                     if size > cap:
                         raise self._too_big(cap)
+                if whole is not None:
+                    chunk = whole.feed(chunk)
+                    if not chunk:
+                        wait += t1 - t0
+                        continue
                 if tap is not None:
                     tap.sse(chunk)
                 if converter is not None:
@@ -334,7 +357,19 @@ class Relay:
             trace.upstream_wait += wait
             if metrics is not None:
                 metrics.stream_ended()
-        tail = converter.close() if converter is not None else b""
+        tail = b""
+        if whole is not None and whole.rest:
+            if whole.cut():
+                p = self.provider
+                raise upstream_invalid(f"the stream from provider {p.name!r} ({p.host}) ended"
+                                       " in the middle of an event")
+            tail = whole.rest  # whole lines with no blank line after them: passed on
+            if tap is not None:
+                tap.sse(tail)
+            if converter is not None:
+                tail = converter.feed(tail)
+        if converter is not None:
+            tail += converter.close()
         await send({"type": "http.response.body", "body": tail, "more_body": False})
 
     async def _fail_stream(self, error: ProxyError) -> None:
@@ -369,6 +404,13 @@ class Relay:
         self.started = True
         await self.send({"type": "http.response.start", "status": status, "headers": headers})
         await self.send({"type": "http.response.body", "body": body})
+
+    def _not_a_stream(self, response: httpx.Response) -> ProxyError:
+        p = self.provider
+        kind = response.headers["content-type"].split(";", 1)[0].strip()
+        logger.warning("aiproxy: %s (%s) answered a stream request with %s", p.name, p.host, kind)
+        return upstream_invalid(f"provider {p.name!r} ({p.host}) answered {kind!r}, not an"
+                                " event stream")
 
     def _timeout(self) -> ProxyError:
         p = self.provider

@@ -1,5 +1,6 @@
 """Wrappers a relay puts around a streamed answer: the answer tap, dropping the usage chunk
-a client did not want, and noticing a client that went away."""
+a client did not want, holding back a part-sent event, and noticing a client that went
+away."""
 
 from __future__ import annotations
 
@@ -59,6 +60,44 @@ class NoUsage:
         tail = self.inner.close() if self.inner is not None else b""
         data, self._rest = self._rest + tail, b""
         return b"".join(e for e in _events(data) if not _usage_only(e))
+
+
+_BOUNDARIES = (b"\n\n", b"\r\n\r\n", b"\r\r")
+
+
+class WholeEvents:
+    """Passes an SSE byte stream on in whole events: the bytes after the last blank line
+    wait for the rest of their event, so an error event the relay adds after a failure
+    never lands inside a half-sent one."""
+
+    __slots__ = ("rest",)
+
+    def __init__(self) -> None:
+        self.rest = b""
+        """The start of an event whose end has not come yet."""
+
+    def feed(self, data: bytes) -> bytes:
+        if self.rest:
+            data, self.rest = self.rest + data, b""
+        if data.endswith(_BOUNDARIES):
+            return data  # the common case: reads end where events do
+        end = -1
+        for boundary in _BOUNDARIES:
+            i = data.rfind(boundary)
+            if i >= 0:
+                end = max(end, i + len(boundary))
+        if end < 0:
+            self.rest = data
+            return b""
+        self.rest = data[end:]
+        return data[:end]
+
+    def cut(self) -> bool:
+        """Whether the stream stopped part way through a line, so its last event is lost
+        (a last `[DONE]` without its line end is not a loss)."""
+        rest = self.rest.strip()
+        return bool(rest) and not self.rest.endswith((b"\n", b"\r")) \
+            and not rest.endswith(b"[DONE]")
 
 
 def _events(data: bytes) -> list[bytes]:

@@ -172,8 +172,10 @@ async def test_fallback_keeps_client_body_and_no_option_leak(gateway, respx_mock
 async def test_no_fallback_once_streaming(gateway, respx_mock):
     class Broken(httpx.AsyncByteStream):
         async def __aiter__(self):
-            yield SSE_ANSWER[:60]
+            yield SSE_ANSWER[:FIRST + 60]  # one whole event and the start of the next
             raise httpx.ReadError("connection reset")
+
+    FIRST = SSE_ANSWER.index(b"\n\n") + 2
 
     respx_mock.post(url("a")).mock(return_value=httpx.Response(
         200, headers={"content-type": "text/event-stream"}, stream=Broken()))
@@ -183,7 +185,8 @@ async def test_no_fallback_once_streaming(gateway, respx_mock):
                            fallback_strategy=["http_5xx"]))
     r = await client.post("/chat", json={**CHAT, "stream": True})
     assert r.status_code == 200
-    assert r.content.startswith(SSE_ANSWER[:60]) and b"error" in r.content
+    # the whole event, then the error (not inside the half-sent one)
+    assert r.content.startswith(SSE_ANSWER[:FIRST] + b'data: {"error"')
     assert b.call_count == 0
 
 

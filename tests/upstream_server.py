@@ -113,3 +113,88 @@ class Served:
     async def __aexit__(self, *exc: object) -> None:
         self.server.should_exit = True
         await self.task
+
+
+async def read_http_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """The head and body of one HTTP/1.1 request read from a raw connection."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return head, await reader.readexactly(length) if length else b""
+
+
+def response_head(status: int = 200, content_type: bytes = b"application/json",
+                  length: int | None = None, extra: bytes = b"") -> bytes:
+    """An HTTP/1.1 response head: with `length`, a Content-Length; without, Connection: close
+    (the body runs to the end of the connection)."""
+    head = b"HTTP/1.1 %d X\r\ncontent-type: %s\r\n" % (status, content_type)
+    head += b"content-length: %d\r\n" % length if length is not None else b"connection: close\r\n"
+    return head + extra + b"\r\n"
+
+
+class RawServer:
+    """A TCP server on 127.0.0.1 whose `handler(server, reader, writer)` writes whatever
+    bytes a test needs (a stalled answer, a cut stream, ...) after the request is read.
+
+    It counts connections `opened`, `closed` (the handler is done, the socket closed) and
+    `peer_closed` (seen closed by the other end, the gateway, in `until_peer_closes`)."""
+
+    def __init__(self, handler: Any) -> None:
+        self.handler = handler
+        self.opened = 0
+        self.closed = 0
+        self.peer_closed = 0
+        self.requests: list[tuple[bytes, bytes]] = []
+        self._tasks: set[asyncio.Task] = set()
+
+    async def __aenter__(self) -> RawServer:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.opened += 1
+        task = asyncio.current_task()
+        self._tasks.add(task)  # type: ignore[arg-type]
+        try:
+            self.requests.append(await read_http_request(reader))
+            await self.handler(self, reader, writer)
+        except ConnectionError:
+            self.peer_closed += 1  # written to after the gateway closed it
+        except (asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # (cancelled: the server is closing; ended quietly, not logged)
+        finally:
+            writer.close()
+            self.closed += 1
+            self._tasks.discard(task)  # type: ignore[arg-type]
+
+    async def until_peer_closes(self, reader: asyncio.StreamReader) -> None:
+        """Wait until the other end closes the connection (a stalled server's last act)."""
+        try:
+            while await reader.read(65536):
+                pass
+        except ConnectionError:
+            pass
+        self.peer_closed += 1
+
+    async def wait_peer_closed(self, count: int = 1, within: float = 1.0) -> float | None:
+        """Seconds until `count` connections were closed by the peer, or None if they were
+        not within `within` seconds."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while self.peer_closed < count:
+            if loop.time() - start > within:
+                return None
+            await asyncio.sleep(0.005)
+        return loop.time() - start
