@@ -17,6 +17,7 @@ import msgspec
 from msgspec import Struct
 
 from .errors import ConfigError, upstream_invalid
+from .fetch_policy import DEFAULT_POLICY, ImagePolicy
 
 if TYPE_CHECKING:
     from .apisix_schema import ApisixTarget
@@ -71,6 +72,8 @@ class Call:
     answer: bytes | None = None
     """An OpenAI JSON answer that `prepare` already made (from several upstream calls);
     the relay sends it and makes no call of its own."""
+    image_policy: ImagePolicy = DEFAULT_POLICY
+    """Which image URLs `prepare` may fetch (the config's `imageFetch`)."""
 
 
 @dataclass(slots=True)

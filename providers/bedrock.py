@@ -159,7 +159,7 @@ class Bedrock(Provider):
         embeds one text per call, makes a list of texts one call per text, at once."""
         req = call.request
         if call.endpoint is Endpoint.CHAT and isinstance(req, ChatCompletionRequest):
-            await inline_image_urls(req, client)
+            await inline_image_urls(req, client, policy=call.image_policy)
             return
         if (call.endpoint is not Endpoint.EMBEDDINGS or not isinstance(req, EmbeddingsRequest)
                 or _family(call.model) != "titan" or len(texts := req.texts()) < 2):
