@@ -143,6 +143,12 @@ class Bedrock(Provider):
                 region=s.aws_region, service=SERVICE, session_token=s.aws_session_token))
         return UpstreamRequest(url, headers, body)
 
+    def secrets(self) -> list[str]:
+        """apiTokens, and the AWS secret key and session token (the access key id is an
+        identifier, not a secret)."""
+        s: Settings = self.settings  # type: ignore[assignment]
+        return super().secrets() + [v for v in (s.aws_secret_key, s.aws_session_token) if v]
+
     def auth_headers(self, call: Call) -> dict[str, str]:
         # SigV4 signs the whole request: see `_signed`.
         return {"Authorization": f"Bearer {call.token}"} if self.bearer and call.token else {}
