@@ -358,6 +358,7 @@ def _target(kind: str, auth: Auth, options: dict[str, Any], override: Override |
                               f" service_account_json: {exc.args[0].split(':')[0]}") from None
     provider = cls.from_apisix(ApisixTarget(kind, auth, provider_conf, endpoint_url, override,
                                             timeout, where))
+    provider.extra_secrets = (*auth.header.values(), *auth.query.values())
     return Target(name, kind, provider, dict(options), override, endpoint,
                   {k.lower(): v for k, v in auth.header.items()}, list(auth.query.items()))
 

@@ -144,6 +144,7 @@ class ApisixResponder:
             state.relay, state.target, state.attempts = relay, target, n + 1
             body, first = first or JsonBody.decode(data), None  # a fresh copy for each try
             call, relay.anthropic = _shape(route, target, scope, body, protocol, anthropic)
+            call.image_policy = self.middleware.config.image_fetch.policy
             if route.passthrough:
                 call.stream = False
             state.call = call

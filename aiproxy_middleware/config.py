@@ -18,6 +18,7 @@ from msgspec import Meta, Struct
 
 from .context import ContextFile
 from .errors import ConfigError
+from .fetch_policy import ImageFetch
 from .mapping import ModelMapper, SettingsApplier
 from .messages import AnswerRules, MessageRules
 from .tokens import Failover, RetryOnFailure, TokenPool
@@ -85,6 +86,7 @@ class _TopLevel(Struct, rename="camel", forbid_unknown_fields=True):
     metrics: MetricsEndpoint | None = None
     on_summary: str | None = None
     """A `module:function` called with every request's summary."""
+    image_fetch: ImageFetch = msgspec.field(default_factory=ImageFetch)
 
 
 class _RouteEntry(Struct, forbid_unknown_fields=True):
@@ -129,6 +131,8 @@ class Config:
     logging: SummaryLogging = field(default_factory=SummaryLogging)
     metrics_path: str | None = None
     hooks: tuple[SummaryHook, ...] = ()
+    image_fetch: ImageFetch = field(default_factory=ImageFetch)
+    """Which image URLs may be fetched for providers that take image bytes only."""
 
     def apisix_for(self, path: str) -> list[ApisixRoute] | None:
         """The APISIX routes that may serve `path`, in config order."""
@@ -205,7 +209,7 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any] | Config) -> Con
     return Config(tuple(routes), top.provider is not None, top.max_body_size,
                   top.max_response_size, apisix,
                   tuple(prefixed), top.logging, top.metrics.path if top.metrics else None,
-                  hooks)
+                  hooks, image_fetch=top.image_fetch)
 
 
 def _route(prefix: str, raw: dict[str, Any], where: str) -> Route:

@@ -49,7 +49,10 @@ def insert_system(body: JsonBody, text: str) -> None:
 class ContextFile(CachedText):
     """Fetches `fileUrl` from `serviceName:servicePort` on first use and keeps its text.
 
-    A failed fetch is not kept: the next request tries again.
+    A failed fetch is not kept: the next request tries again. The URL and `Host` are fixed
+    here, from config only: no part of a client's request (path, query, headers, body)
+    reaches them, so a client cannot point this fetch anywhere (the image-URL rule in
+    `fetch_policy` is for the URLs clients do send).
     """
 
     def __init__(self, file_url: str, service_name: str, service_port: int,

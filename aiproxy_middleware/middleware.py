@@ -306,7 +306,8 @@ class ProxyResponder:
         if model != request.model:
             body.set("model", model)
         return Call(endpoint, body, request, model, request.model, "", stream,
-                    _relative(path, route.prefix), _query(scope), headers, include_usage)
+                    _relative(path, route.prefix), _query(scope), headers, include_usage,
+                    image_policy=self.middleware.config.image_fetch.policy)
 
     def _native_call(self, scope: Scope, body: JsonBody) -> Call:
         """An Anthropic Messages call to the provider's own Messages API: relayed as it is."""

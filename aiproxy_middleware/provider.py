@@ -17,6 +17,8 @@ import msgspec
 from msgspec import Struct
 
 from .errors import ConfigError, upstream_invalid
+from .fetch_policy import DEFAULT_POLICY, ImagePolicy
+from .secrets import watch
 
 if TYPE_CHECKING:
     from .apisix_schema import ApisixTarget
@@ -73,6 +75,8 @@ class Call:
     the relay sends it and makes no call of its own."""
     method: str = "POST"
     """The client's method (protocol `original` forwards it: `GET /v1/files`)."""
+    image_policy: ImagePolicy = DEFAULT_POLICY
+    """Which image URLs `prepare` may fetch (the config's `imageFetch`)."""
 
 
 @dataclass(slots=True)
@@ -150,10 +154,15 @@ class Provider:
     """The request is signed over its URL, so the provider applies `override.endpoint`
     itself; otherwise the core rewrites the URL that `request` gives."""
 
+    extra_secrets: tuple[str, ...] = ()
+    """More configured secrets than the provider's own (an APISIX route's `auth.header`
+    and `auth.query` values, set when the route is built)."""
+
     def __init__(self, config: ProviderConfig, settings: Struct) -> None:
         self.config = config
         self.settings = settings
         self.timeout = config.timeout / 1000
+        watch(self)
 
     @classmethod
     def from_apisix(cls, target: ApisixTarget) -> Provider:
@@ -166,10 +175,17 @@ class Provider:
         except ConfigError as exc:
             raise ConfigError(f"{target.where}: {exc}") from None
 
+    def secrets(self) -> list[str]:
+        """The credentials configured for this provider (its apiTokens, its own keys, and
+        `extra_secrets`): kept out of relayed error bodies and out of the logs (see
+        `secrets.py`). A provider with keys of its own adds them."""
+        return [*(t for t in self.config.api_tokens if t), *self.extra_secrets]
+
     @property
     def host(self) -> str:
-        """The upstream host, as error messages name it."""
-        return urlsplit(self.base_url()).netloc
+        """The upstream host (and port), as error messages name it: never a URL's user
+        name or password."""
+        return urlsplit(self.base_url()).netloc.rpartition("@")[2]
 
     def base_url(self) -> str:
         """Scheme and host (and any base path) the requests go to."""

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from aiproxy_middleware.errors import ConfigError, ProxyError
 from aiproxy_middleware.openai import encode
+from aiproxy_middleware.secrets import scrub_text
 
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -46,15 +47,17 @@ class ServiceAccount:
     """The fields of a service-account key that the token exchange uses (the key never
     appears in its repr)."""
 
-    __slots__ = ("email", "key", "key_id", "token_uri", "scope")
+    __slots__ = ("email", "key", "key_id", "token_uri", "scope", "pem_lines")
 
     def __init__(self, email: str, key: rsa.RSAPrivateKey, key_id: str | None,
-                 token_uri: str, scope: str = SCOPE) -> None:
+                 token_uri: str, scope: str = SCOPE, pem_lines: tuple[str, ...] = ()) -> None:
         self.email = email
         self.key = key
         self.key_id = key_id
         self.token_uri = token_uri
         self.scope = scope
+        self.pem_lines = pem_lines
+        """The key's PEM body lines: secrets to keep out of answers and logs."""
 
     def __repr__(self) -> str:
         return f"<service account {self.email}>"
@@ -102,8 +105,10 @@ def service_account(raw: str | dict[str, Any], *, default_token_uri: str | None 
             raise ConfigError("scope must be a string or a list of strings")
         scope = found
     key_id = raw.get("private_key_id")
+    pem_lines = tuple(line.strip() for line in raw["private_key"].splitlines()
+                      if line.strip() and not line.startswith("-----"))
     return ServiceAccount(raw["client_email"], key, key_id if isinstance(key_id, str) else None,
-                          token_uri, scope)
+                          token_uri, scope, pem_lines)
 
 
 def _b64(data: bytes) -> bytes:
@@ -140,6 +145,10 @@ class TokenSource:
         self._expires = 0.0
         self._lock = asyncio.Lock()
 
+    def secrets(self) -> list[str]:
+        """The key's PEM lines and the access token in use."""
+        return [*self.account.pem_lines, *((self._token,) if self._token else ())]
+
     def _valid(self) -> bool:
         return self._token is not None and _now() < self._expires
 
@@ -171,6 +180,9 @@ class TokenSource:
         if response.status_code >= 400:
             detail = " ".join(str(answer[k]) for k in ("error", "error_description")
                               if isinstance(answer.get(k), str))
+            # A token endpoint may quote what it was sent: the signed assertion is a
+            # credential (for an hour), so it never reaches the message.
+            detail = scrub_text(detail, [assertion, *self.secrets()])
             raise auth_failed(f"the token endpoint answered {response.status_code}"
                               + (f" ({detail[:200]})" if detail else ""))
         token = answer.get("access_token")

@@ -143,6 +143,12 @@ class Bedrock(Provider):
                 region=s.aws_region, service=SERVICE, session_token=s.aws_session_token))
         return UpstreamRequest(url, headers, body)
 
+    def secrets(self) -> list[str]:
+        """apiTokens, and the AWS secret key and session token (the access key id is an
+        identifier, not a secret)."""
+        s: Settings = self.settings  # type: ignore[assignment]
+        return super().secrets() + [v for v in (s.aws_secret_key, s.aws_session_token) if v]
+
     def auth_headers(self, call: Call) -> dict[str, str]:
         # SigV4 signs the whole request: see `_signed`.
         return {"Authorization": f"Bearer {call.token}"} if self.bearer and call.token else {}
@@ -159,7 +165,7 @@ class Bedrock(Provider):
         embeds one text per call, makes a list of texts one call per text, at once."""
         req = call.request
         if call.endpoint is Endpoint.CHAT and isinstance(req, ChatCompletionRequest):
-            await inline_image_urls(req, client)
+            await inline_image_urls(req, client, policy=call.image_policy)
             return
         if (call.endpoint is not Endpoint.EMBEDDINGS or not isinstance(req, EmbeddingsRequest)
                 or _family(call.model) != "titan" or len(texts := req.texts()) < 2):

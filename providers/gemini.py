@@ -96,7 +96,7 @@ class Gemini(Provider):
 
     async def prepare(self, call: Call, client: httpx.AsyncClient) -> None:
         if call.endpoint is Endpoint.CHAT and isinstance(call.request, ChatCompletionRequest):
-            await inline_image_urls(call.request, client)
+            await inline_image_urls(call.request, client, policy=call.image_policy)
 
     def request(self, call: Call) -> UpstreamRequest:
         if call.endpoint is Endpoint.EMBEDDINGS:

@@ -101,6 +101,11 @@ class Hunyuan(OpenAICompatible):
     def base_url(self) -> str:
         return f"https://{NATIVE_HOST}" if self.native else self.default_base_url
 
+    def secrets(self) -> list[str]:
+        """apiTokens, and the native API's SecretKey (the SecretId is an identifier)."""
+        key = self.settings.hunyuan_auth_key  # type: ignore[attr-defined]
+        return super().secrets() + ([key] if key else [])
+
     # ---- native mode ----
 
     def _signed(self, body: bytes) -> UpstreamRequest:

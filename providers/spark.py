@@ -51,6 +51,11 @@ class Spark(OpenAICompatible):
     embeddings_path = None
     settings_column = "spark"
 
+    def secrets(self) -> list[str]:
+        """apiTokens, and each half of an `APIKey:APISecret` token."""
+        tokens = super().secrets()
+        return tokens + [half for t in tokens if ":" in t for half in t.split(":", 1)]
+
     def path(self, call: Call) -> str:
         return ("/v2/chat/completions" if call.model.lower().startswith("x1")
                 else "/v1/chat/completions")

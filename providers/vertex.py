@@ -104,6 +104,10 @@ class Vertex(Provider):
     def base_url(self) -> str:
         return self._host
 
+    def secrets(self) -> list[str]:
+        """apiTokens (express mode), or the service account's key and access token."""
+        return super().secrets() + (self.tokens.secrets() if self.tokens is not None else [])
+
     def auth_headers(self, call: Call) -> dict[str, str]:
         # Standard mode: the Bearer token is added by the client's transport (see `client`).
         return {"x-goog-api-key": call.token} if self.express and call.token else {}
@@ -117,7 +121,7 @@ class Vertex(Provider):
 
     async def prepare(self, call: Call, client: httpx.AsyncClient) -> None:
         if call.endpoint is Endpoint.CHAT and isinstance(call.request, ChatCompletionRequest):
-            await inline_image_urls(call.request, client)
+            await inline_image_urls(call.request, client, policy=call.image_policy)
 
     def request(self, call: Call) -> UpstreamRequest:
         headers = self.auth_headers(call)

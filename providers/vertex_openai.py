@@ -117,6 +117,10 @@ class VertexOpenAI(Provider):
     def base_url(self) -> str:
         return self._host
 
+    def secrets(self) -> list[str]:
+        """The route's auth values, and the service account's key and access token."""
+        return super().secrets() + (self.tokens.secrets() if self.tokens is not None else [])
+
     def auth_headers(self, call: Call) -> dict[str, str]:
         # The Bearer token is added by the client's transport (see `client`).
         return {}

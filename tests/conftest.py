@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from aiproxy_middleware import AIProxyMiddleware
+from aiproxy_middleware import AIProxyMiddleware, fetch_policy
 
 
 async def _home(request: Any) -> PlainTextResponse:
@@ -27,6 +27,28 @@ async def _home(request: Any) -> PlainTextResponse:
 def inner_app() -> Starlette:
     """The app the middleware wraps: answers `app` on every path it is given."""
     return Starlette(routes=[Route("/{path:path}", _home, methods=["GET", "POST"])])
+
+
+PUBLIC_IP = "93.184.215.14"
+
+
+@pytest.fixture(autouse=True)
+def dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """What the image-URL check resolves names to: `dns["evil.test"] = ["10.0.0.1"]`.
+
+    A `.test` name not set here resolves to a public address (they are never real names);
+    any other name is resolved as usual.
+    """
+    table: dict[str, list[str]] = {}
+
+    async def resolve(host: str, port: int) -> list[Any]:
+        if host in table or host.endswith(".test"):
+            return [(0, 0, 0, "", (ip, port)) for ip in table.get(host, [PUBLIC_IP])]
+        return await real(host, port)
+
+    real = fetch_policy._getaddrinfo
+    monkeypatch.setattr(fetch_policy, "_getaddrinfo", resolve)
+    return table
 
 
 @pytest.fixture

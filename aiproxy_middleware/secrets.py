@@ -1,0 +1,162 @@
+"""Keeping configured credentials out of what the gateway says and logs.
+
+The gateway's own messages never quote a credential. What it relays or logs from elsewhere
+may: an upstream error body that echoes the request's key, a token endpoint's error text,
+an exception raised inside a library. Three things cover those:
+
+- `scrub` replaces every known secret in a body with `***`; the relay calls it on every
+  upstream error body (`upstream_secrets` gives the provider's configured secrets and the
+  credentials the request carried: its auth headers' values, a SigV4/TC3 signature);
+- `Provider.secrets()` lists a provider's configured secrets (apiTokens and the
+  provider's own keys, an APISIX route's `auth` values);
+- `SecretFilter`, on the gateway's loggers and httpx's and httpcore's, replaces those
+  secrets in every log record's message and traceback.
+
+Values shorter than `MIN_LENGTH` characters are not treated as secrets (replacing them
+would mangle ordinary text; real keys are far longer).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import traceback
+import weakref
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import httpx
+
+    from .provider import Provider
+
+MIN_LENGTH = 8
+MASK = "***"
+# Request headers whose values are credentials.
+CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "api-key", "x-api-key",
+                      "x-goog-api-key", "x-amz-security-token")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9-]*\s+(\S.*)$")
+_SIGNATURE = re.compile(r"Signature=([0-9A-Za-z+/=_-]+)")
+
+
+def expand(secrets: Iterable[str]) -> list[str]:
+    """The strings to look for: each secret, and the credential inside an auth value
+    (`Bearer <token>`'s token, a signature), longest first, none shorter than MIN_LENGTH."""
+    found: set[str] = set()
+    for s in secrets:
+        if not isinstance(s, str):
+            continue
+        s = s.strip()
+        found.add(s)
+        m = _SCHEME.match(s)
+        if m:
+            found.add(m.group(1).strip())
+        found.update(_SIGNATURE.findall(s))
+    return sorted((s for s in found if len(s) >= MIN_LENGTH), key=len, reverse=True)
+
+
+def scrub(body: bytes, secrets: Iterable[str]) -> bytes:
+    """`body` with every secret (as `expand` gives them) replaced by `***`; also the
+    secret's JSON-escaped form (a `/` as `\\/`, say)."""
+    if not body:
+        return body
+    for secret in expand(secrets):
+        for form in _forms(secret):
+            raw = form.encode("utf-8", "replace")
+            if raw in body:
+                body = body.replace(raw, MASK.encode())
+    return body
+
+
+def scrub_text(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every secret replaced by `***`."""
+    for secret in expand(secrets):
+        for form in _forms(secret):
+            if form in text:
+                text = text.replace(form, MASK)
+    return text
+
+
+def _forms(secret: str) -> tuple[str, ...]:
+    escaped = secret.replace("\\", "\\\\").replace("/", "\\/").replace('"', '\\"')
+    return (secret,) if escaped == secret else (secret, escaped)
+
+
+def request_credentials(request: httpx.Request | None) -> list[str]:
+    """The credential header values a request carried (as sent: after any signing)."""
+    if request is None:
+        return []
+    return [v for name in CREDENTIAL_HEADERS for v in request.headers.get_list(name)]
+
+
+def upstream_secrets(provider: Provider, response: httpx.Response) -> list[str]:
+    """What must not come back from an upstream answer: the provider's configured secrets
+    and the credentials its request carried."""
+    try:
+        request = response.request
+    except RuntimeError:  # an answer held for a retry keeps no request
+        request = None
+    return [*provider.secrets(), *request_credentials(request)]
+
+
+def scrub_upstream_error(status: int, body: bytes, provider: Provider,
+                         response: httpx.Response) -> bytes:
+    """An upstream answer's body as it may be relayed: an error body without secrets."""
+    if status < 400 or not body:
+        return body
+    return scrub(body, upstream_secrets(provider, response))
+
+
+# ---- logs --------------------------------------------------------------------------------
+
+_providers: weakref.WeakSet[Any] = weakref.WeakSet()
+LOGGERS = ("aiproxy_middleware", "aiproxy_middleware.summary", "httpx", "httpcore.connection",
+           "httpcore.http11", "httpcore.http2", "httpcore.proxy", "aiohttp.client")
+
+
+def known_secrets() -> list[str]:
+    """The secrets of every provider alive in the process."""
+    found: list[str] = []
+    for provider in list(_providers):
+        try:
+            found.extend(provider.secrets())
+        except Exception:  # noqa: BLE001 - a provider half-built
+            continue
+    return found
+
+
+class SecretFilter(logging.Filter):
+    """Replaces every known secret in a record's message and traceback (a record with a
+    secret is rewritten: its message formatted, its traceback kept as text)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        secrets = expand(known_secrets())
+        if not secrets:
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string is the logging module's to report
+            return True
+        clean = scrub_text(message, secrets)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and record.exc_info[1] is not None:
+            text = record.exc_text or "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+            clean = scrub_text(text, secrets)
+            if clean != text:
+                record.exc_text, record.exc_info = clean, None
+        elif record.exc_text:
+            record.exc_text = scrub_text(record.exc_text, secrets)
+        return True
+
+
+_FILTER = SecretFilter()
+
+
+def watch(provider: Provider) -> None:
+    """Keep `provider`'s secrets out of the logs (for as long as it lives)."""
+    _providers.add(provider)
+    for name in LOGGERS:
+        log = logging.getLogger(name)
+        if _FILTER not in log.filters:
+            log.addFilter(_FILTER)
