@@ -10,6 +10,7 @@ import httpx
 
 from .anthropic import MessagesRequest, to_chat
 from .apisix_responder import ApisixResponder
+from .checks import check_request
 from .config import Config, Route, load_config
 from .errors import ProxyError, bad_request
 from .health import HealthMonitor
@@ -207,6 +208,7 @@ class ProxyResponder:
         data = await read_body(receive, headers, self.middleware.config.max_body_size,
                                content_type=True)
         body = JsonBody.decode(data)
+        check_request(headers, body)
         raw: bytes | None = data  # as the client sent it, while the body is the client's
         route = self.route
         endpoint = self.endpoint
