@@ -464,13 +464,16 @@ async def test_a_converting_provider_answering_garbage_is_502(body, content_type
     assert "dify" in error["message"].lower()
 
 
-@pytest.mark.parametrize("dialect", DIALECTS)
-async def test_wrong_content_type_for_a_stream(dialect):
+@pytest.mark.parametrize("dialect", DIALECTS + ["dify"])
+async def test_a_stream_request_answered_with_a_page_is_502(dialect):
+    """An HTML page (a proxy's or a portal's) where an event stream was asked for."""
     body = b"<html>hello</html>"
     async with RawServer(answers(response_head(200, b"text/html", len(body)) + body)) as up:
-        async with gateway(config_for(dialect, up.url)) as client:
+        config = dify(up.url) if dialect == "dify" else config_for(dialect, up.url)
+        async with gateway(config) as client:
             r = await client.post("/v1/chat/completions", json=STREAM)
-    error_of(r, 502, "bad_upstream_response")
+    error = error_of(r, 502, "bad_upstream_response")
+    assert "answered 'text/html', not an event stream" in error["message"]
 
 
 def chunked(*parts: bytes) -> bytes:
@@ -592,4 +595,35 @@ async def test_apisix_max_response_bytes_is_502():
             r = await client.post("/v1/chat/completions", json=CHAT)
         error = error_of(r, 502, "bad_upstream_response")
         assert "10000 bytes" in error["message"]
+        assert await up.wait_peer_closed() is not None
+
+
+# ---- Anthropic clients ----------------------------------------------------------------------
+
+MESSAGES = {"model": "m", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def test_anthropic_clients_get_faults_in_anthropic_shape():
+    """On /v1/messages the same faults are answered in Anthropic's error format."""
+    port = free_port()
+    async with gateway(higress(f"http://127.0.0.1:{port}")) as client:
+        r = await client.post("/v1/messages", json=MESSAGES)
+    assert r.status_code == 502
+    body = r.json()
+    assert body["type"] == "error" and body["error"]["type"] == "api_error"
+    assert "connection refused" in body["error"]["message"] and TOKEN not in r.text
+
+
+async def test_a_converted_anthropic_stream_that_stalls_ends_with_an_error_event():
+    async with RawServer(sse_then_stall(2)) as up:
+        async with gateway(higress(up.url, timeout=300)) as client:
+            r = await client.post("/v1/messages", json={**MESSAGES, "stream": True})
+        assert r.status_code == 200
+        text = r.content.decode()
+        assert "part0" in text and "part1" in text
+        last = text.rstrip("\n").rsplit("\n\n", 1)[-1]
+        assert last.startswith("event: error\ndata: ")
+        error = json.loads(last.split("data: ", 1)[1])
+        assert error["type"] == "error" and "300 ms" in error["error"]["message"]
+        assert TOKEN not in text
         assert await up.wait_peer_closed() is not None
