@@ -469,7 +469,7 @@ def _not_a_stream(response: httpx.Response, plain: bool) -> bool:
     """Whether a success answer to a stream request is neither a stream nor JSON: an HTML
     page, say. A converted stream may have the provider's own type (Bedrock's is binary),
     so only a text type other than SSE rules it out."""
-    kind = response.headers.get("content-type", "")
+    kind = response.headers.get("content-type", "").lower()
     if not kind or kind.startswith(("text/event-stream", "application/json")):
         return False
     return plain or kind.startswith("text/")

@@ -627,3 +627,29 @@ async def test_a_converted_anthropic_stream_that_stalls_ends_with_an_error_event
         assert error["type"] == "error" and "300 ms" in error["error"]["message"]
         assert TOKEN not in text
         assert await up.wait_peer_closed() is not None
+
+
+def test_whole_events_split_anywhere():
+    """The relay's hold-back (streams.WholeEvents), for reads split anywhere: what goes on
+    always ends at a blank line (LF, CRLF or CR line ends), and nothing is lost."""
+    import random
+
+    from aiproxy_middleware.streams import WholeEvents
+
+    stream = b"".join(chunk(f"e{i}") for i in range(20)) + b"data: 1\r\n\r\ndata: 2\n\r\n" \
+        + b"data: 3\r\r" + b'data: {"half'
+    rng = random.Random(7)
+    for _ in range(300):
+        whole, out, i = WholeEvents(), b"", 0
+        while i < len(stream):
+            n = rng.randint(1, 30)
+            got = whole.feed(stream[i:i + n])
+            i += n
+            assert not got or got.endswith((b"\n\n", b"\r\n\r\n", b"\n\r\n", b"\r\r"))
+            out += got
+        assert out + whole.rest == stream and whole.rest == b'data: {"half'
+        assert whole.cut()
+    for ending, cut in [(b"data: [DONE]", False), (b"data: x\n", False), (b"data: x", True)]:
+        whole = WholeEvents()
+        whole.feed(ending)
+        assert whole.cut() is cut
