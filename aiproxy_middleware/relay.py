@@ -32,6 +32,9 @@ _DROP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content
 
 
 OVERHEAD_HEADER = b"x-aiproxy-overhead-duration-ms"
+WATCH_AFTER = 0.1
+"""Seconds into a whole-answer call before the client's connection is watched (a quick
+call is spared the watching task; a client gone by then is noticed then)."""
 
 
 @dataclass(slots=True)
@@ -140,7 +143,7 @@ class Relay:
             await self._stream(call, client, request, receive)
             return
         trace = self.trace
-        watcher = DisconnectWatcher(receive)
+        watcher = DisconnectWatcher(receive, WATCH_AFTER)
         try:
             async with asyncio.timeout(limits.idle or limits.total) as deadline:
                 self._sent_at = perf_counter()

@@ -144,16 +144,26 @@ class DisconnectWatcher:
     """Cancels the current task when the client disconnects, until stopped.
 
     uvicorn drops what is sent after a disconnect without an error, so a relay learns that
-    its client is gone only from `receive`.
+    its client is gone only from `receive`. With `delay`, watching starts that many seconds
+    later (a call over by then costs a timer, not a task; a disconnect before then is seen
+    when watching starts).
     """
 
-    __slots__ = ("disconnected", "_done", "_task", "_watch")
+    __slots__ = ("disconnected", "_done", "_task", "_watch", "_receive")
 
-    def __init__(self, receive: Any) -> None:
+    def __init__(self, receive: Any, delay: float = 0.0) -> None:
         self.disconnected = False
         self._done = False
         self._task = asyncio.current_task()
-        self._watch = asyncio.ensure_future(self._run(receive))
+        self._receive = receive
+        self._watch: asyncio.Future[None] | asyncio.TimerHandle
+        if delay:
+            self._watch = asyncio.get_running_loop().call_later(delay, self._start)
+        else:
+            self._start()
+
+    def _start(self) -> None:
+        self._watch = asyncio.ensure_future(self._run(self._receive))
 
     async def _run(self, receive: Any) -> None:
         while (await receive())["type"] != "http.disconnect":
