@@ -11,6 +11,7 @@ import msgspec
 
 from .anthropic import MessagesRequest, to_chat
 from .apisix import ApisixRoute, Target, add_query
+from .checks import check_request
 from .errors import ProxyError, bad_request, upstream_unreachable
 from .exprs import RequestView, hash_key, hash_key_uses_body
 from .openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody, ask_for_usage
@@ -133,6 +134,7 @@ class ApisixResponder:
     async def _serve(self, route: ApisixRoute, scope: Scope, receive: Any, send: Any,
                      data: bytes, trace: Trace, state: _State, anthropic: bool) -> None:
         protocol, first = _protocol(scope["path"], data, route)
+        check_request(scope["headers"], first)
         if route.passthrough:
             send = _Capture(send)
         order = self._order(route, state, data)
@@ -285,7 +287,7 @@ def _decoded(data: bytes) -> Any:
     """The JSON body for `vars` and hash keys (None when it is not JSON)."""
     try:
         return msgspec.json.decode(data) if data else None
-    except msgspec.DecodeError:
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deeply
         return None
 
 

@@ -12,6 +12,7 @@ import httpx
 
 from .anthropic import MessagesRequest, to_chat
 from .apisix_responder import ApisixResponder
+from .checks import check_request
 from .config import Config, Route, load_config
 from .errors import ProxyError, bad_request
 from .health import HealthMonitor
@@ -265,6 +266,7 @@ class ProxyResponder:
         headers = scope["headers"]
         # protocol original forwards bodiless calls (`GET /v1/files`) as they are
         body = JsonBody.decode(data) if data or not self.original else JsonBody({}, b"")
+        check_request(headers, body)
         raw: bytes | None = data  # as the client sent it, while the body is the client's
         route = self.route
         endpoint = self.endpoint

@@ -275,6 +275,10 @@ def _invalid(name: str, exc: msgspec.MsgspecError) -> Exception:
     return bad_request(f"invalid value for '{param}': {what}", "invalid_type", param)
 
 
+def _too_deep() -> Exception:
+    return bad_request("the request body is nested too deeply", "invalid_json")
+
+
 class JsonBody:
     """A JSON object request body whose top-level fields stay raw JSON until read or set."""
 
@@ -287,13 +291,21 @@ class JsonBody:
 
     @classmethod
     def decode(cls, data: bytes) -> JsonBody:
-        """Parse a request body; anything but a JSON object is a 400."""
+        """Parse a request body; anything but a JSON object in UTF-8 is a 400."""
+        if not data.isascii():
+            try:  # checked here: fields kept raw are not decoded (and forwarded as sent)
+                data.decode()
+            except UnicodeDecodeError as exc:
+                raise bad_request(f"the request body is not valid UTF-8 (byte {exc.start})",
+                                  "invalid_json") from None
         try:
             return cls(_envelope.decode(data), data)
         except msgspec.ValidationError:
             raise bad_request("the request body must be a JSON object", "invalid_json") from None
         except msgspec.DecodeError as exc:
             raise bad_request(f"the request body is not valid JSON: {exc}", "invalid_json") from None
+        except RecursionError:  # msgspec's depth limit: Python's recursion limit
+            raise _too_deep() from None
 
     def __contains__(self, name: str) -> bool:
         return name in self._fields
@@ -317,6 +329,8 @@ class JsonBody:
             return _decoder(tp).decode(value)
         except msgspec.MsgspecError as exc:
             raise _invalid(name, exc) from None
+        except RecursionError:
+            raise _too_deep() from None
 
     def set(self, name: str, value: Any) -> None:
         self._fields[name] = value
@@ -343,6 +357,8 @@ class JsonBody:
                                 else msgspec.convert(value, tp))
             except msgspec.MsgspecError as exc:
                 raise _invalid(name, exc) from None
+            except RecursionError:
+                raise _too_deep() from None
         return cls(**values)
 
     def encode(self) -> bytes:

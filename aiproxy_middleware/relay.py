@@ -33,6 +33,9 @@ _DROP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content
 
 
 OVERHEAD_HEADER = b"x-aiproxy-overhead-duration-ms"
+WATCH_AFTER = 0.1
+"""Seconds into a whole-answer call before the client's connection is watched (a quick
+call is spared the watching task; a client gone by then is noticed then)."""
 
 
 @dataclass(slots=True)
@@ -141,7 +144,7 @@ class Relay:
             await self._stream(call, client, request, receive)
             return
         trace = self.trace
-        watcher = DisconnectWatcher(receive)
+        watcher = DisconnectWatcher(receive, WATCH_AFTER)
         try:
             async with asyncio.timeout(limits.idle or limits.total) as deadline:
                 self._sent_at = perf_counter()
@@ -263,11 +266,11 @@ class Relay:
                 response = await client.send(request, stream=True)
                 trace.first_byte = now = perf_counter()
                 trace.upstream_wait += now - self._sent_at
+                if response.status_code < 400 and call.endpoint is not None \
+                        and _not_a_stream(response, plain):
+                    raise self._not_a_stream(response)
                 if response.status_code >= 400 or _is_json(response) or (
                         plain and not _is_sse(response)):
-                    if plain and response.status_code < 400 and call.endpoint is not None \
-                            and not _is_json(response) and "content-type" in response.headers:
-                        raise self._not_a_stream(response)
                     await self._answer(call, response, await self._read(response))
                 else:
                     await self._relay(response, converter, upstream_headers, deadline,
@@ -465,6 +468,16 @@ async def _read_raw(response: httpx.Response) -> bytes:
 def _is_json(response: httpx.Response) -> bool:
     """A JSON answer to a streamed request is a whole answer (or an error), not a stream."""
     return response.headers.get("content-type", "").startswith("application/json")
+
+
+def _not_a_stream(response: httpx.Response, plain: bool) -> bool:
+    """Whether a success answer to a stream request is neither a stream nor JSON: an HTML
+    page, say. A converted stream may have the provider's own type (Bedrock's is binary),
+    so only a text type other than SSE rules it out."""
+    kind = response.headers.get("content-type", "").lower()
+    if not kind or kind.startswith(("text/event-stream", "application/json")):
+        return False
+    return plain or kind.startswith("text/")
 
 
 def _is_sse(response: httpx.Response) -> bool:

@@ -62,7 +62,9 @@ class NoUsage:
         return b"".join(e for e in _events(data) if not _usage_only(e))
 
 
-_BOUNDARIES = (b"\n\n", b"\r\n\r\n", b"\r\r")
+_BOUNDARIES = (b"\n\n", b"\r\n\r\n", b"\n\r\n", b"\r\r")
+_HOLD = 1 << 20
+"""Bytes held at most: a stream with no blank line in that many goes on as it comes."""
 
 
 class WholeEvents:
@@ -70,34 +72,54 @@ class WholeEvents:
     wait for the rest of their event, so an error event the relay adds after a failure
     never lands inside a half-sent one."""
 
-    __slots__ = ("rest",)
+    __slots__ = ("_held",)
 
     def __init__(self) -> None:
-        self.rest = b""
+        self._held = bytearray()
         """The start of an event whose end has not come yet."""
 
+    @property
+    def rest(self) -> bytes:
+        return bytes(self._held)
+
     def feed(self, data: bytes) -> bytes:
-        if self.rest:
-            data, self.rest = self.rest + data, b""
-        if data.endswith(_BOUNDARIES):
-            return data  # the common case: reads end where events do
-        end = -1
-        for boundary in _BOUNDARIES:
-            i = data.rfind(boundary)
-            if i >= 0:
-                end = max(end, i + len(boundary))
+        held = self._held
+        if not held:
+            if data.endswith(_BOUNDARIES):
+                return data  # the common case: reads end where events do
+            end = _last_boundary(data, 0)
+            if end < 0 and len(data) > _HOLD:
+                return data
+            held += data[end:] if end >= 0 else data
+            return data[:end] if end >= 0 else b""
+        start = max(len(held) - 3, 0)  # a blank line may straddle two reads
+        held += data
+        end = _last_boundary(held, start)
         if end < 0:
-            self.rest = data
-            return b""
-        self.rest = data[end:]
-        return data[:end]
+            if len(held) <= _HOLD:
+                return b""
+            end = len(held)
+        out = bytes(held[:end])
+        del held[:end]
+        return out
 
     def cut(self) -> bool:
         """Whether the stream stopped part way through a line, so its last event is lost
         (a last `[DONE]` without its line end is not a loss)."""
-        rest = self.rest.strip()
-        return bool(rest) and not self.rest.endswith((b"\n", b"\r")) \
+        held = self._held
+        rest = held.strip()
+        return bool(rest) and not held.endswith((b"\n", b"\r")) \
             and not rest.endswith(b"[DONE]")
+
+
+def _last_boundary(data: bytes | bytearray, start: int) -> int:
+    """Where the bytes up to the last blank line at or after `start` end, or -1."""
+    end = -1
+    for boundary in _BOUNDARIES:
+        i = data.rfind(boundary, start)
+        if i >= 0:
+            end = max(end, i + len(boundary))
+    return end
 
 
 def _events(data: bytes) -> list[bytes]:
@@ -122,16 +144,26 @@ class DisconnectWatcher:
     """Cancels the current task when the client disconnects, until stopped.
 
     uvicorn drops what is sent after a disconnect without an error, so a relay learns that
-    its client is gone only from `receive`.
+    its client is gone only from `receive`. With `delay`, watching starts that many seconds
+    later (a call over by then costs a timer, not a task; a disconnect before then is seen
+    when watching starts).
     """
 
-    __slots__ = ("disconnected", "_done", "_task", "_watch")
+    __slots__ = ("disconnected", "_done", "_task", "_watch", "_receive")
 
-    def __init__(self, receive: Any) -> None:
+    def __init__(self, receive: Any, delay: float = 0.0) -> None:
         self.disconnected = False
         self._done = False
         self._task = asyncio.current_task()
-        self._watch = asyncio.ensure_future(self._run(receive))
+        self._receive = receive
+        self._watch: asyncio.Future[None] | asyncio.TimerHandle
+        if delay:
+            self._watch = asyncio.get_running_loop().call_later(delay, self._start)
+        else:
+            self._start()
+
+    def _start(self) -> None:
+        self._watch = asyncio.ensure_future(self._run(self._receive))
 
     async def _run(self, receive: Any) -> None:
         while (await receive())["type"] != "http.disconnect":

@@ -13,6 +13,7 @@ real disconnect, or a client that stops reading, happens.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import socket
@@ -52,10 +53,23 @@ def quiet_logs(caplog: pytest.LogCaptureFixture) -> Any:
     traceback, no token."""
     caplog.set_level(logging.INFO)
     yield
-    for record in caplog.records:
+    for record in caplog.get_records("setup") + caplog.get_records("call"):
         assert record.levelno < logging.ERROR, record.getMessage()
         assert record.exc_info is None, record.getMessage()
         assert TOKEN not in record.getMessage()
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Any, caplog: pytest.LogCaptureFixture) -> Any:
+    """The app served by uvicorn, whose error log (it does not propagate to the root
+    logger) is captured too: "Exception in ASGI application" would be an ERROR record."""
+    async with Served(app) as gateway:
+        log = logging.getLogger("uvicorn.error")  # configured by uvicorn: add it after
+        log.addHandler(caplog.handler)
+        try:
+            yield gateway
+        finally:
+            log.removeHandler(caplog.handler)
 
 
 async def until(condition: Any, within: float = 1.0) -> bool:
@@ -82,10 +96,10 @@ async def never_answers(server: RawServer, reader: Any, writer: Any) -> None:
 
 
 @pytest.mark.parametrize("dialect", ["higress", "apisix"])
-async def test_hanging_up_mid_stream_closes_the_upstream_connection(dialect):
+async def test_hanging_up_mid_stream_closes_the_upstream_connection(dialect, caplog):
     async with RawServer(endless_events) as up:
         app = AIProxyMiddleware(inner_app(), config=config(dialect, up.url))
-        async with Served(app) as gateway:
+        async with serving(app, caplog) as gateway:
             reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
             writer.write(request(stream=True))
             head = await asyncio.wait_for(reader.readuntil(b"data: "), 2)
@@ -98,12 +112,12 @@ async def test_hanging_up_mid_stream_closes_the_upstream_connection(dialect):
 
 
 @pytest.mark.parametrize("dialect", ["higress", "apisix"])
-async def test_hanging_up_during_a_whole_answer_call_cancels_it(dialect):
+async def test_hanging_up_during_a_whole_answer_call_cancels_it(dialect, caplog):
     """The upstream has not answered yet; the client leaves: the call is dropped (the
     upstream sees its connection closed within a second), quietly."""
     async with RawServer(never_answers) as up:
         app = AIProxyMiddleware(inner_app(), config=config(dialect, up.url))
-        async with Served(app) as gateway:
+        async with serving(app, caplog) as gateway:
             reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
             writer.write(request(stream=False))
             assert await until(lambda: up.requests, 2)  # the call reached the upstream
@@ -129,11 +143,11 @@ def firehose(written: list[int]) -> Any:
     return handler
 
 
-async def test_a_client_that_stops_reading_holds_the_upstream_back():
+async def test_a_client_that_stops_reading_holds_the_upstream_back(caplog):
     written = [0]
     async with RawServer(firehose(written)) as up:
         app = AIProxyMiddleware(inner_app(), config=config("higress", up.url))
-        async with Served(app) as gateway:
+        async with serving(app, caplog) as gateway:
             loop = asyncio.get_running_loop()
             client = socket.socket()
             client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

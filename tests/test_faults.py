@@ -7,16 +7,20 @@ trickle, cut or misframe an answer) and, for connect timeouts, a listening socke
 accept queue is full. Both config dialects are covered: the Higress `provider:` form
 (`type: openai` + `openaiCustomUrl`) and an APISIX `openai-compatible` route; `dify` (whose
 `difyApiUrl` can name 127.0.0.1) is the converting provider on real sockets, and `claude`
-(whose host is fixed) is checked through respx with an injected client.
+(whose host is fixed) is checked through respx with an injected client. On /v1/messages
+the same faults come in Anthropic's error shape.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
+import select
 import socket
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -86,7 +90,7 @@ def clean_logs(caplog: pytest.LogCaptureFixture) -> Any:
     """No log record carries the token or a traceback."""
     caplog.set_level(logging.DEBUG)
     yield
-    for record in caplog.records:
+    for record in caplog.get_records("setup") + caplog.get_records("call"):
         assert TOKEN not in record.getMessage()
         assert record.exc_info is None, record.getMessage()
 
@@ -156,17 +160,51 @@ async def test_connection_refused_is_502_naming_the_provider(dialect):
     async with gateway(config_for(dialect, f"http://127.0.0.1:{port}")) as client:
         r = await client.post("/v1/chat/completions", json=CHAT)
     error = error_of(r, 502, "upstream_unreachable")
-    assert "connection refused" in error["message"]
-    assert f"127.0.0.1:{port}" in error["message"]
+    assert f"provider 'openai' at 127.0.0.1:{port}: connection refused" in error["message"]
+
+
+@functools.cache
+def _resolver_fails_fast(host: str) -> bool:
+    """Whether this machine's resolver answers `host` (a `.invalid` name) with an error
+    within a second."""
+    failed: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.getaddrinfo(host, 80)
+        except socket.gaierror:
+            failed.append(True)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(1.0)
+    return bool(failed)
+
+
+@pytest.fixture
+def invalid_host(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A host name that does not resolve (RFC 6761 reserves `.invalid`). The real resolver
+    is used where it says so at once; where it would hang (no DNS server) or answer
+    anyway, `socket.getaddrinfo` (which aiohttp's default resolver calls) is made to fail
+    for this one name, so the test does not depend on the machine's network."""
+    host = "aiproxy-fault.invalid"
+    if not _resolver_fails_fast(host):
+        real = socket.getaddrinfo
+
+        def getaddrinfo(name: Any, *args: Any, **kwargs: Any) -> Any:
+            if name == host:
+                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+            return real(name, *args, **kwargs)
+        monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return host
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
-async def test_dns_failure_is_502_naming_the_host(dialect):
-    async with gateway(config_for(dialect, "http://aiproxy-fault.invalid",
-                                  timeout=1500)) as client:
+async def test_dns_failure_is_502_naming_the_host(dialect, invalid_host):
+    async with gateway(config_for(dialect, f"http://{invalid_host}", timeout=1500)) as client:
         r = await client.post("/v1/chat/completions", json=CHAT)
     error = error_of(r, 502, "upstream_unreachable")
-    assert "aiproxy-fault.invalid" in error["message"]
+    assert f"provider 'openai' at {invalid_host}" in error["message"]
     assert "could not be resolved" in error["message"]
 
 
@@ -197,7 +235,6 @@ def full_backlog() -> Any:
 
 
 def _connects(s: socket.socket, within: float) -> bool:
-    import select
     _, ready, _ = select.select([], [s], [], within)
     return bool(ready)
 
@@ -211,7 +248,7 @@ async def test_connect_timeout_is_504(dialect):
             took = elapsed_since(start)
     error = error_of(r, 504, "upstream_timeout")
     assert "300 ms" in error["message"] and f"127.0.0.1:{port}" in error["message"]
-    assert 0.25 < took < 1.2
+    assert 0.25 < took < 1.5
 
 
 # ---- timeouts -----------------------------------------------------------------------------
@@ -226,7 +263,7 @@ async def test_first_byte_timeout_is_504_and_the_connection_closed(dialect, stre
             took = elapsed_since(start)
         error = error_of(r, 504, "upstream_timeout")
         assert "300 ms" in error["message"]
-        assert 0.25 < took < 1.2
+        assert 0.25 < took < 1.5
         assert await up.wait_peer_closed() is not None
 
 
@@ -298,7 +335,7 @@ async def test_a_stream_that_stalls_is_ended_with_an_error_event(dialect):
             start = asyncio.get_running_loop().time()
             r = await client.post("/v1/chat/completions", json=STREAM)
             took = elapsed_since(start)
-        assert r.status_code == 200 and 0.25 < took < 1.2
+        assert r.status_code == 200 and 0.25 < took < 1.5
         got = events(r.content)
         assert [json.loads(e)["choices"][0]["delta"]["content"] for e in got[:2]] == \
             ["part0", "part1"]
@@ -428,13 +465,16 @@ async def test_a_converting_provider_answering_garbage_is_502(body, content_type
     assert "dify" in error["message"].lower()
 
 
-@pytest.mark.parametrize("dialect", DIALECTS)
-async def test_wrong_content_type_for_a_stream(dialect):
+@pytest.mark.parametrize("dialect", DIALECTS + ["dify"])
+async def test_a_stream_request_answered_with_a_page_is_502(dialect):
+    """An HTML page (a proxy's or a portal's) where an event stream was asked for."""
     body = b"<html>hello</html>"
     async with RawServer(answers(response_head(200, b"text/html", len(body)) + body)) as up:
-        async with gateway(config_for(dialect, up.url)) as client:
+        config = dify(up.url) if dialect == "dify" else config_for(dialect, up.url)
+        async with gateway(config) as client:
             r = await client.post("/v1/chat/completions", json=STREAM)
-    error_of(r, 502, "bad_upstream_response")
+    error = error_of(r, 502, "bad_upstream_response")
+    assert "answered 'text/html', not an event stream" in error["message"]
 
 
 def chunked(*parts: bytes) -> bytes:
@@ -557,3 +597,60 @@ async def test_apisix_max_response_bytes_is_502():
         error = error_of(r, 502, "bad_upstream_response")
         assert "10000 bytes" in error["message"]
         assert await up.wait_peer_closed() is not None
+
+
+# ---- Anthropic clients ----------------------------------------------------------------------
+
+MESSAGES = {"model": "m", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def test_anthropic_clients_get_faults_in_anthropic_shape():
+    """On /v1/messages the same faults are answered in Anthropic's error format."""
+    port = free_port()
+    async with gateway(higress(f"http://127.0.0.1:{port}")) as client:
+        r = await client.post("/v1/messages", json=MESSAGES)
+    assert r.status_code == 502
+    body = r.json()
+    assert body["type"] == "error" and body["error"]["type"] == "api_error"
+    assert "connection refused" in body["error"]["message"] and TOKEN not in r.text
+
+
+async def test_a_converted_anthropic_stream_that_stalls_ends_with_an_error_event():
+    async with RawServer(sse_then_stall(2)) as up:
+        async with gateway(higress(up.url, timeout=300)) as client:
+            r = await client.post("/v1/messages", json={**MESSAGES, "stream": True})
+        assert r.status_code == 200
+        text = r.content.decode()
+        assert "part0" in text and "part1" in text
+        last = text.rstrip("\n").rsplit("\n\n", 1)[-1]
+        assert last.startswith("event: error\ndata: ")
+        error = json.loads(last.split("data: ", 1)[1])
+        assert error["type"] == "error" and "300 ms" in error["error"]["message"]
+        assert TOKEN not in text
+        assert await up.wait_peer_closed() is not None
+
+
+def test_whole_events_split_anywhere():
+    """The relay's hold-back (streams.WholeEvents), for reads split anywhere: what goes on
+    always ends at a blank line (LF, CRLF or CR line ends), and nothing is lost."""
+    import random
+
+    from aiproxy_middleware.streams import WholeEvents
+
+    stream = b"".join(chunk(f"e{i}") for i in range(20)) + b"data: 1\r\n\r\ndata: 2\n\r\n" \
+        + b"data: 3\r\r" + b'data: {"half'
+    rng = random.Random(7)
+    for _ in range(100):
+        whole, out, i = WholeEvents(), b"", 0
+        while i < len(stream):
+            n = rng.randint(1, 30)
+            got = whole.feed(stream[i:i + n])
+            i += n
+            assert not got or got.endswith((b"\n\n", b"\r\n\r\n", b"\n\r\n", b"\r\r"))
+            out += got
+        assert out + whole.rest == stream and whole.rest == b'data: {"half'
+        assert whole.cut()
+    for ending, cut in [(b"data: [DONE]", False), (b"data: x\n", False), (b"data: x", True)]:
+        whole = WholeEvents()
+        whole.feed(ending)
+        assert whole.cut() is cut
