@@ -23,6 +23,7 @@ from .errors import ConfigError
 from .exprs import Vars
 from .health import HealthChecker, http_probe
 from .relay import Limits
+from .secrets import auth_secrets, shown_url
 
 import httpx
 
@@ -49,7 +50,7 @@ class EndpointOverride:
     @classmethod
     def parse(cls, url: str, where: str) -> EndpointOverride:
         if not _ENDPOINT.match(url):
-            raise ConfigError(f"{where}: invalid endpoint {url!r}; expected"
+            raise ConfigError(f"{where}: invalid endpoint {shown_url(url)!r}; expected"
                               " http(s)://host[:port][/path][?query]")
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -358,7 +359,7 @@ def _target(kind: str, auth: Auth, options: dict[str, Any], override: Override |
                               f" service_account_json: {exc.args[0].split(':')[0]}") from None
     provider = cls.from_apisix(ApisixTarget(kind, auth, provider_conf, endpoint_url, override,
                                             timeout, where))
-    provider.extra_secrets = (*auth.header.values(), *auth.query.values())
+    provider.extra_secrets = auth_secrets(auth.header, auth.query)
     return Target(name, kind, provider, dict(options), override, endpoint,
                   {k.lower(): v for k, v in auth.header.items()}, list(auth.query.items()))
 

@@ -164,7 +164,8 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any] | Config) -> Con
         except OSError as exc:
             raise ConfigError(f"cannot read config file {source}: {exc.strerror}") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {source} is not valid YAML: {exc}") from None
+            raise ConfigError(f"config file {source} is not valid YAML: {_yaml_error(exc)}"
+                              ) from None
     elif isinstance(source, dict):
         data = source
     else:
@@ -210,6 +211,18 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any] | Config) -> Con
                   top.max_response_size, apisix,
                   tuple(prefixed), top.logging, top.metrics.path if top.metrics else None,
                   hooks, image_fetch=top.image_fetch)
+
+
+def _yaml_error(exc: yaml.YAMLError) -> str:
+    """What is wrong and where, without PyYAML's snippet of the line (it may hold a key)."""
+    def at(mark: Any) -> str:
+        return f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return type(exc).__name__
+    text = f"{exc.problem or 'invalid syntax'}{at(exc.problem_mark)}"
+    if exc.context:
+        text += f" ({exc.context}{at(exc.context_mark)})"
+    return text
 
 
 def _route(prefix: str, raw: dict[str, Any], where: str) -> Route:

@@ -43,7 +43,8 @@ from .errors import ProxyError, bad_request
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # A host name, `*.` and a host name, or an IP address (IPv6 with or without brackets).
-HOST_PATTERN = r"^(\*\.)?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?$|^\[?[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\]?$"
+HOST_PATTERN = (r"^(\*\.)?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?$"
+                r"|^\[?[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\]?$")
 HostPattern = Annotated[str, Meta(pattern=HOST_PATTERN, max_length=253)]
 
 

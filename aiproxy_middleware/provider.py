@@ -179,7 +179,12 @@ class Provider:
         """The credentials configured for this provider (its apiTokens, its own keys, and
         `extra_secrets`): kept out of relayed error bodies and out of the logs (see
         `secrets.py`). A provider with keys of its own adds them."""
-        return [*(t for t in self.config.api_tokens if t), *self.extra_secrets]
+        found = [*(t for t in self.config.api_tokens if t), *self.extra_secrets]
+        try:
+            password = urlsplit(self.base_url()).password
+        except (NotImplementedError, ValueError):
+            password = None
+        return found + [password] if password else found
 
     @property
     def host(self) -> str:

@@ -17,7 +17,7 @@ from .metrics import Metrics
 from .openai import ChatCompletionRequest
 from .tap import AnswerTap
 from .provider import Call, Endpoint, Provider, UpstreamRequest
-from .secrets import scrub_upstream_error
+from .secrets import scrub_upstream_answer
 from .streams import DisconnectWatcher, NoUsage, Tapped, WholeEvents
 
 logger = logging.getLogger("aiproxy_middleware")
@@ -208,7 +208,7 @@ class Relay:
 
     async def _answer(self, call: Call, response: httpx.Response, data: bytes) -> None:
         status = response.status_code
-        data = scrub_upstream_error(status, data, self.provider, response)
+        data = scrub_upstream_answer(data, self.provider, response)
         converted = False
         if status >= 400 and self.retry_on is not None and self.retry_on(status):
             raise UpstreamFailure(status, _headers(response), data,

@@ -4,9 +4,11 @@ The gateway's own messages never quote a credential. What it relays or logs from
 may: an upstream error body that echoes the request's key, a token endpoint's error text,
 an exception raised inside a library. Three things cover those:
 
-- `scrub` replaces every known secret in a body with `***`; the relay calls it on every
-  upstream error body (`upstream_secrets` gives the provider's configured secrets and the
-  credentials the request carried: its auth headers' values, a SigV4/TC3 signature);
+- `scrub` replaces every known secret in a body with `***`; the relay calls it
+  (`scrub_upstream_answer`) on every whole upstream answer it relays or converts, errors
+  above all, before anything reads it (`upstream_secrets` gives the provider's configured
+  secrets and the credentials the request carried: its auth headers' values, a SigV4/TC3
+  signature). Streamed bytes are relayed as they come, unscrubbed;
 - `Provider.secrets()` lists a provider's configured secrets (apiTokens and the
   provider's own keys, an APISIX route's `auth` values);
 - `SecretFilter`, on the gateway's loggers and httpx's and httpcore's, replaces those
@@ -82,6 +84,36 @@ def _forms(secret: str) -> tuple[str, ...]:
     return (secret,) if escaped == secret else (secret, escaped)
 
 
+_CREDENTIAL_NAME = re.compile(r"auth|key|token|secret|signature|password|credential|session|"
+                              r"cookie", re.I)
+
+
+def auth_secrets(header: dict[str, str], query: dict[str, str]) -> tuple[str, ...]:
+    """The secrets among an APISIX route's `auth.header` and `auth.query` values: every
+    query value, and the values of headers named like credentials (not, say, an
+    `anthropic-version` header that rides along)."""
+    return (*(v for k, v in header.items() if _CREDENTIAL_NAME.search(k)), *query.values())
+
+
+def shown_url(url: str) -> str:
+    """A configured URL as an error message may quote it: a password in it and its query
+    values (an endpoint may carry a key there) as `***`."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    rest, _, _ = rest.partition("#")
+    rest, q, query = rest.partition("?")
+    netloc, slash, path = rest.partition("/")
+    user, at, host = netloc.rpartition("@")
+    if at:
+        name, colon, _ = user.partition(":")
+        netloc = f"{name}:{MASK}@{host}" if colon else f"{MASK}@{host}"
+    if q:
+        query = "&".join(f"{k}={MASK}" if eq else k
+                         for k, eq, _ in (p.partition("=") for p in query.split("&")))
+    return f"{scheme}{sep}{netloc}{slash}{path}" + (f"?{query}" if q else "")
+
+
 def request_credentials(request: httpx.Request | None) -> list[str]:
     """The credential header values a request carried (as sent: after any signing)."""
     if request is None:
@@ -99,12 +131,18 @@ def upstream_secrets(provider: Provider, response: httpx.Response) -> list[str]:
     return [*provider.secrets(), *request_credentials(request)]
 
 
-def scrub_upstream_error(status: int, body: bytes, provider: Provider,
-                         response: httpx.Response) -> bytes:
-    """An upstream answer's body as it may be relayed: an error body without secrets."""
-    if status < 400 or not body:
+def scrub_upstream_answer(body: bytes, provider: Provider, response: httpx.Response) -> bytes:
+    """A whole upstream answer (an error, or a non-streamed answer) as it may be relayed or
+    converted: without the provider's secrets or the request's credentials. Its header
+    values are scrubbed in place too (they may be relayed with it). A body with no secret
+    in it is returned as it is."""
+    secrets = expand(upstream_secrets(provider, response))
+    if not secrets:
         return body
-    return scrub(body, upstream_secrets(provider, response))
+    raw = response.headers.raw
+    if any(scrub(v, secrets) != v for _, v in raw):
+        response.headers = type(response.headers)([(k, scrub(v, secrets)) for k, v in raw])
+    return scrub(body, secrets)
 
 
 # ---- logs --------------------------------------------------------------------------------
@@ -141,7 +179,8 @@ class SecretFilter(logging.Filter):
         if clean != message:
             record.msg, record.args = clean, None
         if record.exc_info and record.exc_info[1] is not None:
-            text = record.exc_text or "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+            text = record.exc_text or "".join(
+                traceback.format_exception(*record.exc_info)).rstrip("\n")
             clean = scrub_text(text, secrets)
             if clean != text:
                 record.exc_text, record.exc_info = clean, None

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from aiproxy_middleware.config import ConfigError
 from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest
+from aiproxy_middleware.secrets import shown_url
 
 DEFAULT_PATHS = {Endpoint.CHAT: "/v1/chat/completions", Endpoint.EMBEDDINGS: "/v1/embeddings"}
 
@@ -70,7 +71,8 @@ def split_url(url: str, field: str, scheme: str = "https") -> tuple[str, str, st
     url = url.strip()
     parts = urlsplit(url if "://" in url else f"{scheme}://{url}")
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"{field}: expected a URL such as https://host/v1, got {url!r}")
+        raise ConfigError(f"{field}: expected a URL such as https://host/v1, got"
+                          f" {shown_url(url)!r}")
     return f"{parts.scheme}://{parts.netloc}", parts.path.rstrip("/"), parts.query
 
 
@@ -78,7 +80,8 @@ def host_setting(value: str, field: str) -> str:
     """A configured host (scheme optional, https by default) as scheme://host."""
     base, path, query = split_url(value, field)
     if path or query:
-        raise ConfigError(f"{field}: expected a host name, not a URL with a path, got {value!r}")
+        raise ConfigError(f"{field}: expected a host name, not a URL with a path, got"
+                          f" {shown_url(value)!r}")
     return base
 
 

@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from aiproxy_middleware.errors import ConfigError
 from aiproxy_middleware.provider import Call, UpstreamRequest
+from aiproxy_middleware.secrets import shown_url
 
 from .bedrock import _REGION, Bedrock, Settings
 
@@ -66,7 +67,7 @@ class BedrockApisix(Bedrock):
             parts = urlsplit(target.endpoint)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ConfigError(f"{where}.override.endpoint: not an http(s) URL:"
-                                  f" {target.endpoint!r}")
+                                  f" {shown_url(target.endpoint)!r}")
             netloc = parts.netloc.removesuffix(_DEFAULT_PORTS[parts.scheme])
             self._host = f"{parts.scheme}://{netloc}"
             self._path = parts.path if parts.path not in ("", "/") else None

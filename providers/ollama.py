@@ -18,6 +18,7 @@ from msgspec import Meta, Struct
 
 from aiproxy_middleware.config import ConfigError
 from aiproxy_middleware.provider import Call
+from aiproxy_middleware.secrets import shown_url
 
 from ._compatible import OpenAICompatible
 
@@ -40,7 +41,7 @@ class Ollama(OpenAICompatible):
         if not _HOST.fullmatch(host):
             raise ConfigError("ollamaServerHost: expected a host name or IP address without"
                               " scheme, port or path (the port goes in ollamaServerPort),"
-                              f" got {settings.ollama_server_host!r}")
+                              f" got {shown_url(settings.ollama_server_host)!r}")
         self._base = f"http://{host}:{settings.ollama_server_port}"
 
     def base_url(self) -> str:

@@ -33,6 +33,7 @@ from aiproxy_middleware.apisix_schema import ProviderConf
 from aiproxy_middleware.errors import ConfigError, bad_request
 from aiproxy_middleware.openai import EmbeddingsRequest, encode
 from aiproxy_middleware.provider import Call, Endpoint, NoSettings, Provider, UpstreamRequest
+from aiproxy_middleware.secrets import shown_url
 from providers import gemini
 from providers._gcp import (TOKEN_URI, AuthorizedClient, TokenSource, TtlPolicy,
                             service_account)
@@ -78,7 +79,8 @@ class VertexOpenAI(Provider):
         if endpoint:
             parts = urlsplit(endpoint)
             if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise ConfigError(f"{where}.override.endpoint: not an http(s) URL: {endpoint!r}")
+                raise ConfigError(f"{where}.override.endpoint: not an http(s) URL:"
+                                  f" {shown_url(endpoint)!r}")
         if project and region:
             if not _REGION.fullmatch(region):
                 raise ConfigError(f"{where}.provider_conf.region: not a region name: {region!r}")

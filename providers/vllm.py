@@ -25,6 +25,7 @@ from msgspec import Struct
 
 from aiproxy_middleware.config import ConfigError
 from aiproxy_middleware.provider import Call
+from aiproxy_middleware.secrets import shown_url
 
 from ._compatible import DEFAULT_PATHS, OpenAICompatible, custom_url_paths
 
@@ -54,7 +55,7 @@ class VLLM(OpenAICompatible):
         elif host:
             if not _HOST_PORT.fullmatch(host) or not _port_ok(host):
                 raise ConfigError("vllmServerHost: expected host or host:port, without scheme or"
-                                  f" path (use vllmCustomUrl for a URL), got {host!r}")
+                                  f" path (use vllmCustomUrl for a URL), got {shown_url(host)!r}")
             self._base = f"http://{host}"
         else:
             self._base = f"http://{DEFAULT_HOST}"
