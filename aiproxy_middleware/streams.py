@@ -61,6 +61,49 @@ class NoUsage:
         return b"".join(e for e in _events(data) if not _usage_only(e))
 
 
+class WholeEvents:
+    """Passes on whole SSE events only: the bytes of an event are held until its blank line
+    arrives (`close` gives what is left).
+
+    A relay that forwards raw chunks and ends a broken stream with its own error event
+    would otherwise glue that event onto half an upstream event
+    (`data: {"id":"chatcmpl-…","objdata: {"error": …}`): one unparseable event, and the
+    client never sees the error. Held back, the half event is dropped with the rest of the
+    broken answer, and the error event follows the last whole one.
+    """
+
+    __slots__ = ("inner", "_rest")
+
+    def __init__(self, inner: Any = None) -> None:
+        self.inner = inner
+        self._rest = b""
+
+    def feed(self, data: bytes) -> bytes:
+        if self.inner is not None:
+            data = self.inner.feed(data)
+        if self._rest:
+            data, self._rest = self._rest + data, b""
+        if data.endswith((b"\n\n", b"\r\n\r\n")) or not data:
+            return data  # the common case: the chunk ends on an event boundary
+        end = data.rfind(b"\n\n") + 2  # past the last blank line
+        if end < 2:
+            end = 0  # none: all of it waits
+        if b"\r" in data:  # CRLF or CR line ends
+            for mark in (b"\r\n\r\n", b"\r\r"):
+                at = data.rfind(mark)
+                if at >= 0 and at + len(mark) > end:
+                    end = at + len(mark)
+        if end == len(data):
+            return data
+        data, self._rest = data[:end], data[end:]
+        return data
+
+    def close(self) -> bytes:
+        tail = self.inner.close() if self.inner is not None else b""
+        data, self._rest = self._rest + tail, b""
+        return data
+
+
 def _events(data: bytes) -> list[bytes]:
     """SSE events, each with its blank-line terminator."""
     out, start = [], 0

@@ -60,6 +60,7 @@ SLOW_JSON_DELAY = 2.0         # the answer disconnecting non-stream clients wait
 GIVE_UP = 60.0                # stalls and hangs end on the upstream's side only after this
 DRIVER_TIMEOUT = 30.0         # a request without a whole answer by then is LOST
 CANCEL_LIMIT = 1.0            # a disconnected client's upstream request must close by then
+KEEPALIVE_S = 30.0            # AiohttpTransport's default keepalive_expiry
 
 # kind -> (per-mille share, route, stream flag, upstream behaviour, expected outcome)
 # route: "hi" the main Higress route (a share of the requests takes the main APISIX route
@@ -467,7 +468,7 @@ def make_plan(n: int, seed: int, prefix: str) -> list[Plan]:
 
 
 class Result:
-    __slots__ = ("plan", "outcome", "status", "detail", "t_close", "elapsed")
+    __slots__ = ("plan", "outcome", "status", "detail", "t_close", "elapsed", "t_end")
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
@@ -476,6 +477,7 @@ class Result:
         self.detail = ""
         self.t_close: float | None = None
         self.elapsed = 0.0
+        self.t_end = 0.0
 
 
 class Driver:
@@ -517,7 +519,8 @@ class Driver:
                     result.outcome, result.detail = "lost", "driver timeout"
                 except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
                     result.outcome, result.detail = "lost", f"{type(exc).__name__}: {exc}"
-                result.elapsed = time.monotonic() - t0
+                result.t_end = time.monotonic()
+                result.elapsed = result.t_end - t0
                 if result.outcome == "lost":
                     self.lost += 1
                     if conn is not None:
@@ -731,6 +734,17 @@ async def soak(args: argparse.Namespace, gw: Any, up: Any, gw_port: int,
     await sampling
     stats1, conns1, settle_s = await settle(gw_pid, up_pid, gw_port, up_port)
     rss1, fds1 = rss_mib(gw_pid), fd_count(gw_pid)
+    drained_s: float | None = None
+    if args.drain:
+        # The default transport closes a connection idle for keepalive_expiry (30 s).
+        print(f"waiting up to {2 * KEEPALIVE_S + 10:g} s for the idle pool to close", flush=True)
+        t1 = time.monotonic()
+        while time.monotonic() - t1 < 2 * KEEPALIVE_S + 10:
+            left = connections(gw_pid, up_pid, gw_port, up_port)
+            if left["gw_to_upstream_ESTABLISHED"] == 0 and left["upstream_side_ESTABLISHED"] == 0:
+                drained_s = round(time.monotonic() - t1, 1)
+                break
+            await asyncio.sleep(1.0)
 
     # Outcomes per kind, and what did not match the kind's expected outcome.
     per_kind: dict[str, Counter[str]] = {k: Counter() for k in KINDS}
@@ -763,15 +777,37 @@ async def soak(args: argparse.Namespace, gw: Any, up: Any, gw_port: int,
     records = stats1["records"]
     cancel: dict[str, list[float]] = {"disc": [], "disc-wait": []}
     not_cancelled: Counter[str] = Counter()
+    never_sent: Counter[str] = Counter()   # the client hung up before the call went out
     for r in results:
         if r.plan.kind in cancel and r.outcome == "disconnect" and r.t_close is not None:
             rec = records.get(r.plan.rid)
-            if rec is None or rec[3] != "peer":
+            if rec is None:
+                never_sent[r.plan.kind] += 1
+            elif rec[3] != "peer":
                 not_cancelled[r.plan.kind] += 1
             else:
                 cancel[r.plan.kind].append(max(0.0, rec[2] - r.t_close))
     late = {k: sum(v > CANCEL_LIMIT for v in vals) + not_cancelled[k]
             for k, vals in cancel.items()}
+    # The slowest cancels, each with how long plain `ok` requests that ended within a
+    # second of it took: a gateway too busy to serve anything promptly is slow to notice
+    # a disconnect too.
+    ok_ends = sorted((r.t_end, r.elapsed) for r in results if r.plan.kind == "ok")
+    slowest = []
+    for r in results:
+        rec = records.get(r.plan.rid)
+        if r.plan.kind in cancel and r.t_close is not None and rec is not None \
+                and rec[3] == "peer":
+            slowest.append((rec[2] - r.t_close, r))
+    slowest.sort(key=lambda x: -x[0])
+    slow_cancels = []
+    for latency_s, r in slowest[:5]:
+        near = [e for t, e in ok_ends if abs(t - r.t_close) <= 1.0]  # type: ignore[operator]
+        slow_cancels.append({"id": r.plan.rid, "kind": r.plan.kind, "route": r.plan.route,
+                             "how": r.detail, "cancel_ms": _ms(latency_s),
+                             "at_s": round(r.t_close - t0, 1),  # type: ignore[operator]
+                             "ok_p50_ms_around": _ms(percentile(near, 50)),
+                             "ok_max_ms_around": _ms(max(near) if near else None)})
     # How long after its start a stall or hang was closed by the gateway.
     stall_close: dict[str, list[float]] = {}
     for r in results:
@@ -798,6 +834,9 @@ async def soak(args: argparse.Namespace, gw: Any, up: Any, gw_port: int,
         f"every disconnected client's upstream request closed within {CANCEL_LIMIT:g} s":
             sum(late.values()) == 0,
     }
+    if args.drain:
+        checks[f"the idle pool closed within the keep-alive sweep (2 x {KEEPALIVE_S:g} s + 10 s)"] = \
+            drained_s is not None
 
     def lat(vals: list[float]) -> dict[str, Any]:
         return {"n": len(vals), "p50_ms": _ms(percentile(vals, 50)),
@@ -815,12 +854,16 @@ async def soak(args: argparse.Namespace, gw: Any, up: Any, gw_port: int,
         "fds": {"start": fds0, "end": fds1},
         "connections_after_warmup": conns0, "connections_after_run": conns1,
         "pool_peak_during_run": peak_pool, "settle_s": round(settle_s, 1),
+        "pool_drained_after_s": drained_s,
         "upstream": {"accepted_connections": stats1["accepted"] - stats0["accepted"],
                      "requests_served": stats1["served"] - stats0["served"],
                      "open_after_run": stats1["open"], "inflight_after_run": stats1["inflight"],
                      "ends": stats1["ends"]},
         "cancel_latency": {k: {**lat(v), "late_or_not_closed": late[k],
-                               "not_closed": not_cancelled[k]} for k, v in cancel.items()},
+                               "not_closed": not_cancelled[k],
+                               "never_reached_upstream": never_sent[k]}
+                           for k, v in cancel.items()},
+        "slowest_cancels": slow_cancels,
         "stall_close_after_start": {k: lat(v) for k, v in sorted(stall_close.items())},
         "gateway_tracebacks": traceback_count,
         "samples": samples, "checks": checks,
@@ -886,13 +929,18 @@ def report(doc: dict[str, Any], markdown: bool) -> str:
         ["upstream side ESTABLISHED", f"{c1['upstream_side_ESTABLISHED']} (upstream counts"
                                       f" {r['upstream']['open_after_run']} open)"],
         ["CLOSE_WAIT", f"gateway {c1['gw_close_wait']}, upstream {c1['upstream_close_wait']}"],
+        *([["idle pool closed", f"after {r['pool_drained_after_s']} s idle"
+            if r["pool_drained_after_s"] is not None else "NO"]]
+          if "pool_drained_after_s" in r and r["pool_drained_after_s"] is not None
+          or any("idle pool" in k for k in r["checks"]) else []),
         ["upstream connections opened", f"{r['upstream']['accepted_connections']} for"
                                         f" {r['upstream']['requests_served']} upstream requests"],
     ]
     for k, v in r["cancel_latency"].items():
         rows.append([f"cancel latency ({k})", f"n={v['n']} p50 {v['p50_ms']} ms, p99"
                      f" {v['p99_ms']} ms, max {v['max_ms']} ms; late or never closed:"
-                     f" {v['late_or_not_closed']}"])
+                     f" {v['late_or_not_closed']}; never reached the upstream:"
+                     f" {v['never_reached_upstream']}"])
     for k, v in r["stall_close_after_start"].items():
         rows.append([f"closed after start ({k})", f"n={v['n']} p50 {v['p50_ms']} ms, max"
                      f" {v['max_ms']} ms"])
@@ -901,6 +949,10 @@ def report(doc: dict[str, Any], markdown: bool) -> str:
     for name, ok in r["checks"].items():
         out.append(("- " if markdown else "  ") + ("PASS  " if ok else "FAIL  ") + name)
     out.append("")
+    if r["slowest_cancels"]:
+        out.append("slowest cancels (latency of `ok` requests ending within 1 s of each):")
+        out.extend(("- " if markdown else "  ") + json.dumps(e) for e in r["slowest_cancels"])
+        out.append("")
     for title, key in (("lost", "lost_examples"), ("unexpected", "unexpected_examples")):
         if r[key]:
             shown = r[key][:5]
@@ -919,6 +971,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=None,
                    help="warm-up requests before the baseline (1000; --quick 200)")
     p.add_argument("--seed", type=int, default=20261122, help="seed of the request mix")
+    p.add_argument("--drain", action="store_true",
+                   help="after the run, wait for the idle pool to close (keep-alive expiry,"
+                        " 30 s) and check that it does")
     p.add_argument("--no-pin", action="store_true",
                    help="do not pin upstream+driver to CPU 0 and the gateway to CPU 1")
     p.add_argument("--out", type=Path, default=HERE / "results", help="results directory")
