@@ -850,7 +850,9 @@ async def soak(args: argparse.Namespace, gw: Any, up: Any, gw_port: int,
         "unexpected": dict(unexpected), "error_statuses": dict(sorted(statuses.items())),
         "lost_examples": lost_examples, "unexpected_examples": unexpected_examples,
         "rss_mib": {"start": round(rss0, 1), "end": round(rss1, 1),
-                    "peak": max([rss0, rss1, *(s[1] for s in samples)])},
+                    "peak": max([rss0, rss1, *(s[1] for s in samples)]),
+                    "quarters": [samples[min(len(samples) - 1, len(samples) * q // 4)][1]
+                                 for q in (1, 2, 3, 4)] if samples else []},
         "fds": {"start": fds0, "end": fds1},
         "connections_after_warmup": conns0, "connections_after_run": conns1,
         "pool_peak_during_run": peak_pool, "settle_s": round(settle_s, 1),
@@ -921,7 +923,8 @@ def report(doc: dict[str, Any], markdown: bool) -> str:
         ["requests lost", f"{o.get('lost', 0)} (warm-up: {r['warmup_lost']})"],
         ["gateway RSS", f"{r['rss_mib']['start']:.1f} MiB after warm-up ->"
                         f" {r['rss_mib']['end']:.1f} MiB at the end (peak"
-                        f" {r['rss_mib']['peak']:.1f})"],
+                        f" {r['rss_mib']['peak']:.1f}; at 1/4, 1/2, 3/4 and the end of the"
+                        f" run: {', '.join(f'{x:.1f}' for x in r['rss_mib']['quarters'])})"],
         ["gateway fds", f"{r['fds']['start']} -> {r['fds']['end']}"],
         ["gateway->upstream ESTABLISHED", f"{c0['gw_to_upstream_ESTABLISHED']} after warm-up,"
                                           f" {c1['gw_to_upstream_ESTABLISHED']} after the run"
