@@ -835,7 +835,8 @@ async def soak(args: argparse.Namespace, gw: Any, up: Any, gw_port: int,
             sum(late.values()) == 0,
     }
     if args.drain:
-        checks[f"the idle pool closed within the keep-alive sweep (2 x {KEEPALIVE_S:g} s + 10 s)"] = \
+        sweep = f"2 x {KEEPALIVE_S:g} s + 10 s"
+        checks[f"the idle pool closed within the keep-alive sweep ({sweep})"] = \
             drained_s is not None
 
     def lat(vals: list[float]) -> dict[str, Any]:
