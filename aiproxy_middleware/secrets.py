@@ -20,6 +20,7 @@ would mangle ordinary text; real keys are far longer).
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import traceback
@@ -37,6 +38,7 @@ MASK = "***"
 # Request headers whose values are credentials.
 CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "api-key", "x-api-key",
                       "x-goog-api-key", "x-amz-security-token")
+_CREDENTIAL_BYTES = frozenset(h.encode() for h in CREDENTIAL_HEADERS)
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9-]*\s+(\S.*)$")
 _SIGNATURE = re.compile(r"Signature=([0-9A-Za-z+/=_-]+)")
 
@@ -44,6 +46,12 @@ _SIGNATURE = re.compile(r"Signature=([0-9A-Za-z+/=_-]+)")
 def expand(secrets: Iterable[str]) -> list[str]:
     """The strings to look for: each secret, and the credential inside an auth value
     (`Bearer <token>`'s token, a signature), longest first, none shorter than MIN_LENGTH."""
+    return list(_expanded(tuple(secrets)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _expanded(secrets: tuple[str, ...]) -> tuple[str, ...]:
+    # The same few secrets come back with every answer: worked out once.
     found: set[str] = set()
     for s in secrets:
         if not isinstance(s, str):
@@ -54,7 +62,7 @@ def expand(secrets: Iterable[str]) -> list[str]:
         if m:
             found.add(m.group(1).strip())
         found.update(_SIGNATURE.findall(s))
-    return sorted((s for s in found if len(s) >= MIN_LENGTH), key=len, reverse=True)
+    return tuple(sorted((s for s in found if len(s) >= MIN_LENGTH), key=len, reverse=True))
 
 
 def scrub(body: bytes, secrets: Iterable[str]) -> bytes:
@@ -62,12 +70,16 @@ def scrub(body: bytes, secrets: Iterable[str]) -> bytes:
     secret's JSON-escaped form (a `/` as `\\/`, say)."""
     if not body:
         return body
-    for secret in expand(secrets):
-        for form in _forms(secret):
-            raw = form.encode("utf-8", "replace")
-            if raw in body:
-                body = body.replace(raw, MASK.encode())
+    for raw in _needles(tuple(expand(secrets))):
+        if raw in body:
+            body = body.replace(raw, MASK.encode())
     return body
+
+
+@functools.lru_cache(maxsize=1024)
+def _needles(secrets: tuple[str, ...]) -> tuple[bytes, ...]:
+    return tuple(form.encode("utf-8", "replace") for secret in secrets
+                 for form in _forms(secret))
 
 
 def scrub_text(text: str, secrets: Iterable[str]) -> str:
@@ -118,7 +130,8 @@ def request_credentials(request: httpx.Request | None) -> list[str]:
     """The credential header values a request carried (as sent: after any signing)."""
     if request is None:
         return []
-    return [v for name in CREDENTIAL_HEADERS for v in request.headers.get_list(name)]
+    return [v.decode("latin-1") for name, v in request.headers.raw
+            if name.lower() in _CREDENTIAL_BYTES]
 
 
 def upstream_secrets(provider: Provider, response: httpx.Response) -> list[str]:
@@ -140,7 +153,8 @@ def scrub_upstream_answer(body: bytes, provider: Provider, response: httpx.Respo
     if not secrets:
         return body
     raw = response.headers.raw
-    if any(scrub(v, secrets) != v for _, v in raw):
+    needles = _needles(tuple(secrets))
+    if any(n in v for _, v in raw for n in needles):
         response.headers = type(response.headers)([(k, scrub(v, secrets)) for k, v in raw])
     return scrub(body, secrets)
 
