@@ -269,6 +269,23 @@ def server_impls() -> tuple[str, str]:
     return loop, http_impl
 
 
+def split_request(buf: bytes) -> tuple[bytes, bytes, bytes] | None:
+    """The path and body of the first whole HTTP/1.1 request in `buf` and the bytes after
+    it, or None until it has all come (Content-Length framing only: the drivers' own)."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    lines = buf[:end].split(b"\r\n")
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    if len(buf) < end + 4 + length:
+        return None
+    return lines[0].split(b" ")[1], buf[end + 4:end + 4 + length], buf[end + 4 + length:]
+
+
 def serve_python_upstream(port: int) -> None:
     """Fallback upstream when nginx is missing: a bare asyncio protocol, no framework."""
     import asyncio
@@ -289,19 +306,10 @@ def serve_python_upstream(port: int) -> None:
         def data_received(self, data: bytes) -> None:
             self.buf += data
             while True:
-                end = self.buf.find(b"\r\n\r\n")
-                if end < 0:
+                request = split_request(self.buf)
+                if request is None:
                     return
-                lines = self.buf[:end].split(b"\r\n")
-                length = 0
-                for line in lines[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                if len(self.buf) < end + 4 + length:
-                    return
-                self.buf = self.buf[end + 4 + length:]
-                path = lines[0].split(b" ")[1]
+                path, _, self.buf = request
                 self.transport.write(sse if path == b"/stream/v1/chat/completions"
                                      else chat if path == b"/v1/chat/completions" else not_found)
 

@@ -46,7 +46,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import run as bench  # noqa: E402  (the throughput benchmark's process helpers)
-from run import HOST, Abort, Procs, app_404, free_port, server_impls, tail, wait_port  # noqa: E402
+from run import (HOST, Abort, Procs, app_404, free_port, server_impls, split_request,  # noqa: E402
+                 tail, wait_port)
 
 API_TOKEN = "sk-soak"
 HIGRESS_TIMEOUT_MS = 5000     # the main Higress route: bounds the whole call
@@ -206,20 +207,11 @@ def serve_upstream(port: int) -> None:
                 self._next()
 
         def _next(self) -> None:
-            end = self.buf.find(b"\r\n\r\n")
-            if end < 0:
+            request = split_request(self.buf)
+            if request is None:
                 return
-            lines = self.buf[:end].split(b"\r\n")
-            length = 0
-            for line in lines[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            if len(self.buf) < end + 4 + length:
-                return
-            body = self.buf[end + 4:end + 4 + length]
-            self.buf = self.buf[end + 4 + length:]
-            if lines[0].split(b" ")[1] == b"/_stats":
+            path, body, self.buf = request
+            if path == b"/_stats":
                 self._stats()
                 return
             try:
