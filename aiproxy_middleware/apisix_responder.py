@@ -16,6 +16,7 @@ from .exprs import RequestView, hash_key, hash_key_uses_body
 from .openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody, ask_for_usage
 from .provider import Call, Endpoint, UpstreamRequest
 from .relay import Relay, Trace, UpstreamFailure
+from .shapes import decode_json
 from .tap import AnswerTap
 from .summaries import summarize
 
@@ -283,7 +284,7 @@ class _Capture:
 def _decoded(data: bytes) -> Any:
     """The JSON body for `vars` and hash keys (None when it is not JSON)."""
     try:
-        return msgspec.json.decode(data) if data else None
+        return decode_json(data) if data else None
     except msgspec.DecodeError:
         return None
 
