@@ -25,6 +25,7 @@ from msgspec import UNSET, Struct, UnsetType
 
 from .errors import ProxyError, bad_request
 from .openai import encode
+from .shapes import as_dict, as_int, as_list, as_str, decode_json
 from .sse import EventParser
 
 # ---- request ----------------------------------------------------------------------------
@@ -228,9 +229,11 @@ ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
                429: "rate_limit_error", 529: "overloaded_error", 503: "overloaded_error"}
 
 
-def _arguments(text: str | None) -> Any:
+def _arguments(text: Any) -> Any:
+    if isinstance(text, dict):
+        return text
     try:
-        value = msgspec.json.decode(text or "{}")
+        value = decode_json(text) if isinstance(text, str) and text else {}
     except msgspec.DecodeError:
         return {}
     return value if isinstance(value, dict) else {}
@@ -239,32 +242,32 @@ def _arguments(text: str | None) -> Any:
 def _usage(usage: Any) -> dict[str, int]:
     if not isinstance(usage, dict):
         return {"input_tokens": 0, "output_tokens": 0}
-    details = usage.get("prompt_tokens_details")
-    cached = (details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
-    out = {"input_tokens": max((usage.get("prompt_tokens") or 0) - cached, 0),
-           "output_tokens": usage.get("completion_tokens") or 0}
+    cached = as_int(as_dict(usage.get("prompt_tokens_details")).get("cached_tokens"))
+    out = {"input_tokens": max(as_int(usage.get("prompt_tokens")) - cached, 0),
+           "output_tokens": as_int(usage.get("completion_tokens"))}
     if cached:
         out["cache_read_input_tokens"] = cached
     return out
 
 
-def _stop_reason(finish: str | None, has_calls: bool) -> str:
-    if has_calls and finish in (None, "stop"):
+def _stop_reason(finish: Any, has_calls: bool) -> str:
+    finish = as_str(finish, "stop")
+    if has_calls and finish == "stop":
         return "tool_use"
-    return STOP.get(finish or "stop", "end_turn")
+    return STOP.get(finish, "end_turn")
 
 
 def message_json(body: bytes, model: str) -> bytes:
     """An Anthropic message for an OpenAI `chat.completion` body."""
     try:
-        data = msgspec.json.decode(body)
+        data = decode_json(body)
     except msgspec.DecodeError:
         data = None
     if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
         raise ProxyError(502, "the provider answered with an invalid chat completion",
                          "upstream_error", "bad_upstream_response")
-    choice = data["choices"][0] if data["choices"] else {}
-    message = choice.get("message") or {}
+    choice = as_dict(data["choices"][0]) if data["choices"] else {}
+    message = as_dict(choice.get("message"))
     content: list[dict[str, Any]] = []
     reasoning = message.get("reasoning_content") or message.get("reasoning")
     if isinstance(reasoning, str) and reasoning:
@@ -272,15 +275,15 @@ def message_json(body: bytes, model: str) -> bytes:
     text = message.get("content")
     if isinstance(text, str) and text:
         content.append({"type": "text", "text": text})
-    calls = message.get("tool_calls") or []
+    calls = [call for call in as_list(message.get("tool_calls")) if isinstance(call, dict)]
     for call in calls:
-        function = call.get("function") or {}
-        content.append({"type": "tool_use", "id": call.get("id") or "",
-                        "name": function.get("name") or "",
+        function = as_dict(call.get("function"))
+        content.append({"type": "tool_use", "id": as_str(call.get("id")),
+                        "name": as_str(function.get("name")),
                         "input": _arguments(function.get("arguments"))})
     return encode({
-        "id": data.get("id") or "msg", "type": "message", "role": "assistant",
-        "model": data.get("model") or model, "content": content,
+        "id": as_str(data.get("id"), "msg"), "type": "message", "role": "assistant",
+        "model": as_str(data.get("model"), model), "content": content,
         "stop_reason": _stop_reason(choice.get("finish_reason"), bool(calls)),
         "stop_sequence": None, "usage": _usage(data.get("usage"))})
 
@@ -293,7 +296,7 @@ def error_json(status: int, message: str) -> bytes:
 def error_message(body: bytes, status: int) -> str:
     """The message of an upstream error body in whatever shape it came."""
     try:
-        data = msgspec.json.decode(body)
+        data = decode_json(body)
     except msgspec.DecodeError:
         data = None
     if isinstance(data, dict):
@@ -373,8 +376,8 @@ class MessageStream:
     def _start(self, chunk: dict[str, Any]) -> bytes:
         self.started = True
         return _event("message_start", {"message": {
-            "id": chunk.get("id") or "msg", "type": "message", "role": "assistant",
-            "model": chunk.get("model") or self.model, "content": [], "stop_reason": None,
+            "id": as_str(chunk.get("id"), "msg"), "type": "message", "role": "assistant",
+            "model": as_str(chunk.get("model"), self.model), "content": [], "stop_reason": None,
             "stop_sequence": None, "usage": {"input_tokens": 0, "output_tokens": 0}}})
 
     def _open(self, kind: str, block: dict[str, Any]) -> bytes:
@@ -407,7 +410,7 @@ class MessageStream:
         if data.strip() == "[DONE]":
             return self._end()
         try:
-            chunk = msgspec.json.decode(data)
+            chunk = decode_json(data)
         except msgspec.DecodeError:
             return self.error(502, "the provider streamed an event that is not JSON")
         if not isinstance(chunk, dict):
@@ -421,10 +424,10 @@ class MessageStream:
         out = b"" if self.started else self._start(chunk)
         if chunk.get("usage"):
             self.usage = chunk["usage"]
-        for choice in chunk.get("choices") or ():
-            if choice.get("index", 0) != 0:
+        for choice in as_list(chunk.get("choices")):
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
-            out += self._choice(choice.get("delta") or {})
+            out += self._choice(as_dict(choice.get("delta")))
             if choice.get("finish_reason"):
                 self.finish = choice["finish_reason"]
         return out
@@ -442,15 +445,17 @@ class MessageStream:
             if self.kind != "text":
                 out += self._open("text", {"type": "text", "text": ""})
             out += self._delta({"type": "text_delta", "text": text})
-        for call in delta.get("tool_calls") or ():
-            key = call.get("index", 0)
-            function = call.get("function") or {}
+        for call in as_list(delta.get("tool_calls")):
+            if not isinstance(call, dict):
+                continue
+            key = as_int(call.get("index"))
+            function = as_dict(call.get("function"))
             if key not in self.tools:
-                out += self._open("tool_use", {"type": "tool_use", "id": call.get("id") or "",
-                                               "name": function.get("name") or "",
+                out += self._open("tool_use", {"type": "tool_use", "id": as_str(call.get("id")),
+                                               "name": as_str(function.get("name")),
                                                "input": {}})
                 self.tools[key] = self.block
             fragment = function.get("arguments")
-            if fragment and self.tools[key] == self.block:
+            if isinstance(fragment, str) and fragment and self.tools[key] == self.block:
                 out += self._delta({"type": "input_json_delta", "partial_json": fragment})
         return out

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from .openai import JsonBody
+from .shapes import decode_json
 from .sse import EventParser
 
 if TYPE_CHECKING:
@@ -165,7 +166,7 @@ class AnswerRules:
     def answer(self, data: bytes) -> bytes:
         """A whole `chat.completion` body with the rules applied (unchanged if not JSON)."""
         try:
-            answer = msgspec.json.decode(data)
+            answer = decode_json(data)
         except msgspec.DecodeError:
             return data
         if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
@@ -253,7 +254,7 @@ class ReasoningStream:
             self._done = True
             return tails + _sse(data)
         try:
-            chunk = msgspec.json.decode(data)
+            chunk = decode_json(data)
         except msgspec.DecodeError:
             return _sse(data)
         if not isinstance(chunk, dict) or not isinstance(chunk.get("choices"), list):

@@ -21,6 +21,7 @@ import msgspec
 
 from .errors import ConfigError
 from .metrics import Metrics
+from .shapes import decode_json
 from .tap import AnswerTap
 
 __all__ = ["AnswerTap", "Metrics", "Observer", "Summary", "SummaryHook", "cost_of", "load_hook",
@@ -91,7 +92,7 @@ def _payload(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray, memoryview)):
         raw = bytes(value)
         try:
-            return msgspec.json.decode(raw)
+            return decode_json(raw)
         except msgspec.DecodeError:
             return raw.decode("utf-8", "replace")
     return msgspec.to_builtins(value, enc_hook=str)

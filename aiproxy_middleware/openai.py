@@ -16,7 +16,7 @@ from typing import Any, Literal, TypeVar
 import msgspec
 from msgspec import UNSET, Raw, Struct, UnsetType
 
-from .errors import bad_request
+from .errors import bad_request, upstream_invalid
 
 # ---- requests ---------------------------------------------------------------------------
 
@@ -217,9 +217,17 @@ class Embedding(Struct):
 
 
 def embedding(index: int, vector: list[float], encoding_format: str | None) -> Embedding:
-    """One embedding as OpenAI returns it: floats, or base64 of little-endian float32s."""
+    """One embedding as OpenAI returns it: floats, or base64 of little-endian float32s.
+    A `vector` from a provider that is not a list of numbers is a 502."""
+    if not isinstance(vector, list) or not all(type(v) is float or type(v) is int
+                                               for v in vector):
+        raise upstream_invalid("the provider's embedding is not a list of numbers")
     if encoding_format == "base64":
-        packed = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        try:
+            packed = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        except (OverflowError, struct.error):
+            raise upstream_invalid("the provider's embedding has a value past float32's range"
+                                   ) from None
         return Embedding(index, packed)
     return Embedding(index, vector)
 
@@ -269,6 +277,15 @@ def _struct_fields(cls: type) -> tuple[_Field, ...]:
     return found
 
 
+def _undecodable(exc: RecursionError | UnicodeDecodeError, name: str | None = None) -> Exception:
+    """The 400 for JSON that msgspec fails on with a Python error, not a DecodeError: a
+    string that is not UTF-8, or nesting deeper than the stack allows (a depth that varies
+    with the caller's, when decoding or encoding)."""
+    where = "the request body" if name is None else f"'{name}'"
+    what = "is nested too deeply" if isinstance(exc, RecursionError) else "is not valid UTF-8"
+    return bad_request(f"{where} {what}", "invalid_json", name)
+
+
 def _invalid(name: str, exc: msgspec.MsgspecError) -> Exception:
     what, where = _AT.match(str(exc)).groups()  # type: ignore[union-attr]
     param = name + (where or "")
@@ -276,7 +293,7 @@ def _invalid(name: str, exc: msgspec.MsgspecError) -> Exception:
 
 
 def _too_deep() -> Exception:
-    return bad_request("the request body is nested too deeply", "invalid_json")
+    return _undecodable(RecursionError())
 
 
 class JsonBody:
@@ -365,7 +382,10 @@ class JsonBody:
         """The body as JSON: the original bytes when nothing changed."""
         if not self._changed and self._raw is not None:
             return self._raw
-        return _encoder.encode(self._fields)
+        try:
+            return _encoder.encode(self._fields)
+        except RecursionError as exc:  # a value decoded less deep in the stack than this call
+            raise _undecodable(exc) from None
 
 
 def ask_for_usage(body: JsonBody) -> bool:

@@ -19,6 +19,7 @@ from msgspec import Struct
 from .errors import ConfigError, upstream_invalid
 from .fetch_policy import DEFAULT_POLICY, ImagePolicy
 from .secrets import watch
+from .shapes import decode_json
 
 if TYPE_CHECKING:
     from .apisix_schema import ApisixTarget
@@ -104,7 +105,7 @@ class NoSettings(Struct, forbid_unknown_fields=True):
 def answer_object(body: bytes, provider: str) -> dict[str, Any]:
     """A provider's successful JSON answer, which must be an object; anything else is a 502."""
     try:
-        value = msgspec.json.decode(body)
+        value = decode_json(body)
     except msgspec.DecodeError:
         raise upstream_invalid(f"{provider} answered with invalid JSON") from None
     if not isinstance(value, dict):
@@ -115,7 +116,7 @@ def answer_object(body: bytes, provider: str) -> dict[str, Any]:
 def json_object(body: bytes) -> dict[str, Any] | None:
     """A body's JSON object, or None when it is not one (an HTML error page, say)."""
     try:
-        value = msgspec.json.decode(body)
+        value = decode_json(body)
     except msgspec.DecodeError:
         return None
     return value if isinstance(value, dict) else None

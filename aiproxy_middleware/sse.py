@@ -19,6 +19,7 @@ import msgspec
 from .errors import ProxyError, upstream_invalid
 from .openai import (ChatCompletionChunk, ChunkChoice, Delta, FunctionCall, ToolCall, Usage,
                      encode)
+from .shapes import decode_json
 
 
 @dataclass(slots=True)
@@ -43,6 +44,8 @@ class EventParser:
         self._cr = False  # the last read ended in CR: a LF starting the next one is its pair
 
     def feed(self, data: bytes) -> list[Event]:
+        if not data:  # an empty read: a CR the last read ended in still waits for its LF
+            return []
         if self._cr and data.startswith(b"\n"):
             data = data[1:]
         self._cr = data.endswith(b"\r")
@@ -207,7 +210,7 @@ class JsonEventConverter:
         if event.data.strip() == "[DONE]":
             return b""
         try:
-            value = msgspec.json.decode(event.data)
+            value = decode_json(event.data)
         except msgspec.DecodeError:
             return self.invalid()
         return self.on_event(value, event) if isinstance(value, dict) else b""

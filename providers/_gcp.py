@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from aiproxy_middleware.errors import ConfigError, ProxyError
 from aiproxy_middleware.openai import encode
 from aiproxy_middleware.secrets import scrub_text
+from aiproxy_middleware.shapes import decode_json
 
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -172,7 +173,7 @@ class TokenSource:
             raise auth_failed(f"the token endpoint could not be reached"
                               f" ({type(exc).__name__})") from None
         try:
-            answer = msgspec.json.decode(response.content)
+            answer = decode_json(response.content)
         except msgspec.DecodeError:
             answer = None
         if not isinstance(answer, dict):

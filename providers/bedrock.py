@@ -72,6 +72,7 @@ from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, ChatCom
                                        ToolCall, Usage, cached_usage, embedding, encode)
 from aiproxy_middleware.provider import (Call, Endpoint, Provider, UpstreamRequest,
                                          answer_object, json_object)
+from aiproxy_middleware.shapes import as_dict, as_int, as_str, decode_json
 from aiproxy_middleware.sse import ChunkStream
 
 from ._aws import EventStreamDecoder, EventStreamError, Message, sigv4_headers
@@ -187,7 +188,7 @@ class Bedrock(Provider):
         vectors = [a.get("embedding") for a in answers]
         if not all(isinstance(v, list) for v in vectors):
             raise upstream_invalid("Bedrock's embeddings answer has no embedding vector")
-        tokens = sum(a.get("inputTextTokenCount") or 0 for a in answers)
+        tokens = sum(as_int(a.get("inputTextTokenCount")) for a in answers)
         call.answer = encode(EmbeddingsResponse(
             [embedding(i, v, req.encoding_format) for i, v in enumerate(vectors)],  # type: ignore[arg-type]
             call.model, EmbeddingsUsage(tokens, tokens)))
@@ -366,7 +367,7 @@ def _image(url: str, where: str) -> dict[str, Any]:
 def _tool_use(call: ToolCall, i: int) -> dict[str, Any]:
     function = call.function or FunctionCall()
     try:
-        arguments = msgspec.json.decode(function.arguments or "{}")
+        arguments = decode_json(function.arguments or "{}")
     except msgspec.DecodeError:
         raise bad_request(f"the arguments of tool call {call.id!r} are not valid JSON",
                           param=f"messages[{i}].tool_calls") from None
@@ -381,7 +382,7 @@ def _tool_result(message: ChatMessage) -> dict[str, Any]:
     text = message.text()
     if text.startswith("{"):
         try:
-            value = msgspec.json.decode(text)
+            value = decode_json(text)
         except msgspec.DecodeError:
             value = None
         if isinstance(value, dict):
@@ -416,16 +417,17 @@ def _tool_choice(choice: Any) -> dict[str, Any] | None:
 # ---- chat response ----------------------------------------------------------------------
 
 
-def usage_of(usage: dict[str, Any]) -> Usage:
-    """OpenAI usage from Bedrock's."""
-    return cached_usage(usage.get("inputTokens") or 0, usage.get("outputTokens") or 0,
-                        usage.get("cacheReadInputTokens") or 0,
-                        usage.get("cacheWriteInputTokens") or 0)
+def usage_of(usage: Any) -> Usage:
+    """OpenAI usage from Bedrock's (counts of the wrong type read as 0)."""
+    usage = as_dict(usage)
+    return cached_usage(as_int(usage.get("inputTokens")), as_int(usage.get("outputTokens")),
+                        as_int(usage.get("cacheReadInputTokens")),
+                        as_int(usage.get("cacheWriteInputTokens")))
 
 
 def convert_answer(answer: dict[str, Any], model: str) -> ChatCompletion:
     """A `chat.completion` for a Converse answer."""
-    message = (answer.get("output") or {}).get("message") or {}
+    message = as_dict(as_dict(answer.get("output")).get("message"))
     content = message.get("content")
     if not isinstance(content, list):
         raise upstream_invalid("Bedrock's answer has no output.message.content list")
@@ -434,25 +436,25 @@ def convert_answer(answer: dict[str, Any], model: str) -> ChatCompletion:
         if not isinstance(block, dict):
             continue
         if "text" in block:
-            text.append(block["text"])
+            text.append(as_str(block["text"]))
         elif "reasoningContent" in block:
-            reasoning.append(((block["reasoningContent"] or {}).get("reasoningText") or {})
-                             .get("text", ""))
+            reasoning.append(as_str(as_dict(as_dict(block["reasoningContent"])
+                                            .get("reasoningText")).get("text")))
         elif "toolUse" in block:
-            use = block["toolUse"] or {}
-            calls.append(ToolCall(id=use.get("toolUseId", ""), type="function",
+            use = as_dict(block["toolUse"])
+            calls.append(ToolCall(id=as_str(use.get("toolUseId")), type="function",
                                   function=FunctionCall(
-                                      name=use.get("name", ""),
+                                      name=as_str(use.get("name")),
                                       arguments=encode(use.get("input") or {}).decode())))
     reply = AssistantMessage(content="".join(text) if text or not calls else None)
     if reasoning:
         reply.reasoning_content = "".join(reasoning)
     if calls:
         reply.tool_calls = calls
-    finish = FINISH.get(answer.get("stopReason") or "end_turn", "stop")
+    finish = FINISH.get(as_str(answer.get("stopReason"), "end_turn"), "stop")
     return ChatCompletion(id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()),
                           model=model, choices=[Choice(0, reply, finish)],
-                          usage=usage_of(answer.get("usage") or {}))
+                          usage=usage_of(answer.get("usage")))
 
 
 # ---- streaming --------------------------------------------------------------------------
@@ -504,7 +506,7 @@ class BedrockStream:
         if kind != "event":
             return b""
         try:
-            data = msgspec.json.decode(message.payload) if message.payload else {}
+            data = decode_json(message.payload) if message.payload else {}
         except msgspec.DecodeError:
             return self._fail(upstream_invalid("Bedrock streamed an event that is not JSON"))
         if not isinstance(data, dict):
@@ -513,22 +515,23 @@ class BedrockStream:
 
     def _event(self, event: str, data: dict[str, Any]) -> bytes:
         out = self.out
-        index = data.get("contentBlockIndex", -1)
+        index = as_int(data.get("contentBlockIndex", -1))
         if event == "messageStart":
             return out.start()
         if event == "contentBlockStart":
-            use = (data.get("start") or {}).get("toolUse")
+            use = as_dict(data.get("start")).get("toolUse")
             if isinstance(use, dict):
                 self.tools[index] = False
-                return out.tool_call(str(index), use.get("toolUseId", ""), use.get("name", ""))
+                return out.tool_call(str(index), as_str(use.get("toolUseId")),
+                                     as_str(use.get("name")))
         elif event == "contentBlockDelta":
-            delta = data.get("delta") or {}
+            delta = as_dict(data.get("delta"))
             if "text" in delta:
-                return out.text(delta["text"] or "")
+                return out.text(as_str(delta["text"]))
             if "reasoningContent" in delta:
-                return out.reasoning((delta["reasoningContent"] or {}).get("text") or "")
+                return out.reasoning(as_str(as_dict(delta["reasoningContent"]).get("text")))
             if "toolUse" in delta and index in self.tools:
-                fragment = (delta["toolUse"] or {}).get("input") or ""
+                fragment = as_str(as_dict(delta["toolUse"]).get("input"))
                 self.tools[index] = self.tools[index] or bool(fragment)
                 return out.tool_arguments(str(index), fragment)
         elif event == "contentBlockStop":
@@ -537,7 +540,7 @@ class BedrockStream:
                 return out.tool_arguments(str(index), "{}")
         elif event == "messageStop":
             self.stopped = True
-            return out.start() + out.finish(FINISH.get(data.get("stopReason") or "", "stop"))
+            return out.start() + out.finish(FINISH.get(as_str(data.get("stopReason")), "stop"))
         elif event == "metadata":
             if isinstance(data.get("usage"), dict):
                 out.usage = usage_of(data["usage"])
@@ -549,7 +552,7 @@ class BedrockStream:
 
 def _message_of(payload: bytes, default: str) -> str:
     try:
-        data = msgspec.json.decode(payload)
+        data = decode_json(payload)
     except msgspec.DecodeError:
         return default
     message = data.get("message", data.get("Message")) if isinstance(data, dict) else None
@@ -598,7 +601,7 @@ def convert_embeddings(answer: dict[str, Any], req: EmbeddingsRequest,
     fmt = req.encoding_format
     if "embedding" in answer:  # Titan
         vectors = [answer["embedding"]]
-        tokens = answer.get("inputTextTokenCount") or 0
+        tokens = as_int(answer.get("inputTextTokenCount"))
     else:  # Cohere: a list, or by type when embedding_types was given
         found = answer.get("embeddings")
         vectors = found.get("float") if isinstance(found, dict) else found

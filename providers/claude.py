@@ -54,6 +54,7 @@ from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, ChatCom
                                        ToolCall, Usage, cached_usage, encode)
 from aiproxy_middleware.provider import (Call, Endpoint, Provider, UpstreamRequest,
                                          answer_object, json_object)
+from aiproxy_middleware.shapes import as_dict, as_int, as_str, decode_json
 from aiproxy_middleware.sse import ChunkStream, Event, EventParser
 
 DEFAULT_MAX_TOKENS = 4096
@@ -254,7 +255,7 @@ def _image_source(url: str) -> dict[str, str]:
 def _tool_use(call: ToolCall) -> dict[str, Any]:
     function = call.function or FunctionCall()
     try:
-        arguments = msgspec.json.decode(function.arguments or "{}")
+        arguments = decode_json(function.arguments or "{}")
     except msgspec.DecodeError:
         raise bad_request(f"the arguments of tool call {call.id!r} are not valid JSON") from None
     if not isinstance(arguments, dict):
@@ -289,11 +290,12 @@ def _tool_choice(choice: Any) -> dict[str, Any]:
 # ---- responses --------------------------------------------------------------------------
 
 
-def usage_of(usage: dict[str, Any]) -> Usage:
-    """OpenAI usage from Claude's."""
-    return cached_usage(usage.get("input_tokens") or 0, usage.get("output_tokens") or 0,
-                        usage.get("cache_read_input_tokens") or 0,
-                        usage.get("cache_creation_input_tokens") or 0)
+def usage_of(usage: Any) -> Usage:
+    """OpenAI usage from Claude's (counts of the wrong type read as 0)."""
+    usage = as_dict(usage)
+    return cached_usage(as_int(usage.get("input_tokens")), as_int(usage.get("output_tokens")),
+                        as_int(usage.get("cache_read_input_tokens")),
+                        as_int(usage.get("cache_creation_input_tokens")))
 
 
 def convert_message(message: dict[str, Any], model: str) -> ChatCompletion:
@@ -302,23 +304,24 @@ def convert_message(message: dict[str, Any], model: str) -> ChatCompletion:
     for block in message["content"]:
         kind = block.get("type") if isinstance(block, dict) else None
         if kind == "text":
-            text.append(block.get("text", ""))
+            text.append(as_str(block.get("text")))
         elif kind == "thinking":
-            reasoning.append(block.get("thinking", ""))
+            reasoning.append(as_str(block.get("thinking")))
         elif kind == "tool_use":
-            calls.append(ToolCall(id=block.get("id", ""), type="function", function=FunctionCall(
-                name=block.get("name", ""),
-                arguments=encode(block.get("input") or {}).decode())))
+            calls.append(ToolCall(id=as_str(block.get("id")), type="function",
+                                  function=FunctionCall(
+                                      name=as_str(block.get("name")),
+                                      arguments=encode(block.get("input") or {}).decode())))
     answer = AssistantMessage(content="".join(text) if text or not calls else None)
     if reasoning:
         answer.reasoning_content = "".join(reasoning)
     if calls:
         answer.tool_calls = calls
-    finish = FINISH.get(message.get("stop_reason") or "end_turn", "stop")
-    return ChatCompletion(id=message.get("id") or "", created=int(time.time()),
-                          model=message.get("model") or model,
+    finish = FINISH.get(as_str(message.get("stop_reason"), "end_turn"), "stop")
+    return ChatCompletion(id=as_str(message.get("id")), created=int(time.time()),
+                          model=as_str(message.get("model"), model),
                           choices=[Choice(0, answer, finish)],
-                          usage=usage_of(message.get("usage") or {}))
+                          usage=usage_of(message.get("usage")))
 
 
 def _error_of(body: bytes) -> dict[str, Any] | None:
@@ -331,7 +334,7 @@ def _error_of(body: bytes) -> dict[str, Any] | None:
 
 def _proxy_error(error: dict[str, Any], status: int | None = None) -> ProxyError:
     kind = str(error.get("type") or "api_error")
-    return ProxyError(status or ERROR_STATUS.get(kind, 500), error["message"],
+    return ProxyError(status or ERROR_STATUS.get(kind, 500), str(error.get("message", "")),
                       ERROR_TYPES.get(kind, "server_error" if kind.endswith("api_error")
                                       else "invalid_request_error"), kind)
 
@@ -370,35 +373,36 @@ class ClaudeStream:
         if self.ended:
             return b""
         try:
-            data = msgspec.json.decode(event.data)
+            data = decode_json(event.data)
         except msgspec.DecodeError:
             return self._fail(upstream_invalid("Claude streamed an event that is not JSON"))
         if not isinstance(data, dict):
             return b""
         kind = data.get("type") or event.event
         if kind == "message_start":
-            message = data.get("message") or {}
-            self.usage.update(message.get("usage") or {})
-            return self._stream(message.get("id"), message.get("model")).start()
+            message = as_dict(data.get("message"))
+            self.usage.update(as_dict(message.get("usage")))
+            return self._stream(as_str(message.get("id")), as_str(message.get("model"))).start()
         out = self._stream()
-        index = data.get("index", -1)
+        index = as_int(data.get("index", -1))
         if kind == "content_block_start":
-            block = data.get("content_block") or {}
+            block = as_dict(data.get("content_block"))
             if block.get("type") == "text":
-                return out.start() + out.text(block.get("text", ""))
+                return out.start() + out.text(as_str(block.get("text")))
             if block.get("type") == "thinking":
-                return out.start() + out.reasoning(block.get("thinking", ""))
+                return out.start() + out.reasoning(as_str(block.get("thinking")))
             if block.get("type") == "tool_use":
                 self.tools[index] = False
-                return out.tool_call(str(index), block.get("id", ""), block.get("name", ""))
+                return out.tool_call(str(index), as_str(block.get("id")),
+                                     as_str(block.get("name")))
         elif kind == "content_block_delta":
-            delta = data.get("delta") or {}
+            delta = as_dict(data.get("delta"))
             if delta.get("type") == "text_delta":
-                return out.text(delta.get("text", ""))
+                return out.text(as_str(delta.get("text")))
             if delta.get("type") == "thinking_delta":
-                return out.reasoning(delta.get("thinking", ""))
+                return out.reasoning(as_str(delta.get("thinking")))
             if delta.get("type") == "input_json_delta" and index in self.tools:
-                fragment = delta.get("partial_json", "")
+                fragment = as_str(delta.get("partial_json"))
                 self.tools[index] = self.tools[index] or bool(fragment)
                 return out.tool_arguments(str(index), fragment)
         elif kind == "content_block_stop":
@@ -406,10 +410,10 @@ class ClaudeStream:
                 self.tools[index] = True
                 return out.tool_arguments(str(index), "{}")
         elif kind == "message_delta":
-            self.usage.update({k: v for k, v in (data.get("usage") or {}).items()
+            self.usage.update({k: v for k, v in as_dict(data.get("usage")).items()
                                if v is not None})
             out.usage = usage_of(self.usage)
-            reason = (data.get("delta") or {}).get("stop_reason")
+            reason = as_str(as_dict(data.get("delta")).get("stop_reason"))
             return out.finish(FINISH.get(reason, "stop")) if reason else b""
         elif kind == "message_stop":
             self.ended = True
@@ -417,6 +421,7 @@ class ClaudeStream:
                 out.usage = usage_of(self.usage)
             return out.done()
         elif kind == "error":
-            error = data.get("error") if isinstance(data.get("error"), dict) else {}
-            return self._fail(_proxy_error({"message": "Claude's stream failed", **error}))
+            error = as_dict(data.get("error"))
+            return self._fail(_proxy_error(
+                {**error, "message": as_str(error.get("message"), "Claude's stream failed")}))
         return b""

@@ -43,6 +43,7 @@ from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, ChatCom
                                        ToolCall, Usage, encode)
 from aiproxy_middleware.provider import (Call, Endpoint, Provider, UpstreamRequest,
                                          answer_object, json_object)
+from aiproxy_middleware.shapes import as_dict, as_int, as_list, as_str
 from aiproxy_middleware.sse import ChunkStream, Event, JsonEventConverter
 
 HOST = "https://api.cohere.com"
@@ -220,8 +221,8 @@ def convert_usage(usage: Any) -> Usage | None:
     counts = usage.get("tokens") or usage.get("billed_units")
     if not isinstance(counts, dict):
         return None
-    prompt = int(counts.get("input_tokens") or 0)
-    completion = int(counts.get("output_tokens") or 0)
+    prompt = as_int(counts.get("input_tokens"))
+    completion = as_int(counts.get("output_tokens"))
     return Usage(prompt, completion, prompt + completion)
 
 
@@ -230,25 +231,27 @@ def _finish(reason: Any) -> str:
 
 
 def convert_answer(answer: dict[str, Any], model: str) -> ChatCompletion:
-    message = answer.get("message") or {}
-    texts = [p.get("text", "") for p in message.get("content") or []
+    message = as_dict(answer.get("message"))
+    texts = [as_str(p.get("text")) for p in as_list(message.get("content"))
              if isinstance(p, dict) and p.get("type") == "text"]
     calls = []
-    for c in message.get("tool_calls") or []:
-        function = c.get("function") or {}
-        calls.append(ToolCall(id=c.get("id") or f"call_{uuid.uuid4().hex[:24]}",
+    for c in as_list(message.get("tool_calls")):
+        if not isinstance(c, dict):
+            continue
+        function = as_dict(c.get("function"))
+        calls.append(ToolCall(id=as_str(c.get("id"), f"call_{uuid.uuid4().hex[:24]}"),
                               type="function",
-                              function=FunctionCall(function.get("name", ""),
-                                                    function.get("arguments") or "{}")))
+                              function=FunctionCall(as_str(function.get("name")),
+                                                    as_str(function.get("arguments"), "{}"))))
     out = AssistantMessage(content="".join(texts) if texts or not calls else None)
-    if message.get("tool_plan"):
+    if as_str(message.get("tool_plan")):
         out.reasoning_content = message["tool_plan"]
     if calls:
         out.tool_calls = calls
     finish = _finish(answer.get("finish_reason"))
     if calls and finish == "stop":
         finish = "tool_calls"
-    ident = answer.get("id") or uuid.uuid4().hex
+    ident = as_str(answer.get("id"), uuid.uuid4().hex)
     result = ChatCompletion(f"chatcmpl-{ident}", int(time.time()), model,
                             [Choice(0, out, finish)])
     usage = convert_usage(answer.get("usage"))
@@ -259,9 +262,9 @@ def convert_answer(answer: dict[str, Any], model: str) -> ChatCompletion:
 
 def convert_embeddings(answer: dict[str, Any], req: EmbeddingsRequest,
                        model: str) -> EmbeddingsResponse:
-    vectors = (answer.get("embeddings") or {}).get("float") or []
+    vectors = as_list(as_dict(answer.get("embeddings")).get("float"))
     data = [embedding(i, v, req.encoding_format) for i, v in enumerate(vectors)]
-    tokens = int(((answer.get("meta") or {}).get("billed_units") or {}).get("input_tokens") or 0)
+    tokens = as_int(as_dict(as_dict(answer.get("meta")).get("billed_units")).get("input_tokens"))
     return EmbeddingsResponse(data, model, EmbeddingsUsage(tokens, tokens))
 
 
@@ -271,7 +274,7 @@ class CohereStream(JsonEventConverter):
     label = "Cohere"
 
     def open(self, first: dict[str, Any]) -> ChunkStream:
-        ident = first.get("id")
+        ident = as_str(first.get("id"))
         return ChunkStream(self.model, self.include_usage, f"chatcmpl-{ident}" if ident else None)
 
     def on_event(self, value: dict[str, Any], event: Event) -> bytes:
@@ -283,17 +286,17 @@ class CohereStream(JsonEventConverter):
         if kind == "message-start":
             return s.start()
         if kind == "content-delta":
-            return s.text((message.get("content") or {}).get("text") or "")
+            return s.text(as_str(as_dict(message.get("content")).get("text")))
         if kind == "tool-plan-delta":
-            return s.reasoning(message.get("tool_plan") or "")
+            return s.reasoning(as_str(message.get("tool_plan")))
         if kind == "tool-call-start":
-            call = message.get("tool_calls") or {}
-            function = call.get("function") or {}
-            return s.tool_call(key, call.get("id") or f"call_{uuid.uuid4().hex[:24]}",
-                               function.get("name", ""), function.get("arguments") or "")
+            call = as_dict(message.get("tool_calls"))
+            function = as_dict(call.get("function"))
+            return s.tool_call(key, as_str(call.get("id"), f"call_{uuid.uuid4().hex[:24]}"),
+                               as_str(function.get("name")), as_str(function.get("arguments")))
         if kind == "tool-call-delta":
-            function = (message.get("tool_calls") or {}).get("function") or {}
-            return s.tool_arguments(key, function.get("arguments") or "")
+            function = as_dict(as_dict(message.get("tool_calls")).get("function"))
+            return s.tool_arguments(key, as_str(function.get("arguments")))
         if kind == "message-end":
             usage = convert_usage(delta.get("usage"))
             if usage is not None:

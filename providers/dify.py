@@ -46,6 +46,7 @@ from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, ChatCom
                                        Choice, Usage, encode)
 from aiproxy_middleware.provider import (Call, Endpoint, Provider, UpstreamRequest,
                                          answer_object, json_object)
+from aiproxy_middleware.shapes import as_dict, as_int
 from aiproxy_middleware.sse import ChunkStream, Event, JsonEventConverter
 
 PATHS = {"Chat": "/v1/chat-messages", "Agent": "/v1/chat-messages",
@@ -173,9 +174,9 @@ def build_query(req: ChatCompletionRequest, conversation: str) -> str:
 def _usage(value: Any) -> Usage | None:
     if not isinstance(value, dict):
         return None
-    prompt = int(value.get("prompt_tokens") or 0)
-    completion = int(value.get("completion_tokens") or 0)
-    return Usage(prompt, completion, int(value.get("total_tokens") or prompt + completion))
+    prompt = as_int(value.get("prompt_tokens"))
+    completion = as_int(value.get("completion_tokens"))
+    return Usage(prompt, completion, as_int(value.get("total_tokens")) or prompt + completion)
 
 
 def _text(value: Any) -> str:
@@ -190,22 +191,22 @@ def _workflow_failed(data: dict[str, Any]) -> ProxyError:
 def convert_answer(answer: dict[str, Any], bot: str, output: str, model: str) -> ChatCompletion:
     usage: Usage | None
     if bot == "Workflow":
-        data = answer.get("data") or {}
+        data = as_dict(answer.get("data"))
         if data.get("status") in FAILED:
             raise _workflow_failed(data)
-        content = _text((data.get("outputs") or {}).get(output))
+        content = _text(as_dict(data.get("outputs")).get(output))
         ident = answer.get("workflow_run_id") or data.get("id")
         created = data.get("created_at")
         total = data.get("total_tokens")
-        usage = Usage(total_tokens=int(total)) if total is not None else None
+        usage = Usage(total_tokens=as_int(total)) if total is not None else None
     else:
         content = _text(answer.get("answer"))
         ident = answer.get("conversation_id") if bot in ("Chat", "Agent") else None
         ident = ident or answer.get("message_id") or answer.get("id")
         created = answer.get("created_at")
-        usage = _usage((answer.get("metadata") or {}).get("usage"))
+        usage = _usage(as_dict(answer.get("metadata")).get("usage"))
     result = ChatCompletion(str(ident or f"chatcmpl-{uuid.uuid4().hex}"),
-                            int(created or time.time()), model,
+                            as_int(created) or int(time.time()), model,
                             [Choice(0, AssistantMessage(content=content), "stop")])
     if usage is not None:
         result.usage = usage
@@ -270,7 +271,7 @@ class DifyStream(JsonEventConverter):
         if kind == "text_chunk" and self.bot == "Workflow":
             return s.start() + self._text(s, _text(data.get("text")))
         if kind == "message_end" and self.bot != "Workflow":
-            usage = _usage((value.get("metadata") or {}).get("usage"))
+            usage = _usage(as_dict(value.get("metadata")).get("usage"))
             if usage is not None:
                 s.usage = usage
             return s.start() + s.finish("stop")
@@ -279,9 +280,9 @@ class DifyStream(JsonEventConverter):
                 return self._fail(s, _workflow_failed(data))
             out = s.start()
             if not self.texts:
-                out += self._text(s, _text((data.get("outputs") or {}).get(self.output)))
+                out += self._text(s, _text(as_dict(data.get("outputs")).get(self.output)))
             if data.get("total_tokens") is not None:
-                s.usage = Usage(total_tokens=int(data["total_tokens"]))
+                s.usage = Usage(total_tokens=as_int(data["total_tokens"]))
             return out + s.finish("stop")
         if kind == "error":
             status = value.get("status")

@@ -50,6 +50,7 @@ from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, ChatCom
                                        EmbeddingsResponse, EmbeddingsUsage, FunctionCall,
                                        PromptTokensDetails, ToolCall, Usage, encode)
 from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest, answer_object
+from aiproxy_middleware.shapes import as_dict, as_int, as_list, as_str, decode_json
 from aiproxy_middleware.sse import ChunkStream, Event, JsonEventConverter
 
 HOST = "https://generativelanguage.googleapis.com"
@@ -211,7 +212,7 @@ def _model_parts(message: ChatMessage, names: dict[str, str], i: int) -> list[di
         if function.name is UNSET or not function.name:
             raise bad_request("a tool call needs a function name", param=where)
         try:
-            args = msgspec.json.decode(function.arguments or "{}") \
+            args = decode_json(function.arguments or "{}") \
                 if function.arguments is not UNSET else {}
         except msgspec.DecodeError:
             raise bad_request("tool call arguments must be a JSON object",
@@ -237,7 +238,7 @@ def _function_response(message: ChatMessage, names: dict[str, str], i: int) -> d
                           " was not found)", param=f"messages[{i}].tool_call_id")
     text = message.text()
     try:
-        value = msgspec.json.decode(text)
+        value = decode_json(text)
     except msgspec.DecodeError:
         value = None
     response = value if isinstance(value, dict) else {"result": text}
@@ -320,8 +321,8 @@ def _call_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"
 
 
-def _finish(reason: str | None, has_calls: bool) -> str | None:
-    if reason is None or reason == "FINISH_REASON_UNSPECIFIED":
+def _finish(reason: Any, has_calls: bool) -> str | None:
+    if not isinstance(reason, str) or reason == "FINISH_REASON_UNSPECIFIED":
         return None
     finish = FINISH.get(reason, "stop")
     return "tool_calls" if finish == "stop" and has_calls else finish
@@ -330,26 +331,36 @@ def _finish(reason: str | None, has_calls: bool) -> str | None:
 def convert_usage(meta: Any) -> Usage | None:
     if not isinstance(meta, dict):
         return None
-    prompt = meta.get("promptTokenCount", 0)
+    prompt = as_int(meta.get("promptTokenCount"))
     thoughts = meta.get("thoughtsTokenCount")
-    completion = meta.get("candidatesTokenCount", 0) + (thoughts or 0)
-    usage = Usage(prompt, completion, meta.get("totalTokenCount", prompt + completion))
+    completion = as_int(meta.get("candidatesTokenCount")) + as_int(thoughts)
+    total = meta.get("totalTokenCount")
+    usage = Usage(prompt, completion, prompt + completion if total is None else as_int(total))
     if "cachedContentTokenCount" in meta:
-        usage.prompt_tokens_details = PromptTokensDetails(meta["cachedContentTokenCount"])
+        usage.prompt_tokens_details = PromptTokensDetails(
+            as_int(meta["cachedContentTokenCount"]))
     if thoughts is not None:
-        usage.completion_tokens_details = CompletionTokensDetails(thoughts)
+        usage.completion_tokens_details = CompletionTokensDetails(as_int(thoughts))
     return usage
+
+
+def _candidate_parts(candidate: dict[str, Any]) -> list[dict[str, Any]]:
+    """A candidate's content parts (the objects among them)."""
+    parts = as_list(as_dict(candidate.get("content")).get("parts"))
+    return [part for part in parts if isinstance(part, dict)]
 
 
 def convert_answer(answer: dict[str, Any], model: str) -> ChatCompletion:
     choices = []
-    for n, candidate in enumerate(answer.get("candidates") or []):
+    for n, candidate in enumerate(as_list(answer.get("candidates"))):
+        if not isinstance(candidate, dict):
+            continue
         texts, thoughts, calls = [], [], []
-        for part in (candidate.get("content") or {}).get("parts") or []:
+        for part in _candidate_parts(candidate):
             if "functionCall" in part:
-                fc = part["functionCall"]
+                fc = as_dict(part["functionCall"])
                 calls.append(ToolCall(id=_call_id(), type="function", function=FunctionCall(
-                    fc.get("name", ""), encode(fc.get("args") or {}).decode())))
+                    as_str(fc.get("name")), encode(fc.get("args") or {}).decode())))
             elif isinstance(part.get("text"), str):
                 (thoughts if part.get("thought") else texts).append(part["text"])
         message = AssistantMessage(content="".join(texts) if texts or not calls else None)
@@ -358,12 +369,13 @@ def convert_answer(answer: dict[str, Any], model: str) -> ChatCompletion:
         if calls:
             message.tool_calls = calls
         finish = _finish(candidate.get("finishReason"), bool(calls)) or "stop"
-        choices.append(Choice(candidate.get("index", n), message, finish))
-    if not choices and (answer.get("promptFeedback") or {}).get("blockReason"):
+        index = candidate.get("index")
+        choices.append(Choice(index if type(index) is int else n, message, finish))
+    if not choices and as_dict(answer.get("promptFeedback")).get("blockReason"):
         choices.append(Choice(0, AssistantMessage(content=""), "content_filter"))
-    ident = answer.get("responseId")
+    ident = as_str(answer.get("responseId"))
     result = ChatCompletion(f"chatcmpl-{ident or uuid.uuid4().hex}", int(time.time()),
-                            answer.get("modelVersion") or model, choices)
+                            as_str(answer.get("modelVersion"), model), choices)
     usage = convert_usage(answer.get("usageMetadata"))
     if usage is not None:
         result.usage = usage
@@ -373,9 +385,9 @@ def convert_answer(answer: dict[str, Any], model: str) -> ChatCompletion:
 def convert_embeddings(answer: dict[str, Any], req: EmbeddingsRequest,
                        model: str) -> EmbeddingsResponse:
     data = []
-    for i, item in enumerate(answer.get("embeddings") or []):
-        data.append(embedding(i, item.get("values") or [], req.encoding_format))
-    tokens = (answer.get("usageMetadata") or {}).get("promptTokenCount", 0)
+    for i, item in enumerate(as_list(answer.get("embeddings"))):
+        data.append(embedding(i, as_dict(item).get("values") or [], req.encoding_format))
+    tokens = as_int(as_dict(answer.get("usageMetadata")).get("promptTokenCount"))
     return EmbeddingsResponse(data, model, EmbeddingsUsage(tokens, tokens))
 
 
@@ -389,8 +401,8 @@ class GeminiStream(JsonEventConverter):
         self.calls = 0
 
     def open(self, first: dict[str, Any]) -> ChunkStream:
-        ident = first.get("responseId")
-        return ChunkStream(first.get("modelVersion") or self.model, self.include_usage,
+        ident = as_str(first.get("responseId"))
+        return ChunkStream(as_str(first.get("modelVersion"), self.model), self.include_usage,
                            f"chatcmpl-{ident}" if ident else None)
 
     def on_event(self, answer: dict[str, Any], event: Event) -> bytes:
@@ -398,20 +410,22 @@ class GeminiStream(JsonEventConverter):
         if "error" in answer:
             return s.error(proxy_error(answer["error"], 500))
         out = s.start()
-        candidates = answer.get("candidates") or []
+        candidates = as_list(answer.get("candidates"))
         for candidate in candidates[:1]:
-            for part in (candidate.get("content") or {}).get("parts") or []:
+            if not isinstance(candidate, dict):
+                continue
+            for part in _candidate_parts(candidate):
                 if "functionCall" in part:
-                    fc = part["functionCall"]
+                    fc = as_dict(part["functionCall"])
                     self.calls += 1
-                    out += s.tool_call(str(self.calls), _call_id(), fc.get("name", ""),
+                    out += s.tool_call(str(self.calls), _call_id(), as_str(fc.get("name")),
                                        encode(fc.get("args") or {}).decode())
                 elif isinstance(part.get("text"), str):
                     out += (s.reasoning if part.get("thought") else s.text)(part["text"])
             finish = _finish(candidate.get("finishReason"), s.has_tool_calls)
             if finish is not None:
                 out += s.finish(finish)
-        if not candidates and (answer.get("promptFeedback") or {}).get("blockReason"):
+        if not candidates and as_dict(answer.get("promptFeedback")).get("blockReason"):
             out += s.finish("content_filter")
         usage = convert_usage(answer.get("usageMetadata"))
         if usage is not None:
@@ -424,7 +438,7 @@ class GeminiStream(JsonEventConverter):
 
 def error_of(body: bytes) -> dict[str, Any] | None:
     try:
-        value = msgspec.json.decode(body)
+        value = decode_json(body)
     except msgspec.DecodeError:
         return None
     if isinstance(value, list) and value:
@@ -440,9 +454,9 @@ def proxy_error(error: Any, status: int) -> ProxyError:
     kind = ERROR_TYPES.get(google)
     if kind is None:
         kind = "server_error" if status >= 500 else "invalid_request_error"
-    reasons = {d.get("reason") for d in error.get("details") or [] if isinstance(d, dict)}
-    if "API_KEY_INVALID" in reasons:
+    if any(isinstance(d, dict) and d.get("reason") == "API_KEY_INVALID"
+           for d in as_list(error.get("details"))):
         kind = "authentication_error"
     code = error.get("code")
-    return ProxyError(code if isinstance(code, int) and code >= 400 else status,
+    return ProxyError(code if type(code) is int and 400 <= code < 600 else status,
                       str(error.get("message", "")), kind, google or None)

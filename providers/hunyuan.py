@@ -60,6 +60,7 @@ from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, ChatCom
                                        ChatMessage, Choice, FunctionCall, ToolCall, Usage,
                                        encode)
 from aiproxy_middleware.provider import Call, Endpoint, UpstreamRequest
+from aiproxy_middleware.shapes import as_dict, as_int, as_list, as_str, decode_json
 from aiproxy_middleware.sse import ChunkStream, Event, JsonEventConverter
 
 from ._compatible import OpenAICompatible
@@ -143,7 +144,7 @@ class Hunyuan(OpenAICompatible):
         if not self.native:
             return None
         try:
-            value = msgspec.json.decode(body)
+            value = decode_json(body)
         except msgspec.DecodeError:
             return None
         response = value.get("Response") if isinstance(value, dict) else None
@@ -284,7 +285,7 @@ def _tool(tool: Any, i: int) -> dict[str, Any]:
 
 def decode_answer(body: bytes) -> dict[str, Any]:
     try:
-        value = msgspec.json.decode(body)
+        value = decode_json(body)
     except msgspec.DecodeError:
         raise upstream_invalid("Hunyuan answered with invalid JSON") from None
     response = value.get("Response") if isinstance(value, dict) else None
@@ -294,7 +295,7 @@ def decode_answer(body: bytes) -> dict[str, Any]:
 
 
 def _finish(reason: Any, has_calls: bool) -> str | None:
-    if not reason:
+    if not isinstance(reason, str) or not reason:
         return None
     finish = FINISH.get(reason, "stop")
     return "tool_calls" if finish == "stop" and has_calls else finish
@@ -302,36 +303,44 @@ def _finish(reason: Any, has_calls: bool) -> str | None:
 
 def _tool_calls(calls: Any) -> list[ToolCall]:
     out = []
-    for call in calls or ():
-        function = call.get("Function") or {}
-        out.append(ToolCall(id=call.get("Id") or f"call_{uuid.uuid4().hex[:24]}",
+    for call in as_list(calls):
+        if not isinstance(call, dict):
+            continue
+        function = as_dict(call.get("Function"))
+        out.append(ToolCall(id=as_str(call.get("Id"), f"call_{uuid.uuid4().hex[:24]}"),
                             type="function",
-                            function=FunctionCall(function.get("Name", ""),
-                                                  function.get("Arguments") or "{}")))
+                            function=FunctionCall(as_str(function.get("Name")),
+                                                  as_str(function.get("Arguments"), "{}"))))
     return out
 
 
 def convert_usage(usage: Any) -> Usage | None:
     if not isinstance(usage, dict):
         return None
-    prompt, completion = usage.get("PromptTokens", 0), usage.get("CompletionTokens", 0)
-    return Usage(prompt, completion, usage.get("TotalTokens", prompt + completion))
+    prompt, completion = as_int(usage.get("PromptTokens")), as_int(usage.get("CompletionTokens"))
+    total = usage.get("TotalTokens")
+    return Usage(prompt, completion, prompt + completion if total is None else as_int(total))
 
 
 def convert_answer(answer: dict[str, Any], model: str) -> ChatCompletion:
     choices = []
-    for n, choice in enumerate(answer.get("Choices") or []):
-        message = choice.get("Message") or {}
+    for n, choice in enumerate(as_list(answer.get("Choices"))):
+        if not isinstance(choice, dict):
+            continue
+        message = as_dict(choice.get("Message"))
         calls = _tool_calls(message.get("ToolCalls"))
-        out = AssistantMessage(content=message.get("Content") or ("" if not calls else None))
-        if message.get("ReasoningContent"):
+        out = AssistantMessage(content=as_str(message.get("Content")) or (
+            "" if not calls else None))
+        if as_str(message.get("ReasoningContent")):
             out.reasoning_content = message["ReasoningContent"]
         if calls:
             out.tool_calls = calls
-        choices.append(Choice(choice.get("Index", n), out,
+        index = choice.get("Index")
+        choices.append(Choice(index if type(index) is int else n, out,
                               _finish(choice.get("FinishReason"), bool(calls)) or "stop"))
-    ident = answer.get("Id") or answer.get("RequestId") or uuid.uuid4().hex
-    result = ChatCompletion(ident, answer.get("Created") or int(time.time()), model, choices)
+    ident = as_str(answer.get("Id")) or as_str(answer.get("RequestId"), uuid.uuid4().hex)
+    result = ChatCompletion(ident, as_int(answer.get("Created")) or int(time.time()), model,
+                            choices)
     usage = convert_usage(answer.get("Usage"))
     if usage is not None:
         result.usage = usage
@@ -348,7 +357,8 @@ class HunyuanStream(JsonEventConverter):
         self.calls: set[str] = set()
 
     def open(self, first: dict[str, Any]) -> ChunkStream:
-        return ChunkStream(self.model, self.include_usage, first.get("Id"), first.get("Created"))
+        return ChunkStream(self.model, self.include_usage, as_str(first.get("Id")) or None,
+                           as_int(first.get("Created")) or None)
 
     def on_event(self, answer: dict[str, Any], event: Event) -> bytes:
         if isinstance(answer.get("Response"), dict):
@@ -361,20 +371,24 @@ class HunyuanStream(JsonEventConverter):
                                             "Message": error.get("Msg") or error.get("Message")},
                                            500))
         out = s.start()
-        for choice in (answer.get("Choices") or [])[:1]:
-            delta = choice.get("Delta") or {}
-            out += s.reasoning(delta.get("ReasoningContent") or "")
-            out += s.text(delta.get("Content") or "")
-            for n, call in enumerate(delta.get("ToolCalls") or ()):
-                function = call.get("Function") or {}
+        for choice in as_list(answer.get("Choices"))[:1]:
+            if not isinstance(choice, dict):
+                continue
+            delta = as_dict(choice.get("Delta"))
+            out += s.reasoning(as_str(delta.get("ReasoningContent")))
+            out += s.text(as_str(delta.get("Content")))
+            for n, call in enumerate(as_list(delta.get("ToolCalls"))):
+                if not isinstance(call, dict):
+                    continue
+                function = as_dict(call.get("Function"))
                 key = str(call.get("Index", n))
                 if key not in self.calls:
                     self.calls.add(key)
-                    out += s.tool_call(key, call.get("Id") or f"call_{uuid.uuid4().hex[:24]}",
-                                       function.get("Name", ""),
-                                       function.get("Arguments") or "")
+                    out += s.tool_call(key, as_str(call.get("Id"), f"call_{uuid.uuid4().hex[:24]}"),
+                                       as_str(function.get("Name")),
+                                       as_str(function.get("Arguments")))
                 else:
-                    out += s.tool_arguments(key, function.get("Arguments") or "")
+                    out += s.tool_arguments(key, as_str(function.get("Arguments")))
             finish = _finish(choice.get("FinishReason"), s.has_tool_calls)
             if finish is not None:
                 out += s.finish(finish)

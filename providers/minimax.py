@@ -64,6 +64,7 @@ from aiproxy_middleware.errors import ProxyError, bad_request, upstream_invalid
 from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, ChatCompletionRequest,
                                        Choice, FunctionCall, ToolCall, Usage, encode)
 from aiproxy_middleware.provider import Call, UpstreamRequest
+from aiproxy_middleware.shapes import as_dict, as_int, as_list, as_str, decode_json
 from aiproxy_middleware.sse import ChunkStream, Event, EventParser
 
 from ._compatible import OpenAICompatible
@@ -132,7 +133,7 @@ class MiniMax(OpenAICompatible):
         if not self.pro:
             return None
         try:
-            answer = msgspec.json.decode(body)
+            answer = decode_json(body)
         except msgspec.DecodeError:
             return None
         error = base_error(answer) if isinstance(answer, dict) else None
@@ -249,7 +250,7 @@ def base_error(answer: dict[str, Any]) -> ProxyError | None:
 
 def decode_answer(body: bytes) -> dict[str, Any]:
     try:
-        answer = msgspec.json.decode(body)
+        answer = decode_json(body)
     except msgspec.DecodeError:
         raise upstream_invalid("MiniMax answered with invalid JSON") from None
     if not isinstance(answer, dict):
@@ -263,7 +264,7 @@ def decode_answer(body: bytes) -> dict[str, Any]:
 def _finish(reason: Any, answer: dict[str, Any]) -> str | None:
     if answer.get("output_sensitive"):
         return "content_filter"
-    if not reason:
+    if not isinstance(reason, str) or not reason:
         return None
     return FINISH.get(reason, "stop")
 
@@ -272,13 +273,13 @@ def _usage(answer: dict[str, Any]) -> Usage | None:
     usage = answer.get("usage")
     if not isinstance(usage, dict):
         return None
-    prompt = usage.get("prompt_tokens") or 0
-    completion = usage.get("completion_tokens") or 0
-    return Usage(prompt, completion, usage.get("total_tokens") or prompt + completion)
+    prompt = as_int(usage.get("prompt_tokens"))
+    completion = as_int(usage.get("completion_tokens"))
+    return Usage(prompt, completion, as_int(usage.get("total_tokens")) or prompt + completion)
 
 
 def _bot_messages(choice: dict[str, Any]) -> list[dict[str, Any]]:
-    return [m for m in choice.get("messages") or []
+    return [m for m in as_list(choice.get("messages"))
             if isinstance(m, dict) and m.get("sender_type", "BOT") == "BOT"]
 
 
@@ -298,7 +299,9 @@ def _function_calls(bot: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def convert_answer(answer: dict[str, Any], model: str) -> ChatCompletion:
     choices = []
-    for n, choice in enumerate(answer.get("choices") or []):
+    for n, choice in enumerate(as_list(answer.get("choices"))):
+        if not isinstance(choice, dict):
+            continue
         bot = _bot_messages(choice)
         calls = [ToolCall(id=_call_id(), type="function",
                           function=FunctionCall(str(f.get("name") or ""),
@@ -313,14 +316,15 @@ def convert_answer(answer: dict[str, Any], model: str) -> ChatCompletion:
             message.tool_calls = calls
             if finish == "stop":
                 finish = "tool_calls"
-        choices.append(Choice(choice.get("index", n), message, finish))
+        index = choice.get("index")
+        choices.append(Choice(index if type(index) is int else n, message, finish))
     if not choices and answer.get("reply") is not None:
         choices.append(Choice(0, AssistantMessage(content=str(answer["reply"])),
                               _finish("stop", answer) or "stop"))
     ident = answer.get("id")
     result = ChatCompletion(f"chatcmpl-{ident or uuid.uuid4().hex}",
-                            answer.get("created") or int(time.time()),
-                            answer.get("model") or model, choices)
+                            as_int(answer.get("created")) or int(time.time()),
+                            as_str(answer.get("model"), model), choices)
     usage = _usage(answer)
     if usage is not None:
         result.usage = usage
@@ -342,9 +346,9 @@ class ProStream:
     def _chunks(self, answer: dict[str, Any]) -> ChunkStream:
         if self.stream is None:
             ident = answer.get("id")
-            self.stream = ChunkStream(answer.get("model") or self.model, self.include_usage,
-                                      f"chatcmpl-{ident}" if ident else None,
-                                      answer.get("created") or None)
+            self.stream = ChunkStream(as_str(answer.get("model"), self.model),
+                                      self.include_usage, f"chatcmpl-{ident}" if ident else None,
+                                      as_int(answer.get("created")) or None)
         return self.stream
 
     def feed(self, data: bytes) -> bytes:
@@ -362,11 +366,11 @@ class ProStream:
         if not data or data == "[DONE]":
             return b""
         try:
-            answers = [msgspec.json.decode(data)]
+            answers = [decode_json(data)]
         except msgspec.DecodeError:
             # Events split by single newlines arrive as one event of several data lines.
             try:
-                answers = [msgspec.json.decode(line) for line in data.split("\n") if line.strip()]
+                answers = [decode_json(line) for line in data.split("\n") if line.strip()]
             except msgspec.DecodeError:
                 self.ended = True
                 return self._chunks({}).error(
@@ -382,8 +386,8 @@ class ProStream:
             self.ended = True
             return s.error(error)
         out = s.start()
-        choices = answer.get("choices") or []
-        choice = choices[0] if choices and isinstance(choices[0], dict) else {}
+        choices = as_list(answer.get("choices"))
+        choice = as_dict(choices[0]) if choices else {}
         text = "".join(str(m.get("text") or "") for m in _bot_messages(choice))
         reason = choice.get("finish_reason")
         reply = answer.get("reply")

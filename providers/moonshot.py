@@ -34,6 +34,7 @@ from aiproxy_middleware.config import ConfigError
 from aiproxy_middleware.context import CachedText, insert_system
 from aiproxy_middleware.errors import ProxyError
 from aiproxy_middleware.provider import Call, Endpoint
+from aiproxy_middleware.shapes import decode_json
 
 from ._compatible import OpenAICompatible
 
@@ -99,7 +100,7 @@ def _lift(event: bytes) -> bytes:
     if len(data) != 1:
         return event
     try:
-        chunk = msgspec.json.decode(lines[data[0]][5:])
+        chunk = decode_json(lines[data[0]][5:])
     except msgspec.DecodeError:
         return event
     if not isinstance(chunk, dict) or not isinstance(chunk.get("choices"), list):

@@ -52,6 +52,7 @@ from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, ChatCom
                                        FunctionCall, PromptTokensDetails, ToolCall, Usage,
                                        embedding, encode)
 from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest
+from aiproxy_middleware.shapes import as_dict, as_int, as_list, as_str, decode_json
 from aiproxy_middleware.sse import ChunkStream, Event, EventParser
 
 from ._compatible import host_setting
@@ -191,7 +192,7 @@ class Qwen(Provider):
 
     def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
         try:
-            value = msgspec.json.decode(body)
+            value = decode_json(body)
         except msgspec.DecodeError:
             return None
         if not isinstance(value, dict) or "message" not in value or "error" in value:
@@ -206,7 +207,7 @@ def _text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(p.get("text") or "" for p in content if isinstance(p, dict))
+        return "".join(as_str(p.get("text")) for p in content if isinstance(p, dict))
     return ""
 
 
@@ -263,7 +264,7 @@ def native_messages(req: ChatCompletionRequest, multimodal: bool) -> list[dict[s
 
 def decode(body: bytes) -> dict[str, Any]:
     try:
-        answer = msgspec.json.decode(body)
+        answer = decode_json(body)
     except msgspec.DecodeError:
         raise upstream_invalid("DashScope answered with invalid JSON") from None
     if not isinstance(answer, dict):
@@ -272,56 +273,61 @@ def decode(body: bytes) -> dict[str, Any]:
 
 
 def _finish(reason: Any, has_calls: bool) -> str | None:
-    if not reason or reason == "null":
+    if not isinstance(reason, str) or not reason or reason == "null":
         return None
-    return "tool_calls" if reason == "stop" and has_calls else str(reason)
+    return "tool_calls" if reason == "stop" and has_calls else reason
 
 
 def convert_usage(usage: Any) -> Usage | None:
     if not isinstance(usage, dict) or "input_tokens" not in usage:
         return None
-    prompt, completion = usage.get("input_tokens") or 0, usage.get("output_tokens") or 0
-    out = Usage(prompt, completion, usage.get("total_tokens") or prompt + completion)
-    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+    prompt, completion = as_int(usage.get("input_tokens")), as_int(usage.get("output_tokens"))
+    out = Usage(prompt, completion, as_int(usage.get("total_tokens")) or prompt + completion)
+    cached = as_dict(usage.get("prompt_tokens_details")).get("cached_tokens")
     if cached is not None:
-        out.prompt_tokens_details = PromptTokensDetails(cached)
-    reasoning = (usage.get("output_tokens_details") or {}).get("reasoning_tokens")
+        out.prompt_tokens_details = PromptTokensDetails(as_int(cached))
+    reasoning = as_dict(usage.get("output_tokens_details")).get("reasoning_tokens")
     if reasoning is not None:
-        out.completion_tokens_details = CompletionTokensDetails(reasoning)
+        out.completion_tokens_details = CompletionTokensDetails(as_int(reasoning))
     return out
 
 
 def _tool_calls(raw: Any) -> list[ToolCall]:
     calls = []
-    for call in raw or []:
-        function = call.get("function") or {}
+    for call in as_list(raw):
+        if not isinstance(call, dict):
+            continue
+        function = as_dict(call.get("function"))
         arguments = function.get("arguments")
-        calls.append(ToolCall(id=call.get("id") or f"call_{uuid.uuid4().hex[:24]}",
+        calls.append(ToolCall(id=as_str(call.get("id"), f"call_{uuid.uuid4().hex[:24]}"),
                               type="function", function=FunctionCall(
-                                  function.get("name", ""),
+                                  as_str(function.get("name")),
                                   arguments if isinstance(arguments, str)
                                   else encode(arguments or {}).decode())))
     return calls
 
 
 def convert_answer(answer: dict[str, Any], model: str) -> ChatCompletion:
-    output = answer.get("output") or {}
+    output = as_dict(answer.get("output"))
     choices = []
-    for n, raw in enumerate(output.get("choices") or []):
-        message = raw.get("message") or {}
+    for n, raw in enumerate(as_list(output.get("choices"))):
+        if not isinstance(raw, dict):
+            continue
+        message = as_dict(raw.get("message"))
         calls = _tool_calls(message.get("tool_calls"))
         content = _text(message.get("content"))
         result = AssistantMessage(content=content if content or not calls else None)
-        if message.get("reasoning_content"):
+        if as_str(message.get("reasoning_content")):
             result.reasoning_content = message["reasoning_content"]
         if calls:
             result.tool_calls = calls
-        choices.append(Choice(raw.get("index", n), result,
+        index = raw.get("index")
+        choices.append(Choice(index if type(index) is int else n, result,
                               _finish(raw.get("finish_reason"), bool(calls)) or "stop"))
     if not choices and isinstance(output.get("text"), str):
         choices.append(Choice(0, AssistantMessage(content=output["text"]),
                               _finish(output.get("finish_reason"), False) or "stop"))
-    ident = answer.get("request_id") or f"chatcmpl-{uuid.uuid4().hex}"
+    ident = as_str(answer.get("request_id"), f"chatcmpl-{uuid.uuid4().hex}")
     completion = ChatCompletion(ident, int(time.time()), model, choices)
     usage = convert_usage(answer.get("usage"))
     if usage is not None:
@@ -331,11 +337,12 @@ def convert_answer(answer: dict[str, Any], model: str) -> ChatCompletion:
 
 def convert_embeddings(answer: dict[str, Any], req: EmbeddingsRequest,
                        model: str) -> EmbeddingsResponse:
-    items = sorted((answer.get("output") or {}).get("embeddings") or [],
-                   key=lambda e: e.get("text_index", 0))
-    data = [embedding(item.get("text_index", i), item.get("embedding") or [],
-                      req.encoding_format) for i, item in enumerate(items)]
-    tokens = (answer.get("usage") or {}).get("total_tokens", 0)
+    items = sorted((e for e in as_list(as_dict(answer.get("output")).get("embeddings"))
+                    if isinstance(e, dict)), key=lambda e: as_int(e.get("text_index")))
+    data = [embedding(index if type(index := item.get("text_index")) is int else i,
+                      item.get("embedding") or [], req.encoding_format)
+            for i, item in enumerate(items)]
+    tokens = as_int(as_dict(answer.get("usage")).get("total_tokens"))
     return EmbeddingsResponse(data, model, EmbeddingsUsage(tokens, tokens))
 
 
@@ -352,7 +359,7 @@ class QwenStream:
 
     def _chunks(self, frame: dict[str, Any] | None = None) -> ChunkStream:
         if self.stream is None:
-            ident = (frame or {}).get("request_id")
+            ident = as_str((frame or {}).get("request_id"))
             self.stream = ChunkStream(self.model, self.include_usage, ident or None)
         return self.stream
 
@@ -367,7 +374,7 @@ class QwenStream:
         if self.ended or event.data.strip() == "[DONE]":
             return b""
         try:
-            frame = msgspec.json.decode(event.data)
+            frame = decode_json(event.data)
         except msgspec.DecodeError:
             self.ended = True
             return self._chunks().error(upstream_invalid("DashScope sent an invalid stream"
@@ -379,12 +386,15 @@ class QwenStream:
             self.ended = True
             return s.error(proxy_error(frame, _status(frame)))
         out = s.start()
-        for raw in ((frame.get("output") or {}).get("choices") or [])[:1]:
-            message = raw.get("message") or {}
-            out += s.reasoning(message.get("reasoning_content") or "")
+        for raw in as_list(as_dict(frame.get("output")).get("choices"))[:1]:
+            if not isinstance(raw, dict):
+                continue
+            message = as_dict(raw.get("message"))
+            out += s.reasoning(as_str(message.get("reasoning_content")))
             out += s.text(_text(message.get("content")))
-            for call in message.get("tool_calls") or []:
-                out += self._tool_call(s, call)
+            for call in as_list(message.get("tool_calls")):
+                if isinstance(call, dict):
+                    out += self._tool_call(s, call)
             finish = _finish(raw.get("finish_reason"), s.has_tool_calls)
             if finish is not None:
                 out += s.finish(finish)
@@ -395,13 +405,13 @@ class QwenStream:
 
     def _tool_call(self, s: ChunkStream, call: dict[str, Any]) -> bytes:
         key = str(call.get("index", 0))
-        function = call.get("function") or {}
-        arguments = function.get("arguments") or ""
+        function = as_dict(call.get("function"))
+        arguments = as_str(function.get("arguments"))
         if key in self.started:
             return s.tool_arguments(key, arguments)
         self.started.add(key)
-        return s.tool_call(key, call.get("id") or f"call_{uuid.uuid4().hex[:24]}",
-                           function.get("name") or "", arguments)
+        return s.tool_call(key, as_str(call.get("id"), f"call_{uuid.uuid4().hex[:24]}"),
+                           as_str(function.get("name")), arguments)
 
 
 # ---- errors -----------------------------------------------------------------------------

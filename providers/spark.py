@@ -37,6 +37,7 @@ from aiproxy_middleware.errors import ProxyError, upstream_invalid
 from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, Choice, FunctionCall,
                                        ToolCall, Usage, encode)
 from aiproxy_middleware.provider import Call
+from aiproxy_middleware.shapes import as_dict, as_int, as_list, as_str, decode_json
 from aiproxy_middleware.sse import ChunkStream, Event, JsonEventConverter
 
 from ._compatible import OpenAICompatible
@@ -67,7 +68,8 @@ class Spark(OpenAICompatible):
         if not isinstance(answer.get("code", 0), int) or answer.get("code", 0) != 0:
             raise proxy_error(answer, 200)
         if "error" in answer:
-            raise proxy_error(answer["error"], 200)
+            error = answer["error"]
+            raise proxy_error(error if isinstance(error, dict) else {"message": error}, 200)
         return encode(convert_answer(answer, call.model))
 
     def stream_converter(self, call: Call) -> SparkStream:
@@ -86,7 +88,7 @@ class Spark(OpenAICompatible):
 
 def decode(body: bytes | str) -> dict[str, Any] | None:
     try:
-        value = msgspec.json.decode(body)
+        value = decode_json(body)
     except msgspec.DecodeError:
         return None
     return value if isinstance(value, dict) else None
@@ -96,17 +98,20 @@ def _tool_calls(calls: Any) -> list[ToolCall]:
     if isinstance(calls, dict):
         calls = [calls]
     out = []
-    for n, call in enumerate(calls if isinstance(calls, list) else ()):
-        function = call.get("function") or {}
-        out.append(ToolCall(id=call.get("id") or f"call_{uuid.uuid4().hex[:24]}",
-                            type="function", index=call.get("index", n),
-                            function=FunctionCall(function.get("name", ""),
-                                                  function.get("arguments") or "")))
+    for n, call in enumerate(as_list(calls)):
+        if not isinstance(call, dict):
+            continue
+        function = as_dict(call.get("function"))
+        index = call.get("index")
+        out.append(ToolCall(id=as_str(call.get("id"), f"call_{uuid.uuid4().hex[:24]}"),
+                            type="function", index=index if type(index) is int else n,
+                            function=FunctionCall(as_str(function.get("name")),
+                                                  as_str(function.get("arguments")))))
     return out
 
 
 def _finish(reason: Any, has_calls: bool) -> str:
-    if reason in FINISH:
+    if isinstance(reason, str) and reason in FINISH:
         return "tool_calls" if reason == "function_call" else reason
     return "tool_calls" if has_calls else "stop"
 
@@ -114,25 +119,31 @@ def _finish(reason: Any, has_calls: bool) -> str:
 def convert_usage(usage: Any) -> Usage | None:
     if not isinstance(usage, dict):
         return None
-    prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
-    return Usage(prompt, completion, usage.get("total_tokens", prompt + completion))
+    prompt, completion = as_int(usage.get("prompt_tokens")), as_int(usage.get("completion_tokens"))
+    total = usage.get("total_tokens")
+    return Usage(prompt, completion, prompt + completion if total is None else as_int(total))
 
 
 def convert_answer(answer: dict[str, Any], model: str) -> ChatCompletion:
     choices = []
-    for n, choice in enumerate(answer.get("choices") or []):
-        message = choice.get("message") or {}
+    for n, choice in enumerate(as_list(answer.get("choices"))):
+        if not isinstance(choice, dict):
+            continue
+        message = as_dict(choice.get("message"))
         calls = _tool_calls(message.get("tool_calls"))
         for call in calls:
             call.index = msgspec.UNSET
-        out = AssistantMessage(content=message.get("content") or ("" if not calls else None))
-        if message.get("reasoning_content"):
+        out = AssistantMessage(content=as_str(message.get("content")) or (
+            "" if not calls else None))
+        if as_str(message.get("reasoning_content")):
             out.reasoning_content = message["reasoning_content"]
         if calls:
             out.tool_calls = calls
-        choices.append(Choice(choice.get("index", n), out,
+        index = choice.get("index")
+        choices.append(Choice(index if type(index) is int else n, out,
                               _finish(choice.get("finish_reason"), bool(calls))))
-    ident = answer.get("sid") or answer.get("id") or f"chatcmpl-{uuid.uuid4().hex}"
+    ident = (as_str(answer.get("sid")) or as_str(answer.get("id"))
+             or f"chatcmpl-{uuid.uuid4().hex}")
     created = answer.get("created")
     result = ChatCompletion(ident, created if isinstance(created, int) else int(time.time()),
                             model, choices)
@@ -153,7 +164,8 @@ class SparkStream(JsonEventConverter):
 
     def open(self, first: dict[str, Any]) -> ChunkStream:
         created = first.get("created")
-        return ChunkStream(self.model, self.include_usage, first.get("sid") or first.get("id"),
+        return ChunkStream(self.model, self.include_usage,
+                           as_str(first.get("sid")) or as_str(first.get("id")) or None,
                            created if isinstance(created, int) else None)
 
     def on_event(self, answer: dict[str, Any], event: Event) -> bytes:
@@ -163,10 +175,12 @@ class SparkStream(JsonEventConverter):
         if isinstance(answer.get("error"), dict):
             return s.error(proxy_error(answer["error"], 500))
         out = s.start()
-        for choice in (answer.get("choices") or [])[:1]:
-            delta = choice.get("delta") or {}
-            out += s.reasoning(delta.get("reasoning_content") or "")
-            out += s.text(delta.get("content") or "")
+        for choice in as_list(answer.get("choices"))[:1]:
+            if not isinstance(choice, dict):
+                continue
+            delta = as_dict(choice.get("delta"))
+            out += s.reasoning(as_str(delta.get("reasoning_content")))
+            out += s.text(as_str(delta.get("content")))
             for call in _tool_calls(delta.get("tool_calls")):
                 key = str(call.index)
                 function = call.function if call.function is not msgspec.UNSET \
@@ -194,7 +208,7 @@ def proxy_error(error: dict[str, Any], status: int) -> ProxyError:
             status = 401
         elif code in (11201, 11202, 11203):
             status = 429
-        elif code in SERVER_ERRORS:
+        elif isinstance(code, int) and code in SERVER_ERRORS:
             status = 500
         else:
             status = 400

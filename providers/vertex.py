@@ -41,6 +41,7 @@ from aiproxy_middleware.images import inline_image_urls
 from aiproxy_middleware.openai import (ChatCompletionRequest, EmbeddingsRequest,
                                        EmbeddingsResponse, EmbeddingsUsage, embedding, encode)
 from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest
+from aiproxy_middleware.shapes import as_dict, as_int, as_list, decode_json
 from providers import claude, gemini
 from providers._gcp import JWT_LIFETIME, AuthorizedClient, TokenSource, service_account
 
@@ -155,7 +156,7 @@ class Vertex(Provider):
             return encode(convert_embeddings(gemini.decode_answer(body), call.request, call.model))
         if _is_claude(call.model):
             try:
-                message = msgspec.json.decode(body)
+                message = decode_json(body)
             except msgspec.DecodeError:
                 raise upstream_invalid("Claude on Vertex AI answered with invalid JSON") from None
             if not isinstance(message, dict) or not isinstance(message.get("content"), list):
@@ -194,12 +195,10 @@ def embeddings_body(req: EmbeddingsRequest) -> dict[str, Any]:
 def convert_embeddings(answer: dict[str, Any], req: EmbeddingsRequest,
                        model: str) -> EmbeddingsResponse:
     data, tokens = [], 0
-    for i, prediction in enumerate(answer.get("predictions") or []):
+    for i, prediction in enumerate(as_list(answer.get("predictions"))):
         found = prediction.get("embeddings") if isinstance(prediction, dict) else None
         if not isinstance(found, dict):
             raise upstream_invalid("Vertex AI's prediction has no embeddings")
         data.append(embedding(i, found.get("values") or [], req.encoding_format))
-        count = (found.get("statistics") or {}).get("token_count")
-        if isinstance(count, (int, float)):
-            tokens += int(count)
+        tokens += as_int(as_dict(found.get("statistics")).get("token_count"))
     return EmbeddingsResponse(data, model, EmbeddingsUsage(tokens, tokens))

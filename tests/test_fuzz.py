@@ -1,0 +1,318 @@
+"""Property-based tests of the core: no input makes the gateway raise anything but its own
+clean errors (`ProxyError`).
+
+- Request decoding (`JsonBody`, the typed requests, Anthropic's `to_chat`) on arbitrary
+  bytes and JSON: decoded, or a 4xx ProxyError.
+- The whole middleware (the in-process `mock` provider, no network) on random bodies and
+  content types: a 4xx, or an answer, or a 5xx with an error body; never a traceback.
+- SSE: `EventParser` gives the same events whatever the reads, and `AnswerTap` never raises
+  and reads the same usage whatever the reads.
+- The Anthropic-format answer path: `convert_answer` and `MessageStream`.
+
+The providers' conversions are in `test_fuzz_providers.py`; settings and strategies in
+`fuzz_strategies.py` (derandomized, no example database: CI runs the same examples).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aiproxy_middleware import AIProxyMiddleware
+from aiproxy_middleware.anthropic import MessageStream, MessagesRequest, convert_answer, to_chat
+from aiproxy_middleware.errors import ProxyError
+from aiproxy_middleware.openai import (ChatCompletionRequest, EmbeddingsRequest, JsonBody,
+                                       ask_for_usage)
+from aiproxy_middleware.sse import EventParser
+from aiproxy_middleware.tap import AnswerTap
+from conftest import inner_app
+from fuzz_strategies import (damaged, deep_json, dumps, examples, json_like, json_values,
+                             mutated, split, sse_stream)
+
+# ---- samples ----------------------------------------------------------------------------
+
+CHAT = {
+    "model": "gpt-4o", "stream": True, "stream_options": {"include_usage": True},
+    "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [
+            {"type": "text", "text": "hi"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO"}}]},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "ok"}],
+    "max_tokens": 10, "temperature": 0.5, "stop": ["x"], "n": 1, "user": "u",
+    "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+    "tool_choice": {"type": "function", "function": {"name": "f"}},
+    "response_format": {"type": "json_object"},
+}
+EMBED = {"model": "text-embedding-3-small", "input": ["a b", "c"], "encoding_format": "base64",
+         "dimensions": 8}
+MESSAGES = {
+    "model": "claude-x", "max_tokens": 100, "stream": True, "temperature": 0.2,
+    "system": [{"type": "text", "text": "Be brief."}],
+    "messages": [
+        {"role": "user", "content": [
+            {"type": "text", "text": "hi"},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                         "data": "iVBO"}}]},
+        {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": "hmm"}, {"type": "text", "text": "ok"},
+            {"type": "tool_use", "id": "t1", "name": "f", "input": {"a": 1}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "t1",
+             "content": [{"type": "text", "text": "r"}]}]}],
+    "tools": [{"name": "f", "description": "d", "input_schema": {"type": "object"}}],
+    "tool_choice": {"type": "any", "disable_parallel_tool_use": True},
+    "thinking": {"type": "enabled", "budget_tokens": 5000}, "metadata": {"user_id": "u"},
+    "stop_sequences": ["x"],
+}
+
+COMPLETION = {
+    "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
+    "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+        "role": "assistant", "content": "hello", "reasoning_content": "hmm",
+        "tool_calls": [{"id": "c1", "type": "function",
+                        "function": {"name": "f", "arguments": "{\"a\": 1}"}}]}}],
+    "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7,
+              "prompt_tokens_details": {"cached_tokens": 1}},
+}
+ERROR = {"error": {"message": "nope", "type": "invalid_request_error", "code": 400}}
+CHUNKS = [
+    {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+     "choices": [{"index": 0, "delta": {"role": "assistant", "content": "he"},
+                  "finish_reason": None}]},
+    {"id": "c", "choices": [{"index": 0, "delta": {"reasoning_content": "hmm"}}]},
+    {"id": "c", "choices": [{"index": 0, "delta": {"tool_calls": [
+        {"index": 0, "id": "c1", "type": "function",
+         "function": {"name": "f", "arguments": "{\"a\""}}]}}]},
+    {"id": "c", "choices": [{"index": 0, "delta": {"tool_calls": [
+        {"index": 0, "function": {"arguments": ": 1}"}}]}}]},
+    {"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+    {"id": "c", "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 2,
+                                         "total_tokens": 7}},
+    ERROR,
+]
+ANTHROPIC_EVENTS = [
+    {"type": "message_start", "message": {"id": "msg", "type": "message", "role": "assistant",
+                                          "content": [], "usage": {"input_tokens": 3,
+                                                                   "output_tokens": 1}}},
+    {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}},
+    {"type": "content_block_start", "index": 1,
+     "content_block": {"type": "tool_use", "id": "t", "name": "f", "input": {}}},
+    {"type": "content_block_delta", "index": 1,
+     "delta": {"type": "input_json_delta", "partial_json": "{}"}},
+    {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+     "usage": {"output_tokens": 9, "cache_read_input_tokens": 2}},
+    {"type": "message_stop"},
+]
+
+request_bodies = st.one_of(
+    json_like(CHAT, EMBED, MESSAGES),
+    st.sampled_from([CHAT, EMBED, MESSAGES]).flatmap(mutated).map(dumps).flatmap(damaged),
+    json_values.map(lambda v: dumps({"model": "m", "messages": v, "input": v})),
+    st.text(max_size=40).map(lambda t: t.encode("utf-8", "surrogatepass")),
+)
+
+
+def clean(error: ProxyError, low: int = 400, high: int = 500) -> None:
+    """A ProxyError in the status range, with a JSON body in OpenAI's error shape."""
+    assert low <= error.status < high, (error.status, error.message)
+    body = json.loads(error.body())
+    assert isinstance(body["error"]["message"], str) and isinstance(body["error"]["type"], str)
+
+
+# ---- 1. request decoding ----------------------------------------------------------------
+
+@examples(400)
+@given(request_bodies)
+def test_request_decoding_succeeds_or_is_a_4xx(data: bytes) -> None:
+    for cls in (ChatCompletionRequest, EmbeddingsRequest, MessagesRequest):
+        try:
+            body = JsonBody.decode(data)
+            request = body.typed(cls)
+            if cls is MessagesRequest:
+                body = JsonBody(to_chat(request))  # as the middleware does
+                body.typed(ChatCompletionRequest)
+            elif cls is EmbeddingsRequest:
+                request.texts()
+            if cls is not EmbeddingsRequest:
+                ask_for_usage(body)
+            body.encode()
+        except ProxyError as exc:
+            clean(exc)
+
+
+@examples(150)
+@given(json_values)
+def test_typed_values_set_since_decoding_succeed_or_are_a_4xx(value: Any) -> None:
+    """Fields set after decoding (customSettings) are converted, not decoded."""
+    for cls in (ChatCompletionRequest, EmbeddingsRequest, MessagesRequest):
+        body = JsonBody({"model": value, "messages": value, "input": value, "stream": value})
+        try:
+            body.typed(cls)
+        except ProxyError as exc:
+            clean(exc)
+
+
+# ---- 1b. through the middleware ---------------------------------------------------------
+
+CONTENT_TYPES = [None, "application/json", "application/json; charset=utf-8",
+                 "application/vnd.api+json", "text/plain", "multipart/form-data; boundary=x",
+                 "application/x-www-form-urlencoded", "APPLICATION/JSON", ""]
+PATHS = ["/v1/chat/completions", "/v1/embeddings", "/v1/messages", "/x/v1/chat/completions"]
+
+
+class _Errors(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def _check_answer(path: str, response: httpx.Response) -> None:
+    status, ctype = response.status_code, response.headers.get("content-type", "")
+    if status < 300 and ctype.startswith("text/event-stream"):
+        assert response.content.endswith(b"\n\n")
+        return
+    body = response.json()  # every answer of the gateway is JSON
+    if status < 300:
+        return
+    assert status < 500 or body, (status, body)
+    if path.endswith("/v1/messages"):
+        assert body["type"] == "error" and isinstance(body["error"]["message"], str)
+    else:
+        assert isinstance(body["error"]["message"], str), body
+
+
+@pytest.fixture(scope="module")
+def gateway():
+    """An event loop and an httpx client talking to the middleware (the mock provider)."""
+    runner = asyncio.Runner()
+    app = AIProxyMiddleware(inner_app(), config={"provider": {"type": "mock"}})
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                               base_url="http://gateway.test")
+    handler = _Errors()
+    logger = logging.getLogger("aiproxy_middleware")
+    logger.addHandler(handler)
+    yield runner, client, handler
+    logger.removeHandler(handler)
+    runner.run(client.aclose())
+    runner.run(app.aclose())
+    runner.close()
+
+
+@examples(250)
+@given(path=st.sampled_from(PATHS), content_type=st.sampled_from(CONTENT_TYPES),
+       data=request_bodies | deep_json())
+def test_middleware_answers_every_body_cleanly(gateway, path: str, content_type: str | None,
+                                               data: bytes) -> None:
+    runner, client, handler = gateway
+    headers = {} if content_type is None else {"content-type": content_type}
+    handler.records.clear()
+    response = runner.run(client.post(path, content=data, headers=headers))
+    assert not handler.records, [r.getMessage() for r in handler.records]
+    _check_answer(path, response)
+
+
+# ---- 2. SSE -----------------------------------------------------------------------------
+
+SSE_LINES = [b"data: x", b"data:", b"event: e", b"id: 1", b": c", b"data: \xff", b"retry: 1",
+             b"", b"data", b'data: {"usage": {"prompt_tokens": 1}}']
+sse_data = st.one_of(
+    st.binary(max_size=120),
+    st.lists(st.sampled_from(SSE_LINES + [b"\r", b"\n", b"\r\n"]), max_size=12).map(b"".join),
+    sse_stream(CHUNKS), sse_stream(ANTHROPIC_EVENTS, named=True),
+)
+# A line's end, as the reads it arrives in: a CRLF may be split, with empty reads between.
+line_ends = st.sampled_from([[b"\n"], [b"\r"], [b"\r\n"], [b"\r", b"\n"], [b"\r", b"", b"\n"]])
+line_reads = st.lists(st.tuples(st.sampled_from(SSE_LINES), line_ends), max_size=10).map(
+    lambda lines: [read for line, end in lines for read in (line, *end)])
+# (the bytes, the reads they arrive in): cut anywhere, or a read per line and line end.
+sse_reads = st.one_of(
+    sse_data.flatmap(lambda d: st.tuples(st.just(d), split(d))),
+    line_reads.map(lambda reads: (b"".join(reads), reads)),
+)
+
+
+@examples(400)
+@given(sse_reads)
+def test_event_parser_gives_the_same_events_whatever_the_reads(case: tuple[bytes, list[bytes]]
+                                                               ) -> None:
+    data, pieces = case
+    whole = EventParser()
+    expected = whole.feed(data) + whole.close()
+    parser = EventParser()
+    got = [event for piece in pieces for event in parser.feed(piece)] + parser.close()
+    assert got == expected
+
+
+def _tap(pieces: list[bytes], keep_text: bool) -> AnswerTap:
+    tap = AnswerTap(keep_text=keep_text)
+    for piece in pieces:
+        tap.sse(piece)
+    tap.close()
+    return tap
+
+
+def _usage(tap: AnswerTap) -> tuple[Any, ...]:
+    return (tap.has_usage, tap.prompt_tokens, tap.completion_tokens, tap.total_tokens,
+            tap.cached_tokens, tap.reasoning_tokens)
+
+
+@examples(300)
+@given(sse_reads, st.booleans())
+def test_answer_tap_reads_the_same_usage_whatever_the_reads(case: tuple[bytes, list[bytes]],
+                                                            keep_text: bool) -> None:
+    data, pieces = case
+    whole, parts = _tap([data], keep_text), _tap(pieces, keep_text)
+    assert _usage(parts) == _usage(whole)
+    if keep_text:
+        assert parts.text == whole.text
+
+
+@examples(100)
+@given(json_like(COMPLETION, ANTHROPIC_EVENTS[0]["message"], {"usage": COMPLETION["usage"]}))
+def test_answer_tap_reads_any_answer_body(data: bytes) -> None:
+    AnswerTap(keep_text=True).json(data)
+
+
+# ---- 4. the Anthropic-format answer -----------------------------------------------------
+
+statuses = st.sampled_from([200, 400, 401, 404, 413, 429, 500, 503, 529]) | st.integers(100, 599)
+
+
+@examples(300)
+@given(statuses, json_like(COMPLETION, ERROR, {"error": "x"}, {"type": "error"}))
+def test_convert_answer_gives_a_body_or_a_502(status: int, data: bytes) -> None:
+    try:
+        out = convert_answer(status, data, "claude-x")
+    except ProxyError as exc:
+        clean(exc, 502, 503)
+        return
+    assert isinstance(json.loads(out), dict)
+
+
+@examples(300)
+@given(st.one_of(sse_stream(CHUNKS), sse_stream(CHUNKS), st.binary(max_size=100))
+       .flatmap(split))
+def test_message_stream_converts_any_chunk_stream(pieces: list[bytes]) -> None:
+    stream = MessageStream("claude-x")
+    try:
+        out = b"".join(stream.feed(piece) for piece in pieces) + stream.close()
+    except ProxyError as exc:
+        clean(exc, 500, 600)
+        return
+    assert isinstance(out, bytes)
+    for event in EventParser().feed(out):
+        json.loads(event.data)
