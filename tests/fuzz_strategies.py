@@ -57,6 +57,10 @@ scalars = (st.none() | st.booleans() | st.integers() | st.integers(-2 ** 70, 2 *
            | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8)
            | st.sampled_from(WRONG))
 keys = st.sampled_from(KEYS) | st.text(max_size=4)
+SAME_TYPE = {str: st.text(max_size=8) | st.sampled_from(["", "x", "user", "assistant", "text",
+                                                        "function", "{}", "data:,"]),
+             int: st.integers() | st.sampled_from([0, -1, 2 ** 63]), bool: st.booleans(),
+             float: st.floats(allow_nan=False, allow_infinity=False)}
 json_values = st.recursive(
     scalars,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(keys, inner, max_size=4),
@@ -93,15 +97,20 @@ def damaged(draw: Any, data: bytes) -> bytes:
 
 
 @st.composite
-def mutated(draw: Any, value: Any) -> Any:
+def mutated(draw: Any, value: Any, keep_types: bool = False) -> Any:
     """`value` (a sample of a real answer or request) with some nodes replaced by other
     JSON (a wrong type, null, a random structure), dropped, or added: correct keys with
-    wrong values, to get past a converter's first decode. Shrinks toward `value`."""
+    wrong values, to get past a converter's first decode. With `keep_types`, a string, a
+    number or a boolean is replaced by another of its type (a request that still decodes,
+    with odd values). Shrinks toward `value`."""
     rate = draw(st.sampled_from([3, 12, 30]))  # percent of nodes mutated
 
     def walk(node: Any) -> Any:
         if draw(st.integers(0, 99)) >= 100 - rate:
-            return draw(st.sampled_from(WRONG) | scalars | json_values)
+            if keep_types and type(node) in SAME_TYPE:
+                return draw(SAME_TYPE[type(node)])
+            if not keep_types or draw(st.integers(0, 9)) == 0:
+                return draw(st.sampled_from(WRONG) | scalars | json_values)
         if isinstance(node, dict):
             out = {}
             for key, item in node.items():
@@ -121,14 +130,27 @@ def mutated(draw: Any, value: Any) -> Any:
     return walk(value)
 
 
+@st.composite
+def not_utf8(draw: Any, data: bytes) -> bytes:
+    """JSON `data` with a byte that is not UTF-8 put after one of its quotes: in a string,
+    most often (a key or a value), still valid JSON otherwise."""
+    quotes = [i for i, byte in enumerate(data) if byte == 0x22]
+    if not quotes:
+        return data
+    at = draw(st.sampled_from(quotes)) + 1
+    return data[:at] + bytes([draw(st.integers(0x80, 0xFF))]) + data[at:]
+
+
 def json_like(*samples: Any) -> st.SearchStrategy[bytes]:
     """Bodies for a decoder of the samples' shape: mostly the samples mutated, some random
-    JSON, some damaged JSON, some bytes, some nested too deep."""
+    JSON, some damaged or with a string that is not UTF-8, some bytes, some nested too
+    deep."""
     shaped = st.sampled_from(samples).flatmap(mutated).map(dumps)
     return st.one_of(
         shaped, shaped, shaped, shaped,
         json_values.map(dumps),
         shaped.flatmap(damaged),
+        shaped.flatmap(not_utf8),
         st.binary(max_size=64),
         deep_json(),
     )

@@ -10,7 +10,8 @@ clean errors (`ProxyError`).
 - The Anthropic-format answer path: `convert_answer` and `MessageStream`.
 
 The providers' conversions are in `test_fuzz_providers.py`; settings and strategies in
-`fuzz_strategies.py` (derandomized, no example database: CI runs the same examples).
+`fuzz_strategies.py` (derandomized, no example database: CI runs the same examples), the
+samples they mutate in `fuzz_samples.py`.
 """
 
 from __future__ import annotations
@@ -33,87 +34,9 @@ from aiproxy_middleware.openai import (ChatCompletionRequest, EmbeddingsRequest,
 from aiproxy_middleware.sse import EventParser
 from aiproxy_middleware.tap import AnswerTap
 from conftest import inner_app
+from fuzz_samples import ANTHROPIC_EVENTS, CHAT, CHUNKS, COMPLETION, EMBED, ERROR, MESSAGES
 from fuzz_strategies import (damaged, deep_json, dumps, examples, json_like, json_values,
                              mutated, split, sse_stream)
-
-# ---- samples ----------------------------------------------------------------------------
-
-CHAT = {
-    "model": "gpt-4o", "stream": True, "stream_options": {"include_usage": True},
-    "messages": [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": [
-            {"type": "text", "text": "hi"},
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO"}}]},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
-        {"role": "tool", "tool_call_id": "c1", "content": "ok"}],
-    "max_tokens": 10, "temperature": 0.5, "stop": ["x"], "n": 1, "user": "u",
-    "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
-    "tool_choice": {"type": "function", "function": {"name": "f"}},
-    "response_format": {"type": "json_object"},
-}
-EMBED = {"model": "text-embedding-3-small", "input": ["a b", "c"], "encoding_format": "base64",
-         "dimensions": 8}
-MESSAGES = {
-    "model": "claude-x", "max_tokens": 100, "stream": True, "temperature": 0.2,
-    "system": [{"type": "text", "text": "Be brief."}],
-    "messages": [
-        {"role": "user", "content": [
-            {"type": "text", "text": "hi"},
-            {"type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                         "data": "iVBO"}}]},
-        {"role": "assistant", "content": [
-            {"type": "thinking", "thinking": "hmm"}, {"type": "text", "text": "ok"},
-            {"type": "tool_use", "id": "t1", "name": "f", "input": {"a": 1}}]},
-        {"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": "t1",
-             "content": [{"type": "text", "text": "r"}]}]}],
-    "tools": [{"name": "f", "description": "d", "input_schema": {"type": "object"}}],
-    "tool_choice": {"type": "any", "disable_parallel_tool_use": True},
-    "thinking": {"type": "enabled", "budget_tokens": 5000}, "metadata": {"user_id": "u"},
-    "stop_sequences": ["x"],
-}
-
-COMPLETION = {
-    "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
-    "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
-        "role": "assistant", "content": "hello", "reasoning_content": "hmm",
-        "tool_calls": [{"id": "c1", "type": "function",
-                        "function": {"name": "f", "arguments": "{\"a\": 1}"}}]}}],
-    "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7,
-              "prompt_tokens_details": {"cached_tokens": 1}},
-}
-ERROR = {"error": {"message": "nope", "type": "invalid_request_error", "code": 400}}
-CHUNKS = [
-    {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
-     "choices": [{"index": 0, "delta": {"role": "assistant", "content": "he"},
-                  "finish_reason": None}]},
-    {"id": "c", "choices": [{"index": 0, "delta": {"reasoning_content": "hmm"}}]},
-    {"id": "c", "choices": [{"index": 0, "delta": {"tool_calls": [
-        {"index": 0, "id": "c1", "type": "function",
-         "function": {"name": "f", "arguments": "{\"a\""}}]}}]},
-    {"id": "c", "choices": [{"index": 0, "delta": {"tool_calls": [
-        {"index": 0, "function": {"arguments": ": 1}"}}]}}]},
-    {"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
-    {"id": "c", "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 2,
-                                         "total_tokens": 7}},
-    ERROR,
-]
-ANTHROPIC_EVENTS = [
-    {"type": "message_start", "message": {"id": "msg", "type": "message", "role": "assistant",
-                                          "content": [], "usage": {"input_tokens": 3,
-                                                                   "output_tokens": 1}}},
-    {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}},
-    {"type": "content_block_start", "index": 1,
-     "content_block": {"type": "tool_use", "id": "t", "name": "f", "input": {}}},
-    {"type": "content_block_delta", "index": 1,
-     "delta": {"type": "input_json_delta", "partial_json": "{}"}},
-    {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
-     "usage": {"output_tokens": 9, "cache_read_input_tokens": 2}},
-    {"type": "message_stop"},
-]
 
 request_bodies = st.one_of(
     json_like(CHAT, EMBED, MESSAGES),
