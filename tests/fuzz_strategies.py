@@ -51,8 +51,9 @@ KEYS = [
 ]
 
 # A wrong value in place of a right one: cheap to draw, so most mutations are these.
-WRONG = [None, "", "x", "[DONE]", "stop", "text", "tool_use", 0, -1, 1.5, 2 ** 64, True, [],
-         {}, [1], {"a": 1}]
+# (Hypothesis draws the first ones most: containers, which a converter trips on most.)
+WRONG = [[1], {"a": 1}, "x", None, [], {}, "", 1.5, -1, 0, 2 ** 64, True, "[DONE]", "stop",
+         "text", "tool_use"]
 scalars = (st.none() | st.booleans() | st.integers() | st.integers(-2 ** 70, 2 ** 70)
            | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8)
            | st.sampled_from(WRONG))
@@ -103,7 +104,7 @@ def mutated(draw: Any, value: Any, keep_types: bool = False) -> Any:
     wrong values, to get past a converter's first decode. With `keep_types`, a string, a
     number or a boolean is replaced by another of its type (a request that still decodes,
     with odd values). Shrinks toward `value`."""
-    rate = draw(st.sampled_from([3, 12, 30]))  # percent of nodes mutated
+    rate = draw(st.sampled_from([12, 30, 3]))  # percent of nodes mutated
 
     def walk(node: Any) -> Any:
         if draw(st.integers(0, 99)) >= 100 - rate:

@@ -182,7 +182,7 @@ def test_every_provider_is_covered() -> None:
     assert {id.removeprefix("apisix-") for id, _, _ in _apisix_variants()} == set(APISIX_PROVIDERS)
 
 
-@pytest.mark.parametrize(("provider", "kind", "n"), _params("response", 80, 5))
+@pytest.mark.parametrize(("provider", "kind", "n"), _params("response", 60, 5))
 def test_convert_response_gives_bytes_none_or_a_proxy_error(provider: Provider, kind: str,
                                                             n: int, request) -> None:
     family = _family(request.node.callspec.id, kind)
@@ -202,7 +202,7 @@ def test_convert_response_gives_bytes_none_or_a_proxy_error(provider: Provider, 
     _run(n, st.tuples(_calls(provider, kind), bodies), check)
 
 
-@pytest.mark.parametrize(("provider", "kind", "n"), _params("error", 40, 5))
+@pytest.mark.parametrize(("provider", "kind", "n"), _params("error", 30, 5))
 def test_convert_error_gives_an_error_body_or_none(provider: Provider, kind: str, n: int,
                                                    request) -> None:
     family = _family(request.node.callspec.id, kind)
@@ -228,7 +228,7 @@ def test_convert_error_gives_an_error_body_or_none(provider: Provider, kind: str
     _run(n, st.tuples(calls, statuses, bodies), check)
 
 
-@pytest.mark.parametrize(("provider", "kind", "n"), _params("stream", 80, 5))
+@pytest.mark.parametrize(("provider", "kind", "n"), _params("stream", 60, 5))
 def test_stream_converter_writes_sse_or_raises_a_proxy_error(provider: Provider, kind: str,
                                                              n: int, request) -> None:
     family = _family(request.node.callspec.id, kind)
@@ -268,7 +268,7 @@ REQUEST_BODIES = {Endpoint.CHAT: _request_bodies(CHAT, CHAT_PARTS),
 
 
 @pytest.mark.parametrize(("provider", "kind", "n"), [
-    pytest.param(provider, kind, 60 if _request_converts(provider) else 5, id=id)
+    pytest.param(provider, kind, 30 if _request_converts(provider) else 3, id=id)
     for id, provider, kind in VARIANTS])
 def test_request_is_built_or_is_a_4xx(provider: Provider, kind: str, n: int) -> None:
     """What the middleware's checks let through is an upstream request, or the client's
