@@ -32,6 +32,7 @@ CHAT = {
     "tool_choice": {"type": "function", "function": {"name": "f"}},
     "response_format": {"type": "json_schema",
                         "json_schema": {"name": "s", "schema": {"type": "object"}}},
+    "metadata": {"tag": "a"},  # a field the gateway does not read: relayed as it came
 }
 # Content parts fewer providers take.
 CHAT_PARTS = {"model": "gpt-4o", "messages": [{"role": "user", "content": [
@@ -129,8 +130,8 @@ OPENAI = Family(
     answers=[
         {"id": "c", "object": "chat.completion", "created": 1, "model": "m", "usage": USAGE,
          "choices": [{"index": 0, "finish_reason": "stop", "message": {
-             "role": "assistant", "content": "hi", "tool_calls": [
-                 {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}}]},
+             "role": "assistant", "content": "hi", "tool_calls": [{
+                 "id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}}]},
         {"object": "list", "model": "m", "usage": {"prompt_tokens": 1, "total_tokens": 1},
          "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}]}],
     errors=[{"error": {"message": "x", "type": "invalid_request_error", "code": "c"}}],

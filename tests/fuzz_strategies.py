@@ -110,7 +110,7 @@ def mutated(draw: Any, value: Any, keep_types: bool = False) -> Any:
         if draw(st.integers(0, 99)) >= 100 - rate:
             if keep_types and type(node) in SAME_TYPE:
                 return draw(SAME_TYPE[type(node)])
-            if not keep_types or draw(st.integers(0, 9)) == 0:
+            if not keep_types or draw(st.integers(0, 19)) == 19:  # now and then
                 return draw(st.sampled_from(WRONG) | scalars | json_values)
         if isinstance(node, dict):
             out = {}
@@ -133,13 +133,19 @@ def mutated(draw: Any, value: Any, keep_types: bool = False) -> Any:
 
 @st.composite
 def not_utf8(draw: Any, data: bytes) -> bytes:
-    """JSON `data` with a byte that is not UTF-8 put after one of its quotes: in a string,
-    most often (a key or a value), still valid JSON otherwise."""
-    quotes = [i for i, byte in enumerate(data) if byte == 0x22]
-    if not quotes:
+    """JSON `data` with a byte that is not UTF-8 in one of its strings (a key or a value),
+    or in a field added to the object (one the gateway does not read, then); still valid
+    JSON otherwise."""
+    bad = bytes([draw(st.integers(0x80, 0xFF))])
+    if data.endswith(b"}") and draw(st.booleans()):
+        key = draw(st.sampled_from(["metadata", "extra", "x"]))
+        return data[:-1] + f', "{key}": "a'.encode() + bad + b'"}'
+    starts = [i + 1 for i, byte in enumerate(data)  # a quote that opens a string
+              if byte == 0x22 and data[i - 1:i] in (b"", b"{", b"[", b",", b":", b" ")]
+    if not starts:
         return data
-    at = draw(st.sampled_from(quotes)) + 1
-    return data[:at] + bytes([draw(st.integers(0x80, 0xFF))]) + data[at:]
+    at = draw(st.sampled_from(starts))
+    return data[:at] + bad + data[at:]
 
 
 def json_like(*samples: Any) -> st.SearchStrategy[bytes]:

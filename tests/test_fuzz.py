@@ -38,7 +38,7 @@ from aiproxy_middleware.tap import AnswerTap
 from conftest import inner_app
 from fuzz_samples import ANTHROPIC_EVENTS, CHAT, CHUNKS, COMPLETION, EMBED, ERROR, MESSAGES
 from fuzz_strategies import (damaged, deep_json, dumps, examples, json_like, json_values,
-                             mutated, split, sse_stream)
+                             mutated, not_utf8, split, sse_stream)
 
 request_bodies = st.one_of(
     json_like(CHAT, EMBED, MESSAGES),
@@ -103,8 +103,8 @@ PATHS = {"/v1/chat/completions": CHAT, "/v1/embeddings": EMBED, "/v1/messages": 
 def _bodies_for(path: str) -> st.SearchStrategy[tuple[str, bytes]]:
     sample = PATHS[path]
     odd = mutated(sample, keep_types=True).map(dumps)
-    return st.tuples(st.just(path), st.one_of(odd, odd, json_like(sample), request_bodies,
-                                              deep_json()))
+    return st.tuples(st.just(path), st.one_of(odd, odd, odd.flatmap(not_utf8),
+                                              json_like(sample), request_bodies, deep_json()))
 
 
 class _Errors(logging.Handler):
@@ -134,7 +134,7 @@ def _check_answer(path: str, response: httpx.Response) -> None:
 
 UNEXPECTED = "the gateway failed to handle this request"
 AUTH = {"header": {"Authorization": "Bearer sk-test"}}
-CONFIG = {"routes": [
+CONFIG = {"logging": {"summaries": False, "payloads": True}, "routes": [
     {"path": "/", "provider": {"type": "mock"}},
     # APISIX routes (to an upstream that answers `COMPLETION`): one chosen by the body.
     {"path": "/apisix/chat", "vars": [["post_arg.model", "~~", "^gpt-"]], "provider": "openai",

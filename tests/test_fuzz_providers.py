@@ -10,8 +10,7 @@ models, bedrock's embedding families). Each gets:
   upstream's (the right keys, with wrong types, nulls, missing or extra fields);
 - `convert_error(call, status, body)` likewise;
 - `stream_converter(call)` fed a random or upstream-shaped stream in random reads, then
-  closed: what it writes is SSE whose events are JSON (or `[DONE]`).
-
+  closed: what it writes is SSE whose events are JSON (or `[DONE]`);
 - `request(call)` on chat and embeddings requests that decode (a rich sample, mutated):
   the upstream request, or a 4xx.
 
@@ -65,17 +64,21 @@ MODELS: dict[str, list[str]] = {
 }
 
 
-def _config_variants() -> list[tuple[str, Provider, str]]:
+Variant = tuple[str, Provider, str, Family]  # test id, provider, its config type, answers
+
+
+def _config_variants() -> list[Variant]:
     out = []
     for name in sorted(PROVIDERS):
         for i, extra in enumerate(SETTINGS.get(name, [{}])):
             raw = {"type": name, "apiTokens": ["token"], **extra}
             provider = load_config({"provider": raw}).routes[0].provider
-            out.append((f"{name}-{i}" if i else name, provider, name))
+            out.append((f"{name}-{i}" if i else name, provider, name,
+                        FAMILIES.get(name, OPENAI)))
     return out
 
 
-def _apisix_variants() -> list[tuple[str, Provider, str]]:
+def _apisix_variants() -> list[Variant]:
     endpoints = {"azure-openai": "https://r.openai.azure.com/openai/deployments/d/chat/"
                                  "completions?api-version=2024-10-21",
                  "openai-compatible": "https://llm.example/v1/chat/completions"}
@@ -85,15 +88,13 @@ def _apisix_variants() -> list[tuple[str, Provider, str]]:
                               ProviderConf(project_id="project", region="us-east-1"),
                               endpoints.get(name), None, 30000, "routes[0]")
         provider = APISIX_PROVIDERS[name].from_apisix(target)
-        out.append((f"apisix-{name}", provider, provider.name))
+        family = (OPENAI if isinstance(provider, OpenAICompatible)  # anthropic, gemini, ...
+                  else FAMILIES.get(name, OPENAI))
+        out.append((f"apisix-{name}", provider, provider.name, family))
     return out
 
 
 VARIANTS = _config_variants() + _apisix_variants()
-
-
-def _family(id: str, kind: str) -> Family:
-    return FAMILIES.get("vertex-ai" if id == "apisix-vertex-ai" else kind, OPENAI)
 
 
 def _endpoints(provider: Provider) -> list[Endpoint]:
@@ -165,11 +166,14 @@ def _sse_of_json(out: bytes) -> None:
 
 
 def _params(operation: str, converting: int, plain: int) -> list[Any]:
-    """(provider, kind, examples) for each variant: `converting` examples for one whose
-    `operation` converts, `plain` for one that relays."""
-    return [pytest.param(provider, kind, converting if _converts(
-        provider, kind, _family(id, kind), operation) else plain, id=id)
-        for id, provider, kind in VARIANTS]
+    """(provider, kind, family, examples) for each variant: `converting` examples for one
+    whose `operation` converts, `plain` for one that relays."""
+    return [pytest.param(provider, kind, family, converting if _converts(
+        provider, kind, family, operation) else plain, id=id)
+        for id, provider, kind, family in VARIANTS]
+
+
+PARAMS = ("provider", "kind", "family", "n")
 
 
 def _run(n: int, strategy: st.SearchStrategy[Any], check: Any) -> None:
@@ -178,14 +182,13 @@ def _run(n: int, strategy: st.SearchStrategy[Any], check: Any) -> None:
 
 def test_every_provider_is_covered() -> None:
     """Each config type and APISIX name is built above: none is skipped."""
-    assert {kind for _, _, kind in _config_variants()} == set(PROVIDERS)
-    assert {id.removeprefix("apisix-") for id, _, _ in _apisix_variants()} == set(APISIX_PROVIDERS)
+    assert {kind for _, _, kind, _ in _config_variants()} == set(PROVIDERS)
+    assert {id.removeprefix("apisix-") for id, *_ in _apisix_variants()} == set(APISIX_PROVIDERS)
 
 
-@pytest.mark.parametrize(("provider", "kind", "n"), _params("response", 60, 5))
+@pytest.mark.parametrize(PARAMS, _params("response", 60, 5))
 def test_convert_response_gives_bytes_none_or_a_proxy_error(provider: Provider, kind: str,
-                                                            n: int, request) -> None:
-    family = _family(request.node.callspec.id, kind)
+                                                            family: Family, n: int) -> None:
     bodies = json_like(*family.answers)
     if kind == "dify":  # an Agent app's answer is a whole event stream
         bodies |= _stream_bytes(family)
@@ -202,10 +205,9 @@ def test_convert_response_gives_bytes_none_or_a_proxy_error(provider: Provider, 
     _run(n, st.tuples(_calls(provider, kind), bodies), check)
 
 
-@pytest.mark.parametrize(("provider", "kind", "n"), _params("error", 30, 5))
-def test_convert_error_gives_an_error_body_or_none(provider: Provider, kind: str, n: int,
-                                                   request) -> None:
-    family = _family(request.node.callspec.id, kind)
+@pytest.mark.parametrize(PARAMS, _params("error", 30, 5))
+def test_convert_error_gives_an_error_body_or_none(provider: Provider, kind: str,
+                                                   family: Family, n: int) -> None:
     bodies = json_like(*(family.errors + OPENAI.errors))
     calls = _calls(provider, kind) | st.just(None)
     statuses = st.sampled_from([400, 401, 403, 404, 429, 456, 500, 503, 529])
@@ -228,11 +230,9 @@ def test_convert_error_gives_an_error_body_or_none(provider: Provider, kind: str
     _run(n, st.tuples(calls, statuses, bodies), check)
 
 
-@pytest.mark.parametrize(("provider", "kind", "n"), _params("stream", 60, 5))
+@pytest.mark.parametrize(PARAMS, _params("stream", 60, 5))
 def test_stream_converter_writes_sse_or_raises_a_proxy_error(provider: Provider, kind: str,
-                                                             n: int, request) -> None:
-    family = _family(request.node.callspec.id, kind)
-
+                                                             family: Family, n: int) -> None:
     def check(case: tuple[Call, list[bytes]]) -> None:
         call, pieces = case
         converter = provider.stream_converter(call)
@@ -269,7 +269,7 @@ REQUEST_BODIES = {Endpoint.CHAT: _request_bodies(CHAT, CHAT_PARTS),
 
 @pytest.mark.parametrize(("provider", "kind", "n"), [
     pytest.param(provider, kind, 30 if _request_converts(provider) else 3, id=id)
-    for id, provider, kind in VARIANTS])
+    for id, provider, kind, _ in VARIANTS])
 def test_request_is_built_or_is_a_4xx(provider: Provider, kind: str, n: int) -> None:
     """What the middleware's checks let through is an upstream request, or the client's
     error."""
