@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from .openai import JsonBody
-from .shapes import decode_json
+from .shapes import as_int, decode_json
 from .sse import EventParser
 
 if TYPE_CHECKING:
@@ -267,7 +267,7 @@ class ReasoningStream:
         for choice in chunk["choices"]:
             if not isinstance(choice, dict):
                 continue
-            index = choice.get("index", 0)
+            index = as_int(choice.get("index"))  # an index of the wrong type reads as 0
             state = self._choices.get(index)
             if state is None:
                 state = self._choices[index] = _Choice()

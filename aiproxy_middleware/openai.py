@@ -402,5 +402,12 @@ def ask_for_usage(body: JsonBody) -> bool:
 
 
 def encode(value: Any) -> bytes:
-    """JSON-encode a Struct or builtin value."""
-    return _encoder.encode(value)
+    """JSON-encode a Struct or builtin value.
+
+    Values nested deeper than the stack allows here come from the client: request JSON
+    decoded (a few frames less deep) just within msgspec's limit, then converted by a
+    provider. That is a 400."""
+    try:
+        return _encoder.encode(value)
+    except RecursionError as exc:
+        raise _undecodable(exc) from None

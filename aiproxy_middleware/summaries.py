@@ -7,10 +7,12 @@ from typing import Any
 
 import msgspec
 
+from .errors import ProxyError
 from .observe import Summary, cost_of
 from .openai import ChatCompletionRequest
 from .provider import Call, Endpoint
 from .relay import Trace
+from .shapes import decode_json
 
 _ENDPOINTS = {Endpoint.CHAT: "chat", Endpoint.EMBEDDINGS: "embeddings",
               Endpoint.MESSAGES: "messages"}
@@ -47,7 +49,9 @@ def _ms(at: float | None, start: float) -> float | None:
 
 
 def _payload(call: Call) -> Any:
+    """The request body as JSON values; None when a field the gateway relayed without reading
+    it is not UTF-8, or the body is nested too deeply to encode."""
     try:
-        return msgspec.json.decode(call.body.encode())
-    except msgspec.DecodeError:
+        return decode_json(call.body.encode())
+    except (msgspec.DecodeError, ProxyError):
         return None

@@ -31,6 +31,7 @@ from aiproxy_middleware.provider import Call, Endpoint, UpstreamRequest
 from ._compatible import OpenAICompatible
 
 DEFAULT_DIMENSIONS = 16
+MAX_DIMENSIONS = 8192  # a vector is built in the event loop: a huge one would stall it
 
 
 class Settings(Struct, rename="camel", forbid_unknown_fields=True):
@@ -135,6 +136,10 @@ def _vector(text: str, dimensions: int) -> list[float]:
 def _embeddings(req: EmbeddingsRequest) -> httpx.Response:
     texts = req.texts()
     dimensions = req.dimensions or DEFAULT_DIMENSIONS
+    if not 1 <= dimensions <= MAX_DIMENSIONS:
+        return httpx.Response(400, json={"error": {
+            "message": f"dimensions must be from 1 to {MAX_DIMENSIONS}",
+            "type": "invalid_request_error", "param": "dimensions", "code": None}})
     data = []
     for i, text in enumerate(texts):
         data.append(embedding(i, _vector(text, dimensions), req.encoding_format))

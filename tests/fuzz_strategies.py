@@ -51,12 +51,17 @@ KEYS = [
 ]
 
 # A wrong value in place of a right one: cheap to draw, so most mutations are these.
-WRONG = [None, "", "x", "[DONE]", "stop", "text", "tool_use", 0, -1, 1.5, 2 ** 64, True, [],
-         {}, [1], {"a": 1}]
+# (Hypothesis draws the first ones most: containers, which a converter trips on most.)
+WRONG = [[1], {"a": 1}, "x", None, [], {}, "", 1.5, -1, 0, 2 ** 64, True, "[DONE]", "stop",
+         "text", "tool_use"]
 scalars = (st.none() | st.booleans() | st.integers() | st.integers(-2 ** 70, 2 ** 70)
            | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8)
            | st.sampled_from(WRONG))
 keys = st.sampled_from(KEYS) | st.text(max_size=4)
+SAME_TYPE = {str: st.text(max_size=8) | st.sampled_from(["", "x", "user", "assistant", "text",
+                                                        "function", "{}", "data:,"]),
+             int: st.integers() | st.sampled_from([0, -1, 2 ** 63]), bool: st.booleans(),
+             float: st.floats(allow_nan=False, allow_infinity=False)}
 json_values = st.recursive(
     scalars,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(keys, inner, max_size=4),
@@ -93,15 +98,20 @@ def damaged(draw: Any, data: bytes) -> bytes:
 
 
 @st.composite
-def mutated(draw: Any, value: Any) -> Any:
+def mutated(draw: Any, value: Any, keep_types: bool = False) -> Any:
     """`value` (a sample of a real answer or request) with some nodes replaced by other
     JSON (a wrong type, null, a random structure), dropped, or added: correct keys with
-    wrong values, to get past a converter's first decode. Shrinks toward `value`."""
-    rate = draw(st.sampled_from([3, 12, 30]))  # percent of nodes mutated
+    wrong values, to get past a converter's first decode. With `keep_types`, a string, a
+    number or a boolean is replaced by another of its type (a request that still decodes,
+    with odd values). Shrinks toward `value`."""
+    rate = draw(st.sampled_from([12, 30, 3]))  # percent of nodes mutated
 
     def walk(node: Any) -> Any:
         if draw(st.integers(0, 99)) >= 100 - rate:
-            return draw(st.sampled_from(WRONG) | scalars | json_values)
+            if keep_types and type(node) in SAME_TYPE:
+                return draw(SAME_TYPE[type(node)])
+            if not keep_types or draw(st.integers(0, 19)) == 19:  # now and then
+                return draw(st.sampled_from(WRONG) | scalars | json_values)
         if isinstance(node, dict):
             out = {}
             for key, item in node.items():
@@ -121,14 +131,33 @@ def mutated(draw: Any, value: Any) -> Any:
     return walk(value)
 
 
+@st.composite
+def not_utf8(draw: Any, data: bytes) -> bytes:
+    """JSON `data` with a byte that is not UTF-8 in one of its strings (a key or a value),
+    or in a field added to the object (one the gateway does not read, then); still valid
+    JSON otherwise."""
+    bad = bytes([draw(st.integers(0x80, 0xFF))])
+    if data.endswith(b"}") and draw(st.booleans()):
+        key = draw(st.sampled_from(["metadata", "extra", "x"]))
+        return data[:-1] + f', "{key}": "a'.encode() + bad + b'"}'
+    starts = [i + 1 for i, byte in enumerate(data)  # a quote that opens a string
+              if byte == 0x22 and data[i - 1:i] in (b"", b"{", b"[", b",", b":", b" ")]
+    if not starts:
+        return data
+    at = draw(st.sampled_from(starts))
+    return data[:at] + bad + data[at:]
+
+
 def json_like(*samples: Any) -> st.SearchStrategy[bytes]:
     """Bodies for a decoder of the samples' shape: mostly the samples mutated, some random
-    JSON, some damaged JSON, some bytes, some nested too deep."""
+    JSON, some damaged or with a string that is not UTF-8, some bytes, some nested too
+    deep."""
     shaped = st.sampled_from(samples).flatmap(mutated).map(dumps)
     return st.one_of(
         shaped, shaped, shaped, shaped,
         json_values.map(dumps),
         shaped.flatmap(damaged),
+        shaped.flatmap(not_utf8),
         st.binary(max_size=64),
         deep_json(),
     )

@@ -13,7 +13,7 @@ import pytest
 import respx
 
 from aiproxy_middleware import AIProxyMiddleware
-from aiproxy_middleware.anthropic import MessageStream
+from aiproxy_middleware.anthropic import MessageStream, convert_answer
 from conftest import inner_app, sent_json
 
 try:  # anthropic >= 2.12 takes clients of httpx2 (httpx's successor), not httpx
@@ -267,6 +267,44 @@ def test_stream_converter_error_and_early_end():
     stream = MessageStream("m")
     assert _events(stream.feed(b"data: [DONE]\n\n"))[0][0] == "error"
     assert stream.close() == b""
+
+
+def test_stream_chunks_of_the_wrong_shape_are_skipped():
+    """Found by test_fuzz: choices, a choice or a tool call's function of the wrong type were
+    a TypeError or AttributeError, and so was a tool call index that is a list."""
+    stream = MessageStream("m")
+    out = stream.feed(
+        b'data: {"id": "c", "choices": -1}\n\n'
+        b'data: {"id": 5, "model": [1], "choices": ["x", {"index": 0, "delta": "y"}]}\n\n'
+        b'data: {"choices": [{"delta": {"tool_calls": [3, {"index": [0], "function": -1}]}}]}\n\n'
+        b'data: {"choices": [{"delta": {"tool_calls": [{"index": 1, "function": '
+        b'{"name": "f", "arguments": 7}}]}}]}\n\n'
+        b'data: {"choices": [{"delta": {"content": "hi"}, "finish_reason": ["stop"]}],'
+        b' "usage": {"prompt_tokens": "5", "completion_tokens": 2}}\n\n') + stream.close()
+    events = _events(out)
+    assert events[0][1]["message"]["id"] == "c" and events[0][1]["message"]["model"] == "m"
+    assert [d["delta"] for name, d in events if name == "content_block_delta"] == [
+        {"type": "text_delta", "text": "hi"}]
+    assert events[-2] == ("message_delta", {"type": "message_delta", "delta": {
+        "stop_reason": "tool_use", "stop_sequence": None},
+        "usage": {"input_tokens": 0, "output_tokens": 2}})
+
+
+def test_answer_of_the_wrong_shape_is_converted_or_a_502():
+    """Found by test_fuzz: a choice, message, tool call or usage of the wrong type was an
+    AttributeError or TypeError (a 500)."""
+    out = json.loads(convert_answer(200, json.dumps({"id": 1, "model": {}, "choices": [
+        {"message": {"content": "hi", "tool_calls": [
+            "x", {"id": 5, "function": {"name": "f", "arguments": 3}}]},
+         "finish_reason": {"a": 1}}], "usage": {"prompt_tokens": "9",
+                                                "completion_tokens": 2}}).encode(), "m"))
+    assert out["id"] == "msg" and out["model"] == "m" and out["stop_reason"] == "tool_use"
+    assert out["content"] == [{"type": "text", "text": "hi"},
+                              {"type": "tool_use", "id": "", "name": "f", "input": {}}]
+    assert out["usage"] == {"input_tokens": 0, "output_tokens": 2}
+    assert json.loads(convert_answer(200, b'{"choices": ["x"]}', "m"))["content"] == []
+    assert json.loads(convert_answer(200, b'{"choices": [{"message": 5}]}', "m"))["content"] \
+        == []
 
 
 # ---- claude: passed through natively ----------------------------------------------------

@@ -130,6 +130,16 @@ async def test_mock_embeddings_deterministic_float_and_base64(gateway):
     assert len(struct.unpack("<4f", raw)) == 4
 
 
+@pytest.mark.parametrize("dimensions", [-1, 8193, 2 ** 63])
+async def test_mock_embeddings_dimensions_are_bounded(gateway, dimensions):
+    """Seen while writing test_fuzz's gateway property: dimensions 2**63 built the vector in
+    the event loop, without end (a hung gateway, not a 500)."""
+    client = gateway({"provider": {"type": "mock"}})
+    r = await client.post("/v1/embeddings", json={"model": "e", "input": "x",
+                                                  "dimensions": dimensions})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "dimensions"
+
+
 async def test_mock_latency_bounded_by_timeout(gateway):
     client = gateway({"provider": {"type": "mock", "mockLatencyMs": 500, "timeout": 50}})
     r = await client.post("/v1/chat/completions", json=CHAT)

@@ -282,6 +282,23 @@ async def test_finish_reasons(gateway, respx_mock, reason, finish):
     assert r.json()["choices"][0]["finish_reason"] == finish
 
 
+async def test_answer_fields_of_the_wrong_type_read_as_absent(gateway, respx_mock):
+    """Found by test_fuzz_providers: a usage count that is a string, a stop reason that is a
+    list, a block value of the wrong type were a TypeError or AttributeError (a 500)."""
+    respx_mock.post(f"{HOST}/model/m/converse").respond(json={
+        "output": {"message": {"content": [
+            {"text": 5}, {"text": "hi"}, {"reasoningContent": "x"}, {"toolUse": [1]}]}},
+        "stopReason": ["end_turn"], "usage": {"inputTokens": "1", "outputTokens": 2}})
+    r = await gateway(CONFIG).post("/v1/chat/completions", json={
+        "model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] == "stop" and choice["message"]["content"] == "hi"
+    assert choice["message"]["tool_calls"][0]["function"] == {"name": "", "arguments": "{}"}
+    assert r.json()["usage"]["prompt_tokens"] == 0
+    assert r.json()["usage"]["completion_tokens"] == 2
+
+
 async def test_errors_are_converted(gateway, respx_mock):
     respx_mock.post(f"{HOST}/model/m/converse").respond(
         400, json={"message": "The provided model identifier is invalid."},
@@ -428,6 +445,26 @@ def test_corrupted_crc_is_an_error_event(where):
     assert "zzz" not in out.decode()
     with pytest.raises(EventStreamError):
         EventStreamDecoder().feed(bytes(bad))
+
+
+def test_stream_events_of_the_wrong_shape_are_skipped():
+    """Found by test_fuzz_providers: a block index that is a list (unhashable), a delta or
+    usage of the wrong type was a TypeError or AttributeError."""
+    stream = BedrockStream("m", include_usage=True)
+    out = stream.feed(b"".join([
+        event("messageStart", {"role": "assistant"}),
+        event("contentBlockStart", {"contentBlockIndex": [2], "start": {"toolUse": {}}}),
+        event("contentBlockStart", {"contentBlockIndex": 3, "start": "toolUse"}),
+        event("contentBlockDelta", {"contentBlockIndex": 0, "delta": ["text"]}),
+        event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": 1}}),
+        event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": 1}}),
+        delta(0, text="hi"),
+        event("messageStop", {"stopReason": {"a": 1}}),
+        event("metadata", {"usage": {"inputTokens": "3", "outputTokens": 4}})]))
+    got = chunks(out + stream.close())
+    assert got[-1] is None and got[-2]["usage"]["completion_tokens"] == 4
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in got
+                   if c and c["choices"]) == "hi"
 
 
 def test_truncated_stream_ends_with_an_error():

@@ -343,6 +343,50 @@ async def test_errors_are_converted(gateway, respx_mock, status, kind, openai_ty
                                       "code": kind, "param": None}}
 
 
+async def test_answer_fields_of_the_wrong_type_read_as_absent(gateway, respx_mock):
+    """Found by test_fuzz_providers: a TypeError (text not a string, a count not a number)
+    or AttributeError was a 500."""
+    respx_mock.post(URL).respond(json={
+        "id": 7, "content": [{"type": "text", "text": 5}, {"type": "text", "text": "hi"}, "x",
+                             {"type": "tool_use", "name": ["f"], "input": {"a": 1}}],
+        "stop_reason": {"x": 1}, "usage": {"input_tokens": "3", "output_tokens": 2}})
+    r = await gateway(CONFIG).post("/v1/chat/completions", json=CHAT)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["id"] == "" and answer["choices"][0]["finish_reason"] == "stop"
+    assert answer["choices"][0]["message"]["content"] == "hi"
+    assert answer["choices"][0]["message"]["tool_calls"][0]["function"] == {
+        "name": "", "arguments": '{"a":1}'}
+    assert answer["usage"]["prompt_tokens"] == 0 and answer["usage"]["completion_tokens"] == 2
+
+
+def test_error_event_with_a_message_that_is_not_a_string():
+    stream = ClaudeStream("m", include_usage=True)
+    out = stream.feed(sse({"type": "message_start", "message": "x"},
+                          {"type": "error", "error": {"type": "overloaded_error",
+                                                      "message": 5}}))
+    assert chunks(out + stream.close())[-1]["error"]["message"] == "Claude's stream failed"
+
+
+def test_stream_events_of_the_wrong_shape_are_skipped():
+    """Found by test_fuzz_providers: AttributeError, TypeError (an index that is a list)."""
+    converter = ClaudeStream("m", include_usage=True)
+    out = converter.feed(sse(
+        {"type": "message_start", "message": {"id": 5, "usage": [1]}},
+        {"type": "content_block_start", "index": [0], "content_block": "text"},
+        {"type": "content_block_start", "index": {}, "content_block": {"type": "tool_use"}},
+        {"type": "content_block_delta", "index": 0, "delta": ["text_delta"]},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": 1}},
+        delta(1, type="text_delta", text="hi"),
+        {"type": "message_delta", "delta": "end_turn", "usage": {"output_tokens": "9"}},
+        {"type": "message_delta", "delta": {"stop_reason": ["x"]}, "usage": [2]},
+        {"type": "message_stop"})) + converter.close()
+    parsed = chunks(out)
+    assert parsed[-1] is None  # [DONE]: the stream ended normally
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in parsed
+                   if c and c["choices"]) == "hi"
+
+
 async def test_non_json_error_body_is_kept(gateway, respx_mock):
     respx_mock.post(URL).respond(413, content=b"too large", headers={"content-type": "text/plain"})
     r = await gateway(CONFIG).post("/v1/chat/completions", json=CHAT)

@@ -157,6 +157,43 @@ async def test_max_tokens_finish_and_billed_units_usage(gateway, respx_mock):
     assert answer["usage"]["total_tokens"] == 13
 
 
+async def test_answer_fields_of_the_wrong_type_read_as_absent(gateway, respx_mock):
+    """Found by test_fuzz_providers: a count that is not a number was a ValueError (int()),
+    a tool call or message of the wrong type an AttributeError: a 500."""
+    respx_mock.post(CHAT_URL).respond(json={
+        "id": 5, "finish_reason": "COMPLETE", "message": {
+            "content": [{"type": "text", "text": 1}, {"type": "text", "text": "hi"}],
+            "tool_plan": 3, "tool_calls": ["x", {"function": "f"}]},
+        "usage": {"tokens": {"input_tokens": "ten", "output_tokens": 5}}})
+    r = await gateway(CONFIG).post("/v1/chat/completions", json=CHAT)
+    assert r.status_code == 200, r.text
+    message = r.json()["choices"][0]["message"]
+    assert message["content"] == "hi" and "reasoning_content" not in message
+    assert message["tool_calls"][0]["function"] == {"name": "", "arguments": "{}"}
+    assert r.json()["usage"] == {"prompt_tokens": 0, "completion_tokens": 5, "total_tokens": 5}
+    respx_mock.post(EMBED_URL).respond(json={"embeddings": [[0.5]], "meta": "x"})
+    r = await gateway(CONFIG).post("/v1/embeddings", json={"model": MODEL, "input": "a"})
+    assert r.status_code == 200 and r.json()["data"] == []
+
+
+def test_stream_events_of_the_wrong_shape_are_skipped():
+    """Found by test_fuzz_providers: AttributeError on a content or tool call that is a
+    string."""
+    converter = CohereStream(MODEL, True)
+    out = converter.feed(sse(
+        {"type": "message-start", "id": 5},
+        {"type": "content-delta", **msg(content="text")},
+        {"type": "content-delta", **msg(content={"text": 5})},
+        {"type": "content-delta", **msg(content={"text": "hi"})},
+        {"type": "tool-call-start", **msg(tool_calls="f")},
+        {"type": "tool-call-delta", **msg(tool_calls={"function": "x"})},
+        {"type": "message-end", "delta": {"usage": {"tokens": {"input_tokens": [1]}}}}))
+    got = chunks(out + converter.close())
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in got
+                   if c["choices"]) == "hi"
+    assert got[-1]["usage"]["prompt_tokens"] == 0
+
+
 async def test_stream_byte_by_byte():
     for raw, include_usage in ((STREAM, True), (TOOL_STREAM, False)):
         converter = CohereStream(MODEL, include_usage)

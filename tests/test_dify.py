@@ -127,6 +127,38 @@ async def test_workflow_request_and_answer(gateway, respx_mock):
     assert answer["usage"] == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 15}
 
 
+async def test_answer_fields_of_the_wrong_type_read_as_absent(gateway, respx_mock):
+    """Found by test_fuzz_providers: a count or created_at that is not a number was a
+    ValueError or TypeError (int()), a data or metadata that is not an object an
+    AttributeError: a 500."""
+    route = respx_mock.post(WORKFLOW_URL).respond(json={"workflow_run_id": "run-1", "data": {
+        "status": "succeeded", "outputs": ["x"], "total_tokens": "15", "created_at": "now"}})
+    r = await gateway(WORKFLOW).post("/v1/chat/completions", json=CHAT)
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["total_tokens"] == 0 and r.json()["created"] > 1705407629
+    route.respond(json={"workflow_run_id": "run-1", "data": "x"})
+    r = await gateway(WORKFLOW).post("/v1/chat/completions", json=CHAT)
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == ""
+    respx_mock.post(CHAT_URL).respond(json=dict(ANSWER, created_at=[1], metadata={"usage": {
+        "prompt_tokens": "10", "completion_tokens": [5]}}))
+    r = await gateway(CONFIG).post("/v1/chat/completions", json=CHAT)
+    assert r.status_code == 200 and r.json()["usage"] == {
+        "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+
+
+def test_stream_events_of_the_wrong_type_are_read_as_absent():
+    """Found by test_fuzz_providers: total_tokens "15" was a ValueError (int())."""
+    raw = sse({"event": "workflow_finished", "workflow_run_id": "r", "data": {
+        "status": "succeeded", "outputs": "x", "total_tokens": "15"}})
+    got = chunks(byte_by_byte(DifyStream("dify", True, "Workflow", "reply"), raw))
+    assert got[-1]["usage"]["total_tokens"] == 0
+    raw = sse({"event": "message_end", "conversation_id": "c", "metadata": "x"},
+              {"event": "message_end", "conversation_id": "c",
+               "metadata": {"usage": {"total_tokens": "x"}}})
+    got = chunks(byte_by_byte(DifyStream("dify", True, "Chat", ""), raw))
+    assert got[-1]["usage"]["total_tokens"] == 0
+
+
 async def test_failed_workflow_is_a_502(gateway, respx_mock):
     respx_mock.post(WORKFLOW_URL).respond(json={"workflow_run_id": "run-1", "data": {
         "status": "failed", "error": "node crashed", "outputs": None}})

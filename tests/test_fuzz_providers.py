@@ -10,15 +10,17 @@ models, bedrock's embedding families). Each gets:
   upstream's (the right keys, with wrong types, nulls, missing or extra fields);
 - `convert_error(call, status, body)` likewise;
 - `stream_converter(call)` fed a random or upstream-shaped stream in random reads, then
-  closed: what it writes is SSE whose events are JSON (or `[DONE]`).
+  closed: what it writes is SSE whose events are JSON (or `[DONE]`);
+- `request(call)` on chat and embeddings requests that decode (a rich sample, mutated):
+  the upstream request, or a 4xx.
 
-Settings and strategies: `fuzz_strategies.py` (derandomized, no example database).
+Settings and strategies: `fuzz_strategies.py` (derandomized, no example database); the
+samples: `fuzz_samples.py`.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -29,222 +31,13 @@ from aiproxy_middleware.apisix_schema import ApisixTarget, Auth, AwsAuth, Provid
 from aiproxy_middleware.config import load_config
 from aiproxy_middleware.errors import ProxyError
 from aiproxy_middleware.openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody
-from aiproxy_middleware.provider import Call, Endpoint, Provider
+from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest
 from aiproxy_middleware.sse import EventParser
-from fuzz_strategies import (aws_stream, dumps, examples, json_like, split, sse_bytes)
+from fuzz_samples import CHAT, CHAT_PARTS, EMBED, FAMILIES, OPENAI, Family
+from fuzz_strategies import (aws_stream, damaged, dumps, examples, json_like, mutated,
+                             not_utf8, split, sse_bytes)
 from providers import APISIX_PROVIDERS, PROVIDERS
-
-# ---- what each upstream answers ----------------------------------------------------------
-
-
-@dataclass
-class Family:
-    """Samples of an upstream's answers, error bodies and stream events."""
-
-    answers: list[Any]
-    errors: list[Any]
-    events: list[Any] = field(default_factory=list)
-    named: bool = False  # events carry an `event:` line with their type
-    aws: dict[str, list[Any]] | None = None  # a binary AWS event stream instead of SSE
-
-    def __add__(self, other: Family) -> Family:
-        return Family(self.answers + other.answers, self.errors + other.errors,
-                      self.events + other.events, self.named or other.named,
-                      self.aws or other.aws)
-
-
-USAGE = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7,
-         "prompt_tokens_details": {"cached_tokens": 1}}
-OPENAI = Family(
-    answers=[
-        {"id": "c", "object": "chat.completion", "created": 1, "model": "m", "usage": USAGE,
-         "choices": [{"index": 0, "finish_reason": "stop", "message": {
-             "role": "assistant", "content": "hi", "tool_calls": [
-                 {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}}]},
-        {"object": "list", "model": "m", "usage": {"prompt_tokens": 1, "total_tokens": 1},
-         "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}]}],
-    errors=[{"error": {"message": "x", "type": "invalid_request_error", "code": "c"}}],
-    events=[
-        {"id": "c", "choices": [{"index": 0, "delta": {"role": "assistant", "content": "h"}}]},
-        {"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop",
-                                 "usage": USAGE}]},  # Moonshot's usage
-        {"id": "c", "choices": [], "usage": USAGE}])
-
-CLAUDE = Family(
-    answers=[{"id": "msg", "type": "message", "role": "assistant", "model": "claude",
-              "content": [{"type": "thinking", "thinking": "hmm"}, {"type": "text", "text": "hi"},
-                          {"type": "tool_use", "id": "t", "name": "f", "input": {"a": 1}}],
-              "stop_reason": "tool_use", "usage": {
-                  "input_tokens": 1, "output_tokens": 2, "cache_read_input_tokens": 3,
-                  "cache_creation_input_tokens": 4}}],
-    errors=[{"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}],
-    events=[
-        {"type": "message_start", "message": {"id": "msg", "model": "claude",
-                                              "usage": {"input_tokens": 3}}},
-        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-        {"type": "content_block_start", "index": 1,
-         "content_block": {"type": "thinking", "thinking": ""}},
-        {"type": "content_block_start", "index": 2,
-         "content_block": {"type": "tool_use", "id": "t", "name": "f"}},
-        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "h"}},
-        {"type": "content_block_delta", "index": 1,
-         "delta": {"type": "thinking_delta", "thinking": "m"}},
-        {"type": "content_block_delta", "index": 2,
-         "delta": {"type": "input_json_delta", "partial_json": "{}"}},
-        {"type": "content_block_stop", "index": 2},
-        {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
-         "usage": {"output_tokens": 9}},
-        {"type": "message_stop"},
-        {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}],
-    named=True)
-
-GOOGLE_ERROR = {"error": {"code": 400, "message": "x", "status": "INVALID_ARGUMENT",
-                          "details": [{"reason": "API_KEY_INVALID"}]}}
-GEMINI_ANSWER = {
-    "candidates": [{"index": 0, "finishReason": "STOP", "content": {"role": "model", "parts": [
-        {"text": "hmm", "thought": True}, {"text": "hi"},
-        {"functionCall": {"name": "f", "args": {"a": 1}}}]}}],
-    "usageMetadata": {"promptTokenCount": 1, "candidatesTokenCount": 2, "thoughtsTokenCount": 3,
-                      "cachedContentTokenCount": 1, "totalTokenCount": 6},
-    "promptFeedback": {"blockReason": "SAFETY"}, "modelVersion": "g", "responseId": "r"}
-GEMINI = Family(
-    answers=[GEMINI_ANSWER, {"embeddings": [{"values": [0.5, 1.0]}],
-                             "usageMetadata": {"promptTokenCount": 2}}],
-    errors=[GOOGLE_ERROR, [GOOGLE_ERROR]],
-    events=[GEMINI_ANSWER, GOOGLE_ERROR])
-VERTEX_EMBEDDINGS = Family(
-    answers=[{"predictions": [{"embeddings": {"values": [0.5, 1.0],
-                                              "statistics": {"token_count": 3}}}]}],
-    errors=[])
-
-BEDROCK = Family(
-    answers=[
-        {"output": {"message": {"role": "assistant", "content": [
-            {"reasoningContent": {"reasoningText": {"text": "hmm"}}}, {"text": "hi"},
-            {"toolUse": {"toolUseId": "t", "name": "f", "input": {"a": 1}}}]}},
-         "stopReason": "tool_use", "usage": {"inputTokens": 1, "outputTokens": 2,
-                                             "cacheReadInputTokens": 3,
-                                             "cacheWriteInputTokens": 4}},
-        {"embedding": [0.5, 1.0], "inputTextTokenCount": 3},
-        {"embeddings": [[0.5, 1.0]]}, {"embeddings": {"float": [[0.5, 1.0]]}}],
-    errors=[{"message": "x"}, {"Message": "x"}],
-    aws={
-        "messageStart": [{"role": "assistant"}],
-        "contentBlockStart": [{"contentBlockIndex": 1, "start": {
-            "toolUse": {"toolUseId": "t", "name": "f"}}}],
-        "contentBlockDelta": [
-            {"contentBlockIndex": 0, "delta": {"text": "hi"}},
-            {"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "hmm"}}},
-            {"contentBlockIndex": 1, "delta": {"toolUse": {"input": "{}"}}}],
-        "contentBlockStop": [{"contentBlockIndex": 1}],
-        "messageStop": [{"stopReason": "tool_use"}],
-        "metadata": [{"usage": {"inputTokens": 1, "outputTokens": 2, "totalTokens": 3}}]})
-
-COHERE_USAGE = {"billed_units": {"input_tokens": 9, "output_tokens": 4},
-                "tokens": {"input_tokens": 10, "output_tokens": 5}}
-COHERE = Family(
-    answers=[
-        {"id": "c", "finish_reason": "TOOL_CALL", "usage": COHERE_USAGE, "message": {
-            "role": "assistant", "tool_plan": "plan", "content": [{"type": "text", "text": "hi"}],
-            "tool_calls": [{"id": "t", "type": "function",
-                            "function": {"name": "f", "arguments": "{}"}}]}},
-        {"id": "e", "embeddings": {"float": [[0.5, 1.0]]},
-         "meta": {"billed_units": {"input_tokens": 3}}}],
-    errors=[{"message": "x"}],
-    events=[
-        {"type": "message-start", "id": "s", "delta": {"message": {"role": "assistant"}}},
-        {"type": "content-delta", "index": 0, "delta": {"message": {"content": {"text": "h"}}}},
-        {"type": "tool-plan-delta", "delta": {"message": {"tool_plan": "p"}}},
-        {"type": "tool-call-start", "index": 0, "delta": {"message": {"tool_calls": {
-            "id": "t", "type": "function", "function": {"name": "f", "arguments": ""}}}}},
-        {"type": "tool-call-delta", "index": 0,
-         "delta": {"message": {"tool_calls": {"function": {"arguments": "{}"}}}}},
-        {"type": "message-end", "delta": {"finish_reason": "COMPLETE", "usage": COHERE_USAGE}},
-        {"message": "stream failed"}],
-    named=True)
-
-QWEN_USAGE = {"input_tokens": 3, "output_tokens": 4, "total_tokens": 7,
-              "prompt_tokens_details": {"cached_tokens": 1},
-              "output_tokens_details": {"reasoning_tokens": 2}}
-QWEN_CHOICE = {"finish_reason": "tool_calls", "index": 0, "message": {
-    "role": "assistant", "content": [{"text": "hi"}], "reasoning_content": "hmm",
-    "tool_calls": [{"index": 0, "id": "t", "type": "function",
-                    "function": {"name": "f", "arguments": {"a": 1}}}]}}
-QWEN = Family(
-    answers=[{"output": {"choices": [QWEN_CHOICE]}, "usage": QWEN_USAGE, "request_id": "r"},
-             {"output": {"text": "hi", "finish_reason": "stop"}, "usage": QWEN_USAGE},
-             {"output": {"embeddings": [{"text_index": 0, "embedding": [0.1, 0.2]}]},
-              "usage": {"total_tokens": 7}}],
-    errors=[{"code": "InvalidParameter", "message": "x", "request_id": "r"}],
-    events=[{"output": {"choices": [QWEN_CHOICE]}, "usage": QWEN_USAGE, "request_id": "r"},
-            {"code": "Throttling", "message": "x", "status_code": 429}])
-
-DIFY_BASE = {"conversation_id": "conv", "message_id": "m", "created_at": 1705407629}
-DIFY_USAGE = {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
-DIFY = Family(
-    answers=[{**DIFY_BASE, "answer": "hi", "metadata": {"usage": DIFY_USAGE}},
-             {"workflow_run_id": "w", "data": {"id": "w", "status": "succeeded",
-                                               "outputs": {"reply": "hi"}, "total_tokens": 3,
-                                               "created_at": 1}}],
-    errors=[{"code": "invalid_param", "message": "x", "status": 400}],
-    events=[{"event": "message", **DIFY_BASE, "answer": "h"},
-            {"event": "agent_message", **DIFY_BASE, "answer": "h"},
-            {"event": "text_chunk", "workflow_run_id": "w", "data": {"text": "h"}},
-            {"event": "message_end", **DIFY_BASE, "metadata": {"usage": DIFY_USAGE}},
-            {"event": "workflow_finished", "workflow_run_id": "w", "data": {
-                "status": "succeeded", "outputs": {"reply": "hi"}, "total_tokens": 3}},
-            {"event": "error", "status": 400, "code": "c", "message": "x"}])
-
-MINIMAX_MESSAGE = {"sender_type": "BOT", "sender_name": "MM", "text": "hi",
-                   "function_call": {"name": "f", "arguments": "{}"}}
-MINIMAX_ANSWER = {"id": "i", "created": 1, "model": "abab", "reply": "hi",
-                  "choices": [{"finish_reason": "stop", "index": 0,
-                               "messages": [MINIMAX_MESSAGE]}],
-                  "usage": {"total_tokens": 3, "prompt_tokens": 1, "completion_tokens": 2},
-                  "output_sensitive": False, "base_resp": {"status_code": 0, "status_msg": ""}}
-MINIMAX_ERROR = {"base_resp": {"status_code": 1004, "status_msg": "auth"}}
-MINIMAX = Family(answers=[MINIMAX_ANSWER], errors=[MINIMAX_ERROR],
-                 events=[MINIMAX_ANSWER, {"choices": [{"messages": [MINIMAX_MESSAGE]}]},
-                         MINIMAX_ERROR])
-
-HUNYUAN_CHOICE = {"Index": 0, "FinishReason": "tool_calls",
-                  "Message": {"Role": "assistant", "Content": "hi", "ReasoningContent": "hmm",
-                              "ToolCalls": [{"Id": "t", "Index": 0, "Type": "function",
-                                             "Function": {"Name": "f", "Arguments": "{}"}}]}}
-HUNYUAN_USAGE = {"PromptTokens": 1, "CompletionTokens": 2, "TotalTokens": 3}
-HUNYUAN_ERROR = {"Response": {"Error": {"Code": "AuthFailure", "Message": "x"},
-                              "RequestId": "r"}}
-HUNYUAN = Family(
-    answers=[{"Response": {"Id": "i", "Created": 1, "Choices": [HUNYUAN_CHOICE],
-                           "Usage": HUNYUAN_USAGE}}, HUNYUAN_ERROR],
-    errors=[HUNYUAN_ERROR],
-    events=[{"Id": "i", "Created": 1, "Usage": HUNYUAN_USAGE, "Choices": [
-        {"FinishReason": "stop", "Delta": {**HUNYUAN_CHOICE["Message"]}}]},
-            {"ErrorMsg": {"Code": "x", "Msg": "y"}}, HUNYUAN_ERROR])
-
-SPARK_CALL = {"type": "function", "function": {"name": "f", "arguments": "{}"}}
-SPARK = Family(
-    answers=[{"code": 0, "message": "Success", "sid": "s", "created": 1,
-              "choices": [{"index": 0, "finish_reason": "function_call", "message": {
-                  "role": "assistant", "content": "hi", "reasoning_content": "hmm",
-                  "tool_calls": SPARK_CALL}}],
-              "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}},
-             {"code": 10013, "message": "x", "sid": "s"}],
-    errors=[{"error": {"message": "x", "code": "10007"}}, {"code": 11200, "message": "x"}],
-    events=[{"code": 0, "sid": "s", "id": "s", "created": 1, "choices": [{
-        "index": 0, "finish_reason": "stop", "delta": {
-            "role": "assistant", "content": "h", "reasoning_content": "m",
-            "tool_calls": [{**SPARK_CALL, "index": 0, "id": "t"}]}}],
-             "usage": {"prompt_tokens": 1}},
-            {"code": 10013, "message": "x"}, {"error": {"message": "x", "code": 1}}])
-
-DEEPL = Family(answers=[{"translations": [{"detected_source_language": "EN", "text": "hi"}]}],
-               errors=[{"message": "x", "detail": "y"}])
-
-FAMILIES = {"claude": CLAUDE, "gemini": GEMINI, "vertex": GEMINI + CLAUDE + VERTEX_EMBEDDINGS,
-            "vertex-ai": VERTEX_EMBEDDINGS + GEMINI, "bedrock": BEDROCK, "cohere": COHERE,
-            "qwen": QWEN, "dify": DIFY, "minimax": MINIMAX, "hunyuan": HUNYUAN, "spark": SPARK,
-            "deepl": DEEPL}
+from providers._compatible import OpenAICompatible
 
 # ---- the providers, each mode that converts differently ---------------------------------
 
@@ -271,17 +64,21 @@ MODELS: dict[str, list[str]] = {
 }
 
 
-def _config_variants() -> list[tuple[str, Provider, str]]:
+Variant = tuple[str, Provider, str, Family]  # test id, provider, its config type, answers
+
+
+def _config_variants() -> list[Variant]:
     out = []
     for name in sorted(PROVIDERS):
         for i, extra in enumerate(SETTINGS.get(name, [{}])):
             raw = {"type": name, "apiTokens": ["token"], **extra}
             provider = load_config({"provider": raw}).routes[0].provider
-            out.append((f"{name}-{i}" if i else name, provider, name))
+            out.append((f"{name}-{i}" if i else name, provider, name,
+                        FAMILIES.get(name, OPENAI)))
     return out
 
 
-def _apisix_variants() -> list[tuple[str, Provider, str]]:
+def _apisix_variants() -> list[Variant]:
     endpoints = {"azure-openai": "https://r.openai.azure.com/openai/deployments/d/chat/"
                                  "completions?api-version=2024-10-21",
                  "openai-compatible": "https://llm.example/v1/chat/completions"}
@@ -291,15 +88,13 @@ def _apisix_variants() -> list[tuple[str, Provider, str]]:
                               ProviderConf(project_id="project", region="us-east-1"),
                               endpoints.get(name), None, 30000, "routes[0]")
         provider = APISIX_PROVIDERS[name].from_apisix(target)
-        out.append((f"apisix-{name}", provider, provider.name))
+        family = (OPENAI if isinstance(provider, OpenAICompatible)  # anthropic, gemini, ...
+                  else FAMILIES.get(name, OPENAI))
+        out.append((f"apisix-{name}", provider, provider.name, family))
     return out
 
 
 VARIANTS = _config_variants() + _apisix_variants()
-
-
-def _family(id: str, kind: str) -> Family:
-    return FAMILIES.get("vertex-ai" if id == "apisix-vertex-ai" else kind, OPENAI)
 
 
 def _endpoints(provider: Provider) -> list[Endpoint]:
@@ -371,11 +166,14 @@ def _sse_of_json(out: bytes) -> None:
 
 
 def _params(operation: str, converting: int, plain: int) -> list[Any]:
-    """(provider, kind, examples) for each variant: `converting` examples for one whose
-    `operation` converts, `plain` for one that relays."""
-    return [pytest.param(provider, kind, converting if _converts(
-        provider, kind, _family(id, kind), operation) else plain, id=id)
-        for id, provider, kind in VARIANTS]
+    """(provider, kind, family, examples) for each variant: `converting` examples for one
+    whose `operation` converts, `plain` for one that relays."""
+    return [pytest.param(provider, kind, family, converting if _converts(
+        provider, kind, family, operation) else plain, id=id)
+        for id, provider, kind, family in VARIANTS]
+
+
+PARAMS = ("provider", "kind", "family", "n")
 
 
 def _run(n: int, strategy: st.SearchStrategy[Any], check: Any) -> None:
@@ -384,14 +182,13 @@ def _run(n: int, strategy: st.SearchStrategy[Any], check: Any) -> None:
 
 def test_every_provider_is_covered() -> None:
     """Each config type and APISIX name is built above: none is skipped."""
-    assert {kind for _, _, kind in _config_variants()} == set(PROVIDERS)
-    assert {id.removeprefix("apisix-") for id, _, _ in _apisix_variants()} == set(APISIX_PROVIDERS)
+    assert {kind for _, _, kind, _ in _config_variants()} == set(PROVIDERS)
+    assert {id.removeprefix("apisix-") for id, *_ in _apisix_variants()} == set(APISIX_PROVIDERS)
 
 
-@pytest.mark.parametrize(("provider", "kind", "n"), _params("response", 80, 5))
+@pytest.mark.parametrize(PARAMS, _params("response", 60, 5))
 def test_convert_response_gives_bytes_none_or_a_proxy_error(provider: Provider, kind: str,
-                                                            n: int, request) -> None:
-    family = _family(request.node.callspec.id, kind)
+                                                            family: Family, n: int) -> None:
     bodies = json_like(*family.answers)
     if kind == "dify":  # an Agent app's answer is a whole event stream
         bodies |= _stream_bytes(family)
@@ -408,10 +205,9 @@ def test_convert_response_gives_bytes_none_or_a_proxy_error(provider: Provider, 
     _run(n, st.tuples(_calls(provider, kind), bodies), check)
 
 
-@pytest.mark.parametrize(("provider", "kind", "n"), _params("error", 40, 5))
-def test_convert_error_gives_an_error_body_or_none(provider: Provider, kind: str, n: int,
-                                                   request) -> None:
-    family = _family(request.node.callspec.id, kind)
+@pytest.mark.parametrize(PARAMS, _params("error", 30, 5))
+def test_convert_error_gives_an_error_body_or_none(provider: Provider, kind: str,
+                                                   family: Family, n: int) -> None:
     bodies = json_like(*(family.errors + OPENAI.errors))
     calls = _calls(provider, kind) | st.just(None)
     statuses = st.sampled_from([400, 401, 403, 404, 429, 456, 500, 503, 529])
@@ -434,11 +230,9 @@ def test_convert_error_gives_an_error_body_or_none(provider: Provider, kind: str
     _run(n, st.tuples(calls, statuses, bodies), check)
 
 
-@pytest.mark.parametrize(("provider", "kind", "n"), _params("stream", 80, 5))
+@pytest.mark.parametrize(PARAMS, _params("stream", 60, 5))
 def test_stream_converter_writes_sse_or_raises_a_proxy_error(provider: Provider, kind: str,
-                                                             n: int, request) -> None:
-    family = _family(request.node.callspec.id, kind)
-
+                                                             family: Family, n: int) -> None:
     def check(case: tuple[Call, list[bytes]]) -> None:
         call, pieces = case
         converter = provider.stream_converter(call)
@@ -453,3 +247,59 @@ def test_stream_converter_writes_sse_or_raises_a_proxy_error(provider: Provider,
             _sse_of_json(out)
 
     _run(n, st.tuples(_calls(provider, kind), _stream_bytes(family).flatmap(split)), check)
+
+
+# ---- requests ---------------------------------------------------------------------------
+
+def _request_converts(provider: Provider) -> bool:
+    return type(provider).request is not OpenAICompatible.request
+
+
+def _request_bodies(*samples: Any) -> st.SearchStrategy[bytes]:
+    """Mostly the samples with odd values of the right types (they decode), some with
+    wrong types, some not UTF-8 or damaged."""
+    odd = st.sampled_from(samples).flatmap(lambda v: mutated(v, keep_types=True)).map(dumps)
+    wrong = st.sampled_from(samples).flatmap(mutated).map(dumps)
+    return st.one_of(odd, odd, odd, wrong, odd.flatmap(not_utf8), odd.flatmap(damaged))
+
+
+REQUEST_BODIES = {Endpoint.CHAT: _request_bodies(CHAT, CHAT_PARTS),
+                  Endpoint.EMBEDDINGS: _request_bodies(EMBED)}
+
+
+@pytest.mark.parametrize(("provider", "kind", "n"), [
+    pytest.param(provider, kind, 30 if _request_converts(provider) else 3, id=id)
+    for id, provider, kind, _ in VARIANTS])
+def test_request_is_built_or_is_a_4xx(provider: Provider, kind: str, n: int) -> None:
+    """What the middleware's checks let through is an upstream request, or the client's
+    error."""
+
+    def check(case: tuple[Endpoint, str, bytes]) -> None:
+        endpoint, model, data = case
+        try:  # as the middleware decodes and checks it
+            body = JsonBody.decode(data)
+            if endpoint is Endpoint.CHAT:
+                request: Any = body.typed(ChatCompletionRequest)
+                if not request.messages:
+                    return
+            else:
+                request = body.typed(EmbeddingsRequest)
+                if request.input in ([], ""):
+                    return
+        except ProxyError:
+            return
+        body.set("model", model)
+        stream = bool(getattr(request, "stream", False))
+        call = Call(endpoint, body, request, model, model, "token", stream, endpoint.value, "",
+                    [], stream)
+        try:
+            up = provider.request(call)
+        except ProxyError as exc:
+            assert 400 <= exc.status < 500, (exc.status, exc.message)
+            return
+        assert isinstance(up, UpstreamRequest) and isinstance(up.body, bytes)
+
+    models = st.sampled_from(MODELS.get(kind, ["model-x"]))
+    cases = st.one_of(*(st.tuples(st.just(e), models, REQUEST_BODIES[e])
+                        for e in _endpoints(provider)))
+    _run(n, cases, check)

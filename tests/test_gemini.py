@@ -228,6 +228,34 @@ async def test_response_converted(gateway, respx_mock):
                              "completion_tokens_details": {"reasoning_tokens": 3}}
 
 
+async def test_answer_fields_of_the_wrong_type_read_as_absent(gateway, respx_mock):
+    """Found by test_fuzz_providers: an AttributeError (a candidate or part that is not an
+    object) or TypeError (a count that is a string) was a 500."""
+    respx_mock.post(CHAT_URL).respond(json={
+        "candidates": [5, {"index": "0", "finishReason": ["STOP"], "content": {"parts": [
+            "text", {"functionCall": "f"}, {"text": "hi"}]}}],
+        "usageMetadata": {"promptTokenCount": "3", "candidatesTokenCount": 2},
+        "promptFeedback": "x", "modelVersion": 1})
+    r = await gateway(CONFIG).post("/v1/chat/completions", json=CHAT)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == "gemini-2.5-flash"
+    assert [(c["index"], c["finish_reason"], c["message"]["content"]) for c in body["choices"]] \
+        == [(1, "stop", "hi")]
+    assert body["choices"][0]["message"]["tool_calls"][0]["function"] == {
+        "name": "", "arguments": "{}"}
+    assert body["usage"] == {"prompt_tokens": 0, "completion_tokens": 2, "total_tokens": 2}
+
+
+async def test_error_details_of_the_wrong_shape(gateway, respx_mock):
+    """Found by test_fuzz_providers: a reason that is a list was a TypeError (unhashable)."""
+    respx_mock.post(CHAT_URL).respond(400, json={"error": {
+        "code": 400, "message": "bad", "status": "INVALID_ARGUMENT",
+        "details": [{"reason": ["API_KEY_INVALID"]}, "x"]}})
+    r = await gateway(CONFIG).post("/v1/chat/completions", json=CHAT)
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+
+
 async def test_function_calls_become_tool_calls(gateway, respx_mock):
     respx_mock.post(CHAT_URL).respond(json=CALL_ANSWER)
     body = (await gateway(CONFIG).post("/v1/chat/completions", json=CHAT)).json()
@@ -317,6 +345,23 @@ def test_stream_without_final_blank_line_and_empty_stream():
     assert got[-1]["choices"][0]["finish_reason"] == "stop"
 
 
+def test_stream_events_of_the_wrong_shape_are_skipped():
+    """Found by test_fuzz_providers: a candidate, content or part that is not an object, or
+    candidates that are an object, was an AttributeError or TypeError."""
+    converter = GeminiStream("m", True)
+    out = converter.feed(sse(
+        {"candidates": {"a": 1}}, {"candidates": [None, {"content": "x"}]},
+        {"candidates": [{"content": {"parts": [1, {"functionCall": [1]}, {"text": "hi"}]},
+                         "finishReason": 5}],
+         "usageMetadata": {"promptTokenCount": [1], "thoughtsTokenCount": "2"}}))
+    got = chunks(out + converter.close())
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in got
+                   if c["choices"]) == "hi"
+    assert got[-1]["usage"] == {"prompt_tokens": 0, "completion_tokens": 0,
+                                "total_tokens": 0, "completion_tokens_details": {
+                                    "reasoning_tokens": 0}}
+
+
 def test_stream_error_event_ends_stream():
     converter = GeminiStream("m", False)
     out = converter.feed(sse({"error": {"code": 503, "message": "overloaded",
@@ -388,6 +433,15 @@ async def test_embeddings_base64(gateway, respx_mock):
     data = r.json()["data"]
     assert [list(struct.unpack("<2f", base64.b64decode(d["embedding"]))) for d in data] == [
         [0.5, -1.0], [0.25, 2.0]]
+
+
+@pytest.mark.parametrize("values", [["a", 1.0], {"a": 1}, [1e39]])
+async def test_embedding_that_is_not_float32_numbers_is_502(gateway, respx_mock, values):
+    """Found by test_fuzz_providers: base64 packing raised struct.error or OverflowError."""
+    respx_mock.post(EMBED_URL).respond(json={"embeddings": [{"values": values}]})
+    r = await gateway(CONFIG).post("/v1/embeddings", json={
+        "model": "gemini-embedding-001", "input": "a", "encoding_format": "base64"})
+    assert r.status_code == 502 and r.json()["error"]["code"] == "bad_upstream_response"
 
 
 async def test_original_protocol_forwards_native_path(gateway, respx_mock):

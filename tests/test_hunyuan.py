@@ -227,6 +227,27 @@ async def test_reasoning_content_is_kept(gateway, respx_mock):
                                                  "reasoning_content": "thinking"}
 
 
+async def test_answer_fields_of_the_wrong_type_read_as_absent(gateway, respx_mock):
+    """Found by test_fuzz_providers: a count that is a string was a TypeError, a choice or
+    tool call that is not an object an AttributeError, a FinishReason that is a list a
+    TypeError (unhashable): each a 500."""
+    respx_mock.post(URL).respond(json={"Response": {
+        "Id": 5, "Created": "now", "Choices": ["x", {"FinishReason": ["stop"], "Message": {
+            "Content": 42, "ToolCalls": [1, {"Function": "f"}]}}],
+        "Usage": {"PromptTokens": "15", "CompletionTokens": 9}}})
+    client = gateway({"provider": CONFIG})
+    r = await client.post("/v1/chat/completions",
+                          json={"model": "m", "messages": [{"role": "user", "content": "q"}]})
+    assert r.status_code == 200, r.text
+    answer_ = r.json()
+    assert isinstance(answer_["id"], str) and isinstance(answer_["created"], int)
+    choice = answer_["choices"][0]
+    assert choice["index"] == 1 and choice["finish_reason"] == "stop"
+    assert choice["message"]["content"] is None
+    assert choice["message"]["tool_calls"][0]["function"] == {"name": "", "arguments": "{}"}
+    assert answer_["usage"] == {"prompt_tokens": 0, "completion_tokens": 9, "total_tokens": 9}
+
+
 @pytest.mark.parametrize("code, status", [
     ("InvalidParameter", 400), ("AuthFailure.SignatureFailure", 401),
     ("LimitExceeded", 429), ("InternalError", 500)])
@@ -288,6 +309,18 @@ def run_stream(data: bytes, include_usage: bool = True) -> list[Any]:
     converter = HunyuanStream("hunyuan-lite", include_usage)
     out = b"".join(converter.feed(data[i:i + 1]) for i in range(len(data)))
     return chunks(out + converter.close())
+
+
+def test_stream_events_of_the_wrong_shape_are_skipped():
+    """Found by test_fuzz_providers: a choice, delta or tool call that is not an object was
+    an AttributeError."""
+    got = run_stream(sse({"Id": 5, "Created": "x", "Choices": [3]},
+                         {"Choices": [{"Delta": "x"}]},
+                         {"Choices": [{"Delta": {"Content": 1, "ToolCalls": [2]}}]},
+                         event("hi", finish="stop")))
+    assert got[-1] == "[DONE]"
+    assert "".join(c["choices"][0]["delta"].get("content", "")
+                   for c in got[:-1] if c["choices"]) == "hi"
 
 
 def test_stream_byte_by_byte_keeps_the_final_text():

@@ -303,6 +303,15 @@ def test_stream_without_done_ends_choices_at_close():
     assert parse(out)[-1]["choices"][0]["index"] == 1
 
 
+@pytest.mark.parametrize("index", [[0], {"a": 1}])
+def test_stream_choice_index_of_the_wrong_type_reads_as_0(index):
+    """Found by test_fuzz: an index that is a list or object was a TypeError (unhashable)."""
+    stream = rules(reasoning_content_mode="concat").stream(None)
+    out = feed(stream, chunk({"reasoning_content": "x"}, index=index) + DONE, 10_000)
+    assert texts(out) == ("<think>x</think>", "")
+    assert [c["choices"][0]["index"] for c in parse(out)[:-1]] == [index, 0]
+
+
 def _snake(name: str) -> str:
     return "".join("_" + c.lower() if c.isupper() else c for c in name)
 

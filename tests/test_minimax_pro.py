@@ -252,6 +252,23 @@ async def test_length_and_sensitive_finish(gateway, respx_mock):
         "finish_reason"] == "content_filter"
 
 
+async def test_answer_fields_of_the_wrong_type_read_as_absent(gateway, respx_mock):
+    """Found by test_fuzz_providers: a finish_reason that is a list was a TypeError
+    (unhashable), a choice that is not an object an AttributeError: a 500."""
+    respx_mock.post(URL).respond(json=answer(
+        choices=[5, {"finish_reason": ["stop"], "index": "0", "messages": [
+            {"sender_type": "BOT", "text": "hi"}]}],
+        usage={"prompt_tokens": "1", "completion_tokens": 2}, created="now", model=7))
+    r = await gateway(CONFIG).post("/v1/chat/completions", json={
+        "model": "x", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200, r.text
+    answer_ = r.json()
+    assert answer_["model"] == "abab6.5s-chat" and isinstance(answer_["created"], int)
+    assert [(c["index"], c["finish_reason"], c["message"]["content"])
+            for c in answer_["choices"]] == [(1, "stop", "hi")]
+    assert answer_["usage"] == {"prompt_tokens": 0, "completion_tokens": 2, "total_tokens": 2}
+
+
 # --- errors -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("code, status, kind", [
@@ -314,6 +331,18 @@ async def test_stream_deltas(gateway, respx_mock):
     assert finishes.count("stop") == 1 and finishes[-1] == "stop"
     assert got[-1]["choices"] == [] and got[-1]["usage"] == {
         "prompt_tokens": 15, "completion_tokens": 5, "total_tokens": 20}
+
+
+async def test_stream_events_of_the_wrong_shape_are_skipped(gateway, respx_mock):
+    """Found by test_fuzz_providers: choices that are an object were a KeyError (choices[0]),
+    a finish_reason that is a list a TypeError."""
+    body = (b'data: {"id": "s1", "choices": {"a": 1}}\n\n'
+            b'data: {"id": "s1", "choices": 5, "created": "x"}\n\n' + event("hi")
+            + b'data: {"choices": [{"finish_reason": ["stop"], "messages": "x"}]}\n\n')
+    _, r = await _stream(gateway, respx_mock, body)
+    got = chunks(r.text)
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in got
+                   if c["choices"]) == "hi"
 
 
 async def test_stream_without_usage_chunk(gateway, respx_mock):

@@ -255,6 +255,46 @@ async def test_native_tool_call_answer(gateway, respx_mock):
     assert answer["usage"]["total_tokens"] == 11
 
 
+async def test_native_answer_fields_of_the_wrong_type_read_as_absent(gateway, respx_mock):
+    """Found by test_fuzz_providers: a count that is a string was a TypeError, a choice or
+    tool call that is not an object an AttributeError, embeddings whose text_index is a
+    string and a number a TypeError (in sorting): each a 500."""
+    respx_mock.post(TEXT_URL).respond(json={
+        "output": {"choices": ["x", {"finish_reason": ["stop"], "message": {
+            "content": [{"text": 1}, {"text": "hi"}], "tool_calls": [5, {"function": "f"}]}}]},
+        "usage": {"input_tokens": "3", "output_tokens": 4,
+                  "prompt_tokens_details": {"cached_tokens": "1"}}, "request_id": 7})
+    client = gateway({"provider": PLAIN})
+    r = await client.post("/v1/chat/completions", json={
+        "model": "qwen-max", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["choices"][0]["index"] == 1 and answer["choices"][0]["finish_reason"] == "stop"
+    assert answer["choices"][0]["message"]["content"] == "hi"
+    assert answer["usage"]["prompt_tokens"] == 0 and answer["usage"]["total_tokens"] == 4
+    respx_mock.post(EMBED_URL).respond(json={"output": {"embeddings": [
+        {"text_index": "1", "embedding": [0.3]}, {"text_index": 0, "embedding": [0.1]}, 2]}})
+    r = await client.post("/v1/embeddings", json={"model": "text-embedding-v3",
+                                                  "input": ["a", "b"]})
+    assert r.status_code == 200, r.text
+    assert [d["embedding"] for d in r.json()["data"]] == [[0.3], [0.1]]
+
+
+def test_native_stream_frames_of_the_wrong_shape_are_skipped():
+    """Found by test_fuzz_providers: AttributeError on a choice or message that is not an
+    object."""
+    converter = QwenStream("qwen-plus", True)
+    raw = converter.feed(native_sse(
+        {"output": {"choices": [7]}}, {"output": {"choices": [{"message": "x"}]}},
+        {"output": "x", "request_id": 5},
+        frame({"content": "hi", "tool_calls": [1, {"function": [1]}]}, "stop",
+              {"input_tokens": "3", "output_tokens": 4}))) + converter.close()
+    out = chunks(raw)
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in out
+                   if c["choices"]) == "hi"
+    assert out[-1]["usage"]["prompt_tokens"] == 0 and out[-1]["usage"]["completion_tokens"] == 4
+
+
 def test_native_stream_fed_one_byte_at_a_time():
     converter = QwenStream("qwen-plus", True)
     raw = b"".join(converter.feed(STREAM[i:i + 1]) for i in range(len(STREAM)))

@@ -122,6 +122,39 @@ async def test_code_errors(gateway, respx_mock, code, status, stream):
     assert r.json()["error"]["code"] == str(code)
 
 
+async def test_answer_fields_of_the_wrong_type_read_as_absent(gateway, respx_mock):
+    """Found by test_fuzz_providers: a finish_reason that is an object was a TypeError
+    (unhashable), a choice that is not an object an AttributeError, an error that is a
+    string an AttributeError, a count that is a string a TypeError: each a 500."""
+    route = respx_mock.post(URL).respond(json={
+        "code": 0, "sid": 5, "choices": [1.5, {"finish_reason": {"a": 1}, "message": {
+            "content": 7, "tool_calls": ["f", {"function": "g", "index": "0"}]}}],
+        "usage": {"prompt_tokens": "10", "completion_tokens": 2}})
+    client = gateway({"provider": CONFIG})
+    chat = {"model": "gpt-4o", "messages": [{"role": "user", "content": "q"}]}
+    r = await client.post("/v1/chat/completions", json=chat)
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    assert choice["index"] == 1 and choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["tool_calls"][0]["function"] == {"name": "", "arguments": ""}
+    assert r.json()["usage"] == {"prompt_tokens": 0, "completion_tokens": 2, "total_tokens": 2}
+    route.respond(json={"code": 0, "error": "quota exceeded"})
+    r = await client.post("/v1/chat/completions", json=chat)
+    assert r.status_code == 400 and r.json()["error"]["message"] == "quota exceeded"
+    route.respond(json={"code": [10000], "message": "odd code"})
+    r = await client.post("/v1/chat/completions", json=chat)
+    assert r.status_code == 400 and r.json()["error"]["message"] == "odd code"
+
+
+def test_stream_events_of_the_wrong_shape_are_skipped():
+    got = run_stream(sse({"code": 0, "choices": ["x", {"delta": "y"}]},
+                         {"code": 0, "choices": [{"delta": {"content": 5, "tool_calls": [1]}}]},
+                         event("hi", finish_reason=["stop"])))
+    assert got[-1] == "[DONE]"
+    assert "".join(c["choices"][0]["delta"].get("content", "")
+                   for c in got[:-1] if c["choices"]) == "hi"
+
+
 async def test_http_error_status_is_kept(gateway, respx_mock):
     respx_mock.post(URL).respond(401, json={"error": {
         "message": "invalid user", "type": "api_error", "param": None, "code": None}})

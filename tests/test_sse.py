@@ -39,6 +39,14 @@ def test_every_split_point(cut):
     assert parse_in([STREAM[:cut], STREAM[cut:]]) == EXPECTED
 
 
+@pytest.mark.parametrize("empty", [1, 2])
+def test_empty_reads_between_cr_and_lf(empty):
+    """Found by test_fuzz: an empty read after a CR forgot it, so the LF that followed was a
+    blank line of its own and ended the event early."""
+    reads = [b"data: a\r"] + [b""] * empty + [b"\ndata: b\n\n"]
+    assert parse_in(reads) == parse_in([b"".join(reads)]) == [Event("a\nb")]
+
+
 def test_last_event_without_blank_line_is_flushed_at_close():
     assert parse_in([b"data: tail"]) == [Event("tail")]
 

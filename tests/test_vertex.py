@@ -301,6 +301,19 @@ async def test_embeddings_single_input_base64(gateway, respx_mock, token_route):
     assert base64.b64decode(r.json()["data"][0]["embedding"]) == b"\x00\x00\x80\x3f"
 
 
+async def test_embeddings_of_the_wrong_shape(gateway, respx_mock, token_route):
+    """Found by test_fuzz_providers: predictions that are not a list, or statistics that
+    are not an object, were a TypeError or AttributeError (a 500)."""
+    route = respx_mock.post(EMBED_URL).respond(json={"predictions": 5})
+    r = await gateway(CONFIG).post("/v1/embeddings", json={"model": "text-embedding-005",
+                                                          "input": "x"})
+    assert r.status_code == 200 and r.json()["data"] == []
+    route.respond(json={"predictions": [{"embeddings": {"values": [1.0], "statistics": 3}}]})
+    r = await gateway(CONFIG).post("/v1/embeddings", json={"model": "text-embedding-005",
+                                                          "input": "x"})
+    assert r.status_code == 200 and r.json()["usage"]["total_tokens"] == 0
+
+
 # ---- Claude models ----------------------------------------------------------------------
 
 
