@@ -346,8 +346,8 @@ class JsonBody:
             return _decoder(tp).decode(value)
         except msgspec.MsgspecError as exc:
             raise _invalid(name, exc) from None
-        except RecursionError:
-            raise _too_deep() from None
+        except (RecursionError, UnicodeDecodeError) as exc:
+            raise _undecodable(exc, name) from None
 
     def set(self, name: str, value: Any) -> None:
         self._fields[name] = value
@@ -374,8 +374,8 @@ class JsonBody:
                                 else msgspec.convert(value, tp))
             except msgspec.MsgspecError as exc:
                 raise _invalid(name, exc) from None
-            except RecursionError:
-                raise _too_deep() from None
+            except (RecursionError, UnicodeDecodeError) as exc:
+                raise _undecodable(exc, name) from None
         return cls(**values)
 
     def encode(self) -> bytes:

@@ -35,11 +35,12 @@ def test_request_body_nested_too_deeply_or_not_utf8_is_400(data, says):
     with pytest.raises(ProxyError) as info:
         JsonBody.decode(data)
     assert info.value.status == 400 and info.value.code == "invalid_json"
-    assert info.value.message == says
+    assert info.value.message.startswith(says)
 
 
 def test_request_field_not_utf8_is_400_naming_it():
-    body = JsonBody.decode(b'{"model": "\xa8", "messages": []}')
+    raw = b'{"model": "\xa8", "messages": []}'  # past decode's own UTF-8 check
+    body = JsonBody(msgspec.json.decode(raw, type=dict[str, msgspec.Raw]), raw)
     with pytest.raises(ProxyError) as info:
         body.typed(ChatCompletionRequest)
     assert (info.value.status, info.value.param) == (400, "model")
