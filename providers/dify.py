@@ -286,6 +286,6 @@ class DifyStream(JsonEventConverter):
             return out + s.finish("stop")
         if kind == "error":
             status = value.get("status")
-            return self._fail(s, proxy_error(value, status if isinstance(status, int)
-                                             and status >= 400 else 500))
+            return self._fail(s, proxy_error(value, status if type(status) is int
+                                             and 400 <= status < 600 else 500))
         return b""

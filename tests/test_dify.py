@@ -159,6 +159,19 @@ def test_stream_events_of_the_wrong_type_are_read_as_absent():
     assert got[-1]["usage"]["total_tokens"] == 0
 
 
+@pytest.mark.parametrize("status", [141990, True, "400"])
+async def test_agent_error_event_with_a_status_that_is_not_http_is_500(gateway, respx_mock,
+                                                                       status):
+    """Found by test_fuzz_providers (a random run): an Agent app's error event with status
+    141990 became the gateway's HTTP status."""
+    config = {"provider": {"type": "dify", "apiTokens": ["app-key"], "botType": "Agent"}}
+    respx_mock.post(CHAT_URL).respond(content=sse(
+        {"event": "error", "status": status, "code": "c", "message": "boom"}),
+        headers={"content-type": "text/event-stream"})
+    r = await gateway(config).post("/v1/chat/completions", json=CHAT)
+    assert r.status_code == 500 and r.json()["error"]["message"] == "boom"
+
+
 async def test_failed_workflow_is_a_502(gateway, respx_mock):
     respx_mock.post(WORKFLOW_URL).respond(json={"workflow_run_id": "run-1", "data": {
         "status": "failed", "error": "node crashed", "outputs": None}})
