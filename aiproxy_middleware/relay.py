@@ -11,13 +11,15 @@ from typing import Any, Callable
 import httpx
 
 from .anthropic import MessageStream, convert_answer, error_event, error_json
+from .config import DEFAULT_MAX_RESPONSE_SIZE
+from .encodings import ACCEPT_ENCODING, Decoder, TooBig, Undecodable, decoded, decoder_for
 from .errors import ProxyError, upstream_invalid, upstream_timeout, upstream_unreachable
 from .messages import AnswerRules
 from .metrics import Metrics
 from .openai import ChatCompletionRequest
 from .tap import AnswerTap
 from .provider import Call, Endpoint, Provider, UpstreamRequest
-from .secrets import scrub_upstream_answer
+from .secrets import Scrubber, upstream_scrubber
 from .streams import DisconnectWatcher, NoUsage, Tapped, WholeEvents
 
 logger = logging.getLogger("aiproxy_middleware")
@@ -25,11 +27,11 @@ logger = logging.getLogger("aiproxy_middleware")
 JSON = b"application/json"
 USER_AGENT = "aiproxy-middleware"
 # Upstream response headers that describe the upstream connection, not the answer. The
-# gateway asks for an uncompressed answer; if one comes compressed anyway, its bytes pass
-# through untouched and so does its Content-Encoding.
+# gateway asks for an uncompressed answer and decodes one that comes compressed anyway
+# (encodings.py): what it relays is never encoded, so no Content-Encoding goes with it.
 _DROP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length",
                    b"date", b"server", b"proxy-connection", b"upgrade", b"trailer", b"te",
-                   b"set-cookie", b"alt-svc"})
+                   b"set-cookie", b"alt-svc", b"content-encoding"})
 
 
 OVERHEAD_HEADER = b"x-aiproxy-overhead-duration-ms"
@@ -69,6 +71,10 @@ class Trace:
     streamed: bool = False
     metrics: Metrics | None = None
     """Where the active-streams gauge is kept, if metrics are on."""
+    scrubber: Scrubber | None = None
+    """What kept the last upstream answer free of credentials (the summary uses it too)."""
+    provider: Provider | None = None
+    """The provider last called (whose secrets the summary leaves out, answer or not)."""
 
     def overhead(self) -> float:
         """Seconds spent in the gateway itself so far."""
@@ -79,12 +85,13 @@ class UpstreamFailure(Exception):
     """An upstream error answer that a caller may retry elsewhere before it is relayed."""
 
     def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes,
-                 elapsed: float) -> None:
+                 elapsed: float, scrubber: Scrubber | None = None) -> None:
         super().__init__(status)
         self.status = status
         self.headers = headers
         self.body = body
         self.elapsed = elapsed
+        self.scrubber = scrubber
 
 
 class Relay:
@@ -112,7 +119,7 @@ class Relay:
         conversion."""
 
     async def run(self, call: Call, shared: httpx.AsyncClient, receive: Any) -> None:
-        provider = self.provider
+        provider = self.trace.provider = self.provider
         request = call.request
         if isinstance(request, ChatCompletionRequest) and not request.tools \
                 and "functions" not in call.body:
@@ -130,7 +137,8 @@ class Relay:
         up = self.upstream_request(call)
         headers = up.headers
         headers.setdefault("Content-Type", "application/json")
-        headers["Accept-Encoding"] = "identity"
+        headers.pop("accept-encoding", None)  # (a lower-case one forwarded from the client)
+        headers["Accept-Encoding"] = ACCEPT_ENCODING
         headers.setdefault("User-Agent", USER_AGENT)
         if call.stream:
             headers.setdefault("Accept", "text/event-stream")
@@ -175,30 +183,56 @@ class Relay:
 
     async def _read(self, response: httpx.Response, deadline: asyncio.Timeout | None = None
                     ) -> bytes:
-        """The whole answer, within `max_bytes`; with `deadline`, an `idle` timeout applies
-        to each read (APISIX's per-operation timeout)."""
+        """The whole answer, decoded, within `max_bytes` (of decoded bytes); with `deadline`,
+        an `idle` timeout applies to each read (APISIX's per-operation timeout)."""
         cap = self.limits.max_bytes
         idle = self.limits.idle if deadline is not None else None
-        if cap is None and idle is None:
+        decoder = self._decoder(response)
+        if response.is_stream_consumed:  # an in-process answer built from bytes (a mock's)
+            data = response.content  # (httpx decoded it)
+            if cap is not None and len(data) > cap:
+                raise self._too_big(cap)
+            return data
+        if cap is None and idle is None and decoder is None:
             return await _read_raw(response)
         length = response.headers.get("content-length", "")
-        if cap is not None and length.isdigit() and int(length) > cap:
+        if decoder is None and cap is not None and length.isdigit() and int(length) > cap:
             raise self._too_big(cap)
         chunks, size = [], 0
         loop = asyncio.get_running_loop()
+        raw = response.aiter_raw()
         try:
-            async for chunk in response.aiter_raw():
+            async for chunk in raw if decoder is None else decoded(raw, decoder):
                 if idle is not None:
                     deadline.reschedule(loop.time() + idle)  # type: ignore[union-attr]
                 size += len(chunk)
                 if cap is not None and size > cap:
                     raise self._too_big(cap)
                 chunks.append(chunk)
-        except httpx.StreamConsumed:  # an in-process answer built from bytes (the mock's)
-            chunks = [response.content]
-            if cap is not None and len(response.content) > cap:
-                raise self._too_big(cap) from None
+        except TooBig:
+            raise self._too_big(decoder.limit) from None  # type: ignore[union-attr]
+        except Undecodable:
+            raise self._undecodable() from None
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _decoder(self, response: httpx.Response) -> Decoder | None:
+        """What undoes the answer's Content-Encoding (None for none); a 502 for an encoding
+        the gateway cannot undo (relaying it would hide the answer from the scrubber)."""
+        encoding = response.headers.get("content-encoding")
+        if encoding is None:
+            return None
+        try:
+            return decoder_for(encoding, self.limits.max_bytes or DEFAULT_MAX_RESPONSE_SIZE)
+        except Undecodable:
+            raise self._undecodable() from None
+
+    def _undecodable(self) -> ProxyError:
+        # (The encoding is not quoted: the upstream chose it, and it could hold anything.)
+        p = self.provider
+        logger.warning("aiproxy: %s (%s) answered in an encoding that does not decode",
+                       p.name, p.host)
+        return upstream_invalid(f"provider {p.name!r} ({p.host}) answered in a content"
+                                " encoding the gateway cannot decode")
 
     def _too_big(self, cap: int) -> ProxyError:
         p = self.provider
@@ -206,13 +240,17 @@ class Relay:
         return upstream_invalid(f"provider {p.name!r} ({p.host}) answered more than"
                                 f" {cap} bytes (the response size limit)")
 
-    async def _answer(self, call: Call, response: httpx.Response, data: bytes) -> None:
+    async def _answer(self, call: Call, response: httpx.Response, data: bytes,
+                      scrub: Scrubber | None = None) -> None:
         status = response.status_code
-        data = scrub_upstream_answer(data, self.provider, response)
+        if scrub is None:
+            scrub = upstream_scrubber(self.provider, response)
+        self.trace.scrubber = scrub
+        data = scrub.body(data)
         converted = False
         if status >= 400 and self.retry_on is not None and self.retry_on(status):
-            raise UpstreamFailure(status, _headers(response), data,
-                                  perf_counter() - self.trace.start)
+            raise UpstreamFailure(status, scrub.headers(_headers(response)), data,
+                                  perf_counter() - self.trace.start, scrub)
         if status >= 400:
             error = self.provider.convert_error(call, status, data)
             if error is not None:
@@ -232,7 +270,7 @@ class Relay:
         if self.anthropic and call.endpoint is not None:
             data, converted = convert_answer(status, data, call.model), True
         await self._respond(status, [(b"content-type", JSON)] if converted
-                            else _headers(response), data)
+                            else scrub.headers(_headers(response)), data)
 
     async def _stream(self, call: Call, client: httpx.AsyncClient, request: httpx.Request,
                       receive: Any) -> None:
@@ -301,9 +339,10 @@ class Relay:
 
     async def _relay(self, response: httpx.Response, converter: Any, upstream_headers: bool,
                      deadline: asyncio.Timeout, plain: bool, stream_end: float | None) -> None:
-        headers = _headers(response)
-        if not upstream_headers:
-            headers = [(b"content-type", b"text/event-stream")]
+        decoder = self._decoder(response)
+        scrub = self.trace.scrubber = upstream_scrubber(self.provider, response)
+        headers = (scrub.headers(_headers(response)) if upstream_headers
+                   else [(b"content-type", b"text/event-stream")])
         if not any(name.lower() == b"cache-control" for name, _ in headers):
             headers.append((b"cache-control", b"no-cache"))
         trace = self.trace
@@ -327,7 +366,13 @@ class Relay:
         loop = asyncio.get_running_loop()
         size = 0
         wait = 0.0
-        chunks = response.aiter_raw().__aiter__()
+        raw = (response.aiter_raw() if not response.is_stream_consumed
+               else _one(response.content))  # (a mock's answer, which httpx decoded)
+        chunks = (raw if decoder is None or response.is_stream_consumed
+                  else decoded(raw, decoder)).__aiter__()
+        # Each whole event is scrubbed as it goes (a credential split across two reads is
+        # whole once WholeEvents or the converter joins them).
+        needles = scrub.needles
         try:
             while True:
                 t0 = perf_counter()
@@ -335,6 +380,10 @@ class Relay:
                     chunk = await chunks.__anext__()
                 except StopAsyncIteration:
                     break
+                except TooBig:
+                    raise self._too_big(decoder.limit) from None  # type: ignore[union-attr]
+                except Undecodable:
+                    raise self._undecodable() from None
                 t1 = perf_counter()
                 if idle is not None:
                     at = loop.time() + idle
@@ -353,6 +402,8 @@ class Relay:
                 if converter is not None:
                     chunk = converter.feed(chunk)
                 if chunk:
+                    if needles:
+                        chunk = scrub.body(chunk)
                     t2 = perf_counter()
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     wait += t1 - t0 + perf_counter() - t2
@@ -375,7 +426,7 @@ class Relay:
                 tail = converter.feed(tail)
         if converter is not None:
             tail += converter.close()
-        await send({"type": "http.response.body", "body": tail, "more_body": False})
+        await send({"type": "http.response.body", "body": scrub.body(tail), "more_body": False})
 
     async def _fail_stream(self, error: ProxyError) -> None:
         if not self.started:
@@ -397,7 +448,7 @@ class Relay:
         """Relay an upstream error answer that was held back for a retry."""
         self.retry_on = None
         response = httpx.Response(failure.status, headers=failure.headers)
-        await self._answer(call, response, failure.body)
+        await self._answer(call, response, failure.body, failure.scrubber)
 
     async def _respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         headers.append((b"content-length", str(len(body)).encode()))
@@ -456,12 +507,13 @@ def _headers(response: httpx.Response) -> list[tuple[bytes, bytes]]:
     return [(k, v) for k, v in response.headers.raw if k.lower() not in _DROP]
 
 
+async def _one(data: bytes) -> Any:
+    yield data
+
+
 async def _read_raw(response: httpx.Response) -> bytes:
-    """The whole answer as the upstream sent it (not decompressed: it is relayed as is)."""
-    try:
-        chunks = [chunk async for chunk in response.aiter_raw()]
-    except httpx.StreamConsumed:  # an in-process answer built from bytes (the mock's)
-        return response.content
+    """The whole answer as the upstream sent it (one with no Content-Encoding)."""
+    chunks = [chunk async for chunk in response.aiter_raw()]
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 

@@ -4,11 +4,12 @@ The gateway's own messages never quote a credential. What it relays or logs from
 may: an upstream error body that echoes the request's key, a token endpoint's error text,
 an exception raised inside a library. Three things cover those:
 
-- `scrub` replaces every known secret in a body with `***`; the relay calls it
-  (`scrub_upstream_answer`) on every whole upstream answer it relays or converts, errors
-  above all, before anything reads it (`upstream_secrets` gives the provider's configured
-  secrets and the credentials the request carried: its auth headers' values, a SigV4/TC3
-  signature). Streamed bytes are relayed as they come, unscrubbed;
+- `scrub` replaces every known secret in a body with `***`. The relay scrubs with a
+  `Scrubber` (`upstream_scrubber`: the provider's configured secrets and the credentials
+  the request carried, its auth headers' values, a SigV4/TC3 signature) every upstream
+  answer it relays or converts, whole or streamed (each whole event), errors above all,
+  before anything reads it, and every header it relays with it; the request's summary is
+  scrubbed with it too;
 - `Provider.secrets()` lists a provider's configured secrets (apiTokens and the
   provider's own keys, an APISIX route's `auth` values);
 - `SecretFilter`, on the gateway's loggers and httpx's and httpcore's, replaces those
@@ -144,19 +145,61 @@ def upstream_secrets(provider: Provider, response: httpx.Response) -> list[str]:
     return [*provider.secrets(), *request_credentials(request)]
 
 
-def scrub_upstream_answer(body: bytes, provider: Provider, response: httpx.Response) -> bytes:
-    """A whole upstream answer (an error, or a non-streamed answer) as it may be relayed or
-    converted: without the provider's secrets or the request's credentials. Its header
-    values are scrubbed in place too (they may be relayed with it). A body with no secret
-    in it is returned as it is."""
-    secrets = expand(upstream_secrets(provider, response))
-    if not secrets:
-        return body
-    raw = response.headers.raw
-    needles = _needles(tuple(secrets))
-    if any(n in v for _, v in raw for n in needles):
-        response.headers = type(response.headers)([(k, scrub(v, secrets)) for k, v in raw])
-    return scrub(body, secrets)
+class Scrubber:
+    """Replaces one set of secrets (each in the forms `scrub` looks for) with `***` in
+    bodies, header lists and text. Made once per set of secrets (`scrubber`): what a call
+    pays is a few substring searches."""
+
+    __slots__ = ("needles", "texts")
+
+    def __init__(self, secrets: tuple[str, ...]) -> None:
+        expanded = _expanded(secrets)
+        self.needles = _needles(expanded)
+        self.texts = tuple(form for secret in expanded for form in _forms(secret))
+
+    def __bool__(self) -> bool:
+        return bool(self.needles)
+
+    def body(self, data: bytes) -> bytes:
+        for needle in self.needles:
+            if needle in data:
+                data = data.replace(needle, _MASK)
+        return data
+
+    def text(self, value: str) -> str:
+        for form in self.texts:
+            if form in value:
+                value = value.replace(form, MASK)
+        return value
+
+    def headers(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """`headers` (names and values) without the secrets: the same list when none is
+        in them."""
+        needles = self.needles
+        if any(n in k or n in v for k, v in headers for n in needles):
+            return [(self.body(k), self.body(v)) for k, v in headers]
+        return headers
+
+
+_MASK = MASK.encode()
+
+
+@functools.lru_cache(maxsize=1024)
+def _scrubber(secrets: tuple[str, ...]) -> Scrubber:
+    return Scrubber(secrets)
+
+
+def scrubber(secrets: Iterable[str]) -> Scrubber:
+    """The scrubber for `secrets` (shared by every call with the same secrets)."""
+    return _scrubber(tuple(s for s in secrets if isinstance(s, str)))
+
+
+def upstream_scrubber(provider: Provider, response: httpx.Response | None) -> Scrubber:
+    """What keeps an upstream answer (whole or streamed, body and headers) and what the
+    gateway records of it free of the provider's secrets and the request's credentials."""
+    if response is None:
+        return scrubber(provider.secrets())
+    return scrubber(upstream_secrets(provider, response))
 
 
 # ---- logs --------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from .observe import Summary, cost_of
 from .openai import ChatCompletionRequest
 from .provider import Call, Endpoint
 from .relay import Trace
+from .secrets import Scrubber, upstream_scrubber
 from .shapes import decode_json
 
 _ENDPOINTS = {Endpoint.CHAT: "chat", Endpoint.EMBEDDINGS: "embeddings",
@@ -39,19 +40,37 @@ def summarize(trace: Trace, call: Call, route: str, provider: str, instance: str
     if isinstance(request, ChatCompletionRequest) and request.tools:
         summary.tool_count = len(request.tools)
     summary.cost = cost_of(summary.prompt_tokens, summary.completion_tokens, *costs)
+    scrub = trace.scrubber
+    if scrub is None and trace.provider is not None:  # no answer came (an error)
+        scrub = upstream_scrubber(trace.provider, None)
+    if scrub:
+        _scrub(summary, scrub)
     if payloads:
-        summary.request = _payload(call)
+        summary.request = _payload(call, scrub)
     return summary
+
+
+def _scrub(summary: Summary, scrub: Scrubber) -> None:
+    """The summary's text without credentials: what the client sent (the model names), the
+    error and the answer's text (an upstream may echo a key in streamed content too; the
+    text is scrubbed whole, so a key split across events is found as well)."""
+    summary.requested_model = scrub.text(summary.requested_model)
+    summary.model = scrub.text(summary.model)
+    if summary.error:
+        summary.error = scrub.text(summary.error)
+    if summary.response_text:
+        summary.response_text = scrub.text(summary.response_text)
 
 
 def _ms(at: float | None, start: float) -> float | None:
     return None if at is None else (at - start) * 1000
 
 
-def _payload(call: Call) -> Any:
-    """The request body as JSON values; None when a field the gateway relayed without reading
-    it is not UTF-8, or the body is nested too deeply to encode."""
+def _payload(call: Call, scrub: Scrubber | None) -> Any:
+    """The request body as JSON values, without credentials; None when a field the gateway
+    relayed without reading it is not UTF-8, or the body is nested too deeply to encode."""
+    body = call.body.encode()
     try:
-        return decode_json(call.body.encode())
+        return decode_json(scrub.body(body) if scrub else body)
     except (msgspec.DecodeError, ProxyError):
         return None
