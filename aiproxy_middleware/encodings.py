@@ -33,41 +33,61 @@ class TooBig(Exception):
     """The answer passed the decoder's limit."""
 
 
-def _brotli() -> Any:
+def _brotli() -> tuple[Any, str]:
+    """The brotli module and the name of its output limit, if one that bounds its output
+    is installed (before 1.2 one call could inflate gigabytes)."""
     try:
         import brotli  # type: ignore[import-not-found]
     except ImportError:
-        return None
-    # Before 1.2 a Decompressor cannot bound its output: one call could inflate gigabytes.
-    return brotli if hasattr(brotli.Decompressor, "can_accept_more_data") else None
+        return None, ""
+    for name in ("output_buffer_limit", "max_output_length"):  # (1.2.x; later)
+        try:
+            brotli.Decompressor().process(b"", **{name: 1})
+        except TypeError:
+            continue
+        except Exception:  # noqa: BLE001 - some other failure: not usable
+            break
+        if hasattr(brotli.Decompressor, "can_accept_more_data"):
+            return brotli, name
+    return None, ""
 
 
-BROTLI = _brotli()
+BROTLI, _BROTLI_LIMIT = _brotli()
+_BROTLI_STEP = {_BROTLI_LIMIT: STEP}
 
 
 class _Zlib:
-    __slots__ = ("_d", "_raw_fallback", "_started")
+    __slots__ = ("_d", "_head", "_started")
 
     def __init__(self, wbits: int, raw_fallback: bool = False) -> None:
         self._d = zlib.decompressobj(wbits)
-        self._raw_fallback = raw_fallback
+        self._head: bytes | None = b"" if raw_fallback else None
+        """With the raw-deflate fallback: the bytes before the zlib header is known good."""
         self._started = False
 
     def decode(self, data: bytes) -> Iterator[bytes]:
+        if self._head is not None:
+            # `deflate` is zlib-wrapped by the standard; some servers send it raw. Its
+            # first two bytes tell which.
+            data = self._head + data
+            if len(data) < 2:
+                self._head = data
+                return
+            self._head = None
+            try:
+                self._d.decompress(data[:2])
+                self._d = zlib.decompressobj(zlib.MAX_WBITS)
+            except zlib.error:
+                self._d = zlib.decompressobj(-zlib.MAX_WBITS)
         d = self._d
+        self._started = self._started or bool(data)
         while True:
             if d.eof:
                 return  # bytes after the end of the stream are not part of the answer
             try:
                 out = d.decompress(data, STEP)
             except zlib.error:
-                if not self._raw_fallback or self._started:
-                    raise Undecodable("corrupt compressed data") from None
-                # `deflate` is zlib-wrapped by the standard; some servers send it raw.
-                self._d = d = zlib.decompressobj(-zlib.MAX_WBITS)
-                self._raw_fallback = False
-                continue
-            self._started = self._started or bool(data)
+                raise Undecodable("corrupt compressed data") from None
             if out:
                 yield out
             data = d.unconsumed_tail
@@ -75,6 +95,8 @@ class _Zlib:
                 return
 
     def close(self) -> Iterator[bytes]:
+        if self._head:
+            raise Undecodable("the compressed answer was cut short")
         yield from self.decode(b"")
         if self._started and not self._d.eof:
             raise Undecodable("the compressed answer was cut short")
@@ -90,14 +112,16 @@ class _Brotli:
     def decode(self, data: bytes) -> Iterator[bytes]:
         d = self._d
         try:
+            out = b""
             if data:
                 self._started = True
-                out = d.process(data, max_output_length=STEP)
+                out = d.process(data, **_BROTLI_STEP)
                 if out:
                     yield out
-            # Output held back by the limit comes out before more input may go in.
-            while not d.can_accept_more_data():
-                out = d.process(b"", max_output_length=STEP)
+            # Output held back by the limit comes out (with empty input) before more
+            # input may go in.
+            while len(out) >= STEP or not d.can_accept_more_data():
+                out = d.process(b"", **_BROTLI_STEP)
                 if not out:
                     return
                 yield out
@@ -105,8 +129,13 @@ class _Brotli:
             raise Undecodable("corrupt compressed data") from None
 
     def close(self) -> Iterator[bytes]:
-        yield from self.decode(b"")
-        if self._started and not self._d.is_finished():
+        d = self._d
+        try:
+            while out := d.process(b"", **_BROTLI_STEP):
+                yield out
+        except BROTLI.error:
+            raise Undecodable("corrupt compressed data") from None
+        if self._started and not d.is_finished():
             raise Undecodable("the compressed answer was cut short")
 
 

@@ -187,7 +187,8 @@ class Relay:
         an `idle` timeout applies to each read (APISIX's per-operation timeout)."""
         cap = self.limits.max_bytes
         idle = self.limits.idle if deadline is not None else None
-        decoder = self._decoder(response)
+        length, encoding = _framing(response)
+        decoder = self._decoder(encoding)
         if response.is_stream_consumed:  # an in-process answer built from bytes (a mock's)
             data = response.content  # (httpx decoded it)
             if cap is not None and len(data) > cap:
@@ -195,8 +196,8 @@ class Relay:
             return data
         if cap is None and idle is None and decoder is None:
             return await _read_raw(response)
-        length = response.headers.get("content-length", "")
-        if decoder is None and cap is not None and length.isdigit() and int(length) > cap:
+        if decoder is None and cap is not None and length is not None and length.isdigit() \
+                and int(length) > cap:
             raise self._too_big(cap)
         chunks, size = [], 0
         loop = asyncio.get_running_loop()
@@ -215,14 +216,14 @@ class Relay:
             raise self._undecodable() from None
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    def _decoder(self, response: httpx.Response) -> Decoder | None:
-        """What undoes the answer's Content-Encoding (None for none); a 502 for an encoding
+    def _decoder(self, encoding: bytes | None) -> Decoder | None:
+        """What undoes an answer's Content-Encoding (None for none); a 502 for an encoding
         the gateway cannot undo (relaying it would hide the answer from the scrubber)."""
-        encoding = response.headers.get("content-encoding")
         if encoding is None:
             return None
         try:
-            return decoder_for(encoding, self.limits.max_bytes or DEFAULT_MAX_RESPONSE_SIZE)
+            return decoder_for(encoding.decode("latin-1"),
+                               self.limits.max_bytes or DEFAULT_MAX_RESPONSE_SIZE)
         except Undecodable:
             raise self._undecodable() from None
 
@@ -339,7 +340,7 @@ class Relay:
 
     async def _relay(self, response: httpx.Response, converter: Any, upstream_headers: bool,
                      deadline: asyncio.Timeout, plain: bool, stream_end: float | None) -> None:
-        decoder = self._decoder(response)
+        decoder = self._decoder(_framing(response)[1])
         scrub = self.trace.scrubber = upstream_scrubber(self.provider, response)
         headers = (scrub.headers(_headers(response)) if upstream_headers
                    else [(b"content-type", b"text/event-stream")])
@@ -501,6 +502,18 @@ def _reason(exc: httpx.TransportError) -> str:
 
 def _ms(seconds: float) -> bytes:
     return b"%.3f" % (seconds * 1000)
+
+
+def _framing(response: httpx.Response) -> tuple[bytes | None, bytes | None]:
+    """The answer's Content-Length and Content-Encoding (one pass: `headers.get` costs
+    more than this whole loop)."""
+    length = encoding = None
+    for name, value in response.headers.raw:
+        if len(name) == 14 and name.lower() == b"content-length":
+            length = value
+        elif len(name) == 16 and name.lower() == b"content-encoding":
+            encoding = value if encoding is None else encoding + b"," + value
+    return length, encoding
 
 
 def _headers(response: httpx.Response) -> list[tuple[bytes, bytes]]:

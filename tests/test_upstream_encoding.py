@@ -55,6 +55,7 @@ ENCODED: dict[str, tuple[str, Callable[[bytes], bytes]]] = {
     "gzip-gzip": ("gzip, gzip", lambda b: gzip.compress(gzip.compress(b))),
     "deflate-gzip": ("deflate,gzip", lambda b: gzip.compress(zlib.compress(b))),
     "identity-gzip": ("identity, gzip", gzip.compress),
+    "two-headers": ("gzip\r\ncontent-encoding: gzip", lambda b: gzip.compress(gzip.compress(b))),
     "identity": ("identity", lambda b: b),
 }
 if encodings.BROTLI is not None:
@@ -71,6 +72,21 @@ UNDECODABLE: dict[str, tuple[str, Callable[[bytes], bytes]]] = {
 }
 if encodings.BROTLI is None:
     UNDECODABLE["br-without-brotli"] = ("br", gzip.compress)
+
+
+@pytest.mark.parametrize("case", [c for c in ENCODED if c not in ("two-headers", "identity")])
+def test_the_decoder_takes_any_split_of_the_bytes(case):
+    encoding, encode = ENCODED[case]
+    plain = b"".join(content_event(f"piece {i}") for i in range(2000))
+    body = encode(plain)
+    for size in (1, 7, 4096, len(body)):
+        decoder = encodings.decoder_for(encoding, len(plain))
+        out = [decoder.feed(body[i:i + size]) for i in range(0, len(body), size)]
+        assert b"".join(out) + decoder.close() == plain
+    with pytest.raises(encodings.TooBig):  # one byte over the limit
+        decoder = encodings.decoder_for(encoding, len(plain) - 1)
+        decoder.feed(body)
+        decoder.close()
 
 
 # ---- the hostile upstream --------------------------------------------------------------------
