@@ -6,10 +6,11 @@ an exception raised inside a library. Three things cover those:
 
 - `scrub` replaces every known secret in a body with `***`. The relay scrubs with a
   `Scrubber` (`upstream_scrubber`: the provider's configured secrets and the credentials
-  the request carried, its auth headers' values, a SigV4/TC3 signature) every upstream
-  answer it relays or converts, whole or streamed (each whole event), errors above all,
-  before anything reads it, and every header it relays with it; the request's summary is
-  scrubbed with it too;
+  the request carried, its auth headers' values, a SigV4/TC3 signature) every whole
+  upstream answer it relays or converts (errors above all) before anything reads it,
+  every streamed event as it is sent, and every header it relays; the request's summary
+  (summaries.py) is scrubbed with it too. The answer is decoded first (encodings.py):
+  compressed bytes would hide a secret;
 - `Provider.secrets()` lists a provider's configured secrets (apiTokens and the
   provider's own keys, an APISIX route's `auth` values);
 - `SecretFilter`, on the gateway's loggers and httpx's and httpcore's, replaces those
@@ -150,17 +151,27 @@ class Scrubber:
     bodies, header lists and text. Made once per set of secrets (`scrubber`): what a call
     pays is a few substring searches."""
 
-    __slots__ = ("needles", "texts")
+    __slots__ = ("needles", "texts", "_detect")
 
     def __init__(self, secrets: tuple[str, ...]) -> None:
         expanded = _expanded(secrets)
         self.needles = _needles(expanded)
+        """What is replaced, longest first (`Bearer <key>` before `<key>`)."""
         self.texts = tuple(form for secret in expanded for form in _forms(secret))
+        # What is searched for first: a needle that holds another one (`Bearer <key>`)
+        # cannot be there without it.
+        self._detect = tuple(n for n in self.needles
+                             if not any(m != n and m in n for m in self.needles))
 
     def __bool__(self) -> bool:
         return bool(self.needles)
 
     def body(self, data: bytes) -> bytes:
+        for needle in self._detect:
+            if needle in data:
+                break
+        else:
+            return data
         for needle in self.needles:
             if needle in data:
                 data = data.replace(needle, _MASK)
@@ -175,9 +186,14 @@ class Scrubber:
     def headers(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         """`headers` (names and values) without the secrets: the same list when none is
         in them."""
-        needles = self.needles
-        if any(n in k or n in v for k, v in headers for n in needles):
-            return [(self.body(k), self.body(v)) for k, v in headers]
+        if not self._detect:
+            return headers
+        # One search per needle over all of them at once (a few times cheaper than one
+        # per header).
+        blob = b"\n".join(map(b"\n".join, headers))
+        for needle in self._detect:
+            if needle in blob:
+                return [(self.body(k), self.body(v)) for k, v in headers]
         return headers
 
 
@@ -191,7 +207,7 @@ def _scrubber(secrets: tuple[str, ...]) -> Scrubber:
 
 def scrubber(secrets: Iterable[str]) -> Scrubber:
     """The scrubber for `secrets` (shared by every call with the same secrets)."""
-    return _scrubber(tuple(s for s in secrets if isinstance(s, str)))
+    return _scrubber(tuple(secrets))
 
 
 def upstream_scrubber(provider: Provider, response: httpx.Response | None) -> Scrubber:
