@@ -100,7 +100,7 @@ class ApisixResponder:
             relay = state.relay or Relay(_NoProvider(), send, anthropic, trace=trace)
             await relay.fail(exc)
         except Exception:
-            logger.exception("aiproxy: unexpected error on %s %s", scope["method"], scope["path"])
+            logger.exception("aiproxy: unexpected error on %s %r", scope["method"], scope["path"])
             state.error = "the gateway failed to handle this request"
             relay = state.relay or Relay(_NoProvider(), send, anthropic, trace=trace)
             await relay.fail(ProxyError(500, state.error, "server_error", "internal_error"))

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from .anthropic import MessagesRequest, to_chat
+from .anthropic import MessagesRequest, error_json, to_chat
 from .apisix_responder import ApisixResponder
 from .checks import check_request
 from .config import Config, Route, load_config
@@ -24,6 +24,7 @@ from .tokens import STATEFUL, TokenProber, TokenStore, chat_probe
 from .summaries import summarize
 from .tap import AnswerTap
 from .transport import default_client
+from .urls import has_dot_segment, request_path_problem
 
 logger = logging.getLogger("aiproxy_middleware")
 
@@ -79,6 +80,10 @@ class AIProxyMiddleware:
         kind = scope["type"]
         if kind == "http":
             path = scope["path"]
+            problem = request_path_problem(path)
+            if problem is not None and path != "*":  # OPTIONS * is the app's to answer
+                await refuse_path(scope, send, problem)
+                return
             apisix = self.config.apisix_for(path)
             if apisix:
                 self.health.start()
@@ -202,7 +207,7 @@ class ProxyResponder:
             error = exc.message
             await relay.fail(exc)
         except Exception:
-            logger.exception("aiproxy: unexpected error on %s %s", scope["method"], scope["path"])
+            logger.exception("aiproxy: unexpected error on %s %r", scope["method"], scope["path"])
             error = "the gateway failed to handle this request"
             await relay.fail(ProxyError(500, error, "server_error", "internal_error"))
         if call is not None:
@@ -371,6 +376,21 @@ def _check_content_type(headers: list[tuple[bytes, bytes]]) -> None:
                                  " send application/json", "invalid_request_error",
                                  "unsupported_media_type")
             return
+
+
+async def refuse_path(scope: Scope, send: Any, problem: str) -> None:
+    """The 400 for a request path that is not origin-form or holds CR, LF or NUL, in the
+    error format of the API the path names. The path is logged with `repr` (never as it
+    is: it would forge log lines) and is not echoed to the client."""
+    path = scope["path"]
+    logger.warning("aiproxy: refused %s %r: %s", scope.get("method"), path[:200], problem)
+    error = bad_request(problem, "invalid_path")
+    anthropic = path.rstrip("/").endswith("/v1/messages")
+    body = error_json(400, problem) if anthropic else error.body()
+    await send({"type": "http.response.start", "status": 400,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def read_body(receive: Any, headers: list[tuple[bytes, bytes]], limit: int,

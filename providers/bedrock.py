@@ -58,7 +58,7 @@ import re
 import time
 import uuid
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 import httpx
 import msgspec
@@ -71,7 +71,7 @@ from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, ChatCom
                                        EmbeddingsResponse, EmbeddingsUsage, FunctionCall,
                                        ToolCall, Usage, cached_usage, embedding, encode)
 from aiproxy_middleware.provider import (Call, Endpoint, Provider, UpstreamRequest,
-                                         answer_object, json_object)
+                                         answer_object, json_object, segment)
 from aiproxy_middleware.shapes import as_dict, as_int, as_str, decode_json
 from aiproxy_middleware.sse import ChunkStream
 
@@ -155,11 +155,10 @@ class Bedrock(Provider):
         return {"Authorization": f"Bearer {call.token}"} if self.bearer and call.token else {}
 
     def original_request(self, call: Call) -> UpstreamRequest:
-        url = self._host + call.path + (f"?{call.query}" if call.query else "")
-        return self._signed(call, url, call.body.encode())
+        return self._signed(call, self.client_url(call), call.body.encode())
 
     def _url(self, model: str, action: str) -> str:
-        return f"{self._host}/model/{quote(unquote(model), safe='')}/{action}"
+        return self.url(model_path(model, action))
 
     async def prepare(self, call: Call, client: httpx.AsyncClient) -> None:
         """Fetches http(s) image URLs (Bedrock takes image bytes only); and, since Titan
@@ -225,6 +224,14 @@ class Bedrock(Provider):
         if not isinstance(message, str):
             return None
         return status, _error(status, message).body()
+
+
+def model_path(model: str, action: str) -> str:
+    """`/model/{modelId}/{action}` with the model id as one path segment. AWS documents an
+    ARN (an inference profile's) as a model id, percent-encoded or not: its `/` are encoded
+    then; in any other id a `/` is a 400, as are `?`, `#` and control characters."""
+    name = unquote(model)
+    return f"/model/{segment(name, slashes=name.startswith('arn:'))}/{action}"
 
 
 def _error(status: int, message: str, code: str | None = None) -> ProxyError:

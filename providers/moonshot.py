@@ -33,7 +33,7 @@ from msgspec import Struct
 from aiproxy_middleware.config import ConfigError
 from aiproxy_middleware.context import CachedText, insert_system
 from aiproxy_middleware.errors import ProxyError
-from aiproxy_middleware.provider import Call, Endpoint
+from aiproxy_middleware.provider import Call, Endpoint, upstream_url
 from aiproxy_middleware.shapes import decode_json
 
 from ._compatible import OpenAICompatible
@@ -121,7 +121,7 @@ class MoonshotFile(CachedText):
     def __init__(self, base_url: str, file_id: str, timeout: float) -> None:
         super().__init__()
         self.file_id = file_id
-        self._url = f"{base_url}/v1/files/{quote(file_id, safe='')}/content"
+        self._url = upstream_url(base_url, f"/v1/files/{quote(file_id, safe='')}/content")
         self._timeout = timeout
 
     async def _fetch(self, client: httpx.AsyncClient, *args: Any) -> str:
