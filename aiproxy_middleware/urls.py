@@ -89,13 +89,18 @@ def _origin_and_path(base: str) -> tuple[str, str]:
     return f"{parts.scheme}://{parts.netloc}", encode_path(parts.path.rstrip("/"))
 
 
+@lru_cache(maxsize=1024)  # a provider's own paths are few: each is checked once
+def _safe_path(path: str) -> bool:
+    return _SAFE_PATH.fullmatch(path) is not None and not has_dot_segment(path)
+
+
 def upstream_url(base: str, path: str = "", query: str = "") -> str:
     """`base` (scheme, host, port and base path, as configured) with `path` below its base
     path and `query` as the query. `path` is empty or an encoded absolute path; one with
     a dot segment or characters that are not percent-encoded is a 400. Unsafe characters
     in `query` (a `#`, spaces, controls) are percent-encoded."""
     origin, base_path = _origin_and_path(base)
-    if path and (_SAFE_PATH.fullmatch(path) is None or has_dot_segment(path)):
+    if path and not _safe_path(path):
         raise bad_request("the request path cannot be sent upstream: it holds a '.' or '..'"
                           " segment or characters that are not percent-encoded",
                           "invalid_path")
