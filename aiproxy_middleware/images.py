@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections import Counter
+from collections.abc import Coroutine, Iterable
+from typing import Any
 
 import httpx
 from msgspec import UNSET
@@ -36,12 +38,12 @@ async def inline_image_urls(request: ChatCompletionRequest, client: httpx.AsyncC
     413 as soon as its declared length or the bytes read so far say so: the download is
     closed and the request's other downloads are cancelled.
     """
-    limits = policy.limits
     images = [part.image_url for message in request.messages
               if isinstance(message.content, list) for part in message.content
               if part.type == "image_url" and part.image_url is not UNSET]
     if not images:
         return
+    limits = policy.limits
     if len(images) > limits.max_images:
         raise bad_request(f"the request has {len(images)} images; at most {limits.max_images}"
                           " are taken per request", "too_many_images", "messages")
@@ -67,10 +69,10 @@ async def inline_image_urls(request: ChatCompletionRequest, client: httpx.AsyncC
         part.url = data[part.url]
 
 
-async def _all(coroutines: object) -> list[str]:
+async def _all(coroutines: Iterable[Coroutine[Any, Any, str]]) -> list[str]:
     """Every coroutine's result; at the first failure the others are cancelled (their
     downloads closed) and that failure is raised."""
-    tasks = [asyncio.ensure_future(c) for c in coroutines]  # type: ignore[attr-defined]
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
     finally:
