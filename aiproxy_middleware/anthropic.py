@@ -339,7 +339,8 @@ class MessageStream:
     def __init__(self, model: str, inner: Any = None) -> None:
         self.model = model
         self.inner = inner
-        self.parser = EventParser()
+        # the provider's converter wrote what is parsed here: its own parser bounded it
+        self.parser = EventParser() if inner is None else EventParser(None)
         self.started = False
         self.ended = False
         self.block = -1  # the open block's index, -1 when none is open

@@ -222,7 +222,8 @@ class ReasoningStream:
 
     def __init__(self, rules: AnswerRules, inner: StreamConverter | None) -> None:
         self._inner = inner
-        self._parser = EventParser()
+        # the provider's converter wrote what is parsed here: its own parser bounded it
+        self._parser = EventParser() if inner is None else EventParser(None)
         self._mode = rules.mode
         self._promote = rules.promote
         self._choices: dict[int, _Choice] = {}
