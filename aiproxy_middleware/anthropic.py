@@ -339,7 +339,8 @@ class MessageStream:
     def __init__(self, model: str, inner: Any = None) -> None:
         self.model = model
         self.inner = inner
-        # the provider's converter wrote what is parsed here: its own parser bounded it
+        # with `inner`, what is parsed here was bounded before (by the provider's
+        # converter or the relay's WholeEvents), and may be longer once converted
         self.parser = EventParser() if inner is None else EventParser(None)
         self.started = False
         self.ended = False

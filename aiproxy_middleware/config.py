@@ -141,6 +141,7 @@ class Config:
     max_sse_event_size: int = DEFAULT_MAX_EVENT_SIZE
     """Bytes one SSE line or event of a streamed answer may have (every route)."""
     metrics_max_label_values: int = DEFAULT_MAX_LABEL_VALUES
+    """Model names from requests the metrics keep as labels before `other`."""
 
     def model_names(self) -> set[str]:
         """The model names the configuration holds (modelMapping's exact keys and its

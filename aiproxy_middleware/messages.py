@@ -222,7 +222,8 @@ class ReasoningStream:
 
     def __init__(self, rules: AnswerRules, inner: StreamConverter | None) -> None:
         self._inner = inner
-        # the provider's converter wrote what is parsed here: its own parser bounded it
+        # with `inner`, what is parsed here was bounded before (by the provider's
+        # converter or the relay's WholeEvents), and may be longer once converted
         self._parser = EventParser() if inner is None else EventParser(None)
         self._mode = rules.mode
         self._promote = rules.promote
