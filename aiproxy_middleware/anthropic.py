@@ -339,7 +339,9 @@ class MessageStream:
     def __init__(self, model: str, inner: Any = None) -> None:
         self.model = model
         self.inner = inner
-        self.parser = EventParser()
+        # with `inner`, what is parsed here was bounded before (by the provider's
+        # converter or the relay's WholeEvents), and may be longer once converted
+        self.parser = EventParser() if inner is None else EventParser(None)
         self.started = False
         self.ended = False
         self.block = -1  # the open block's index, -1 when none is open

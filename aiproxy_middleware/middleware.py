@@ -59,7 +59,8 @@ class AIProxyMiddleware:
         self._client = http_client
         self._owns_client = http_client is None
         hooks = list(self.config.hooks) + ([on_summary] if on_summary else [])
-        self.metrics = Metrics() if self.config.metrics_path else None
+        self.metrics = (Metrics(self.config.metrics_max_label_values, self.config.model_names())
+                        if self.config.metrics_path else None)
         self.observer = Observer(self.metrics, hooks)
         if token_store is not None:
             for route in self.config.routes:
@@ -194,7 +195,9 @@ class ProxyResponder:
         if self.middleware.config.logging.payloads:
             trace.tap = AnswerTap(keep_text=True)
         provider = self.route.provider
-        limits = Limits(total=provider.timeout, max_bytes=self.middleware.config.max_response_size)
+        config = self.middleware.config
+        limits = Limits(total=provider.timeout, max_bytes=config.max_response_size,
+                        max_event=config.max_sse_event_size)
         relay = Relay(provider, send, self.anthropic, answers, limits, trace)
         call: Call | None = None
         error = None

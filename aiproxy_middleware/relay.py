@@ -18,6 +18,7 @@ from .openai import ChatCompletionRequest
 from .tap import AnswerTap
 from .provider import Call, Endpoint, Provider, UpstreamRequest
 from .secrets import scrub_upstream_answer
+from .sse import DEFAULT_MAX_EVENT_SIZE, event_limit
 from .streams import DisconnectWatcher, NoUsage, Tapped, WholeEvents
 
 logger = logging.getLogger("aiproxy_middleware")
@@ -51,6 +52,8 @@ class Limits:
     idle: float | None = None
     stream_duration: float | None = None
     max_bytes: int | None = None
+    max_event: int | None = DEFAULT_MAX_EVENT_SIZE
+    """Bytes one SSE line or event of a streamed answer may have (`maxSseEventSize`)."""
 
     def timeout_ms(self) -> int:
         return round((self.idle or self.total or 0) * 1000)
@@ -241,6 +244,9 @@ class Relay:
         strip = (call.stream and not call.include_usage and not self.anthropic
                  and call.endpoint is Endpoint.CHAT)
         call.include_usage = call.include_usage or strip
+        # The SSE parsers built from here on take the route's event size limit. (A converter
+        # that raises leaves it set, in this request's context only.)
+        limit = event_limit.set(self.limits.max_event)
         converter = self.provider.stream_converter(call) if call.endpoint is not None else None
         plain = converter is None
         if converter is not None:
@@ -252,6 +258,7 @@ class Relay:
         upstream_headers = converter is None
         if self.answers is not None and call.endpoint is not None and not self.anthropic:
             converter = self.answers.stream(converter)
+        event_limit.reset(limit)
         response: httpx.Response | None = None
         error: ProxyError | None = None
         watcher = DisconnectWatcher(receive)
@@ -323,7 +330,7 @@ class Relay:
             tap = None
         limits = self.limits
         idle, cap = limits.idle, limits.max_bytes
-        whole = WholeEvents() if plain else None
+        whole = WholeEvents(limits.max_event) if plain else None
         loop = asyncio.get_running_loop()
         size = 0
         wait = 0.0

@@ -73,9 +73,10 @@ from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, ChatCom
 from aiproxy_middleware.provider import (Call, Endpoint, Provider, UpstreamRequest,
                                          answer_object, json_object, segment)
 from aiproxy_middleware.shapes import as_dict, as_int, as_str, decode_json
-from aiproxy_middleware.sse import ChunkStream
+from aiproxy_middleware.sse import ChunkStream, event_limit, event_too_large
 
-from ._aws import EventStreamDecoder, EventStreamError, Message, sigv4_headers
+from ._aws import (MAX_MESSAGE, EventStreamDecoder, EventStreamError, Message, MessageTooLarge,
+                   sigv4_headers)
 from .claude import BUDGETS
 
 SERVICE = "bedrock"
@@ -471,7 +472,8 @@ class BedrockStream:
     """Converts ConverseStream's binary event stream into OpenAI chunks."""
 
     def __init__(self, model: str, include_usage: bool) -> None:
-        self.decoder = EventStreamDecoder()
+        limit = event_limit.get()  # one event-stream message is one event
+        self.decoder = EventStreamDecoder(min(limit or MAX_MESSAGE, MAX_MESSAGE))
         self.out = ChunkStream(model, include_usage)
         self.tools: dict[int, bool] = {}  # toolUse block index -> arguments seen
         self.stopped = False
@@ -482,6 +484,8 @@ class BedrockStream:
             return b""
         try:
             messages = self.decoder.feed(data)
+        except MessageTooLarge:  # raised: the relay closes the upstream
+            raise event_too_large(self.decoder.max_message) from None
         except EventStreamError as exc:
             return self._fail(upstream_invalid(f"Bedrock's event stream is corrupt: {exc}"))
         return b"".join(self._message(m) for m in messages)

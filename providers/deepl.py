@@ -166,7 +166,7 @@ class TranslationStream:
 
     def __init__(self, model: str) -> None:
         self.model = model
-        self.body = b""
+        self.body = bytearray()  # (bounded by the response size limit)
 
     def feed(self, data: bytes) -> bytes:
         self.body += data
@@ -174,7 +174,7 @@ class TranslationStream:
 
     def close(self) -> bytes:
         try:
-            answer = _decode(self.body)
+            answer = _decode(bytes(self.body))
         except ProxyError as error:
             return b"data: " + error.body() + b"\n\n"
         ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
