@@ -312,10 +312,18 @@ def error_message(body: bytes, status: int) -> str:
 def convert_answer(status: int, body: bytes, model: str) -> bytes:
     """The Anthropic body for an OpenAI answer (a chat completion, or an error)."""
     if status >= 400:
-        if body.startswith(b'{"type":"error"'):
-            return body
+        if body.startswith(b'{"type":"error"') and _is_json(body):
+            return body  # already in Anthropic's shape (the gateway's own errors)
         return error_json(status, error_message(body, status))
     return message_json(body, model)
+
+
+def _is_json(body: bytes) -> bool:
+    try:
+        decode_json(body)
+    except msgspec.DecodeError:
+        return False
+    return True
 
 
 def error_event(status: int, message: str) -> bytes:
