@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
 DEFAULT_MAX_RESPONSE_SIZE = 64 * 1024 * 1024
+DEFAULT_REQUEST_READ_TIMEOUT = 30000
 
 
 class CustomSetting(Struct, rename="camel", forbid_unknown_fields=True):
@@ -87,6 +88,7 @@ class _TopLevel(Struct, rename="camel", forbid_unknown_fields=True):
     on_summary: str | None = None
     """A `module:function` called with every request's summary."""
     image_fetch: ImageFetch = msgspec.field(default_factory=ImageFetch)
+    request_read_timeout: Annotated[int, Meta(ge=1, le=3600000)] = DEFAULT_REQUEST_READ_TIMEOUT
 
 
 class _RouteEntry(Struct, forbid_unknown_fields=True):
@@ -133,6 +135,8 @@ class Config:
     hooks: tuple[SummaryHook, ...] = ()
     image_fetch: ImageFetch = field(default_factory=ImageFetch)
     """Which image URLs may be fetched for providers that take image bytes only."""
+    request_read_timeout: int = DEFAULT_REQUEST_READ_TIMEOUT
+    """Milliseconds a request body may take to arrive, in either dialect; 408 past it."""
 
     def apisix_for(self, path: str) -> list[ApisixRoute] | None:
         """The APISIX routes that may serve `path`, in config order."""
@@ -210,7 +214,8 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any] | Config) -> Con
     return Config(tuple(routes), top.provider is not None, top.max_body_size,
                   top.max_response_size, apisix,
                   tuple(prefixed), top.logging, top.metrics.path if top.metrics else None,
-                  hooks, image_fetch=top.image_fetch)
+                  hooks, image_fetch=top.image_fetch,
+                  request_read_timeout=top.request_read_timeout)
 
 
 def _yaml_error(exc: yaml.YAMLError) -> str:

@@ -403,6 +403,8 @@ class Relay:
         headers.append((b"content-length", str(len(body)).encode()))
         if status == 405:
             headers.append((b"allow", b"POST"))
+        elif status == 408:  # the body was not read to its end: the connection cannot go on
+            headers.append((b"connection", b"close"))
         trace = self.trace
         trace.status = status
         headers.append((OVERHEAD_HEADER, _ms(trace.overhead())))
