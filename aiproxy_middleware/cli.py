@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                 timeout_graceful_shutdown=args.timeout_graceful_shutdown,
                 backlog=args.backlog, http=PROTOCOLS[args.http],
                 h11_max_incomplete_event_size=args.h11_max_incomplete_event_size,
-                log_level=args.log_level)
+                ws="none", log_level=args.log_level)  # it serves no WebSockets
     return 0
 
 

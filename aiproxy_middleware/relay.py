@@ -391,7 +391,10 @@ class Relay:
             await self._fail_stream(error)
             return
         body = error_json(error.status, error.message) if self.anthropic else error.body()
-        await self._respond(error.status, [(b"content-type", JSON)], body)
+        headers = [(b"content-type", JSON)]
+        if error.status == 408:  # the body was not read to its end: the connection cannot go on
+            headers.append((b"connection", b"close"))
+        await self._respond(error.status, headers, body)
 
     async def deliver(self, failure: UpstreamFailure, call: Call) -> None:
         """Relay an upstream error answer that was held back for a retry."""
@@ -403,8 +406,6 @@ class Relay:
         headers.append((b"content-length", str(len(body)).encode()))
         if status == 405:
             headers.append((b"allow", b"POST"))
-        elif status == 408:  # the body was not read to its end: the connection cannot go on
-            headers.append((b"connection", b"close"))
         trace = self.trace
         trace.status = status
         headers.append((OVERHEAD_HEADER, _ms(trace.overhead())))
