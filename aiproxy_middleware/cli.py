@@ -83,12 +83,11 @@ def _serve_options(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--timeout-request-headers", type=_seconds, default=10.0,
                        help="seconds a request line and headers may take to arrive, from the"
                             " connection's opening or the request's first byte (default 10)")
-    serve.add_argument("--h11-max-incomplete-event-size", type=_bounded(1024), default=16384,
-                       help="bytes a request line and headers may hold, with --http h11"
-                            " (default 16384; 400 past it)")
-    serve.add_argument("--http", choices=("h11", "httptools"), default="h11",
-                       help="HTTP/1.1 parser (default h11; httptools is faster but does not"
-                            " bound the headers' size: put a proxy that does in front)")
+    serve.add_argument("--limit-request-headers", type=_bounded(1024, 1024 * 1024),
+                       default=16384, help="bytes a request line and headers may hold"
+                                           " (default 16384; 431 or 400 past it)")
+    serve.add_argument("--http", choices=("auto", "h11", "httptools"), default="auto",
+                       help="HTTP/1.1 parser (default auto: httptools when installed, else h11)")
     serve.add_argument("--log-level", choices=LOG_LEVELS, default="info")
 
 
@@ -110,13 +109,19 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from .middleware import AIProxyMiddleware
-    from .serve_protocols import HEADER_TIMEOUT_ENV, PROTOCOLS
+    from .serve_protocols import HEADER_LIMIT_ENV, HEADER_TIMEOUT_ENV, PROTOCOLS
 
-    if args.http == "httptools" and not _importable("httptools"):
-        print("aiproxy: --http httptools: the httptools package is not installed",
-              file=sys.stderr)
-        return 2
-    os.environ[HEADER_TIMEOUT_ENV] = str(args.timeout_request_headers)  # workers inherit it
+    http = args.http
+    if http != "h11" and not _importable("httptools"):
+        if http == "httptools":
+            print("aiproxy: --http httptools: the httptools package is not installed",
+                  file=sys.stderr)
+            return 2
+        http = "h11"
+    elif http == "auto":
+        http = "httptools"
+    os.environ[HEADER_TIMEOUT_ENV] = str(args.timeout_request_headers)  # workers inherit them
+    os.environ[HEADER_LIMIT_ENV] = str(args.limit_request_headers)
 
     app: Any
     if args.workers > 1:  # each worker process builds its own gateway from the same file
@@ -128,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
                 workers=args.workers, limit_concurrency=args.limit_concurrency,
                 timeout_keep_alive=args.timeout_keep_alive,
                 timeout_graceful_shutdown=args.timeout_graceful_shutdown,
-                backlog=args.backlog, http=PROTOCOLS[args.http],
-                h11_max_incomplete_event_size=args.h11_max_incomplete_event_size,
+                backlog=args.backlog, http=PROTOCOLS[http],
+                h11_max_incomplete_event_size=args.limit_request_headers,
                 ws="none", log_level=args.log_level)  # it serves no WebSockets
     return 0
 
