@@ -87,7 +87,8 @@ class ApisixResponder:
         try:
             self._check_method(scope)
             limit = max(r.max_body for r in self.routes)
-            data = await read_body(receive, scope["headers"], limit, content_type=True)
+            data = await read_body(receive, scope["headers"], limit, True,
+                                   self.middleware.read_deadlines)
             route = self._select(scope, data, state)
             if route.log_payloads:
                 trace.tap = AnswerTap(keep_text=True)

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
 DEFAULT_MAX_RESPONSE_SIZE = 64 * 1024 * 1024
+DEFAULT_REQUEST_READ_TIMEOUT = 30000
 
 
 class CustomSetting(Struct, rename="camel", forbid_unknown_fields=True):
@@ -92,6 +93,7 @@ class _TopLevel(Struct, rename="camel", forbid_unknown_fields=True):
     on_summary: str | None = None
     """A `module:function` called with every request's summary."""
     image_fetch: ImageFetch = msgspec.field(default_factory=ImageFetch)
+    request_read_timeout: Annotated[int, Meta(ge=1, le=3600000)] = DEFAULT_REQUEST_READ_TIMEOUT
 
 
 class _RouteEntry(Struct, forbid_unknown_fields=True):
@@ -138,6 +140,8 @@ class Config:
     hooks: tuple[SummaryHook, ...] = ()
     image_fetch: ImageFetch = field(default_factory=ImageFetch)
     """Which image URLs may be fetched for providers that take image bytes only."""
+    request_read_timeout: int = DEFAULT_REQUEST_READ_TIMEOUT
+    """Milliseconds a request body may take to arrive, in either dialect; 408 past it."""
     max_sse_event_size: int = DEFAULT_MAX_EVENT_SIZE
     """Bytes one SSE line or event of a streamed answer may have (every route)."""
     metrics_max_label_values: int = DEFAULT_MAX_LABEL_VALUES
@@ -242,7 +246,8 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any] | Config) -> Con
                   tuple(prefixed), top.logging, top.metrics.path if top.metrics else None,
                   hooks, image_fetch=top.image_fetch, max_sse_event_size=top.max_sse_event_size,
                   metrics_max_label_values=(top.metrics.max_label_values if top.metrics
-                                            else DEFAULT_MAX_LABEL_VALUES))
+                                            else DEFAULT_MAX_LABEL_VALUES),
+                  request_read_timeout=top.request_read_timeout)
 
 
 def _yaml_error(exc: yaml.YAMLError) -> str:

@@ -19,6 +19,7 @@ from .health import HealthMonitor
 from .observe import Metrics, Observer, SummaryHook
 from .openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody, ask_for_usage
 from .provider import Call, Endpoint
+from .read_deadline import ReadDeadlines
 from .relay import Limits, Relay, Trace, UpstreamFailure
 from .tokens import STATEFUL, TokenProber, TokenStore, chat_probe
 from .summaries import summarize
@@ -62,6 +63,7 @@ class AIProxyMiddleware:
         self.metrics = (Metrics(self.config.metrics_max_label_values, self.config.model_names())
                         if self.config.metrics_path else None)
         self.observer = Observer(self.metrics, hooks)
+        self.read_deadlines = ReadDeadlines(self.config.request_read_timeout / 1000)
         if token_store is not None:
             for route in self.config.routes:
                 route.tokens.store = token_store
@@ -124,6 +126,7 @@ class AIProxyMiddleware:
         """Stop the health checks and close the middleware's own HTTP client (an injected
         client is left open)."""
         await self.health.stop()
+        self.read_deadlines.close()
         for route in self.config.all_apisix():
             await route.aclose()
         client, self._client = self._client, None
@@ -265,8 +268,9 @@ class ProxyResponder:
         if scope["method"] != "POST" and not self.original:
             raise ProxyError(405, f"method {scope['method']} is not allowed on {path}; use POST",
                              "invalid_request_error", "method_not_allowed")
-        return await read_body(receive, scope["headers"], self.middleware.config.max_body_size,
-                               content_type=True)
+        middleware = self.middleware
+        return await read_body(receive, scope["headers"], middleware.config.max_body_size,
+                               True, middleware.read_deadlines)
 
     async def _call(self, scope: Scope, data: bytes) -> Call:
         """The call a request body makes (with no token yet)."""
@@ -397,8 +401,10 @@ async def refuse_path(scope: Scope, send: Any, problem: str) -> None:
 
 
 async def read_body(receive: Any, headers: list[tuple[bytes, bytes]], limit: int,
-                    content_type: bool = False) -> bytes:
-    """The request body, within `limit` bytes (413), checked to be JSON (415) if asked."""
+                    content_type: bool = False,
+                    deadlines: ReadDeadlines | None = None) -> bytes:
+    """The request body, within `limit` bytes (413), checked to be JSON (415) if asked,
+    arrived within the `deadlines`' timeout (408)."""
     if content_type:
         _check_content_type(headers)
     for name, value in headers:
@@ -408,19 +414,28 @@ async def read_body(receive: Any, headers: list[tuple[bytes, bytes]], limit: int
             break
     chunks: list[bytes] = []
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ProxyError(499, "the client closed the connection", "invalid_request_error",
-                             "client_closed")
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
+    task = deadlines.enter() if deadlines is not None else None
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ProxyError(499, "the client closed the connection",
+                                 "invalid_request_error", "client_closed")
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+    except asyncio.CancelledError:
+        if task is not None and deadlines.expired(task):  # type: ignore[union-attr]
+            raise deadlines.error() from None  # type: ignore[union-attr]
+        raise
+    finally:
+        if task is not None:
+            deadlines.leave(task)  # type: ignore[union-attr]
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 

@@ -398,7 +398,10 @@ class Relay:
             await self._fail_stream(error)
             return
         body = error_json(error.status, error.message) if self.anthropic else error.body()
-        await self._respond(error.status, [(b"content-type", JSON)], body)
+        headers = [(b"content-type", JSON)]
+        if error.status == 408:  # the body was not read to its end: the connection cannot go on
+            headers.append((b"connection", b"close"))
+        await self._respond(error.status, headers, body)
 
     async def deliver(self, failure: UpstreamFailure, call: Call) -> None:
         """Relay an upstream error answer that was held back for a retry."""
