@@ -115,6 +115,8 @@ def to_chat(req: MessagesRequest) -> dict[str, Any]:
                        ("stop", req.stop_sequences or None), ("stream", req.stream)):
         if value is not None:
             body[key] = value
+    if req.stream:  # the Anthropic stream's message_delta carries the usage
+        body["stream_options"] = {"include_usage": True}
     if req.tools:
         body["tools"] = [_tool(tool) for tool in req.tools]
         choice = req.tool_choice

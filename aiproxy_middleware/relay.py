@@ -249,13 +249,16 @@ class Relay:
         limit = event_limit.set(self.limits.max_event)
         converter = self.provider.stream_converter(call) if call.endpoint is not None else None
         plain = converter is None
-        if converter is not None:
+        if converter is not None or strip:  # the tap reads the usage chunk before it goes
             converter = Tapped(converter, self.trace.tap)
+        tapped = converter is not None
         if strip:
             converter = NoUsage(converter)
         if self.anthropic and call.endpoint is not None:
             converter = MessageStream(call.model, converter)
-        upstream_headers = converter is None
+        # the upstream's headers describe its own stream: kept while the bytes are its own
+        # (dropping the usage chunk changes none of them)
+        upstream_headers = plain and not (self.anthropic and call.endpoint is not None)
         if self.answers is not None and call.endpoint is not None and not self.anthropic:
             converter = self.answers.stream(converter)
         event_limit.reset(limit)
@@ -281,7 +284,7 @@ class Relay:
                     await self._answer(call, response, await self._read(response))
                 else:
                     await self._relay(response, converter, upstream_headers, deadline,
-                                      plain, stream_end)
+                                      plain, stream_end, tapped)
         except (TimeoutError, httpx.TimeoutException):
             if stream_end is not None and loop.time() >= stream_end:
                 error = upstream_timeout(f"the stream from provider {self.provider.name!r}"
@@ -307,7 +310,8 @@ class Relay:
             await self._fail_stream(error)
 
     async def _relay(self, response: httpx.Response, converter: Any, upstream_headers: bool,
-                     deadline: asyncio.Timeout, plain: bool, stream_end: float | None) -> None:
+                     deadline: asyncio.Timeout, plain: bool, stream_end: float | None,
+                     tapped: bool) -> None:
         headers = _headers(response)
         if not upstream_headers:
             headers = [(b"content-type", b"text/event-stream")]
@@ -324,8 +328,8 @@ class Relay:
         if metrics is not None:
             metrics.stream_started()
         send = self.send
-        tap = trace.tap if plain else None
-        if tap is not None and converter is not None:  # the usage chunk is stripped after
+        tap = None if tapped else trace.tap
+        if tap is not None and converter is not None:  # reasoning rules: what the client gets
             converter = Tapped(converter, tap)
             tap = None
         limits = self.limits

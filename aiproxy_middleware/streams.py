@@ -12,7 +12,8 @@ from .tap import AnswerTap
 
 
 class Tapped:
-    """A stream converter whose OpenAI-format output the answer tap reads too."""
+    """A stream converter whose OpenAI-format output the answer tap reads too (with no
+    converter, the bytes as they came)."""
 
     __slots__ = ("inner", "tap")
 
@@ -21,13 +22,13 @@ class Tapped:
         self.tap = tap
 
     def feed(self, data: bytes) -> bytes:
-        out = self.inner.feed(data)
+        out = self.inner.feed(data) if self.inner is not None else data
         if out:
             self.tap.sse(out)
         return out
 
     def close(self) -> bytes:
-        out = self.inner.close()
+        out = self.inner.close() if self.inner is not None else b""
         if out:
             self.tap.sse(out)
         return out

@@ -321,9 +321,9 @@ async def test_stream_converted(gateway, respx_mock):
     assert str(route.calls.last.request.url) == STREAM_URL
     assert "stream_options" not in sent_json(route) and "stream" not in sent_json(route)
     check_stream(r.content, usage=True)
-    # Unsaid means usage, as for every provider (the gateway sets include_usage).
+    # Unsaid means no usage chunk, as OpenAI has it, for every provider.
     r = await client.post("/v1/chat/completions", json=dict(CHAT, stream=True))
-    check_stream(r.content, usage=True)
+    check_stream(r.content, usage=False)
     r = await client.post("/v1/chat/completions", json=dict(
         CHAT, stream=True, stream_options={"include_usage": False}))
     check_stream(r.content, usage=False)
