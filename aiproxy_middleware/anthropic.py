@@ -25,7 +25,7 @@ from typing import Any
 import msgspec
 from msgspec import UNSET, Struct, UnsetType
 
-from .anthropic_fields import (OutputConfig, OutputFormat, Thinking, message_id,
+from .anthropic_fields import (OutputConfig, OutputFormat, Stops, Thinking, message_id,
                                reasoning_effort, response_format, stop_sequence, tool_id,
                                upstream_tool_id)
 from .errors import ProxyError, bad_request
@@ -265,7 +265,7 @@ def _stop(finish: Any, matched: str | None, has_calls: bool) -> tuple[str, str |
     return STOP.get(finish, "end_turn"), None
 
 
-def message_json(body: bytes, model: str, stops: Any = None) -> bytes:
+def message_json(body: bytes, model: str, stops: Stops = None) -> bytes:
     """An Anthropic message for an OpenAI `chat.completion` body."""
     try:
         data = decode_json(body)
@@ -319,7 +319,7 @@ def error_message(body: bytes, status: int) -> str:
     return text[:500] if text else f"the provider answered HTTP {status}"
 
 
-def convert_answer(status: int, body: bytes, model: str, stops: Any = None) -> bytes:
+def convert_answer(status: int, body: bytes, model: str, stops: Stops = None) -> bytes:
     """The Anthropic body for an OpenAI answer (a chat completion, or an error); `stops`
     are the stop sequences the upstream was given."""
     if status >= 400:
@@ -356,7 +356,7 @@ class MessageStream:
     are the stop sequences the upstream was given.
     """
 
-    def __init__(self, model: str, inner: Any = None, stops: Any = None) -> None:
+    def __init__(self, model: str, inner: Any = None, stops: Stops = None) -> None:
         self.model = model
         self.inner = inner
         self.stops = stops

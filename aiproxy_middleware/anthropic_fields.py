@@ -19,6 +19,10 @@ and back (used by `anthropic.py`, for providers without their own Messages API).
   names which one matched (vLLM's choice `stop_reason`, SGLang's `matched_stop`) and it is
   one the client asked for; OpenAI's `finish_reason: "stop"` alone cannot tell a stop
   sequence from the end of the turn, so that is `end_turn`.
+
+Sources: platform.claude.com/docs/en/build-with-claude/structured-outputs, .../effort and
+.../adaptive-thinking; the anthropic SDK 2.16 (`messages.parse` sends `output_config`);
+vLLM's `ChatCompletionResponseChoice.stop_reason`; SGLang's `matched_stop`.
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ from typing import Any
 from msgspec import UNSET, Struct, UnsetType
 
 from .errors import bad_request
+from .openai import ChatCompletionRequest
+from .provider import Call
+
+Stops = str | list[str] | None
 
 EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
 ADAPTIVE_EFFORT = "high"
@@ -101,7 +109,7 @@ def upstream_tool_id(client: str) -> str:
     return rest or client
 
 
-def stop_sequence(choice: dict[str, Any], stops: Any) -> str | None:
+def stop_sequence(choice: dict[str, Any], stops: Stops) -> str | None:
     """The stop sequence that ended a choice, when the upstream says which and it is one
     the request gave."""
     if not stops or choice.get("finish_reason") != "stop":
@@ -114,7 +122,7 @@ def stop_sequence(choice: dict[str, Any], stops: Any) -> str | None:
     return None
 
 
-def request_stops(call: Any) -> Any:
+def request_stops(call: Call) -> Stops:
     """The stop sequences a converted Messages call asked the upstream for."""
     request = call.request
-    return getattr(request, "stop", None)
+    return request.stop if isinstance(request, ChatCompletionRequest) else None
