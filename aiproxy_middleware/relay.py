@@ -11,6 +11,7 @@ from typing import Any, Callable
 import httpx
 
 from .anthropic import MessageStream, convert_answer, error_event, error_json
+from .anthropic_fields import request_stops
 from .errors import ProxyError, upstream_invalid, upstream_timeout, upstream_unreachable
 from .messages import AnswerRules
 from .metrics import Metrics
@@ -233,7 +234,8 @@ class Relay:
         elif status < 400:
             self.trace.tap.json(data)  # a native Anthropic answer, or protocol original's
         if self.anthropic and call.endpoint is not None:
-            data, converted = convert_answer(status, data, call.model), True
+            data = convert_answer(status, data, call.model, request_stops(call))
+            converted = True
         await self._respond(status, [(b"content-type", JSON)] if converted
                             else _headers(response), data)
 
@@ -255,7 +257,7 @@ class Relay:
         if strip:
             converter = NoUsage(converter)
         if self.anthropic and call.endpoint is not None:
-            converter = MessageStream(call.model, converter)
+            converter = MessageStream(call.model, converter, request_stops(call))
         # the upstream's headers describe its own stream: kept while the bytes are its own
         # (dropping the usage chunk changes none of them)
         upstream_headers = plain and not (self.anthropic and call.endpoint is not None)
