@@ -6,11 +6,13 @@ OpenAI answer (JSON, chunk stream or error) back in Anthropic's format.
   `reasoning_content`; user `tool_result` -> `tool` messages ahead of the turn's other content
   (its images follow in the user message). tools, tool_choice auto/any/tool/none,
   `disable_parallel_tool_use`, max_tokens, temperature, top_p, stop_sequences -> stop,
-  stream, metadata.user_id -> user; thinking budget <4096/<16384/more -> reasoning_effort
-  low/medium/high. `top_k` and other fields are dropped; other block types are a 400.
+  stream, metadata.user_id -> user; thinking (enabled, adaptive) and output_config.effort
+  -> reasoning_effort; output_config.format (structured outputs) -> response_format (both in
+  `anthropic_fields.py`). `top_k` and other fields are dropped; other block types are a 400.
 - Answer: reasoning -> thinking block, content -> text block, tool_calls -> tool_use blocks
   (unparsable arguments -> `{}`); finish stop/length/tool_calls/content_filter ->
-  end_turn/max_tokens/tool_use/refusal; usage input (less cached), output, cache read.
+  end_turn (or stop_sequence, when known)/max_tokens/tool_use/refusal; usage input (less
+  cached), output, cache read. Ids become `msg_...` and `toolu_...` (`anthropic_fields.py`).
 - Stream: OpenAI chunk SSE -> message_start, content_block_start/delta/stop, message_delta
   (stop_reason, usage), message_stop; an error chunk -> an `error` event.
 - Errors: `{"type":"error","error":{"type","message"}}`, the type chosen by the status.
@@ -23,6 +25,9 @@ from typing import Any
 import msgspec
 from msgspec import UNSET, Struct, UnsetType
 
+from .anthropic_fields import (OutputConfig, OutputFormat, Stops, Thinking, message_id,
+                               reasoning_effort, response_format, stop_sequence, tool_id,
+                               upstream_tool_id)
 from .errors import ProxyError, bad_request
 from .openai import encode
 from .shapes import as_dict, as_int, as_list, as_str, decode_json
@@ -70,11 +75,6 @@ class ToolChoice(Struct, omit_defaults=True):
     disable_parallel_tool_use: bool | UnsetType = UNSET
 
 
-class Thinking(Struct, omit_defaults=True):
-    type: str
-    budget_tokens: int | UnsetType = UNSET
-
-
 class MessagesRequest(Struct, omit_defaults=True):
     """The fields of a Messages API request that the gateway converts."""
 
@@ -90,6 +90,8 @@ class MessagesRequest(Struct, omit_defaults=True):
     tool_choice: ToolChoice | None = None
     thinking: Thinking | None = None
     metadata: dict[str, Any] | None = None
+    output_config: OutputConfig | None = None
+    output_format: OutputFormat | None = None  # the structured-outputs beta's older field
 
 
 def to_chat(req: MessagesRequest) -> dict[str, Any]:
@@ -115,6 +117,8 @@ def to_chat(req: MessagesRequest) -> dict[str, Any]:
                        ("stop", req.stop_sequences or None), ("stream", req.stream)):
         if value is not None:
             body[key] = value
+    if req.stream:  # the Anthropic stream's message_delta carries the usage
+        body["stream_options"] = {"include_usage": True}
     if req.tools:
         body["tools"] = [_tool(tool) for tool in req.tools]
         choice = req.tool_choice
@@ -122,10 +126,12 @@ def to_chat(req: MessagesRequest) -> dict[str, Any]:
             body["tool_choice"] = _tool_choice(choice)
             if choice.disable_parallel_tool_use is True and choice.type != "none":
                 body["parallel_tool_calls"] = False
-    if req.thinking is not None and req.thinking.type == "enabled":
-        budget = req.thinking.budget_tokens or 0
-        body["reasoning_effort"] = ("high" if budget >= 16384 else
-                                    "medium" if budget >= 4096 else "low")
+    effort = reasoning_effort(req.thinking, req.output_config)
+    if effort is not None:
+        body["reasoning_effort"] = effort
+    fmt = response_format(req.output_config, req.output_format)
+    if fmt is not None:
+        body["response_format"] = fmt
     if req.metadata and isinstance(req.metadata.get("user_id"), str):
         body["user"] = req.metadata["user_id"]
     return body
@@ -143,8 +149,8 @@ def _user(content: str | list[Block], i: int) -> list[dict[str, Any]]:
             if isinstance(result, list):
                 images = [_part(b, i) for b in result if b.type == "image"]
                 result = "\n".join(b.text for b in result if b.type == "text" and b.text)
-            out.append({"role": "tool", "tool_call_id": block.tool_use_id or "",
-                        "content": result or ""})
+            out.append({"role": "tool", "content": result or "",
+                        "tool_call_id": upstream_tool_id(block.tool_use_id or "")})
             parts.extend(images)
         elif block.type not in ("thinking", "redacted_thinking"):
             parts.append(_part(block, i))
@@ -184,8 +190,9 @@ def _assistant(content: str | list[Block], i: int) -> dict[str, Any]:
             reasoning.append(block.thinking or "")
         elif block.type == "tool_use":
             arguments = {} if block.input is UNSET or block.input is None else block.input
-            calls.append({"id": block.id or "", "type": "function", "function": {
-                "name": block.name or "", "arguments": encode(arguments).decode()}})
+            calls.append({"id": upstream_tool_id(block.id or ""), "type": "function",
+                          "function": {"name": block.name or "",
+                                       "arguments": encode(arguments).decode()}})
         elif block.type != "redacted_thinking":
             raise bad_request(f"assistant content blocks of type {block.type!r} are not"
                               " supported for this provider", param=f"messages[{i}].content")
@@ -250,14 +257,17 @@ def _usage(usage: Any) -> dict[str, int]:
     return out
 
 
-def _stop_reason(finish: Any, has_calls: bool) -> str:
+def _stop(finish: Any, matched: str | None, has_calls: bool) -> tuple[str, str | None]:
+    """stop_reason and stop_sequence; `matched` is the stop sequence the upstream named."""
     finish = as_str(finish, "stop")
     if has_calls and finish == "stop":
-        return "tool_use"
-    return STOP.get(finish, "end_turn")
+        return "tool_use", None
+    if matched is not None:
+        return "stop_sequence", matched
+    return STOP.get(finish, "end_turn"), None
 
 
-def message_json(body: bytes, model: str) -> bytes:
+def message_json(body: bytes, model: str, stops: Stops = None) -> bytes:
     """An Anthropic message for an OpenAI `chat.completion` body."""
     try:
         data = decode_json(body)
@@ -278,14 +288,16 @@ def message_json(body: bytes, model: str) -> bytes:
     calls = [call for call in as_list(message.get("tool_calls")) if isinstance(call, dict)]
     for call in calls:
         function = as_dict(call.get("function"))
-        content.append({"type": "tool_use", "id": as_str(call.get("id")),
+        content.append({"type": "tool_use", "id": tool_id(call.get("id")),
                         "name": as_str(function.get("name")),
                         "input": _arguments(function.get("arguments"))})
+    stop_reason, matched = _stop(choice.get("finish_reason"), stop_sequence(choice, stops),
+                                 bool(calls))
     return encode({
-        "id": as_str(data.get("id"), "msg"), "type": "message", "role": "assistant",
+        "id": message_id(data.get("id")), "type": "message", "role": "assistant",
         "model": as_str(data.get("model"), model), "content": content,
-        "stop_reason": _stop_reason(choice.get("finish_reason"), bool(calls)),
-        "stop_sequence": None, "usage": _usage(data.get("usage"))})
+        "stop_reason": stop_reason, "stop_sequence": matched,
+        "usage": _usage(data.get("usage"))})
 
 
 def error_json(status: int, message: str) -> bytes:
@@ -309,13 +321,22 @@ def error_message(body: bytes, status: int) -> str:
     return text[:500] if text else f"the provider answered HTTP {status}"
 
 
-def convert_answer(status: int, body: bytes, model: str) -> bytes:
-    """The Anthropic body for an OpenAI answer (a chat completion, or an error)."""
+def convert_answer(status: int, body: bytes, model: str, stops: Stops = None) -> bytes:
+    """The Anthropic body for an OpenAI answer (a chat completion, or an error); `stops`
+    are the stop sequences the upstream was given."""
     if status >= 400:
-        if body.startswith(b'{"type":"error"'):
-            return body
+        if body.startswith(b'{"type":"error"') and _is_json(body):
+            return body  # already in Anthropic's shape (the gateway's own errors)
         return error_json(status, error_message(body, status))
-    return message_json(body, model)
+    return message_json(body, model, stops)
+
+
+def _is_json(body: bytes) -> bool:
+    try:
+        decode_json(body)
+    except msgspec.DecodeError:
+        return False
+    return True
 
 
 def error_event(status: int, message: str) -> bytes:
@@ -333,13 +354,17 @@ def _event(kind: str, data: dict[str, Any]) -> bytes:
 class MessageStream:
     """Converts OpenAI `chat.completion.chunk` SSE into Anthropic's message events.
 
-    `inner`, when given, is the provider's converter whose output is read here.
+    `inner`, when given, is the provider's converter whose output is read here; `stops`
+    are the stop sequences the upstream was given.
     """
 
-    def __init__(self, model: str, inner: Any = None) -> None:
+    def __init__(self, model: str, inner: Any = None, stops: Stops = None) -> None:
         self.model = model
         self.inner = inner
-        self.parser = EventParser()
+        self.stops = stops
+        # with `inner`, what is parsed here was bounded before (by the provider's
+        # converter or the relay's WholeEvents), and may be longer once converted
+        self.parser = EventParser() if inner is None else EventParser(None)
         self.started = False
         self.ended = False
         self.block = -1  # the open block's index, -1 when none is open
@@ -347,6 +372,7 @@ class MessageStream:
         self.tools: dict[int, int] = {}  # OpenAI tool-call index -> block index
         self.count = 0
         self.finish: str | None = None
+        self.matched: str | None = None  # the stop sequence that ended the answer, if known
         self.usage: Any = None
 
     def feed(self, data: bytes) -> bytes:
@@ -376,7 +402,7 @@ class MessageStream:
     def _start(self, chunk: dict[str, Any]) -> bytes:
         self.started = True
         return _event("message_start", {"message": {
-            "id": as_str(chunk.get("id"), "msg"), "type": "message", "role": "assistant",
+            "id": message_id(chunk.get("id")), "type": "message", "role": "assistant",
             "model": as_str(chunk.get("model"), self.model), "content": [], "stop_reason": None,
             "stop_sequence": None, "usage": {"input_tokens": 0, "output_tokens": 0}}})
 
@@ -399,9 +425,9 @@ class MessageStream:
         if not self.started:
             return self.error(502, "the provider's stream ended before the answer did")
         self.ended = True
-        stop = _stop_reason(self.finish, bool(self.tools))
+        stop, matched = _stop(self.finish, self.matched, bool(self.tools))
         return self._close_block() + _event("message_delta", {
-            "delta": {"stop_reason": stop, "stop_sequence": None},
+            "delta": {"stop_reason": stop, "stop_sequence": matched},
             "usage": _usage(self.usage)}) + _event("message_stop", {})
 
     def _data(self, data: str) -> bytes:
@@ -430,6 +456,7 @@ class MessageStream:
             out += self._choice(as_dict(choice.get("delta")))
             if choice.get("finish_reason"):
                 self.finish = choice["finish_reason"]
+                self.matched = stop_sequence(choice, self.stops)
         return out
 
     def _choice(self, delta: dict[str, Any]) -> bytes:
@@ -451,7 +478,7 @@ class MessageStream:
             key = as_int(call.get("index"))
             function = as_dict(call.get("function"))
             if key not in self.tools:
-                out += self._open("tool_use", {"type": "tool_use", "id": as_str(call.get("id")),
+                out += self._open("tool_use", {"type": "tool_use", "id": tool_id(call.get("id")),
                                                "name": as_str(function.get("name")),
                                                "input": {}})
                 self.tools[key] = self.block

@@ -24,6 +24,7 @@ from .exprs import Vars
 from .health import HealthChecker, http_probe
 from .relay import Limits
 from .secrets import auth_secrets, shown_url
+from .urls import configured_path, upstream_url
 
 import httpx
 
@@ -56,7 +57,10 @@ class EndpointOverride:
         port = parts.port or (443 if parts.scheme == "https" else 80)
         default = 443 if parts.scheme == "https" else 80
         netloc = parts.hostname if port == default else f"{parts.hostname}:{port}"
-        path = parts.path if parts.path not in ("", "/") else ""
+        try:
+            path = configured_path(parts.path) if parts.path not in ("", "/") else ""
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
         return cls(parts.scheme, netloc or "", path, parse_qsl(parts.query, keep_blank_values=True))
 
     def apply(self, url: str) -> str:
@@ -74,9 +78,9 @@ class EndpointOverride:
         if self.query:
             names = {k for k, _ in self.query}
             query = [(k, v) for k, v in query if k not in names] + self.query
-        path = self.path or parts.path
-        return (f"{self.scheme}://{self.netloc}{path}"
-                + (f"?{urlencode(query)}" if query else ""))
+        # `url` is the provider's, built by `urls.upstream_url`: its path is already safe
+        return upstream_url(f"{self.scheme}://{self.netloc}", self.path or parts.path,
+                            urlencode(query))
 
 
 def add_query(url: str, args: list[tuple[str, str]]) -> str:

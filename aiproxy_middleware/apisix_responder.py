@@ -87,7 +87,8 @@ class ApisixResponder:
         try:
             self._check_method(scope)
             limit = max(r.max_body for r in self.routes)
-            data = await read_body(receive, scope["headers"], limit, content_type=True)
+            data = await read_body(receive, scope["headers"], limit, True,
+                                   self.middleware.read_deadlines)
             route = self._select(scope, data, state)
             if route.log_payloads:
                 trace.tap = AnswerTap(keep_text=True)
@@ -100,7 +101,7 @@ class ApisixResponder:
             relay = state.relay or Relay(_NoProvider(), send, anthropic, trace=trace)
             await relay.fail(exc)
         except Exception:
-            logger.exception("aiproxy: unexpected error on %s %s", scope["method"], scope["path"])
+            logger.exception("aiproxy: unexpected error on %s %r", scope["method"], scope["path"])
             state.error = "the gateway failed to handle this request"
             relay = state.relay or Relay(_NoProvider(), send, anthropic, trace=trace)
             await relay.fail(ProxyError(500, state.error, "server_error", "internal_error"))

@@ -21,6 +21,8 @@ from .errors import ConfigError
 from .fetch_policy import ImageFetch
 from .mapping import ModelMapper, SettingsApplier
 from .messages import AnswerRules, MessageRules
+from .metrics import DEFAULT_MAX_LABEL_VALUES
+from .sse import DEFAULT_MAX_EVENT_SIZE
 from .tokens import Failover, RetryOnFailure, TokenPool
 
 if TYPE_CHECKING:
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
 
 DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
 DEFAULT_MAX_RESPONSE_SIZE = 64 * 1024 * 1024
+DEFAULT_REQUEST_READ_TIMEOUT = 30000
 
 
 class CustomSetting(Struct, rename="camel", forbid_unknown_fields=True):
@@ -73,8 +76,10 @@ class SummaryLogging(Struct, forbid_unknown_fields=True):
     payloads: bool = False
 
 
-class MetricsEndpoint(Struct, forbid_unknown_fields=True):
+class MetricsEndpoint(Struct, rename="camel", forbid_unknown_fields=True):
     path: Annotated[str, Meta(pattern=r"^/")] = "/metrics"
+    max_label_values: Annotated[int, Meta(ge=0)] = DEFAULT_MAX_LABEL_VALUES
+    """Model names from requests a label keeps (beyond the configured ones) before `other`."""
 
 
 class _TopLevel(Struct, rename="camel", forbid_unknown_fields=True):
@@ -82,11 +87,13 @@ class _TopLevel(Struct, rename="camel", forbid_unknown_fields=True):
     routes: list[dict[str, Any]] | None = None
     max_body_size: Annotated[int, Meta(ge=1)] = DEFAULT_MAX_BODY_SIZE
     max_response_size: Annotated[int, Meta(ge=1)] = DEFAULT_MAX_RESPONSE_SIZE
+    max_sse_event_size: Annotated[int, Meta(ge=1024)] = DEFAULT_MAX_EVENT_SIZE
     logging: SummaryLogging = msgspec.field(default_factory=SummaryLogging)
     metrics: MetricsEndpoint | None = None
     on_summary: str | None = None
     """A `module:function` called with every request's summary."""
     image_fetch: ImageFetch = msgspec.field(default_factory=ImageFetch)
+    request_read_timeout: Annotated[int, Meta(ge=1, le=3600000)] = DEFAULT_REQUEST_READ_TIMEOUT
 
 
 class _RouteEntry(Struct, forbid_unknown_fields=True):
@@ -133,6 +140,31 @@ class Config:
     hooks: tuple[SummaryHook, ...] = ()
     image_fetch: ImageFetch = field(default_factory=ImageFetch)
     """Which image URLs may be fetched for providers that take image bytes only."""
+    request_read_timeout: int = DEFAULT_REQUEST_READ_TIMEOUT
+    """Milliseconds a request body may take to arrive, in either dialect; 408 past it."""
+    max_sse_event_size: int = DEFAULT_MAX_EVENT_SIZE
+    """Bytes one SSE line or event of a streamed answer may have (every route)."""
+    metrics_max_label_values: int = DEFAULT_MAX_LABEL_VALUES
+    """Model names from requests the metrics keep as labels before `other`."""
+
+    def model_names(self) -> set[str]:
+        """The model names the configuration holds (modelMapping's exact keys and its
+        values, health-check models, APISIX `options.model`): metrics keep them as they are,
+        outside the cap on names that come from requests."""
+        names: set[str] = set()
+        for route in self.routes:
+            common = route.provider.config
+            names.update(k for k in common.model_mapping
+                         if k not in ("", "*") and not k.endswith("*") and not k.startswith("~"))
+            names.update(v for v in common.model_mapping.values() if v)
+            if common.failover is not None and common.failover.health_check_model:
+                names.add(common.failover.health_check_model)
+        for apisix in self.all_apisix():
+            for target in apisix.targets:
+                model = target.options.get("model")
+                if isinstance(model, str) and model:
+                    names.add(model)
+        return names
 
     def apisix_for(self, path: str) -> list[ApisixRoute] | None:
         """The APISIX routes that may serve `path`, in config order."""
@@ -202,6 +234,8 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any] | Config) -> Con
         if not routes and not apisix and not prefixed:
             raise ConfigError("routes: must list at least one route")
     routes.sort(key=lambda r: len(r.prefix), reverse=True)
+    for route in [*prefixed, *(r for rs in apisix.values() for r in rs)]:
+        route.limits.max_event = top.max_sse_event_size
     hooks: tuple[SummaryHook, ...] = ()
     if top.on_summary:
         from .observe import load_hook
@@ -210,7 +244,10 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any] | Config) -> Con
     return Config(tuple(routes), top.provider is not None, top.max_body_size,
                   top.max_response_size, apisix,
                   tuple(prefixed), top.logging, top.metrics.path if top.metrics else None,
-                  hooks, image_fetch=top.image_fetch)
+                  hooks, image_fetch=top.image_fetch, max_sse_event_size=top.max_sse_event_size,
+                  metrics_max_label_values=(top.metrics.max_label_values if top.metrics
+                                            else DEFAULT_MAX_LABEL_VALUES),
+                  request_read_timeout=top.request_read_timeout)
 
 
 def _yaml_error(exc: yaml.YAMLError) -> str:

@@ -18,6 +18,11 @@ The rule, configured by the top-level `imageFetch` key:
   verifies the certificate against the host name;
 - redirects are not followed (a 3xx answer is a failed fetch).
 
+How much one request may make the gateway fetch is bounded by the same key (`ImageLimits`,
+enforced in `images`): `maxImages` image parts in all (data: URLs count too), `maxImageBytes`
+per image and `maxTotalBytes` per request (a 413 past either, before more is read), and at
+most `maxConcurrentPerRequest` downloads at once for one request, `maxConcurrent` for all.
+
 IPv4 literals in every form the C library accepts (`2130706433`, `0x7f.1`, `017700000001`,
 `127.1`) and IPv6 literals (`[::1]`, `[::ffff:127.0.0.1]`) are read as the address they
 name. A refused URL is a 400 `invalid_request_error`, code `image_url_not_allowed`.
@@ -30,6 +35,7 @@ import ipaddress
 import re
 import socket
 import ssl
+import weakref
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Annotated, Any
@@ -46,6 +52,35 @@ IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 HOST_PATTERN = (r"^(\*\.)?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?$"
                 r"|^\[?[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\]?$")
 HostPattern = Annotated[str, Meta(pattern=HOST_PATTERN, max_length=253)]
+Positive = Annotated[int, Meta(ge=1)]
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """How much one request may make the gateway fetch (a normal multimodal chat, a few
+    images of a few MiB, never meets the defaults)."""
+
+    max_images: int = 20
+    """Image parts in one request, `data:` URLs included (a 400 past it, nothing fetched)."""
+    max_image_bytes: int = 20 * MiB
+    max_total_bytes: int = 50 * MiB
+    """Fetched bytes of one request, an image counted once per part that uses it (413)."""
+    per_request: int = 4
+    overall: int = 32
+    """Downloads at once, of one request and of every request of this configuration."""
+
+    def slots(self) -> asyncio.Semaphore:
+        """The `overall` download slots (one set per event loop: a semaphore binds to one)."""
+        loop = asyncio.get_running_loop()
+        slots = self._slots.get(loop)
+        if slots is None:
+            slots = self._slots[loop] = asyncio.Semaphore(self.overall)
+        return slots
+
+    @cached_property
+    def _slots(self) -> weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]:
+        return weakref.WeakKeyDictionary()
 
 
 class ImageFetch(Struct, rename="camel", forbid_unknown_fields=True, dict=True):
@@ -54,11 +89,18 @@ class ImageFetch(Struct, rename="camel", forbid_unknown_fields=True, dict=True):
     allow_private_networks: bool = False
     allow_hosts: list[HostPattern] = []
     deny_hosts: list[HostPattern] = []
+    max_images: Positive = ImageLimits.max_images
+    max_image_bytes: Positive = ImageLimits.max_image_bytes
+    max_total_bytes: Positive = ImageLimits.max_total_bytes
+    max_concurrent_per_request: Positive = ImageLimits.per_request
+    max_concurrent: Positive = ImageLimits.overall
 
     @cached_property
     def policy(self) -> ImagePolicy:
         return ImagePolicy(self.allow_private_networks, tuple(self.allow_hosts),
-                           tuple(self.deny_hosts))
+                           tuple(self.deny_hosts), limits=ImageLimits(
+                               self.max_images, self.max_image_bytes, self.max_total_bytes,
+                               self.max_concurrent_per_request, self.max_concurrent))
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +121,7 @@ class ImagePolicy:
     allow_hosts: tuple[str, ...] = ()
     deny_hosts: tuple[str, ...] = ()
     schemes: frozenset[str] = frozenset({"http", "https"})
+    limits: ImageLimits = ImageLimits()
 
     @cached_property
     def _allow(self) -> _Patterns:

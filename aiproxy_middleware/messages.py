@@ -222,7 +222,9 @@ class ReasoningStream:
 
     def __init__(self, rules: AnswerRules, inner: StreamConverter | None) -> None:
         self._inner = inner
-        self._parser = EventParser()
+        # with `inner`, what is parsed here was bounded before (by the provider's
+        # converter or the relay's WholeEvents), and may be longer once converted
+        self._parser = EventParser() if inner is None else EventParser(None)
         self._mode = rules.mode
         self._promote = rules.promote
         self._choices: dict[int, _Choice] = {}

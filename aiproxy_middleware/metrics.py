@@ -7,6 +7,7 @@ gives the exposition text for a `/metrics` endpoint the host app serves.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge,
@@ -22,6 +23,10 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05)
 #: Longest label value, in UTF-8 bytes.
 MAX_LABEL_BYTES = 128
+#: Values a label takes from requests (beyond the configured ones) before `OTHER`.
+DEFAULT_MAX_LABEL_VALUES = 100
+#: The label value of every request-chosen value past the cap.
+OTHER = "other"
 _CACHE_LIMIT = 4096  # label sets whose children are kept at hand (the registry keeps all)
 
 
@@ -35,10 +40,37 @@ def label(value: str) -> str:
     return raw[:MAX_LABEL_BYTES].decode("utf-8", "ignore")
 
 
-class Metrics:
-    """Prometheus metrics for AI requests, in their own CollectorRegistry."""
+class LabelValues:
+    """The values one label may take, so that clients cannot grow the registry without
+    bound: the configured ones always, then the first `limit` others that requests bring,
+    then `OTHER` for every new one. Values are cut to `MAX_LABEL_BYTES` first."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_kept", "_room")
+
+    def __init__(self, limit: int = DEFAULT_MAX_LABEL_VALUES, known: Iterable[str] = ()) -> None:
+        self._kept = {label(value) for value in known}
+        self._room = limit
+
+    def __call__(self, value: str) -> str:
+        value = label(value)
+        if value in self._kept:
+            return value
+        if self._room <= 0:
+            return OTHER
+        self._room -= 1
+        self._kept.add(value)
+        return value
+
+
+class Metrics:
+    """Prometheus metrics for AI requests, in their own CollectorRegistry.
+
+    The `model` label comes from requests: it takes the configured model names (`known`)
+    and at most `max_label_values` others, then `other`."""
+
+    def __init__(self, max_label_values: int = DEFAULT_MAX_LABEL_VALUES,
+                 known: Iterable[str] = ()) -> None:
+        self.models = LabelValues(max_label_values, known)
         self.registry = CollectorRegistry(auto_describe=True)
         model = ("route", "provider", "model")
         reg = self.registry
@@ -69,11 +101,12 @@ class Metrics:
         self._children: dict[tuple[str, str, str], tuple[Any, ...]] = {}
 
     def _series(self, route: str, provider: str, model: str) -> tuple[Any, ...]:
-        """The per-(route, provider, model) children, looked up once per label set."""
+        """The per-(route, provider, model) children, looked up once per label set (`model`
+        is a label value already)."""
         key = (route, provider, model)
         children = self._children.get(key)
         if children is None:
-            labels = (label(route), label(provider), label(model))
+            labels = (label(route), label(provider), model)
             children = (self.duration.labels(*labels), self.ttft.labels(*labels),
                         self.prompt_tokens.labels(*labels),
                         self.completion_tokens.labels(*labels),
@@ -86,10 +119,10 @@ class Metrics:
 
     def observe(self, s: Summary) -> None:
         """Counts one request's summary into the series."""
+        model = self.models(s.model)
         duration, ttft, prompt, completion, cached, reasoning, cost, overhead = self._series(
-            s.route, s.provider, s.model)
-        self.requests.labels(label(s.route), label(s.provider), label(s.model),
-                             str(s.status)).inc()
+            s.route, s.provider, model)
+        self.requests.labels(label(s.route), label(s.provider), model, str(s.status)).inc()
         if s.status < 400:
             duration.observe(max(s.total_ms, 0.0) / 1000)
         if s.stream and s.time_to_first_token_ms is not None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from .anthropic import MessagesRequest, to_chat
+from .anthropic import MessagesRequest, error_json, to_chat
 from .apisix_responder import ApisixResponder
 from .checks import check_request
 from .config import Config, Route, load_config
@@ -19,11 +19,13 @@ from .health import HealthMonitor
 from .observe import Metrics, Observer, SummaryHook
 from .openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody, ask_for_usage
 from .provider import Call, Endpoint
+from .read_deadline import ReadDeadlines
 from .relay import Limits, Relay, Trace, UpstreamFailure
 from .tokens import STATEFUL, TokenProber, TokenStore, chat_probe
 from .summaries import summarize
 from .tap import AnswerTap
 from .transport import default_client
+from .urls import has_dot_segment, request_path_problem
 
 logger = logging.getLogger("aiproxy_middleware")
 
@@ -58,8 +60,10 @@ class AIProxyMiddleware:
         self._client = http_client
         self._owns_client = http_client is None
         hooks = list(self.config.hooks) + ([on_summary] if on_summary else [])
-        self.metrics = Metrics() if self.config.metrics_path else None
+        self.metrics = (Metrics(self.config.metrics_max_label_values, self.config.model_names())
+                        if self.config.metrics_path else None)
         self.observer = Observer(self.metrics, hooks)
+        self.read_deadlines = ReadDeadlines(self.config.request_read_timeout / 1000)
         if token_store is not None:
             for route in self.config.routes:
                 route.tokens.store = token_store
@@ -79,6 +83,10 @@ class AIProxyMiddleware:
         kind = scope["type"]
         if kind == "http":
             path = scope["path"]
+            problem = request_path_problem(path)
+            if problem is not None and path != "*":  # OPTIONS * is the app's to answer
+                await refuse_path(scope, send, problem)
+                return
             apisix = self.config.apisix_for(path)
             if apisix:
                 self.health.start()
@@ -118,6 +126,7 @@ class AIProxyMiddleware:
         """Stop the health checks and close the middleware's own HTTP client (an injected
         client is left open)."""
         await self.health.stop()
+        self.read_deadlines.close()
         for route in self.config.all_apisix():
             await route.aclose()
         client, self._client = self._client, None
@@ -189,7 +198,9 @@ class ProxyResponder:
         if self.middleware.config.logging.payloads:
             trace.tap = AnswerTap(keep_text=True)
         provider = self.route.provider
-        limits = Limits(total=provider.timeout, max_bytes=self.middleware.config.max_response_size)
+        config = self.middleware.config
+        limits = Limits(total=provider.timeout, max_bytes=config.max_response_size,
+                        max_event=config.max_sse_event_size)
         relay = Relay(provider, send, self.anthropic, answers, limits, trace)
         call: Call | None = None
         error = None
@@ -202,7 +213,7 @@ class ProxyResponder:
             error = exc.message
             await relay.fail(exc)
         except Exception:
-            logger.exception("aiproxy: unexpected error on %s %s", scope["method"], scope["path"])
+            logger.exception("aiproxy: unexpected error on %s %r", scope["method"], scope["path"])
             error = "the gateway failed to handle this request"
             await relay.fail(ProxyError(500, error, "server_error", "internal_error"))
         if call is not None:
@@ -257,8 +268,9 @@ class ProxyResponder:
         if scope["method"] != "POST" and not self.original:
             raise ProxyError(405, f"method {scope['method']} is not allowed on {path}; use POST",
                              "invalid_request_error", "method_not_allowed")
-        return await read_body(receive, scope["headers"], self.middleware.config.max_body_size,
-                               content_type=True)
+        middleware = self.middleware
+        return await read_body(receive, scope["headers"], middleware.config.max_body_size,
+                               True, middleware.read_deadlines)
 
     async def _call(self, scope: Scope, data: bytes) -> Call:
         """The call a request body makes (with no token yet)."""
@@ -373,9 +385,26 @@ def _check_content_type(headers: list[tuple[bytes, bytes]]) -> None:
             return
 
 
+async def refuse_path(scope: Scope, send: Any, problem: str) -> None:
+    """The 400 for a request path that is not origin-form or holds CR, LF or NUL, in the
+    error format of the API the path names. The path is logged with `repr` (never as it
+    is: it would forge log lines) and is not echoed to the client."""
+    path = scope["path"]
+    logger.warning("aiproxy: refused %s %r: %s", scope.get("method"), path[:200], problem)
+    error = bad_request(problem, "invalid_path")
+    anthropic = path.rstrip("/").endswith("/v1/messages")
+    body = error_json(400, problem) if anthropic else error.body()
+    await send({"type": "http.response.start", "status": 400,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
 async def read_body(receive: Any, headers: list[tuple[bytes, bytes]], limit: int,
-                    content_type: bool = False) -> bytes:
-    """The request body, within `limit` bytes (413), checked to be JSON (415) if asked."""
+                    content_type: bool = False,
+                    deadlines: ReadDeadlines | None = None) -> bytes:
+    """The request body, within `limit` bytes (413), checked to be JSON (415) if asked,
+    arrived within the `deadlines`' timeout (408)."""
     if content_type:
         _check_content_type(headers)
     for name, value in headers:
@@ -385,19 +414,28 @@ async def read_body(receive: Any, headers: list[tuple[bytes, bytes]], limit: int
             break
     chunks: list[bytes] = []
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ProxyError(499, "the client closed the connection", "invalid_request_error",
-                             "client_closed")
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
+    task = deadlines.enter() if deadlines is not None else None
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ProxyError(499, "the client closed the connection",
+                                 "invalid_request_error", "client_closed")
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+    except asyncio.CancelledError:
+        if task is not None and deadlines.expired(task):  # type: ignore[union-attr]
+            raise deadlines.error() from None  # type: ignore[union-attr]
+        raise
+    finally:
+        if task is not None:
+            deadlines.leave(task)  # type: ignore[union-attr]
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 

@@ -390,12 +390,13 @@ class JsonBody:
 
 def ask_for_usage(body: JsonBody) -> bool:
     """Make a streamed chat body ask for the final usage chunk (the gateway reads the
-    request's tokens from it), and say whether the client wants that chunk relayed: yes,
-    unless it set `stream_options.include_usage` to false itself."""
+    request's tokens from it), and say whether the client wants that chunk relayed: only
+    when it set `stream_options.include_usage: true` itself, as OpenAI has it (a chunk with
+    no choices breaks clients that did not ask for one)."""
     options = body.get("stream_options")
     if not isinstance(options, dict):
         options = {}
-    wanted = options.get("include_usage") is not False
+    wanted = options.get("include_usage") is True
     if options.get("include_usage") is not True:
         body.set("stream_options", {**options, "include_usage": True})
     return wanted

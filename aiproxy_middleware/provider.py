@@ -20,6 +20,10 @@ from .errors import ConfigError, upstream_invalid
 from .fetch_policy import DEFAULT_POLICY, ImagePolicy
 from .secrets import watch
 from .shapes import decode_json
+from .urls import configured_path, encode_path, segment, upstream_url
+
+__all__ = ["Call", "Endpoint", "Provider", "StreamConverter", "UpstreamRequest", "NoSettings",
+           "answer_object", "json_object", "segment", "endpoint_path", "upstream_url"]
 
 if TYPE_CHECKING:
     from .apisix_schema import ApisixTarget
@@ -100,6 +104,15 @@ class StreamConverter(Protocol):
 
 class NoSettings(Struct, forbid_unknown_fields=True):
     """A provider with no fields of its own."""
+
+
+def endpoint_path(path: str, field: str) -> str:
+    """A configured URL's path, encoded for `Provider.url`; ConfigError naming `field` for
+    a path with `.` or `..` segments."""
+    try:
+        return configured_path(path)
+    except ValueError as exc:
+        raise ConfigError(f"{field}: {exc}") from None
 
 
 def answer_object(body: bytes, provider: str) -> dict[str, Any]:
@@ -205,10 +218,21 @@ class Provider:
         """The upstream request for an OpenAI-protocol call."""
         raise NotImplementedError
 
+    def url(self, path: str, query: str = "", base: str | None = None) -> str:
+        """The upstream URL for an encoded `path` below the path of the base URL (`base`,
+        or `base_url()`), with `query`. Nothing in `path` or `query` can change the base
+        URL's scheme, host, port or path (see `urls`)."""
+        return upstream_url(base or self.base_url(), path, query)
+
+    def client_url(self, call: Call, query: str | None = None, base: str | None = None) -> str:
+        """The upstream URL for the client's own path and query (`protocol: original`)."""
+        return upstream_url(base or self.base_url(), encode_path(call.path),
+                            call.query if query is None else query)
+
     def original_request(self, call: Call) -> UpstreamRequest:
         """The upstream request under `protocol: original`: the client's path and body."""
-        url = self.base_url() + call.path + (f"?{call.query}" if call.query else "")
-        return UpstreamRequest(url, self.auth_headers(call), call.body.encode(), call.method)
+        return UpstreamRequest(self.client_url(call), self.auth_headers(call),
+                               call.body.encode(), call.method)
 
     def auth_headers(self, call: Call) -> dict[str, str]:
         """The headers that authenticate a request with the chosen token."""

@@ -11,6 +11,7 @@ from typing import Any, Callable
 import httpx
 
 from .anthropic import MessageStream, convert_answer, error_event, error_json
+from .anthropic_fields import request_stops
 from .config import DEFAULT_MAX_RESPONSE_SIZE
 from .encodings import ACCEPT_ENCODING, Decoder, TooBig, Undecodable, decoded, decoder_for
 from .errors import ProxyError, upstream_invalid, upstream_timeout, upstream_unreachable
@@ -20,6 +21,7 @@ from .openai import ChatCompletionRequest
 from .tap import AnswerTap
 from .provider import Call, Endpoint, Provider, UpstreamRequest
 from .secrets import Scrubber, upstream_scrubber
+from .sse import DEFAULT_MAX_EVENT_SIZE, event_limit
 from .streams import DisconnectWatcher, NoUsage, Tapped, WholeEvents
 
 logger = logging.getLogger("aiproxy_middleware")
@@ -53,6 +55,8 @@ class Limits:
     idle: float | None = None
     stream_duration: float | None = None
     max_bytes: int | None = None
+    max_event: int | None = DEFAULT_MAX_EVENT_SIZE
+    """Bytes one SSE line or event of a streamed answer may have (`maxSseEventSize`)."""
 
     def timeout_ms(self) -> int:
         return round((self.idle or self.total or 0) * 1000)
@@ -269,7 +273,8 @@ class Relay:
         elif status < 400:
             self.trace.tap.json(data)  # a native Anthropic answer, or protocol original's
         if self.anthropic and call.endpoint is not None:
-            data, converted = convert_answer(status, data, call.model), True
+            data = convert_answer(status, data, call.model, request_stops(call))
+            converted = True
         await self._respond(status, [(b"content-type", JSON)] if converted
                             else scrub.headers(_headers(response)), data)
 
@@ -280,17 +285,24 @@ class Relay:
         strip = (call.stream and not call.include_usage and not self.anthropic
                  and call.endpoint is Endpoint.CHAT)
         call.include_usage = call.include_usage or strip
+        # The SSE parsers built from here on take the route's event size limit. (A converter
+        # that raises leaves it set, in this request's context only.)
+        limit = event_limit.set(self.limits.max_event)
         converter = self.provider.stream_converter(call) if call.endpoint is not None else None
         plain = converter is None
-        if converter is not None:
+        if converter is not None or strip:  # the tap reads the usage chunk before it goes
             converter = Tapped(converter, self.trace.tap)
+        tapped = converter is not None
         if strip:
             converter = NoUsage(converter)
         if self.anthropic and call.endpoint is not None:
-            converter = MessageStream(call.model, converter)
-        upstream_headers = converter is None
+            converter = MessageStream(call.model, converter, request_stops(call))
+        # the upstream's headers describe its own stream: kept while the bytes are its own
+        # (dropping the usage chunk changes none of them)
+        upstream_headers = plain and not (self.anthropic and call.endpoint is not None)
         if self.answers is not None and call.endpoint is not None and not self.anthropic:
             converter = self.answers.stream(converter)
+        event_limit.reset(limit)
         response: httpx.Response | None = None
         error: ProxyError | None = None
         watcher = DisconnectWatcher(receive)
@@ -313,7 +325,7 @@ class Relay:
                     await self._answer(call, response, await self._read(response))
                 else:
                     await self._relay(response, converter, upstream_headers, deadline,
-                                      plain, stream_end)
+                                      plain, stream_end, tapped)
         except (TimeoutError, httpx.TimeoutException):
             if stream_end is not None and loop.time() >= stream_end:
                 error = upstream_timeout(f"the stream from provider {self.provider.name!r}"
@@ -339,7 +351,8 @@ class Relay:
             await self._fail_stream(error)
 
     async def _relay(self, response: httpx.Response, converter: Any, upstream_headers: bool,
-                     deadline: asyncio.Timeout, plain: bool, stream_end: float | None) -> None:
+                     deadline: asyncio.Timeout, plain: bool, stream_end: float | None,
+                     tapped: bool) -> None:
         decoder = self._decoder(_framing(response)[1])
         scrub = self.trace.scrubber = upstream_scrubber(self.provider, response)
         headers = (scrub.headers(_headers(response)) if upstream_headers
@@ -357,13 +370,13 @@ class Relay:
         if metrics is not None:
             metrics.stream_started()
         send = self.send
-        tap = trace.tap if plain else None
-        if tap is not None and converter is not None:  # the usage chunk is stripped after
+        tap = None if tapped else trace.tap
+        if tap is not None and converter is not None:  # reasoning rules: what the client gets
             converter = Tapped(converter, tap)
             tap = None
         limits = self.limits
         idle, cap = limits.idle, limits.max_bytes
-        whole = WholeEvents() if plain else None
+        whole = WholeEvents(limits.max_event) if plain else None
         loop = asyncio.get_running_loop()
         size = 0
         wait = 0.0
@@ -443,7 +456,10 @@ class Relay:
             await self._fail_stream(error)
             return
         body = error_json(error.status, error.message) if self.anthropic else error.body()
-        await self._respond(error.status, [(b"content-type", JSON)], body)
+        headers = [(b"content-type", JSON)]
+        if error.status == 408:  # the body was not read to its end: the connection cannot go on
+            headers.append((b"connection", b"close"))
+        await self._respond(error.status, headers, body)
 
     async def deliver(self, failure: UpstreamFailure, call: Call) -> None:
         """Relay an upstream error answer that was held back for a retry."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,14 +32,39 @@ class Event:
     id: str | None = None
 
 
+DEFAULT_MAX_EVENT_SIZE = 1 << 20
+"""Bytes one SSE line or event may have (APISIX holds at most 1 MiB of a part-read event)."""
+
+event_limit: ContextVar[int | None] = ContextVar("aiproxy_sse_event_limit",
+                                                 default=DEFAULT_MAX_EVENT_SIZE)
+"""The limit a new `EventParser` takes: the relay sets the route's while it builds a
+stream's converters, so providers' parsers need not be told it."""
+
+_CURRENT: Any = object()
+
+
+def event_too_large(limit: int) -> ProxyError:
+    return upstream_invalid(f"the upstream sent a stream line or event larger than {limit}"
+                            " bytes (the SSE event size limit)")
+
+
 class EventParser:
-    """Parses an SSE byte stream incrementally (per the WHATWG event-stream rules)."""
+    """Parses an SSE byte stream incrementally (per the WHATWG event-stream rules).
 
-    __slots__ = ("_buffer", "_data", "_event", "_id", "_cr")
+    Work is linear in the bytes read: only the part of a line still without its end is
+    held, and each read is searched once. A line, or an event's data, longer than `limit`
+    bytes raises the 502 `event_too_large` (the relay then ends the stream and closes the
+    upstream); `limit` None is no limit (for streams the gateway wrote itself).
+    """
 
-    def __init__(self) -> None:
-        self._buffer = b""
+    __slots__ = ("_buffer", "_data", "_size", "_event", "_id", "_cr", "limit")
+
+    def __init__(self, limit: int | None = _CURRENT) -> None:
+        self.limit: int | None = event_limit.get() if limit is _CURRENT else limit
+        self._buffer = bytearray()
+        """The start of a line whose end has not come yet (it holds no line end)."""
         self._data: list[str] = []
+        self._size = 0  # bytes of data in the event being read
         self._event = ""
         self._id: str | None = None
         self._cr = False  # the last read ended in CR: a LF starting the next one is its pair
@@ -49,48 +75,56 @@ class EventParser:
         if self._cr and data.startswith(b"\n"):
             data = data[1:]
         self._cr = data.endswith(b"\r")
-        buffer = self._buffer + data
+        if b"\r" in data:  # CRLF or CR line ends: one form (a CRLF split across reads is
+            # handled above)
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        limit = self.limit
+        buffer = self._buffer
+        lines = data.split(b"\n")
+        rest = lines.pop()  # after the last line end: the start of the next line
+        if buffer and lines:
+            lines[0] = bytes(buffer) + lines[0]
+            buffer.clear()
         events: list[Event] = []
-        start = 0
-        size = len(buffer)
-        while start < size:
-            cr = buffer.find(b"\r", start)
-            lf = buffer.find(b"\n", start)
-            if cr == -1 and lf == -1:
-                break
-            end = lf if cr == -1 or (lf != -1 and lf < cr) else cr
-            step = 2 if buffer[end:end + 2] == b"\r\n" else 1
-            self._line(buffer[start:end].decode("utf-8", "replace"), events)
-            start = end + step
-        self._buffer = buffer[start:]
+        for line in lines:
+            if limit is not None and len(line) > limit:
+                raise event_too_large(limit)
+            self._line(line, events)
+        if rest:
+            buffer += rest
+            if limit is not None and len(buffer) > limit:
+                raise event_too_large(limit)
         return events
 
     def close(self) -> list[Event]:
         """Events still held at the end of the stream (a last event with no blank line)."""
         events: list[Event] = []
         if self._buffer:
-            self._line(self._buffer.decode("utf-8", "replace"), events)
-            self._buffer = b""
-        self._line("", events)
+            line, self._buffer = self._buffer, bytearray()
+            self._line(line, events)
+        self._line(b"", events)
         return events
 
-    def _line(self, line: str, events: list[Event]) -> None:
+    def _line(self, line: bytes | bytearray, events: list[Event]) -> None:
         if not line:
             if self._data:
                 events.append(Event("\n".join(self._data), self._event or "message", self._id))
-            self._data, self._event = [], ""
+            self._data, self._event, self._size = [], "", 0
             return
-        if line.startswith(":"):
+        if line.startswith(b":"):
             return
-        name, _, value = line.partition(":")
-        if value.startswith(" "):
+        name, _, value = line.partition(b":")
+        if value.startswith(b" "):
             value = value[1:]
-        if name == "data":
-            self._data.append(value)
-        elif name == "event":
-            self._event = value
-        elif name == "id":
-            self._id = value
+        if name == b"data":
+            self._size += len(value) + 1  # with the LF that joins it to the next
+            if self.limit is not None and self._size > self.limit + 1:
+                raise event_too_large(self.limit)
+            self._data.append(value.decode("utf-8", "replace"))
+        elif name == b"event":
+            self._event = value.decode("utf-8", "replace")
+        elif name == b"id":
+            self._id = value.decode("utf-8", "replace")
 
 
 DONE = b"data: [DONE]\n\n"

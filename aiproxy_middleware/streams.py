@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from .sse import DEFAULT_MAX_EVENT_SIZE, event_too_large
 from .tap import AnswerTap
 
 
 class Tapped:
-    """A stream converter whose OpenAI-format output the answer tap reads too."""
+    """A stream converter whose OpenAI-format output the answer tap reads too (with no
+    converter, the bytes as they came)."""
 
     __slots__ = ("inner", "tap")
 
@@ -20,13 +22,13 @@ class Tapped:
         self.tap = tap
 
     def feed(self, data: bytes) -> bytes:
-        out = self.inner.feed(data)
+        out = self.inner.feed(data) if self.inner is not None else data
         if out:
             self.tap.sse(out)
         return out
 
     def close(self) -> bytes:
-        out = self.inner.close()
+        out = self.inner.close() if self.inner is not None else b""
         if out:
             self.tap.sse(out)
         return out
@@ -63,42 +65,46 @@ class NoUsage:
 
 
 _BOUNDARIES = (b"\n\n", b"\r\n\r\n", b"\n\r\n", b"\r\r")
-_HOLD = 1 << 20
-"""Bytes held at most: a stream with no blank line in that many goes on as it comes."""
 
 
 class WholeEvents:
     """Passes an SSE byte stream on in whole events: the bytes after the last blank line
     wait for the rest of their event, so an error event the relay adds after a failure
-    never lands inside a half-sent one."""
+    never lands inside a half-sent one.
 
-    __slots__ = ("_held",)
+    An event (its bytes up to its blank line) longer than `limit` raises the 502
+    `event_too_large`: what is held stays bounded, and each read is searched once."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_held", "limit")
+
+    def __init__(self, limit: int | None = DEFAULT_MAX_EVENT_SIZE) -> None:
         self._held = bytearray()
         """The start of an event whose end has not come yet."""
+        self.limit = limit
 
     @property
     def rest(self) -> bytes:
         return bytes(self._held)
 
     def feed(self, data: bytes) -> bytes:
-        held = self._held
+        held, limit = self._held, self.limit
         if not held:
+            if limit is not None and len(data) > limit:
+                _check_events(data, limit)  # a read longer than an event may be
             if data.endswith(_BOUNDARIES):
                 return data  # the common case: reads end where events do
             end = _last_boundary(data, 0)
-            if end < 0 and len(data) > _HOLD:
-                return data
             held += data[end:] if end >= 0 else data
+            if limit is not None and len(held) > limit:
+                raise event_too_large(limit)
             return data[:end] if end >= 0 else b""
         start = max(len(held) - 3, 0)  # a blank line may straddle two reads
         held += data
         end = _last_boundary(held, start)
+        if limit is not None and len(held) > limit:
+            _check_events(held, limit)
         if end < 0:
-            if len(held) <= _HOLD:
-                return b""
-            end = len(held)
+            return b""
         out = bytes(held[:end])
         del held[:end]
         return out
@@ -120,6 +126,25 @@ def _last_boundary(data: bytes | bytearray, start: int) -> int:
         if i >= 0:
             end = max(end, i + len(boundary))
     return end
+
+
+def _check_events(data: bytes | bytearray, limit: int) -> None:
+    """Raises `event_too_large` when a run of `data` up to a blank line (or after the last)
+    is longer than `limit`. Linear: each boundary's next place is searched for again only
+    once it has been passed."""
+    found = [data.find(b) for b in _BOUNDARIES]
+    start, size = 0, len(data)
+    while size - start > limit:
+        at, step = size, 0
+        for k, boundary in enumerate(_BOUNDARIES):
+            i = found[k]
+            if 0 <= i < start:
+                i = found[k] = data.find(boundary, start)
+            if 0 <= i < at:
+                at, step = i, len(boundary)
+        if at - start > limit:
+            raise event_too_large(limit)
+        start = at + step
 
 
 def _events(data: bytes) -> list[bytes]:

@@ -76,6 +76,11 @@ class EventStreamError(ValueError):
     """The byte stream is not valid event-stream framing (bad length or CRC)."""
 
 
+class MessageTooLarge(EventStreamError):
+    """A message longer than the decoder's `max_message` (checked from its prelude, before
+    the message is held)."""
+
+
 @dataclass(slots=True)
 class Message:
     headers: dict[str, Any]
@@ -123,10 +128,11 @@ def _headers(data: bytes) -> dict[str, Any]:
 class EventStreamDecoder:
     """Decodes event-stream messages from bytes fed in reads of any size, checking CRCs."""
 
-    __slots__ = ("_buffer",)
+    __slots__ = ("_buffer", "max_message")
 
-    def __init__(self) -> None:
+    def __init__(self, max_message: int = MAX_MESSAGE) -> None:
         self._buffer = bytearray()
+        self.max_message = max_message
 
     @property
     def pending(self) -> int:
@@ -143,6 +149,8 @@ class EventStreamDecoder:
                 raise EventStreamError("prelude CRC mismatch")
             if total < PRELUDE + 4 + header_len or total > MAX_MESSAGE:
                 raise EventStreamError(f"invalid message length {total}")
+            if total > self.max_message:
+                raise MessageTooLarge(f"a message of {total} bytes")
             if len(buf) < total:
                 break
             frame = bytes(buf[:total])

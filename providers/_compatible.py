@@ -16,7 +16,7 @@ from typing import ClassVar
 from urllib.parse import urlsplit
 
 from aiproxy_middleware.config import ConfigError
-from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest
+from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest, endpoint_path
 from aiproxy_middleware.secrets import shown_url
 
 DEFAULT_PATHS = {Endpoint.CHAT: "/v1/chat/completions", Endpoint.EMBEDDINGS: "/v1/embeddings"}
@@ -49,7 +49,8 @@ class OpenAICompatible(Provider):
     def request(self, call: Call) -> UpstreamRequest:
         if call.endpoint is None:  # a native call (Anthropic Messages): its own path
             return self.original_request(call)
-        return UpstreamRequest(self.base_url() + self.path(call), self.auth_headers(call),
+        path, _, query = self.path(call).partition("?")
+        return UpstreamRequest(self.url(path, query), self.auth_headers(call),
                                call.body.encode())
 
     def auth_headers(self, call: Call) -> dict[str, str]:
@@ -73,7 +74,8 @@ def split_url(url: str, field: str, scheme: str = "https") -> tuple[str, str, st
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"{field}: expected a URL such as https://host/v1, got"
                           f" {shown_url(url)!r}")
-    return f"{parts.scheme}://{parts.netloc}", parts.path.rstrip("/"), parts.query
+    return f"{parts.scheme}://{parts.netloc}", endpoint_path(parts.path.rstrip("/"), field), \
+        parts.query
 
 
 def host_setting(value: str, field: str) -> str:

@@ -26,12 +26,12 @@ Source: Azure OpenAI REST API reference (learn.microsoft.com/azure/ai-services/o
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs
 
 from msgspec import Struct
 
 from aiproxy_middleware.config import ConfigError, ProviderConfig
-from aiproxy_middleware.provider import Call, Endpoint, UpstreamRequest
+from aiproxy_middleware.provider import Call, Endpoint, UpstreamRequest, segment
 
 from ._compatible import OpenAICompatible, split_url
 
@@ -91,7 +91,7 @@ class Azure(OpenAICompatible):
             return self._fixed
         if self._v1:
             return "/openai/v1" + api + self._query
-        deployment = self._deployment or quote(call.model or "placeholder", safe="")
+        deployment = self._deployment or segment(call.model or "placeholder")
         return f"/openai/deployments/{deployment}{api}{self._query}"
 
     def auth_headers(self, call: Call) -> dict[str, str]:
@@ -101,5 +101,5 @@ class Azure(OpenAICompatible):
         query = call.query
         if "api-version" not in parse_qs(query) and self._query:
             query = f"{query}&{self._query[1:]}" if query else self._query[1:]
-        url = self._base + call.path + (f"?{query}" if query else "")
-        return UpstreamRequest(url, self.auth_headers(call), call.body.encode(), call.method)
+        return UpstreamRequest(self.client_url(call, query), self.auth_headers(call),
+                               call.body.encode(), call.method)

@@ -58,7 +58,7 @@ import re
 import time
 import uuid
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 import httpx
 import msgspec
@@ -71,11 +71,12 @@ from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, ChatCom
                                        EmbeddingsResponse, EmbeddingsUsage, FunctionCall,
                                        ToolCall, Usage, cached_usage, embedding, encode)
 from aiproxy_middleware.provider import (Call, Endpoint, Provider, UpstreamRequest,
-                                         answer_object, json_object)
+                                         answer_object, json_object, segment)
 from aiproxy_middleware.shapes import as_dict, as_int, as_str, decode_json
-from aiproxy_middleware.sse import ChunkStream
+from aiproxy_middleware.sse import ChunkStream, event_limit, event_too_large
 
-from ._aws import EventStreamDecoder, EventStreamError, Message, sigv4_headers
+from ._aws import (MAX_MESSAGE, EventStreamDecoder, EventStreamError, Message, MessageTooLarge,
+                   sigv4_headers)
 from .claude import BUDGETS
 
 SERVICE = "bedrock"
@@ -155,11 +156,10 @@ class Bedrock(Provider):
         return {"Authorization": f"Bearer {call.token}"} if self.bearer and call.token else {}
 
     def original_request(self, call: Call) -> UpstreamRequest:
-        url = self._host + call.path + (f"?{call.query}" if call.query else "")
-        return self._signed(call, url, call.body.encode())
+        return self._signed(call, self.client_url(call), call.body.encode())
 
     def _url(self, model: str, action: str) -> str:
-        return f"{self._host}/model/{quote(unquote(model), safe='')}/{action}"
+        return self.url(model_path(model, action))
 
     async def prepare(self, call: Call, client: httpx.AsyncClient) -> None:
         """Fetches http(s) image URLs (Bedrock takes image bytes only); and, since Titan
@@ -225,6 +225,14 @@ class Bedrock(Provider):
         if not isinstance(message, str):
             return None
         return status, _error(status, message).body()
+
+
+def model_path(model: str, action: str) -> str:
+    """`/model/{modelId}/{action}` with the model id as one path segment. AWS documents an
+    ARN (an inference profile's) as a model id, percent-encoded or not: its `/` are encoded
+    then; in any other id a `/` is a 400, as are `?`, `#` and control characters."""
+    name = unquote(model)
+    return f"/model/{segment(name, slashes=name.startswith('arn:'))}/{action}"
 
 
 def _error(status: int, message: str, code: str | None = None) -> ProxyError:
@@ -464,7 +472,8 @@ class BedrockStream:
     """Converts ConverseStream's binary event stream into OpenAI chunks."""
 
     def __init__(self, model: str, include_usage: bool) -> None:
-        self.decoder = EventStreamDecoder()
+        limit = event_limit.get()  # one event-stream message is one event
+        self.decoder = EventStreamDecoder(min(limit or MAX_MESSAGE, MAX_MESSAGE))
         self.out = ChunkStream(model, include_usage)
         self.tools: dict[int, bool] = {}  # toolUse block index -> arguments seen
         self.stopped = False
@@ -475,6 +484,8 @@ class BedrockStream:
             return b""
         try:
             messages = self.decoder.feed(data)
+        except MessageTooLarge:  # raised: the relay closes the upstream
+            raise event_too_large(self.decoder.max_message) from None
         except EventStreamError as exc:
             return self._fail(upstream_invalid(f"Bedrock's event stream is corrupt: {exc}"))
         return b"".join(self._message(m) for m in messages)

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import copy
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from aiproxy_middleware.errors import ConfigError
-from aiproxy_middleware.provider import Call, UpstreamRequest
+from aiproxy_middleware.provider import Call, UpstreamRequest, endpoint_path
 from aiproxy_middleware.secrets import shown_url
 
-from .bedrock import _REGION, Bedrock, Settings
+from .bedrock import _REGION, Bedrock, Settings, model_path
 
 if TYPE_CHECKING:
     from aiproxy_middleware.apisix_schema import ApisixTarget
@@ -70,7 +70,8 @@ class BedrockApisix(Bedrock):
                                   f" {shown_url(target.endpoint)!r}")
             netloc = parts.netloc.removesuffix(_DEFAULT_PORTS[parts.scheme])
             self._host = f"{parts.scheme}://{netloc}"
-            self._path = parts.path if parts.path not in ("", "/") else None
+            self._path = (endpoint_path(parts.path, f"{where}.override.endpoint")
+                          if parts.path not in ("", "/") else None)
             endpoint_query = parts.query
         auth = target.auth
         pairs = [(k, v) for k, v in parse_qsl(endpoint_query, keep_blank_values=True)
@@ -105,9 +106,8 @@ class BedrockApisix(Bedrock):
         return cls(ProviderConfig(type="bedrock", timeout=target.timeout), settings, target)
 
     def _url(self, model: str, action: str) -> str:
-        path = self._path if self._path is not None else (
-            f"/model/{quote(unquote(model), safe='')}/{action}")
-        return self._host + path + (f"?{self._query}" if self._query else "")
+        path = self._path if self._path is not None else model_path(model, action)
+        return self.url(path, self._query)
 
     def _signed(self, call: Call, url: str, body: bytes) -> UpstreamRequest:
         up = super()._signed(call, url, body)

@@ -105,7 +105,7 @@ class Claude(Provider):
         assert isinstance(call.request, ChatCompletionRequest)
         raw = call.body.get("messages", list[dict[str, Any]], [])
         body = build_body(call.request, raw, call.model, call.body.get("top_k", int))
-        return UpstreamRequest(self.base_url() + "/v1/messages", self.auth_headers(call),
+        return UpstreamRequest(self.url("/v1/messages"), self.auth_headers(call),
                                encode(body))
 
     def convert_response(self, call: Call, body: bytes) -> bytes | None:

@@ -64,10 +64,10 @@ class Cohere(Provider):
         if call.endpoint is Endpoint.EMBEDDINGS:
             assert isinstance(call.request, EmbeddingsRequest)
             body = embed_body(call.request, call.model, call.body.get("input_type", str))
-            return UpstreamRequest(f"{HOST}/v2/embed", self.auth_headers(call), encode(body))
+            return UpstreamRequest(self.url("/v2/embed"), self.auth_headers(call), encode(body))
         assert isinstance(call.request, ChatCompletionRequest)
         body = chat_body(call.request, call.model, call.stream, call.body.get("top_k", int))
-        return UpstreamRequest(f"{HOST}/v2/chat", self.auth_headers(call), encode(body))
+        return UpstreamRequest(self.url("/v2/chat"), self.auth_headers(call), encode(body))
 
     def convert_response(self, call: Call, body: bytes) -> bytes | None:
         answer = _decode(body)

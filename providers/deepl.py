@@ -96,12 +96,11 @@ class DeepL(Provider):
         headers = self.auth_headers(call)
         if call.stream:
             headers[STREAMED] = "1"
-        return UpstreamRequest(host + PATH, headers, encode(body))
+        return UpstreamRequest(self.url(PATH, base=host), headers, encode(body))
 
     def original_request(self, call: Call) -> UpstreamRequest:
         host = HOSTS["Free"] if call.token.endswith(":fx") else HOSTS["Pro"]
-        url = host + call.path + (f"?{call.query}" if call.query else "")
-        return UpstreamRequest(url, self.auth_headers(call), call.body.encode(), call.method)
+        return UpstreamRequest(self.client_url(call, base=host), self.auth_headers(call), call.body.encode(), call.method)
 
     def convert_response(self, call: Call, body: bytes) -> bytes | None:
         return encode(convert_answer(_decode(body), call.model))
@@ -167,7 +166,7 @@ class TranslationStream:
 
     def __init__(self, model: str) -> None:
         self.model = model
-        self.body = b""
+        self.body = bytearray()  # (bounded by the response size limit)
 
     def feed(self, data: bytes) -> bytes:
         self.body += data
@@ -175,7 +174,7 @@ class TranslationStream:
 
     def close(self) -> bytes:
         try:
-            answer = _decode(self.body)
+            answer = _decode(bytes(self.body))
         except ProxyError as error:
             return b"data: " + error.body() + b"\n\n"
         ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())

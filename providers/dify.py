@@ -49,6 +49,8 @@ from aiproxy_middleware.provider import (Call, Endpoint, Provider, UpstreamReque
 from aiproxy_middleware.shapes import as_dict, as_int
 from aiproxy_middleware.sse import ChunkStream, Event, JsonEventConverter
 
+from ._compatible import split_url
+
 PATHS = {"Chat": "/v1/chat-messages", "Agent": "/v1/chat-messages",
          "Completion": "/v1/completion-messages", "Workflow": "/v1/workflows/run"}
 DEFAULT_USER = "api-user"
@@ -79,12 +81,10 @@ class Dify(Provider):
                                       ("outputVariable", settings.output_variable)) if not v]
             if missing:
                 raise ConfigError(f"{' and '.join(missing)}: required when botType is Workflow")
-        url = settings.dify_api_url.strip().rstrip("/")
-        if not url:
+        if not settings.dify_api_url.strip():
             raise ConfigError("difyApiUrl: must not be empty")
-        if "://" not in url:
-            url = "https://" + url
-        self._base = url.removesuffix("/v1")
+        base, path, _ = split_url(settings.dify_api_url, "difyApiUrl")
+        self._base = base + path.removesuffix("/v1")
 
     @property
     def bot(self) -> str:
@@ -111,7 +111,7 @@ class Dify(Provider):
             body["inputs"] = {"query": query}
         else:
             body["inputs"] = {settings.input_variable: query}
-        return UpstreamRequest(self._base + PATHS[self.bot], self.auth_headers(call),
+        return UpstreamRequest(self.url(PATHS[self.bot]), self.auth_headers(call),
                                encode(body))
 
     def convert_response(self, call: Call, body: bytes) -> bytes | None:

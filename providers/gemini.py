@@ -49,7 +49,8 @@ from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, ChatCom
                                        ContentPart, embedding, EmbeddingsRequest,
                                        EmbeddingsResponse, EmbeddingsUsage, FunctionCall,
                                        PromptTokensDetails, ToolCall, Usage, encode)
-from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest, answer_object
+from aiproxy_middleware.provider import (Call, Endpoint, Provider, UpstreamRequest, answer_object,
+                                         segment)
 from aiproxy_middleware.shapes import as_dict, as_int, as_list, as_str, decode_json
 from aiproxy_middleware.sse import ChunkStream, Event, JsonEventConverter
 
@@ -91,9 +92,10 @@ class Gemini(Provider):
     def auth_headers(self, call: Call) -> dict[str, str]:
         return {"x-goog-api-key": call.token} if call.token else {}
 
-    def _url(self, model: str, action: str) -> str:
+    def _url(self, model: str, action: str, query: str = "") -> str:
         version = self.settings.api_version  # type: ignore[attr-defined]
-        return f"{HOST}/{version}/models/{model.removeprefix('models/')}:{action}"
+        return self.url(f"/{version}/models/{segment(model.removeprefix('models/'))}:{action}",
+                        query)
 
     async def prepare(self, call: Call, client: httpx.AsyncClient) -> None:
         if call.endpoint is Endpoint.CHAT and isinstance(call.request, ChatCompletionRequest):
@@ -110,8 +112,8 @@ class Gemini(Provider):
                 raise bad_request("this provider streams one choice only; use n = 1 with"
                                   " stream", param="n")
             body = chat_body(call.request, self.settings)  # type: ignore[arg-type]
-            url = self._url(call.model, "streamGenerateContent?alt=sse" if call.stream
-                            else "generateContent")
+            url = (self._url(call.model, "streamGenerateContent", "alt=sse") if call.stream
+                   else self._url(call.model, "generateContent"))
         return UpstreamRequest(url, self.auth_headers(call), encode(body))
 
     def convert_response(self, call: Call, body: bytes) -> bytes | None:

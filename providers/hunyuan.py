@@ -115,7 +115,7 @@ class Hunyuan(OpenAICompatible):
                    "X-TC-Version": VERSION}
         headers.update(tc3_headers(s.hunyuan_auth_id, s.hunyuan_auth_key, body,
                                    int(time.time())))
-        return UpstreamRequest(f"https://{NATIVE_HOST}/", headers, body)
+        return UpstreamRequest(self.url("/"), headers, body)
 
     def request(self, call: Call) -> UpstreamRequest:
         if not self.native:

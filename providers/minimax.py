@@ -54,7 +54,7 @@ from __future__ import annotations
 import time
 import uuid
 from typing import Any, Literal
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote
 
 import msgspec
 from msgspec import UNSET, Struct
@@ -105,20 +105,20 @@ class MiniMax(OpenAICompatible):
             raise ConfigError("minimaxGroupId: required when minimaxApiType is 'pro' (the"
                               " ChatCompletion Pro API is called with ?GroupId=)")
 
-    def _pro_url(self) -> str:
-        return f"{self.base_url()}{PRO_PATH}?GroupId={quote(self.group_id, safe='')}"
+    def _group(self) -> str:
+        return f"GroupId={quote(self.group_id, safe='')}"
 
     def request(self, call: Call) -> UpstreamRequest:
         if not self.pro:
             return super().request(call)
         assert isinstance(call.request, ChatCompletionRequest)
-        return UpstreamRequest(self._pro_url(), self.auth_headers(call),
+        return UpstreamRequest(self.url(PRO_PATH, self._group()), self.auth_headers(call),
                                encode(pro_body(call)))
 
     def original_request(self, call: Call) -> UpstreamRequest:
         up = super().original_request(call)
-        if self.pro and "GroupId=" not in call.query:
-            up.url += ("&" if call.query else "?") + f"GroupId={quote(self.group_id, safe='')}"
+        if self.pro and "GroupId" not in parse_qs(call.query):
+            up.url = self.client_url(call, "&".join(filter(None, (call.query, self._group()))))
         return up
 
     def convert_response(self, call: Call, body: bytes) -> bytes | None:

@@ -54,7 +54,7 @@ class Mock(OpenAICompatible):
     def original_request(self, call: Call) -> UpstreamRequest:
         # The mock's native protocol is OpenAI's: serve the same API paths.
         endpoint = Endpoint.for_path(call.path) or Endpoint.CHAT
-        return UpstreamRequest(self.default_base_url + endpoint.value, {}, call.body.encode())
+        return UpstreamRequest(self.url(endpoint.value), {}, call.body.encode())
 
 
 class MockTransport(httpx.AsyncBaseTransport):

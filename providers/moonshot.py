@@ -33,8 +33,10 @@ from msgspec import Struct
 from aiproxy_middleware.config import ConfigError
 from aiproxy_middleware.context import CachedText, insert_system
 from aiproxy_middleware.errors import ProxyError
-from aiproxy_middleware.provider import Call, Endpoint
+from aiproxy_middleware.provider import Call, Endpoint, upstream_url
 from aiproxy_middleware.shapes import decode_json
+from aiproxy_middleware.sse import event_limit
+from aiproxy_middleware.streams import WholeEvents
 
 from ._compatible import OpenAICompatible
 
@@ -71,24 +73,25 @@ class Moonshot(OpenAICompatible):
 
 
 class UsageLifter:
-    """Moves `choices[].usage` to the top level, one SSE event at a time."""
+    """Moves `choices[].usage` to the top level, one SSE event at a time (held whole, and
+    bounded, by `WholeEvents`)."""
 
     def __init__(self) -> None:
-        self._pending = b""
+        self._whole = WholeEvents(event_limit.get())
 
     def feed(self, data: bytes) -> bytes:
-        buffer = self._pending + data
+        buffer = self._whole.feed(data)
         out = []
         start = 0
         for end in _EVENT_END.finditer(buffer):
             out.append(_lift(buffer[start:end.start()]) + end.group())
             start = end.end()
-        self._pending = buffer[start:]
+        if start < len(buffer):  # CR-only line ends: passed on as they are
+            out.append(buffer[start:])
         return b"".join(out)
 
     def close(self) -> bytes:
-        tail, self._pending = self._pending, b""
-        return _lift(tail)
+        return _lift(self._whole.rest)
 
 
 def _lift(event: bytes) -> bytes:
@@ -121,7 +124,7 @@ class MoonshotFile(CachedText):
     def __init__(self, base_url: str, file_id: str, timeout: float) -> None:
         super().__init__()
         self.file_id = file_id
-        self._url = f"{base_url}/v1/files/{quote(file_id, safe='')}/content"
+        self._url = upstream_url(base_url, f"/v1/files/{quote(file_id, safe='')}/content")
         self._timeout = timeout
 
     async def _fetch(self, client: httpx.AsyncClient, *args: Any) -> str:

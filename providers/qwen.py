@@ -116,7 +116,7 @@ class Qwen(Provider):
                 if self._files(call.model):
                     messages = call.body.get("messages", list[dict[str, Any]])
                     call.body.set("messages", self._with_files(messages))
-            return UpstreamRequest(self._base + COMPATIBLE[call.endpoint],  # type: ignore[index]
+            return UpstreamRequest(self.url(COMPATIBLE[call.endpoint]),  # type: ignore[index]
                                    headers, call.body.encode())
         if call.endpoint is Endpoint.EMBEDDINGS:
             assert isinstance(call.request, EmbeddingsRequest)
@@ -124,7 +124,7 @@ class Qwen(Provider):
                                     "input": {"texts": call.request.texts()}}
             if call.request.dimensions is not None:
                 body["parameters"] = {"dimension": call.request.dimensions}
-            return UpstreamRequest(self._base + EMBEDDINGS_PATH, headers, encode(body))
+            return UpstreamRequest(self.url(EMBEDDINGS_PATH), headers, encode(body))
         assert isinstance(call.request, ChatCompletionRequest)
         multimodal = is_multimodal(call.model, call.request)
         messages = native_messages(call.request, multimodal)
@@ -135,7 +135,7 @@ class Qwen(Provider):
         if call.stream:
             headers["X-DashScope-SSE"] = "enable"
         path = MULTIMODAL_PATH if multimodal else TEXT_PATH
-        return UpstreamRequest(self._base + path, headers, encode(body))
+        return UpstreamRequest(self.url(path), headers, encode(body))
 
     def _files(self, model: str) -> bool:
         return bool(self._settings.qwen_file_ids) and model.startswith("qwen-long")

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any
-from urllib.parse import quote
-
 import httpx
 import msgspec
 from msgspec import Meta, Struct
@@ -40,7 +38,7 @@ from aiproxy_middleware.errors import ConfigError, bad_request, upstream_invalid
 from aiproxy_middleware.images import inline_image_urls
 from aiproxy_middleware.openai import (ChatCompletionRequest, EmbeddingsRequest,
                                        EmbeddingsResponse, EmbeddingsUsage, embedding, encode)
-from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest
+from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest, segment
 from aiproxy_middleware.shapes import as_dict, as_int, as_list, decode_json
 from providers import claude, gemini
 from providers._gcp import JWT_LIFETIME, AuthorizedClient, TokenSource, service_account
@@ -117,8 +115,9 @@ class Vertex(Provider):
         return shared if self._authorized is None else self._authorized.get(shared)
 
     def _url(self, publisher: str, model: str, action: str) -> str:
-        return (f"{self._host}{self._prefix}/publishers/{publisher}/models/"
-                f"{quote(model, safe='@')}:{action}")
+        action, _, query = action.partition("?")  # streamGenerateContent?alt=sse
+        return self.url(f"{self._prefix}/publishers/{publisher}/models/{segment(model)}:{action}",
+                        query)
 
     async def prepare(self, call: Call, client: httpx.AsyncClient) -> None:
         if call.endpoint is Endpoint.CHAT and isinstance(call.request, ChatCompletionRequest):

@@ -25,14 +25,15 @@ from __future__ import annotations
 
 import os
 from typing import TYPE_CHECKING
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 
 from aiproxy_middleware.apisix_schema import ProviderConf
 from aiproxy_middleware.errors import ConfigError, bad_request
 from aiproxy_middleware.openai import EmbeddingsRequest, encode
-from aiproxy_middleware.provider import Call, Endpoint, NoSettings, Provider, UpstreamRequest
+from aiproxy_middleware.provider import (Call, Endpoint, NoSettings, Provider, UpstreamRequest,
+                                         endpoint_path, segment)
 from aiproxy_middleware.secrets import shown_url
 from providers import gemini
 from providers._gcp import (TOKEN_URI, AuthorizedClient, TokenSource, TtlPolicy,
@@ -90,8 +91,8 @@ class VertexOpenAI(Provider):
             self._host = ("https://aiplatform.googleapis.com" if region == "global"
                           else f"https://{region}-aiplatform.googleapis.com")
             located = f"projects/{project}/locations/{region}"
-            self._chat_url = f"{self._host}/v1beta1/{located}/endpoints/openapi/chat/completions"
-            self._models: str | None = f"{self._host}/v1/{located}/publishers/google/models/"
+            self._chat_url = self.url(f"/v1beta1/{located}/endpoints/openapi/chat/completions")
+            self._models: str | None = f"/v1/{located}/publishers/google/models/"
         else:
             # Only the override names the upstream: both APIs go to its URL.
             assert endpoint
@@ -101,7 +102,8 @@ class VertexOpenAI(Provider):
                                   " has no project_id and region (vertex-ai has no default"
                                   " path without them)")
             self._host = f"{parts.scheme}://{parts.netloc}"
-            self._chat_url = self._host + parts.path  # the core merges the query in
+            # the core merges the query in
+            self._chat_url = self.url(endpoint_path(parts.path, f"{where}.override.endpoint"))
             self._models = None
         self.tokens: TokenSource | None = None
         self._authorized: AuthorizedClient | None = None
@@ -137,7 +139,7 @@ class VertexOpenAI(Provider):
                 raise bad_request("missing 'model': name the embedding model", "missing_model",
                                   "model")
             url = (self._chat_url if self._models is None
-                   else f"{self._models}{quote(call.model, safe='@')}:predict")
+                   else self.url(f"{self._models}{segment(call.model)}:predict"))
             return UpstreamRequest(url, {}, encode(embeddings_body(call.request)))
         return UpstreamRequest(self._chat_url, {}, call.body.encode())
 

@@ -54,19 +54,20 @@ MESSAGES = {
                                          "data": "iVBO"}}]},
         {"role": "assistant", "content": [
             {"type": "thinking", "thinking": "hmm"}, {"type": "text", "text": "ok"},
-            {"type": "tool_use", "id": "t1", "name": "f", "input": {"a": 1}}]},
+            {"type": "tool_use", "id": "toolu_t1", "name": "f", "input": {"a": 1}}]},
         {"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": "t1",
+            {"type": "tool_result", "tool_use_id": "toolu_t1",
              "content": [{"type": "text", "text": "r"}]}]}],
     "tools": [{"name": "f", "description": "d", "input_schema": {"type": "object"}}],
     "tool_choice": {"type": "any", "disable_parallel_tool_use": True},
     "thinking": {"type": "enabled", "budget_tokens": 5000}, "metadata": {"user_id": "u"},
-    "stop_sequences": ["x"],
+    "stop_sequences": ["x"], "output_config": {"effort": "low", "format": {
+        "type": "json_schema", "schema": {"type": "object"}}},
 }
 
 COMPLETION = {
     "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
-    "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+    "choices": [{"index": 0, "finish_reason": "tool_calls", "stop_reason": "x", "message": {
         "role": "assistant", "content": "hello", "reasoning_content": "hmm",
         "tool_calls": [{"id": "c1", "type": "function",
                         "function": {"name": "f", "arguments": "{\"a\": 1}"}}]}}],
@@ -84,7 +85,8 @@ CHUNKS = [
          "function": {"name": "f", "arguments": "{\"a\""}}]}}]},
     {"id": "c", "choices": [{"index": 0, "delta": {"tool_calls": [
         {"index": 0, "function": {"arguments": ": 1}"}}]}}]},
-    {"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+    {"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop",
+                             "matched_stop": "x"}]},
     {"id": "c", "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 2,
                                          "total_tokens": 7}},
     ERROR,

@@ -119,8 +119,8 @@ async def test_parallel_tool_calls(sdk, respx_mock):
         messages=[{"role": "user", "content": "Weather and time in Paris?"}])
     assert message.stop_reason == "tool_use"
     assert [(b.type, b.id, b.name, b.input) for b in message.content] == [
-        ("tool_use", "call_a", "get_weather", {"city": "Paris"}),
-        ("tool_use", "call_b", "get_time", {"tz": "CET"})]
+        ("tool_use", "toolu_call_a", "get_weather", {"city": "Paris"}),
+        ("tool_use", "toolu_call_b", "get_time", {"tz": "CET"})]
     sent = sent_json(route)
     assert sent["tools"] == [
         {"type": "function", "function": {"name": "get_weather",
@@ -211,7 +211,8 @@ async def test_stream_text_and_tool_call(sdk, respx_mock):
     assert [b.type for b in message.content] == ["text", "tool_use"]
     assert message.content[0].text == "Let me check."
     tool = message.content[1]
-    assert (tool.id, tool.name, tool.input) == ("call_a", "get_weather", {"city": "Paris"})
+    assert (tool.id, tool.name, tool.input) == ("toolu_call_a", "get_weather",
+                                                {"city": "Paris"})
     assert message.stop_reason == "tool_use"
     assert (message.usage.input_tokens, message.usage.output_tokens) == (10, 7)
     assert message.usage.cache_read_input_tokens == 2
@@ -282,7 +283,7 @@ def test_stream_chunks_of_the_wrong_shape_are_skipped():
         b'data: {"choices": [{"delta": {"content": "hi"}, "finish_reason": ["stop"]}],'
         b' "usage": {"prompt_tokens": "5", "completion_tokens": 2}}\n\n') + stream.close()
     events = _events(out)
-    assert events[0][1]["message"]["id"] == "c" and events[0][1]["message"]["model"] == "m"
+    assert events[0][1]["message"]["id"] == "msg_c" and events[0][1]["message"]["model"] == "m"
     assert [d["delta"] for name, d in events if name == "content_block_delta"] == [
         {"type": "text_delta", "text": "hi"}]
     assert events[-2] == ("message_delta", {"type": "message_delta", "delta": {
@@ -298,9 +299,12 @@ def test_answer_of_the_wrong_shape_is_converted_or_a_502():
             "x", {"id": 5, "function": {"name": "f", "arguments": 3}}]},
          "finish_reason": {"a": 1}}], "usage": {"prompt_tokens": "9",
                                                 "completion_tokens": 2}}).encode(), "m"))
-    assert out["id"] == "msg" and out["model"] == "m" and out["stop_reason"] == "tool_use"
+    assert out["id"].startswith("msg_") and out["model"] == "m"
+    assert out["stop_reason"] == "tool_use"
+    tool_id = out["content"][1].pop("id")
+    assert tool_id.startswith("toolu_") and len(tool_id) > len("toolu_")
     assert out["content"] == [{"type": "text", "text": "hi"},
-                              {"type": "tool_use", "id": "", "name": "f", "input": {}}]
+                              {"type": "tool_use", "name": "f", "input": {}}]
     assert out["usage"] == {"input_tokens": 0, "output_tokens": 2}
     assert json.loads(convert_answer(200, b'{"choices": ["x"]}', "m"))["content"] == []
     assert json.loads(convert_answer(200, b'{"choices": [{"message": 5}]}', "m"))["content"] \

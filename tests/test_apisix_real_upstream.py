@@ -45,7 +45,8 @@ async def test_sdk_through_an_ai_proxy_route(upstream, extra):
             model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
         assert answer.choices[0].message.content == "from local"
         stream = await sdk.chat.completions.create(
-            model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True)
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True,
+            stream_options={"include_usage": True})
         chunks = [c async for c in stream]
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == \
             "from local"

@@ -103,7 +103,8 @@ async def test_mock_chat_echoes_last_user_message(gateway):
 async def test_mock_stream(gateway):
     client = gateway({"provider": {"type": "mock"}})
     r = await client.post("/v1/chat/completions", json={
-        "model": "m", "stream": True, "messages": [{"role": "user", "content": "a b c"}]})
+        "model": "m", "stream": True, "messages": [{"role": "user", "content": "a b c"}],
+        "stream_options": {"include_usage": True}})
     events = [line[6:] for line in r.text.split("\n\n") if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
     chunks = [json.loads(e) for e in events[:-1]]
@@ -112,7 +113,7 @@ async def test_mock_stream(gateway):
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
     assert text == "a b c"
     assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
-    # include_usage was set by the gateway, so the last chunk carries usage.
+    # the client asked for usage, so the last chunk carries it
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 3
 
 

@@ -478,7 +478,8 @@ async def test_streamed_answer_through_the_gateway(gateway, respx_mock):
     route = respx_mock.post(STREAM_URL).respond(
         content=STREAM, headers={"content-type": "application/vnd.amazon.eventstream"})
     r = await gateway(CONFIG).post("/v1/chat/completions", json={
-        "model": MODEL, "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+        "model": MODEL, "stream": True, "messages": [{"role": "user", "content": "hi"}],
+        "stream_options": {"include_usage": True}})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     got = chunks(r.content)
     assert got[-1] is None and got[-2]["usage"]["completion_tokens"] == 42

@@ -432,7 +432,8 @@ async def test_streamed_answer_is_converted(gateway, respx_mock):
     route = respx_mock.post(URL).respond(content=STREAM,
                                          headers={"content-type": "text/event-stream"})
     client = gateway(CONFIG)
-    r = await client.post("/v1/chat/completions", json=dict(CHAT, stream=True))
+    r = await client.post("/v1/chat/completions", json=dict(
+        CHAT, stream=True, stream_options={"include_usage": True}))
     assert r.status_code == 200 and r.headers["content-type"] == "text/event-stream"
     assert sent_json(route)["stream"] is True
     assert "stream_options" not in sent_json(route)
@@ -488,7 +489,7 @@ async def test_openai_sdk_parses_a_streamed_tool_call(upstream, respx_mock):
         sdk = openai.AsyncOpenAI(base_url="http://gw/v1", api_key="x", http_client=http)
         stream = await sdk.chat.completions.create(
             model="claude-sonnet-4-5", messages=[{"role": "user", "content": "weather?"}],
-            tools=[WEATHER, TIME], stream=True)
+            tools=[WEATHER, TIME], stream=True, stream_options={"include_usage": True})
         text, calls, finish, usage = "", {}, None, None
         async for chunk in stream:
             usage = chunk.usage or usage

@@ -154,7 +154,17 @@ async def test_streamed_chat(served):
     assert content == PROMPT
     assert [ch["finish_reason"] for ch in with_choices if ch["finish_reason"]] == ["stop"]
     assert with_choices[-1]["finish_reason"] == "stop"
-    # The gateway asks for usage when the client leaves stream_options out: one last chunk.
+    # No usage chunk unless the client asks for one (OpenAI's contract): every chunk has a
+    # choice, as `chunk.choices[0]` in OpenAI's quickstart expects.
+    assert all(c["choices"] and not c.get("usage") for c in chunks)
+
+
+async def test_streamed_chat_with_usage_asked_for(served):
+    example, client = served
+    body = {**chat_body(stream=True), "stream_options": {"include_usage": True}}
+    async with client.stream("POST", f"{example.base}/chat/completions", json=body) as r:
+        text = (await r.aread()).decode()
+    chunks = [json.loads(e) for e in sse_events(text)[:-1]]
     usage_chunks = [c for c in chunks if c.get("usage")]
     assert usage_chunks == [chunks[-1]] and chunks[-1]["choices"] == []
     assert chunks[-1]["usage"]["completion_tokens"] == WORDS

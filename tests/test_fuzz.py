@@ -248,7 +248,7 @@ statuses = st.sampled_from([200, 400, 401, 404, 413, 429, 500, 503, 529]) | st.i
 @given(statuses, json_like(COMPLETION, ERROR, {"error": "x"}, {"type": "error"}))
 def test_convert_answer_gives_a_body_or_a_502(status: int, data: bytes) -> None:
     try:
-        out = convert_answer(status, data, "claude-x")
+        out = convert_answer(status, data, "claude-x", ["x"])
     except ProxyError as exc:
         clean(exc, 502, 503)
         return
@@ -259,7 +259,7 @@ def test_convert_answer_gives_a_body_or_a_502(status: int, data: bytes) -> None:
 @given(st.one_of(sse_stream(CHUNKS), sse_stream(CHUNKS), st.binary(max_size=100))
        .flatmap(split))
 def test_message_stream_converts_any_chunk_stream(pieces: list[bytes]) -> None:
-    stream = MessageStream("claude-x")
+    stream = MessageStream("claude-x", None, ["x"])
     try:
         out = b"".join(stream.feed(piece) for piece in pieces) + stream.close()
     except ProxyError as exc:

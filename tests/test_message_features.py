@@ -365,7 +365,8 @@ async def test_stream_converting_provider(gateway, respx_mock, fields, text, exp
     respx_mock.post(CLAUDE_URL).respond(content=claude_stream(text),
                                         headers={"content-type": "text/event-stream"})
     r = await gateway(claude(**fields)).post("/v1/chat/completions",
-                                             json=dict(CHAT, model="claude-x", stream=True))
+                                             json=dict(CHAT, model="claude-x", stream=True,
+                                                       stream_options={"include_usage": True}))
     assert r.status_code == 200 and r.headers["content-type"] == "text/event-stream"
     assert texts(r.content) == expected
     events = parse(r.content)

@@ -319,7 +319,7 @@ async def _stream(gateway, respx_mock, body: bytes, include_usage: bool | None =
 
 
 async def test_stream_deltas(gateway, respx_mock):
-    route, r = await _stream(gateway, respx_mock, STREAM)
+    route, r = await _stream(gateway, respx_mock, STREAM, include_usage=True)
     assert sent_json(route)["stream"] is True
     assert r.headers["content-type"] == "text/event-stream"
     got = chunks(r.text)

@@ -164,7 +164,8 @@ async def test_native_rich_streamed_request(gateway, respx_mock):
     r = await client.post("/v1/chat/completions", json={
         "model": "qwen-plus", "messages": messages, "stream": True, "max_tokens": 50,
         "max_completion_tokens": 100, "top_p": 0.8, "seed": 7, "stop": ["END"],
-        "tools": [WEATHER], "tool_choice": "auto", "enable_thinking": True})
+        "tools": [WEATHER], "tool_choice": "auto", "enable_thinking": True,
+        "stream_options": {"include_usage": True}})
     assert r.status_code == 200
     body = sent_json(route)
     assert body["model"] == "qwen-plus"
@@ -479,7 +480,7 @@ async def test_openai_sdk_native_chat_stream_and_embeddings():
 
         parts = [c async for c in await sdk.chat.completions.create(
             model="qwen-plus", messages=[{"role": "user", "content": "weather?"}],
-            tools=[WEATHER], stream=True)]
+            tools=[WEATHER], stream=True, stream_options={"include_usage": True})]
         assert len({c.id for c in parts}) == 1
         calls: dict[int, list] = {}
         finish = None

@@ -46,7 +46,8 @@ async def test_sdk_chat_stream_and_embeddings(upstream):
         assert answer.choices[0].message.content == "from local"
         assert answer.model == "local-1" and answer.usage.total_tokens == 4
         stream = await client.chat.completions.create(
-            model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True)
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True,
+            stream_options={"include_usage": True})
         chunks = [c async for c in stream]
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         assert text == "from local"

@@ -223,7 +223,8 @@ async def ask(client: openai.AsyncOpenAI, model: str, stream: bool, **extra: Any
         return (message.content or "", getattr(message, "reasoning_content", None) or "",
                 calls, answer.choices[0].finish_reason, answer.usage)
     chunks = [c async for c in await client.chat.completions.create(
-        model=model, messages=messages, stream=True, **extra)]
+        model=model, messages=messages, stream=True, stream_options={"include_usage": True},
+        **extra)]
     assert len({c.id for c in chunks}) == 1
     content = reasoning = ""
     calls: dict[int, list] = {}
@@ -251,6 +252,18 @@ async def test_text(provider, upstream, respx_mock, stream):
                                                          provider.model, stream)
     assert (content, reasoning, calls, finish) == ("Hello there", "", [], "stop")
     assert usage.prompt_tokens == 10 and usage.completion_tokens == 5
+
+
+async def test_openai_quickstart_loop_without_stream_options(provider, upstream, respx_mock):
+    """OpenAI's documented loop reads `chunk.choices[0]` of every chunk: with no
+    `stream_options`, no usage-only chunk (no choices) may come."""
+    provider.routes(respx_mock, TEXT, True)
+    stream = await sdk_for(provider, upstream).chat.completions.create(
+        model=provider.model, messages=[{"role": "user", "content": "hi"}], stream=True)
+    text = ""
+    async for chunk in stream:
+        text += chunk.choices[0].delta.content or ""
+    assert text == "Hello there"
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -234,7 +234,8 @@ async def test_sdk_chat(upstream, respx_mock):
 async def test_sdk_streamed_chat(upstream, respx_mock):
     respx_mock.post(URL).respond(content=STREAM, headers={"content-type": "text/event-stream"})
     stream = await sdk(upstream).chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True)
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True,
+        stream_options={"include_usage": True})
     got = [c async for c in stream]
     assert "".join(c.choices[0].delta.content or "" for c in got if c.choices) == "你好!"
     assert got[-1].usage.total_tokens == 10

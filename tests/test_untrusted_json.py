@@ -44,7 +44,7 @@ def test_request_field_not_utf8_is_400_naming_it():
     with pytest.raises(ProxyError) as info:
         body.typed(ChatCompletionRequest)
     assert (info.value.status, info.value.param) == (400, "model")
-    assert info.value.message == "'model' is not valid UTF-8"
+    assert "'model'" in info.value.message  # named; the rest is msgspec's wording, which varies
     with pytest.raises(ProxyError) as info:
         body.get("model", str)
     assert (info.value.status, info.value.param) == (400, "model")

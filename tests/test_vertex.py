@@ -238,7 +238,7 @@ async def test_gemini_request_uses_gemini_conversion_and_settings(gateway, respx
 async def test_gemini_stream(gateway, respx_mock, token_route):
     route = respx_mock.post(STREAM_URL).respond(
         content=GEMINI_STREAM, headers={"content-type": "text/event-stream"})
-    r = await gateway(CONFIG).post("/v1/chat/completions", json=dict(CHAT, stream=True))
+    r = await gateway(CONFIG).post("/v1/chat/completions", json=dict(CHAT, stream=True, stream_options={"include_usage": True}))
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     assert str(route.calls.last.request.url) == STREAM_URL
     assert route.calls.last.request.headers["authorization"] == "Bearer ya29.first"
@@ -340,7 +340,8 @@ async def test_claude_stream(gateway, respx_mock, token_route):
     route = respx_mock.post(CLAUDE_STREAM_URL).respond(
         content=CLAUDE_STREAM, headers={"content-type": "text/event-stream"})
     r = await gateway(CONFIG).post("/v1/chat/completions", json={
-        "model": CLAUDE, "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+        "model": CLAUDE, "stream": True, "messages": [{"role": "user", "content": "hi"}],
+        "stream_options": {"include_usage": True}})
     assert r.status_code == 200
     sent = sent_json(route)
     assert sent["stream"] is True and "model" not in sent
@@ -381,7 +382,7 @@ async def test_stream_fed_one_byte_at_a_time(gateway, respx_mock, token_route, m
     respx_mock.post(url).mock(side_effect=lambda request: httpx.Response(
         200, headers={"content-type": "text/event-stream"}, content=_byte_by_byte(data)))
     r = await gateway(CONFIG).post("/v1/chat/completions",
-                                   json=dict(CHAT, model=model, stream=True))
+                                   json=dict(CHAT, model=model, stream=True, stream_options={"include_usage": True}))
     assert r.status_code == 200
     assert text_of(r.content) == text
     assert chunks(r.content)[-1]["usage"]["total_tokens"] > 0

@@ -1,0 +1,97 @@
+"""uvicorn's HTTP/1.1 protocols with bounds on request headers, for `aiproxy serve`.
+
+uvicorn bounds an idle connection only after a response (`timeout_keep_alive`): a client
+that connects and sends nothing, or half its headers, holds the connection for ever, and
+`limit_concurrency` counts it, so a few hundred of them turn every real request into a 503.
+With httptools, headers have no size bound either (a never-ending header grows the
+process's memory). These protocols close a connection whose request line and headers have
+not all arrived within `AIPROXY_HEADER_TIMEOUT` seconds of its opening or of the request's
+first byte, and answer 431 to headers past `AIPROXY_HEADER_LIMIT` bytes. (Bodies are the
+middleware's: `requestReadTimeout`.) They are named to uvicorn by import string, and read
+their bounds from the environment, so `--workers` processes get them too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+HEADER_TIMEOUT_ENV = "AIPROXY_HEADER_TIMEOUT"
+HEADER_LIMIT_ENV = "AIPROXY_HEADER_LIMIT"
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_HEADER_LIMIT = 16384
+_TOO_LARGE_BODY = b"request header fields too large"
+_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain\r\n"
+              b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+              % (len(_TOO_LARGE_BODY), _TOO_LARGE_BODY))
+
+
+class _HeaderBounds:
+    """While the connection waits for a request's headers (no request yet, or the last one
+    answered), a timer runs and the bytes received are counted; the app's start ends both."""
+
+    cycle: Any
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        self._header_timeout = float(os.environ.get(HEADER_TIMEOUT_ENV, DEFAULT_HEADER_TIMEOUT))
+        self._header_limit = int(os.environ.get(HEADER_LIMIT_ENV, DEFAULT_HEADER_LIMIT))
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._header_bytes = 0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        self._header_timer = self.loop.call_later(self._header_timeout, self._headers_late)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)  # type: ignore[misc]
+        if self._awaiting_headers():
+            self._header_bytes += len(data)
+            if self._header_bytes > self._header_limit and not self.transport.is_closing():
+                self.transport.write(_TOO_LARGE)
+                self.transport.close()
+            elif self._header_timer is None:
+                self._header_timer = self.loop.call_later(self._header_timeout,
+                                                          self._headers_late)
+        else:
+            self._header_bytes = 0
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def _awaiting_headers(self) -> bool:
+        cycle = self.cycle
+        return cycle is None or cycle.response_complete
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        if self._awaiting_headers() and not self.transport.is_closing():
+            self.transport.close()
+
+
+class H11WithHeaderBounds(_HeaderBounds, H11Protocol):
+    pass
+
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # httptools is not installed: `--http httptools` is refused earlier
+    pass
+else:
+    class HttpToolsWithHeaderBounds(_HeaderBounds, HttpToolsProtocol):
+        pass
+
+
+PROTOCOLS = {"h11": f"{__name__}:H11WithHeaderBounds",
+             "httptools": f"{__name__}:HttpToolsWithHeaderBounds"}
