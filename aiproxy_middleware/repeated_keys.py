@@ -1,0 +1,162 @@
+"""One body, one meaning: a request body that names a key twice in one object is a 400.
+
+msgspec, like Python's json, keeps the last of two equal keys; other parsers keep the first
+(gjson, which Go gateways such as Higress read bodies with) or refuse the body. The gateway
+reads a body and then forwards it as sent, so `{"model": "o1-pro", ..., "model": "gpt-4o-mini"}`
+would be mapped, priced and logged as one model and run as the other. Keys are compared
+decoded: `"\\u006dodel"` is `model`.
+
+Checked on every body: the top-level object, `stream_options` and each object in `messages`:
+the objects whose values the gateway acts on in a body it forwards as sent (the deeper
+objects are read only by the converting providers, which send what they read, re-encoded).
+`check_deep` checks every object, for routes that read any body path (APISIX `vars` and hash
+keys on the body) or log the body (`logging.payloads`).
+
+Cost (the check runs on the non-streamed chat path): a compact object whose keys are plain
+ASCII is exactly `1 + 4 * members + len(keys) + len(values)` bytes long, and msgspec gives
+each value's raw length; anything longer holds whitespace, an escaped key, or a member the
+decoder dropped. So SDK bodies (compact) cost a few sums; a body with whitespace is
+compacted by msgspec's formatter and measured again; only a body still longer is parsed
+again with every member kept, which finds the repeated key and its path.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+from msgspec import Raw
+
+from .errors import bad_request
+
+_object = msgspec.json.Decoder(dict[str, Raw])
+_objects = msgspec.json.Decoder(list[dict[str, Raw]])
+_any = msgspec.json.Decoder()
+_encoder = msgspec.json.Encoder()
+_READ = ("stream_options", "messages")
+"""The top-level fields whose objects are checked on every body."""
+_SHOWN = 200
+"""At most this many characters of a key path go into an error."""
+
+
+def check(data: bytes, fields: dict[str, Any]) -> None:
+    """400 if the top-level object, `stream_options` or an object in `messages` repeats a
+    key. `fields` is `data` decoded as `dict[str, Raw]`."""
+    if len(data) == _compact_len(fields) and _parts_compact(fields):
+        return
+    compact = msgspec.json.format(data, indent=-1)
+    if len(compact) < len(data) and _compact(compact):
+        return
+    _refuse(_first_repeat(data, deep=False))
+
+
+def check_deep(data: bytes, value: Any = None) -> None:
+    """400 if any object in the body, at any depth, repeats a key. `value` is `data`
+    decoded, when the caller has it."""
+    try:
+        if value is None:
+            value = _any.decode(data)
+        # Equal bytes parse alike, and the re-encoded value has no repeated key.
+        if msgspec.json.format(data, indent=-1) == _encoder.encode(value):
+            return
+    except (msgspec.MsgspecError, RecursionError, UnicodeDecodeError):
+        return  # not JSON: the caller's own decoding answers that
+    _refuse(_first_repeat(data, deep=True))
+
+
+def _compact_len(obj: dict[str, Any]) -> int:
+    """The length of `obj` written compactly with plain ASCII keys; values are Raw."""
+    if not obj:
+        return 2
+    return 1 + 4 * len(obj) + sum(map(len, obj)) + sum(map(len, obj.values()))  # type: ignore[arg-type]
+
+
+def _parts_compact(fields: dict[str, Any]) -> bool:
+    """Whether `stream_options` and each object in `messages` are compact with no repeated
+    key (a field of another type holds no object to check)."""
+    for name in _READ:
+        raw = fields.get(name)
+        if not isinstance(raw, Raw):
+            continue
+        first = memoryview(raw)[:1]
+        try:
+            if first == b"{":
+                if len(raw) != _compact_len(_object.decode(raw)):
+                    return False
+            elif name == "messages" and first == b"[":
+                items = _objects.decode(raw)
+                if len(raw) != (1 + len(items) + sum(map(_compact_len, items)) if items else 2):
+                    return False
+        except (msgspec.MsgspecError, RecursionError):
+            return False  # not all objects (or too deep): let the exact check decide
+    return True
+
+
+def _compact(data: bytes) -> bool:
+    try:
+        fields = _object.decode(data)
+    except (msgspec.MsgspecError, RecursionError):
+        return False
+    return len(data) == _compact_len(fields) and _parts_compact(fields)
+
+
+class _Pairs(list):  # type: ignore[type-arg]
+    """A JSON object's members in order, repeats kept."""
+
+
+def _first_repeat(data: bytes, deep: bool) -> str | None:
+    """The path of the first key repeated in a checked object, or None."""
+    try:
+        top = json.loads(data, object_pairs_hook=_Pairs)
+    except RecursionError:
+        raise bad_request("the request body is nested too deeply", "invalid_json") from None
+    except ValueError:
+        return None  # msgspec took it and json does not: nothing to compare
+    if not isinstance(top, _Pairs):
+        return None
+    if deep:
+        return _search(top, "")
+    found = _repeat(top, "")
+    for name, value in top:
+        if found is not None:
+            break
+        if name == "stream_options" and isinstance(value, _Pairs):
+            found = _repeat(value, name + ".")
+        elif name == "messages" and isinstance(value, list) and not isinstance(value, _Pairs):
+            for i, item in enumerate(value):
+                if isinstance(item, _Pairs) and (found := _repeat(item, f"messages[{i}].")):
+                    break
+    return found
+
+
+def _repeat(pairs: _Pairs, prefix: str) -> str | None:
+    seen: set[str] = set()
+    for name, _ in pairs:
+        if name in seen:
+            return prefix + name
+        seen.add(name)
+    return None
+
+
+def _search(value: Any, path: str) -> str | None:
+    """The first repeated key in `value` or below it, depth first."""
+    stack = [(value, path)]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, _Pairs):
+            found = _repeat(value, path + "." if path else "")
+            if found is not None:
+                return found
+            stack.extend((v, f"{path}.{k}" if path else k) for k, v in reversed(value))
+        elif isinstance(value, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in reversed(list(enumerate(value))))
+    return None
+
+
+def _refuse(path: str | None) -> None:
+    if path is None:
+        return  # longer only for whitespace or escaped keys
+    shown = path if len(path) <= _SHOWN else path[:_SHOWN] + "..."
+    raise bad_request(f"the request body names {shown!r} twice in one object; send each key"
+                      " once", "duplicate_key", shown)
