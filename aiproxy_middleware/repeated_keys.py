@@ -12,12 +12,12 @@ objects are read only by the converting providers, which send what they read, re
 `check_deep` checks every object, for routes that read any body path (APISIX `vars` and hash
 keys on the body) or log the body (`logging.payloads`).
 
-Cost (the check runs on the non-streamed chat path): a compact object whose keys are plain
-ASCII is exactly `1 + 4 * members + len(keys) + len(values)` bytes long, and msgspec gives
-each value's raw length; anything longer holds whitespace, an escaped key, or a member the
-decoder dropped. So SDK bodies (compact) cost a few sums; a body with whitespace is
-compacted by msgspec's formatter and measured again; only a body still longer is parsed
-again with every member kept, which finds the repeated key and its path.
+Cost (the check runs on the non-streamed chat path): an object decoded with its values kept
+raw (`dict[str, Raw]`) and encoded again is as long as it was sent only when nothing was
+dropped (see `_parts_compact`). So a compact body, as the SDKs send, costs one encode of
+the top level and one decode and encode of `messages`; a body with whitespace is compacted
+by msgspec's formatter and measured again; only a body still longer (an escaped key, or a
+repeated one) is parsed again with every member kept, which finds the key and its path.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ _object = msgspec.json.Decoder(dict[str, Raw])
 _objects = msgspec.json.Decoder(list[dict[str, Raw]])
 _any = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
-_READ = ("stream_options", "messages")
-"""The top-level fields whose objects are checked on every body."""
+_READ = (("stream_options", _object), ("messages", _objects))
+"""The top-level fields whose objects are checked on every body, and their decoders."""
 _SHOWN = 200
 """At most this many characters of a key path go into an error."""
 
@@ -43,9 +43,12 @@ _SHOWN = 200
 def check(data: bytes, fields: dict[str, Any]) -> None:
     """400 if the top-level object, `stream_options` or an object in `messages` repeats a
     key. `fields` is `data` decoded as `dict[str, Raw]`."""
-    if len(data) == _compact_len(fields) and _parts_compact(fields):
+    if len(data) == len(_encoder.encode(fields)) and _parts_compact(fields):
         return
-    compact = msgspec.json.format(data, indent=-1)
+    try:
+        compact = msgspec.json.format(data, indent=-1)
+    except RecursionError:
+        compact = data  # too deep to format: the exact check says so
     if len(compact) < len(data) and _compact(compact):
         return
     _refuse(_first_repeat(data, deep=False))
@@ -65,31 +68,19 @@ def check_deep(data: bytes, value: Any = None) -> None:
     _refuse(_first_repeat(data, deep=True))
 
 
-def _compact_len(obj: dict[str, Any]) -> int:
-    """The length of `obj` written compactly with plain ASCII keys; values are Raw."""
-    if not obj:
-        return 2
-    return 1 + 4 * len(obj) + sum(map(len, obj)) + sum(map(len, obj.values()))  # type: ignore[arg-type]
-
-
 def _parts_compact(fields: dict[str, Any]) -> bool:
-    """Whether `stream_options` and each object in `messages` are compact with no repeated
-    key (a field of another type holds no object to check)."""
-    for name in _READ:
+    """Whether `stream_options` and the objects in `messages` are compact with no repeated
+    key. Decoded with Raw values and encoded again, an object is exactly as long as it
+    was sent when it was sent with no whitespace, every key spelled as msgspec writes it
+    (no JSON spelling of a string is shorter) and no member dropped."""
+    for name, decoder in _READ:
         raw = fields.get(name)
-        if not isinstance(raw, Raw):
-            continue
-        first = memoryview(raw)[:1]
-        try:
-            if first == b"{":
-                if len(raw) != _compact_len(_object.decode(raw)):
+        if raw is not None:
+            try:
+                if len(raw) != len(_encoder.encode(decoder.decode(raw))):
                     return False
-            elif name == "messages" and first == b"[":
-                items = _objects.decode(raw)
-                if len(raw) != (1 + len(items) + sum(map(_compact_len, items)) if items else 2):
-                    return False
-        except (msgspec.MsgspecError, RecursionError):
-            return False  # not all objects (or too deep): let the exact check decide
+            except (msgspec.MsgspecError, RecursionError):
+                return False  # not objects (or too deep): the exact check decides
     return True
 
 
@@ -98,7 +89,7 @@ def _compact(data: bytes) -> bool:
         fields = _object.decode(data)
     except (msgspec.MsgspecError, RecursionError):
         return False
-    return len(data) == _compact_len(fields) and _parts_compact(fields)
+    return len(data) == len(_encoder.encode(fields)) and _parts_compact(fields)
 
 
 class _Pairs(list):  # type: ignore[type-arg]
