@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from . import repeated_keys
 from .anthropic import MessagesRequest, to_chat
 from .apisix import ApisixRoute, Target, add_query
 from .checks import check_request
+from .client_headers import forwarded
 from .errors import ProxyError, bad_request, upstream_unreachable
 from .exprs import RequestView, hash_key, hash_key_uses_body
 from .openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody, ask_for_usage
@@ -26,13 +28,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("aiproxy_middleware")
 
 Scope = dict[str, Any]
-# Client headers not sent on: hop-by-hop ones, the ones the gateway sets itself, and
-# credentials meant for the gateway (the route's `auth` is what the provider gets).
-_NOT_FORWARDED = frozenset({
-    b"host", b"content-length", b"accept-encoding", b"connection", b"keep-alive",
-    b"transfer-encoding", b"te", b"trailer", b"upgrade", b"proxy-connection",
-    b"proxy-authorization", b"cookie", b"authorization", b"x-api-key", b"api-key",
-    b"x-goog-api-key", b"content-type", b"expect"})
+# The headers the relay sets, in its spelling: each is sent once however a provider or
+# `auth.header` spells it.
+_RELAY_SET = ("Content-Type", "Accept", "Accept-Encoding", "User-Agent")
 _PASSTHROUGH = "passthrough"
 _OLD_ROLES = ("system", "user", "assistant")
 
@@ -57,13 +55,14 @@ class ApisixRelay(Relay):
         if target.query and not signed:
             # auth.query wins over the endpoint's and the client's own args
             up.url = add_query(up.url, target.query)
-        headers: dict[str, str] = {}
-        for name, value in self.scope["headers"]:
-            if name not in _NOT_FORWARDED:
-                headers[name.decode("latin-1")] = value.decode("latin-1")
+        headers = forwarded(self.scope["headers"])  # the allow-list: client_headers.py
         for name, value in up.headers.items():
             headers[name.lower()] = value
         headers.update(target.headers)
+        for name in _RELAY_SET:
+            value = headers.pop(name.lower(), None)
+            if value is not None:
+                headers[name] = value
         up.headers = headers
         if call.endpoint is None and call.path != target.provider.anthropic_path:
             up.method = self.scope["method"]  # passthrough keeps the client's method
@@ -287,16 +286,20 @@ class _Capture:
 def _decoded(data: bytes) -> Any:
     """The JSON body for `vars` and hash keys (None when it is not JSON)."""
     try:
-        return msgspec.json.decode(data) if data else None
+        value = msgspec.json.decode(data) if data else None
     except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deeply
         return None
+    if value is not None:
+        repeated_keys.check_deep(data, value)  # any body path may choose the route
+    return value
 
 
 def _protocol(path: str, data: bytes, route: ApisixRoute) -> tuple[Endpoint | str, JsonBody]:
     """The API the request calls, and its body."""
     if not data:
         raise bad_request("the request body is empty; send a JSON object", "invalid_json")
-    body = JsonBody.decode(data)
+    # Routes that log the body or read its messages (the 3.11 check) read every depth.
+    body = JsonBody.decode(data, route.log_payloads or route.old)
     return _protocol_of(path, body, route), body
 
 

@@ -277,7 +277,9 @@ class ProxyResponder:
         path = scope["path"]
         headers = scope["headers"]
         # protocol original forwards bodiless calls (`GET /v1/files`) as they are
-        body = JsonBody.decode(data) if data or not self.original else JsonBody({}, b"")
+        # Logged bodies are checked for repeated keys at every depth: the log shows what ran.
+        body = (JsonBody.decode(data, self.middleware.config.logging.payloads)
+                if data or not self.original else JsonBody({}, b""))
         check_request(headers, body)
         raw: bytes | None = data  # as the client sent it, while the body is the client's
         route = self.route

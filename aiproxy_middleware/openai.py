@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 import msgspec
 from msgspec import UNSET, Raw, Struct, UnsetType
 
+from . import repeated_keys
 from .errors import bad_request, upstream_invalid
 
 # ---- requests ---------------------------------------------------------------------------
@@ -307,8 +308,10 @@ class JsonBody:
         self._changed = raw is None
 
     @classmethod
-    def decode(cls, data: bytes) -> JsonBody:
-        """Parse a request body; anything but a JSON object in UTF-8 is a 400."""
+    def decode(cls, data: bytes, deep: bool = False) -> JsonBody:
+        """Parse a request body; anything but a JSON object in UTF-8 is a 400, and so is a
+        key named twice in an object the gateway reads (`repeated_keys`; `deep`: in any
+        object)."""
         if not data.isascii():
             try:  # checked here: fields kept raw are not decoded (and forwarded as sent)
                 data.decode()
@@ -316,13 +319,18 @@ class JsonBody:
                 raise bad_request(f"the request body is not valid UTF-8 (byte {exc.start})",
                                   "invalid_json") from None
         try:
-            return cls(_envelope.decode(data), data)
+            fields = _envelope.decode(data)
         except msgspec.ValidationError:
             raise bad_request("the request body must be a JSON object", "invalid_json") from None
         except msgspec.DecodeError as exc:
             raise bad_request(f"the request body is not valid JSON: {exc}", "invalid_json") from None
         except RecursionError:  # msgspec's depth limit: Python's recursion limit
             raise _too_deep() from None
+        if deep:
+            repeated_keys.check_deep(data)
+        else:
+            repeated_keys.check(data, fields)
+        return cls(fields, data)
 
     def __contains__(self, name: str) -> bool:
         return name in self._fields

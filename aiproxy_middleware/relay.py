@@ -12,6 +12,7 @@ import httpx
 
 from .anthropic import MessageStream, convert_answer, error_event, error_json
 from .anthropic_fields import request_stops
+from .client_headers import forwarded
 from .config import DEFAULT_MAX_RESPONSE_SIZE
 from .encodings import ACCEPT_ENCODING, Decoder, TooBig, Undecodable, decoded, decoder_for
 from .errors import ProxyError, upstream_invalid, upstream_timeout, upstream_unreachable
@@ -183,7 +184,13 @@ class Relay:
     def upstream_request(self, call: Call) -> UpstreamRequest:
         """The request to send for `call`."""
         provider = self.provider
-        return provider.request(call) if call.endpoint is not None else provider.original_request(call)
+        if call.endpoint is not None:
+            return provider.request(call)
+        up = provider.original_request(call)
+        # The client speaks the provider's own API: its allow-listed headers go too, under
+        # the provider's own (client_headers.py).
+        up.headers = {**forwarded(call.client_headers), **up.headers}
+        return up
 
     async def _read(self, response: httpx.Response, deadline: asyncio.Timeout | None = None
                     ) -> bytes:

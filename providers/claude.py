@@ -48,6 +48,7 @@ from typing import Any
 import msgspec
 from msgspec import Struct
 
+from aiproxy_middleware.client_headers import forwarded
 from aiproxy_middleware.errors import ProxyError, bad_request, upstream_invalid
 from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, ChatCompletionRequest,
                                        ChatMessage, Choice, ContentPart, FunctionCall,
@@ -56,6 +57,9 @@ from aiproxy_middleware.provider import (Call, Endpoint, Provider, UpstreamReque
                                          answer_object, json_object)
 from aiproxy_middleware.shapes import as_dict, as_int, as_str, decode_json
 from aiproxy_middleware.sse import ChunkStream, Event, EventParser
+
+ANTHROPIC_HEADERS = frozenset({b"anthropic-version", b"anthropic-beta"})
+"""The client's headers that pass to the Messages API, over the configured version."""
 
 DEFAULT_MAX_TOKENS = 4096
 BUDGETS = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384}
@@ -96,9 +100,7 @@ class Claude(Provider):
 
     def original_request(self, call: Call) -> UpstreamRequest:
         up = super().original_request(call)
-        for name, value in call.client_headers:
-            if name in (b"anthropic-version", b"anthropic-beta"):
-                up.headers[name.decode()] = value.decode("latin-1")
+        up.headers.update(forwarded(call.client_headers, ANTHROPIC_HEADERS))  # over the default
         return up
 
     def request(self, call: Call) -> UpstreamRequest:

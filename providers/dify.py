@@ -96,13 +96,14 @@ class Dify(Provider):
     def request(self, call: Call) -> UpstreamRequest:
         assert isinstance(call.request, ChatCompletionRequest)
         settings: Settings = self.settings  # type: ignore[assignment]
-        conversation = conversation_id(call.client_headers)
-        query = build_query(call.request, conversation if self.bot in ("Chat", "Agent") else "")
+        chat = self.bot in ("Chat", "Agent")  # the others keep no history
+        conversation = conversation_id(call.client_headers) if chat else ""
+        query = build_query(call.request, conversation)
         body: dict[str, Any] = {
             "inputs": {},
             "response_mode": "streaming" if call.stream or self.bot == "Agent" else "blocking",
             "user": call.request.user or DEFAULT_USER}
-        if self.bot in ("Chat", "Agent"):
+        if chat:
             body["query"] = query
             body["auto_generate_name"] = False
             if conversation:
@@ -147,9 +148,19 @@ def proxy_error(value: dict[str, Any], status: int) -> ProxyError:
 
 
 def conversation_id(headers: list[tuple[bytes, bytes]]) -> str:
+    """The client's `ConversationId`, which must be what Dify issues (a UUID): it goes into
+    the body JSON-encoded, and nothing else needs to pass. Any client that knows an id
+    continues that conversation (see the README's security section)."""
     for name, value in headers:
         if name.lower() == b"conversationid":
-            return value.decode("latin-1").strip()
+            text = value.decode("latin-1").strip()
+            if text:
+                try:
+                    return str(uuid.UUID(text))
+                except ValueError:
+                    raise bad_request("the ConversationId header must be a Dify conversation"
+                                      " id (a UUID)", "invalid_conversation_id") from None
+            return text
     return ""
 
 

@@ -32,7 +32,8 @@
   `fileid://id1,fileid://id2` is inserted. It cannot be combined with `context`.
 - `protocol: original` forwards the client's path (native, compatible-mode or Bailian app
   paths such as `/api/v1/apps/{id}/completion`) to the host with Bearer auth; the client's
-  `X-DashScope-*` headers go along.
+  `X-DashScope-SSE`, `-Async` and `-OssResourceResolve` headers go along (not `-WorkSpace`,
+  which chooses the account: see `aiproxy_middleware/client_headers.py`).
 """
 
 from __future__ import annotations
@@ -98,13 +99,6 @@ class Qwen(Provider):
 
     def base_url(self) -> str:
         return self._base
-
-    def original_request(self, call: Call) -> UpstreamRequest:
-        up = super().original_request(call)
-        for name, value in call.client_headers:
-            if name.lower().startswith(b"x-dashscope-"):
-                up.headers[name.decode("latin-1")] = value.decode("latin-1")
-        return up
 
     def request(self, call: Call) -> UpstreamRequest:
         s = self._settings

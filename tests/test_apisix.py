@@ -248,12 +248,13 @@ async def test_override_endpoint_auth_query_and_headers(gateway, respx_mock):
         "auth": {"query": {"api_key": "apikey"}},
         "override": {"endpoint": "http://127.0.0.1:1980/random?x=1&api_key=nope"}}]})
     r = await client.post("/chat?ignored=1", json={**MATH, "model": "m"},
-                          headers={"X-Request-Id": "rid-1", "Authorization": "Bearer client",
-                                   "Cookie": "session=1"})
+                          headers={"OpenAI-Beta": "assistants=v2", "X-Request-Id": "rid-1",
+                                   "Authorization": "Bearer client", "Cookie": "session=1"})
     assert r.status_code == 200
     request = up.calls[0].request
     assert dict(request.url.params) == {"x": "1", "api_key": "apikey"}
-    assert request.headers["x-request-id"] == "rid-1"
+    assert request.headers["openai-beta"] == "assistants=v2"  # on the allow-list
+    assert "x-request-id" not in request.headers  # not on it (client_headers.py says why)
     assert "authorization" not in request.headers and "cookie" not in request.headers
 
 

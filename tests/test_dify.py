@@ -94,13 +94,16 @@ async def test_conversation_without_id_is_sent_as_a_transcript(gateway, respx_mo
                                 "user": "api-user", "auto_generate_name": False}
 
 
+CONVERSATION_ID = "0b6e7b0e-1f2a-4c3d-8e9f-0a1b2c3d4e5f"  # Dify's ids are UUIDs
+
+
 async def test_conversation_id_header_sends_the_last_user_message(gateway, respx_mock):
     route = respx_mock.post(CHAT_URL).respond(json=ANSWER)
     await gateway(CONFIG).post("/v1/chat/completions", json=CONVERSATION,
-                               headers={"ConversationId": "conv-1"})
+                               headers={"ConversationId": CONVERSATION_ID})
     assert sent_json(route) == {"inputs": {}, "query": "how are you?",
                                 "response_mode": "blocking", "user": "api-user",
-                                "auto_generate_name": False, "conversation_id": "conv-1"}
+                                "auto_generate_name": False, "conversation_id": CONVERSATION_ID}
 
 
 async def test_completion_request_and_answer(gateway, respx_mock):
