@@ -22,7 +22,7 @@ from .balancer import Balancer, Member
 from .errors import ConfigError
 from .exprs import Vars
 from .health import HealthChecker, http_probe
-from .relay import Limits
+from .exchange import Limits
 from .secrets import auth_secrets, shown_url
 from .urls import configured_path, upstream_url
 

@@ -18,7 +18,9 @@ from .errors import ProxyError, bad_request, upstream_unreachable
 from .exprs import RequestView, hash_key, hash_key_uses_body
 from .openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody, ask_for_usage
 from .provider import Call, Endpoint, UpstreamRequest
-from .relay import Relay, Trace, UpstreamFailure
+from .exchange import Trace, UpstreamFailure
+from .intake import read_body
+from .relay import Relay
 from .tap import AnswerTap
 from .summaries import summarize
 
@@ -77,7 +79,6 @@ class ApisixResponder:
         self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        from .middleware import read_body
 
         trace = Trace(metrics=self.middleware.metrics)
         anthropic = scope["path"].endswith("/v1/messages")

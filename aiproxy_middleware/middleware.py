@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from .anthropic import MessagesRequest, error_json, to_chat
+from .anthropic import MessagesRequest, to_chat
 from .apisix_responder import ApisixResponder
 from .checks import check_request
 from .config import Config, Route, load_config
@@ -19,13 +19,15 @@ from .health import HealthMonitor
 from .observe import Metrics, Observer, SummaryHook
 from .openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody, ask_for_usage
 from .provider import Call, Endpoint
+from .intake import read_body, refuse_path
 from .read_deadline import ReadDeadlines
-from .relay import Limits, Relay, Trace, UpstreamFailure
+from .exchange import Limits, Trace, UpstreamFailure
+from .relay import Relay
 from .tokens import STATEFUL, TokenProber, TokenStore, chat_probe
 from .summaries import summarize
 from .tap import AnswerTap
 from .transport import default_client
-from .urls import has_dot_segment, request_path_problem
+from .urls import request_path_problem
 
 logger = logging.getLogger("aiproxy_middleware")
 
@@ -374,73 +376,3 @@ def _relative(path: str, prefix: str) -> str:
 
 def _query(scope: Scope) -> str:
     return scope.get("query_string", b"").decode("latin-1")
-
-
-def _check_content_type(headers: list[tuple[bytes, bytes]]) -> None:
-    for name, value in headers:
-        if name == b"content-type":
-            media = value.split(b";", 1)[0].strip().lower()
-            if media != b"application/json" and not media.endswith(b"+json"):
-                raise ProxyError(415, f"content type {media.decode('latin-1')!r} is not supported;"
-                                 " send application/json", "invalid_request_error",
-                                 "unsupported_media_type")
-            return
-
-
-async def refuse_path(scope: Scope, send: Any, problem: str) -> None:
-    """The 400 for a request path that is not origin-form or holds CR, LF or NUL, in the
-    error format of the API the path names. The path is logged with `repr` (never as it
-    is: it would forge log lines) and is not echoed to the client."""
-    path = scope["path"]
-    logger.warning("aiproxy: refused %s %r: %s", scope.get("method"), path[:200], problem)
-    error = bad_request(problem, "invalid_path")
-    anthropic = path.rstrip("/").endswith("/v1/messages")
-    body = error_json(400, problem) if anthropic else error.body()
-    await send({"type": "http.response.start", "status": 400,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def read_body(receive: Any, headers: list[tuple[bytes, bytes]], limit: int,
-                    content_type: bool = False,
-                    deadlines: ReadDeadlines | None = None) -> bytes:
-    """The request body, within `limit` bytes (413), checked to be JSON (415) if asked,
-    arrived within the `deadlines`' timeout (408)."""
-    if content_type:
-        _check_content_type(headers)
-    for name, value in headers:
-        if name == b"content-length":
-            if value.isdigit() and int(value) > limit:
-                raise _too_large(limit)
-            break
-    chunks: list[bytes] = []
-    size = 0
-    task = deadlines.enter() if deadlines is not None else None
-    try:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ProxyError(499, "the client closed the connection",
-                                 "invalid_request_error", "client_closed")
-            chunk = message.get("body", b"")
-            if chunk:
-                size += len(chunk)
-                if size > limit:
-                    raise _too_large(limit)
-                chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-    except asyncio.CancelledError:
-        if task is not None and deadlines.expired(task):  # type: ignore[union-attr]
-            raise deadlines.error() from None  # type: ignore[union-attr]
-        raise
-    finally:
-        if task is not None:
-            deadlines.leave(task)  # type: ignore[union-attr]
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def _too_large(limit: int) -> ProxyError:
-    return ProxyError(413, f"the request body is larger than {limit} bytes",
-                      "invalid_request_error", "request_too_large")

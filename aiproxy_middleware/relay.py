@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any, Callable
 
@@ -17,86 +16,23 @@ from .config import DEFAULT_MAX_RESPONSE_SIZE
 from .encodings import ACCEPT_ENCODING, Decoder, TooBig, Undecodable, decoded, decoder_for
 from .errors import ProxyError, upstream_invalid, upstream_timeout, upstream_unreachable
 from .messages import AnswerRules
-from .metrics import Metrics
 from .openai import ChatCompletionRequest
-from .tap import AnswerTap
 from .provider import Call, Endpoint, Provider, UpstreamRequest
 from .secrets import Scrubber, upstream_scrubber
-from .sse import DEFAULT_MAX_EVENT_SIZE, event_limit
+from .sse import event_limit
 from .streams import DisconnectWatcher, NoUsage, Tapped, WholeEvents
+from .exchange import Limits, Trace, UpstreamFailure
+from .upstream_response import (failure_reason, framing, is_json, is_sse, not_a_stream,
+                                one_chunk, read_raw, relayed_headers)
 
 logger = logging.getLogger("aiproxy_middleware")
 
 JSON = b"application/json"
 USER_AGENT = "aiproxy-middleware"
-# Upstream response headers that describe the upstream connection, not the answer. The
-# gateway asks for an uncompressed answer and decodes one that comes compressed anyway
-# (encodings.py): what it relays is never encoded, so no Content-Encoding goes with it.
-_DROP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length",
-                   b"date", b"server", b"proxy-connection", b"upgrade", b"trailer", b"te",
-                   b"set-cookie", b"alt-svc", b"content-encoding"})
-
-
 OVERHEAD_HEADER = b"x-aiproxy-overhead-duration-ms"
 WATCH_AFTER = 0.1
 """Seconds into a whole-answer call before the client's connection is watched (a quick
 call is spared the watching task; a client gone by then is noticed then)."""
-
-
-@dataclass(slots=True)
-class Limits:
-    """How long and how much one upstream exchange may take.
-
-    Higress's `timeout` bounds the whole call (`total`); APISIX's bounds each operation
-    (`idle`: the connection and answer's start, then every read), with an optional cap on
-    a stream's whole duration and on the bytes read.
-    """
-
-    total: float | None = None
-    idle: float | None = None
-    stream_duration: float | None = None
-    max_bytes: int | None = None
-    max_event: int | None = DEFAULT_MAX_EVENT_SIZE
-    """Bytes one SSE line or event of a streamed answer may have (`maxSseEventSize`)."""
-
-    def timeout_ms(self) -> int:
-        return round((self.idle or self.total or 0) * 1000)
-
-
-@dataclass(slots=True)
-class Trace:
-    """Where one request's time went, and what its answer held (for its summary)."""
-
-    start: float = field(default_factory=perf_counter)
-    upstream_wait: float = 0.0
-    """Seconds spent waiting on the upstream or on the client's reading."""
-    first_byte: float | None = None
-    status: int = 0
-    tap: AnswerTap = field(default_factory=AnswerTap)
-    streamed: bool = False
-    metrics: Metrics | None = None
-    """Where the active-streams gauge is kept, if metrics are on."""
-    scrubber: Scrubber | None = None
-    """What kept the last upstream answer free of credentials (the summary uses it too)."""
-    provider: Provider | None = None
-    """The provider last called (whose secrets the summary leaves out, answer or not)."""
-
-    def overhead(self) -> float:
-        """Seconds spent in the gateway itself so far."""
-        return max(perf_counter() - self.start - self.upstream_wait, 0.0)
-
-
-class UpstreamFailure(Exception):
-    """An upstream error answer that a caller may retry elsewhere before it is relayed."""
-
-    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes,
-                 elapsed: float, scrubber: Scrubber | None = None) -> None:
-        super().__init__(status)
-        self.status = status
-        self.headers = headers
-        self.body = body
-        self.elapsed = elapsed
-        self.scrubber = scrubber
 
 
 class Relay:
@@ -198,7 +134,7 @@ class Relay:
         an `idle` timeout applies to each read (APISIX's per-operation timeout)."""
         cap = self.limits.max_bytes
         idle = self.limits.idle if deadline is not None else None
-        length, encoding = _framing(response)
+        length, encoding = framing(response)
         decoder = self._decoder(encoding)
         if response.is_stream_consumed:  # an in-process answer built from bytes (a mock's)
             data = response.content  # (httpx decoded it)
@@ -206,7 +142,7 @@ class Relay:
                 raise self._too_big(cap)
             return data
         if cap is None and idle is None and decoder is None:
-            return await _read_raw(response)
+            return await read_raw(response)
         if decoder is None and cap is not None and length is not None and length.isdigit() \
                 and int(length) > cap:
             raise self._too_big(cap)
@@ -261,7 +197,7 @@ class Relay:
         data = scrub.body(data)
         converted = False
         if status >= 400 and self.retry_on is not None and self.retry_on(status):
-            raise UpstreamFailure(status, scrub.headers(_headers(response)), data,
+            raise UpstreamFailure(status, scrub.headers(relayed_headers(response)), data,
                                   perf_counter() - self.trace.start, scrub)
         if status >= 400:
             error = self.provider.convert_error(call, status, data)
@@ -283,7 +219,7 @@ class Relay:
             data = convert_answer(status, data, call.model, request_stops(call))
             converted = True
         await self._respond(status, [(b"content-type", JSON)] if converted
-                            else scrub.headers(_headers(response)), data)
+                            else scrub.headers(relayed_headers(response)), data)
 
     async def _stream(self, call: Call, client: httpx.AsyncClient, request: httpx.Request,
                       receive: Any) -> None:
@@ -325,10 +261,10 @@ class Relay:
                 trace.first_byte = now = perf_counter()
                 trace.upstream_wait += now - self._sent_at
                 if response.status_code < 400 and call.endpoint is not None \
-                        and _not_a_stream(response, plain):
+                        and not_a_stream(response, plain):
                     raise self._not_a_stream(response)
-                if response.status_code >= 400 or _is_json(response) or (
-                        plain and not _is_sse(response)):
+                if response.status_code >= 400 or is_json(response) or (
+                        plain and not is_sse(response)):
                     await self._answer(call, response, await self._read(response))
                 else:
                     await self._relay(response, converter, upstream_headers, deadline,
@@ -360,9 +296,9 @@ class Relay:
     async def _relay(self, response: httpx.Response, converter: Any, upstream_headers: bool,
                      deadline: asyncio.Timeout, plain: bool, stream_end: float | None,
                      tapped: bool) -> None:
-        decoder = self._decoder(_framing(response)[1])
+        decoder = self._decoder(framing(response)[1])
         scrub = self.trace.scrubber = upstream_scrubber(self.provider, response)
-        headers = (scrub.headers(_headers(response)) if upstream_headers
+        headers = (scrub.headers(relayed_headers(response)) if upstream_headers
                    else [(b"content-type", b"text/event-stream")])
         if not any(name.lower() == b"cache-control" for name, _ in headers):
             headers.append((b"cache-control", b"no-cache"))
@@ -388,7 +324,7 @@ class Relay:
         size = 0
         wait = 0.0
         raw = (response.aiter_raw() if not response.is_stream_consumed
-               else _one(response.content))  # (a mock's answer, which httpx decoded)
+               else one_chunk(response.content))  # (a mock's answer, which httpx decoded)
         chunks = (raw if decoder is None or response.is_stream_consumed
                   else decoded(raw, decoder)).__aiter__()
         # Each whole event is scrubbed as it goes (a credential split across two reads is
@@ -500,73 +436,10 @@ class Relay:
 
     def _unreachable(self, exc: httpx.TransportError) -> ProxyError:
         p = self.provider
-        reason = _reason(exc)
+        reason = failure_reason(exc)
         logger.warning("aiproxy: %s (%s) unreachable: %s", p.name, p.host, reason)
         return upstream_unreachable(f"could not reach provider {p.name!r} at {p.host}: {reason}")
 
 
-def _reason(exc: httpx.TransportError) -> str:
-    """A short account of a transport failure that cannot carry a secret."""
-    if isinstance(exc, httpx.ConnectError):
-        text = str(exc).lower()
-        if "refused" in text:
-            return "connection refused"
-        if "name" in text or "resolve" in text or "nodename" in text or "getaddrinfo" in text:
-            return "host name could not be resolved"
-        return "connection failed"
-    if isinstance(exc, httpx.RemoteProtocolError):
-        return "the connection was closed before a complete answer"
-    if isinstance(exc, httpx.ReadError):
-        return "the connection broke while reading the answer"
-    if isinstance(exc, httpx.WriteError):
-        return "the connection broke while sending the request"
-    return type(exc).__name__
-
-
 def _ms(seconds: float) -> bytes:
     return b"%.3f" % (seconds * 1000)
-
-
-def _framing(response: httpx.Response) -> tuple[bytes | None, bytes | None]:
-    """The answer's Content-Length and Content-Encoding (one pass: `headers.get` costs
-    more than this whole loop)."""
-    length = encoding = None
-    for name, value in response.headers.raw:
-        if len(name) == 14 and name.lower() == b"content-length":
-            length = value
-        elif len(name) == 16 and name.lower() == b"content-encoding":
-            encoding = value if encoding is None else encoding + b"," + value
-    return length, encoding
-
-
-def _headers(response: httpx.Response) -> list[tuple[bytes, bytes]]:
-    return [(k, v) for k, v in response.headers.raw if k.lower() not in _DROP]
-
-
-async def _one(data: bytes) -> Any:
-    yield data
-
-
-async def _read_raw(response: httpx.Response) -> bytes:
-    """The whole answer as the upstream sent it (one with no Content-Encoding)."""
-    chunks = [chunk async for chunk in response.aiter_raw()]
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def _is_json(response: httpx.Response) -> bool:
-    """A JSON answer to a streamed request is a whole answer (or an error), not a stream."""
-    return response.headers.get("content-type", "").startswith("application/json")
-
-
-def _not_a_stream(response: httpx.Response, plain: bool) -> bool:
-    """Whether a success answer to a stream request is neither a stream nor JSON: an HTML
-    page, say. A converted stream may have the provider's own type (Bedrock's is binary),
-    so only a text type other than SSE rules it out."""
-    kind = response.headers.get("content-type", "").lower()
-    if not kind or kind.startswith(("text/event-stream", "application/json")):
-        return False
-    return plain or kind.startswith("text/")
-
-
-def _is_sse(response: httpx.Response) -> bool:
-    return response.headers.get("content-type", "").startswith("text/event-stream")

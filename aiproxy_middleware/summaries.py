@@ -11,7 +11,7 @@ from .errors import ProxyError
 from .observe import Summary, cost_of
 from .openai import ChatCompletionRequest
 from .provider import Call, Endpoint
-from .relay import Trace
+from .exchange import Trace
 from .secrets import Scrubber, upstream_scrubber
 from .shapes import decode_json
 

@@ -1,0 +1,78 @@
+"""What an upstream's HTTP response says about itself, read without reading its body:
+framing, content type, which headers may be relayed, and why a connection failed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+# Upstream response headers that describe the upstream connection, not the answer. The
+# gateway asks for an uncompressed answer and decodes one that comes compressed anyway
+# (encodings.py): what it relays is never encoded, so no Content-Encoding goes with it.
+_DROP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length",
+                   b"date", b"server", b"proxy-connection", b"upgrade", b"trailer", b"te",
+                   b"set-cookie", b"alt-svc", b"content-encoding"})
+
+
+def failure_reason(exc: httpx.TransportError) -> str:
+    """A short account of a transport failure that cannot carry a secret."""
+    if isinstance(exc, httpx.ConnectError):
+        text = str(exc).lower()
+        if "refused" in text:
+            return "connection refused"
+        if "name" in text or "resolve" in text or "nodename" in text or "getaddrinfo" in text:
+            return "host name could not be resolved"
+        return "connection failed"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "the connection was closed before a complete answer"
+    if isinstance(exc, httpx.ReadError):
+        return "the connection broke while reading the answer"
+    if isinstance(exc, httpx.WriteError):
+        return "the connection broke while sending the request"
+    return type(exc).__name__
+
+
+def framing(response: httpx.Response) -> tuple[bytes | None, bytes | None]:
+    """The answer's Content-Length and Content-Encoding (one pass: `headers.get` costs
+    more than this whole loop)."""
+    length = encoding = None
+    for name, value in response.headers.raw:
+        if len(name) == 14 and name.lower() == b"content-length":
+            length = value
+        elif len(name) == 16 and name.lower() == b"content-encoding":
+            encoding = value if encoding is None else encoding + b"," + value
+    return length, encoding
+
+
+def relayed_headers(response: httpx.Response) -> list[tuple[bytes, bytes]]:
+    return [(k, v) for k, v in response.headers.raw if k.lower() not in _DROP]
+
+
+async def one_chunk(data: bytes) -> Any:
+    yield data
+
+
+async def read_raw(response: httpx.Response) -> bytes:
+    """The whole answer as the upstream sent it (one with no Content-Encoding)."""
+    chunks = [chunk async for chunk in response.aiter_raw()]
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def is_json(response: httpx.Response) -> bool:
+    """A JSON answer to a streamed request is a whole answer (or an error), not a stream."""
+    return response.headers.get("content-type", "").startswith("application/json")
+
+
+def not_a_stream(response: httpx.Response, plain: bool) -> bool:
+    """Whether a success answer to a stream request is neither a stream nor JSON: an HTML
+    page, say. A converted stream may have the provider's own type (Bedrock's is binary),
+    so only a text type other than SSE rules it out."""
+    kind = response.headers.get("content-type", "").lower()
+    if not kind or kind.startswith(("text/event-stream", "application/json")):
+        return False
+    return plain or kind.startswith("text/")
+
+
+def is_sse(response: httpx.Response) -> bool:
+    return response.headers.get("content-type", "").startswith("text/event-stream")
