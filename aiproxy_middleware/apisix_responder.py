@@ -287,7 +287,8 @@ def _decoded(data: bytes) -> Any:
     """The JSON body for `vars` and hash keys (None when it is not JSON)."""
     try:
         return msgspec.json.decode(data) if data else None
-    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deeply
+    # Not JSON (msgspec's DecodeError is a ValueError only from 0.21), not UTF-8, too deep.
+    except (msgspec.DecodeError, ValueError, RecursionError):
         return None
 
 
