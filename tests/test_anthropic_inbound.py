@@ -15,7 +15,7 @@ import respx
 
 from aiproxy_middleware import AIProxyMiddleware
 from aiproxy_middleware.anthropic import MessageStream, convert_answer
-from conftest import inner_app, sent_json
+from conftest import TLS, inner_app, sent_json
 
 try:  # anthropic >= 2.12 takes clients of httpx2 (httpx's successor), not httpx
     import httpx2 as sdk_httpx
@@ -38,7 +38,7 @@ TIME = {"name": "get_time", "input_schema": {"type": "object"}}
 async def sdk():
     """`sdk(config)` -> an AsyncAnthropic client talking to the middleware in-process."""
     clients: list[Any] = []
-    upstream = httpx.AsyncClient()
+    upstream = httpx.AsyncClient(verify=TLS)
     clients.append(upstream)
 
     def make(config: dict[str, Any], prefix: str = "") -> anthropic.AsyncAnthropic:
