@@ -288,7 +288,8 @@ def _decoded(data: bytes) -> Any:
     """The JSON body for `vars` and hash keys (None when it is not JSON)."""
     try:
         value = msgspec.json.decode(data) if data else None
-    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deeply
+    # Not JSON (msgspec's DecodeError is a ValueError only from 0.21), not UTF-8, too deep.
+    except (msgspec.DecodeError, ValueError, RecursionError):
         return None
     if value is not None:
         repeated_keys.check_deep(data, value)  # any body path may choose the route

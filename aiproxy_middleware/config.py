@@ -359,6 +359,6 @@ def _convert(data: Any, cls: type[Any], where: str) -> Any:
         else:
             what = what[0].lower() + what[1:]
             choices = _CHOICES.get(path.rsplit(".", 1)[-1])
-            if what.startswith("invalid enum value") and choices:
+            if choices:  # whatever msgspec's wording, name the values it takes
                 what = f"{what}; expected one of {choices}"
         raise ConfigError(f"{path.lstrip('.') or 'config'}: {what}") from None

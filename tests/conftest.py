@@ -31,6 +31,11 @@ def inner_app() -> Starlette:
 
 PUBLIC_IP = "93.184.215.14"
 
+# One TLS context for every test's upstream client: httpx builds one per client otherwise,
+# loading the CA bundle each time (tens of ms, hundreds of tests), and no test talks TLS to
+# anything outside 127.0.0.1.
+TLS = httpx.create_ssl_context()
+
 
 @pytest.fixture(autouse=True)
 def dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
@@ -54,7 +59,7 @@ def dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
 @pytest.fixture
 async def upstream() -> AsyncIterator[httpx.AsyncClient]:
     """The injected upstream client; use with the `respx_mock` fixture or `respx.mock`."""
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(verify=TLS) as client:
         yield client
 
 

@@ -70,7 +70,7 @@ ROWS = [
         body=b'{"model": "m", "messages": [}'),
     Row("truncated JSON", 400, "invalid_json", "not valid JSON", body=b'{"model": "m", "mess'),
     Row("empty body", 400, "invalid_json", "", body=b""),
-    Row("trailing garbage", 400, "invalid_json", "trailing characters",
+    Row("trailing garbage", 400, "invalid_json", "not valid JSON",
         body=json.dumps(CHAT).encode() + b" x"),
     Row("invalid UTF-8 in a read field", 400, "invalid_json", "not valid UTF-8",
         body=b'{"model": "m\xff", "messages": [{"role": "user", "content": "hi"}]}'),

