@@ -7,8 +7,8 @@ With httptools, headers have no size bound either (a never-ending header grows t
 process's memory). These protocols close a connection whose request line and headers have
 not all arrived within `AIPROXY_HEADER_TIMEOUT` seconds of its opening or of the request's
 first byte, and answer 431 to headers past `AIPROXY_HEADER_LIMIT` bytes. (Bodies are the
-middleware's: `requestReadTimeout`.) They are named to uvicorn by import string, and read
-their bounds from the environment, so `--workers` processes get them too.
+middleware's: `requestReadTimeout`.) They read their bounds from the environment, so
+`--workers` processes get them too.
 """
 
 from __future__ import annotations
@@ -84,6 +84,10 @@ class H11WithHeaderBounds(_HeaderBounds, H11Protocol):
     pass
 
 
+# Given to uvicorn as classes: uvicorn before 0.31 takes an import string only from its own
+# table of names. (A worker process unpickles them by their module and name.)
+PROTOCOLS: dict[str, type[asyncio.Protocol]] = {"h11": H11WithHeaderBounds}
+
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 except ImportError:  # httptools is not installed: `--http httptools` is refused earlier
@@ -92,6 +96,4 @@ else:
     class HttpToolsWithHeaderBounds(_HeaderBounds, HttpToolsProtocol):
         pass
 
-
-PROTOCOLS = {"h11": f"{__name__}:H11WithHeaderBounds",
-             "httptools": f"{__name__}:HttpToolsWithHeaderBounds"}
+    PROTOCOLS["httptools"] = HttpToolsWithHeaderBounds
