@@ -130,7 +130,8 @@ class ApisixRoute:
     targets: list[Target]
     limits: Limits
     max_body: int
-    log_summaries: bool = False
+    log_summaries: bool | None = None
+    """None: the config leaves it unset (off, as in APISIX; `aiproxy serve` turns it on)."""
     log_payloads: bool = False
     balancer: Balancer | None = None
     chash: bool = False
@@ -261,7 +262,7 @@ def _route(conf: AiProxy | AiProxyMulti, targets: list[Target], where: str) -> A
                     max_bytes=conf.max_response_bytes)
     return ApisixRoute(conf.name or conf.path, path, prefix, _methods(conf.methods, where),
                        Vars.compile(conf.vars, f"{where}.vars"), targets, limits,
-                       conf.max_req_body_size, bool(logging and logging.summaries),
+                       conf.max_req_body_size, logging.summaries if logging else None,
                        bool(logging and logging.payloads), hooks=_hooks(conf.on_summary, where),
                        transport=Transport.of(conf))
 

@@ -66,7 +66,7 @@ class Override(Struct, forbid_unknown_fields=True):
 
 
 class Logging(Struct, forbid_unknown_fields=True):
-    summaries: bool = False
+    summaries: bool | None = None  # None: unset (see ApisixRoute.log_summaries)
     payloads: bool = False
 
 

@@ -8,12 +8,12 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from .config import load_config
+from .config import Config, load_config
 from .errors import ConfigError
+from .serve_logging import LOG_FORMATS, LOG_LEVELS, log_config
 
 CONFIG_ENV = "AIPROXY_CONFIG"
 """The config path `app_from_env` reads: how `--workers N` hands it to each worker."""
-LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
 async def _not_found(scope: dict, receive: object, send: object) -> None:
@@ -37,7 +37,17 @@ def app_from_env() -> Any:
     path = os.environ.get(CONFIG_ENV)
     if not path:
         raise ConfigError(f"{CONFIG_ENV} is not set: it names the config file to serve")
-    return AIProxyMiddleware(_not_found, config=path)
+    return AIProxyMiddleware(_not_found, config=served(load_config(path)))
+
+
+def served(config: Config) -> Config:
+    """`config` as `aiproxy serve` runs it: every AI request's summary is logged unless the
+    config says `summaries: false`. Higress-dialect routes do so already; APISIX routes that
+    leave `logging.summaries` unset log too here (in an app, they keep APISIX's default: off)."""
+    for route in config.all_apisix():
+        if route.log_summaries is None:
+            route.log_summaries = True
+    return config
 
 
 def _bounded(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -88,7 +98,11 @@ def _serve_options(serve: argparse.ArgumentParser) -> None:
                                            " (default 16384; 431 or 400 past it)")
     serve.add_argument("--http", choices=("auto", "h11", "httptools"), default="auto",
                        help="HTTP/1.1 parser (default auto: httptools when installed, else h11)")
-    serve.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    serve.add_argument("--log-level", choices=tuple(LOG_LEVELS), default="info",
+                       help="uvicorn's and the gateway's (default info: one line per AI"
+                            " request; warning hides those)")
+    serve.add_argument("--log-format", choices=LOG_FORMATS, default="text",
+                       help="text lines, or one JSON object per line (default text)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,14 +142,16 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[CONFIG_ENV] = os.path.abspath(args.config)
         app = "aiproxy_middleware.cli:app_from_env"
     else:
-        app = AIProxyMiddleware(_not_found, config=config)
+        app = AIProxyMiddleware(_not_found, config=served(config))
     uvicorn.run(app, factory=args.workers > 1, host=args.host, port=args.port,
                 workers=args.workers, limit_concurrency=args.limit_concurrency,
                 timeout_keep_alive=args.timeout_keep_alive,
                 timeout_graceful_shutdown=args.timeout_graceful_shutdown,
                 backlog=args.backlog, http=PROTOCOLS[http],
                 h11_max_incomplete_event_size=args.limit_request_headers,
-                ws="none", log_level=args.log_level)  # it serves no WebSockets
+                ws="none", log_level=args.log_level,  # it serves no WebSockets
+                # uvicorn applies it in each worker process as well
+                log_config=log_config(args.log_level, args.log_format))
     return 0
 
 
