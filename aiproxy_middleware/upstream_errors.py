@@ -46,8 +46,6 @@ _WINDOW = 4096  # bytes of a body read for its excerpt (the rest is never looked
 # The types OpenAI-format errors take by status (as the converting providers give them).
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
           404: "not_found_error", 429: "rate_limit_error"}
-# Markup that says nothing to a person reading an error: scripts, styles, comments, tags.
-_MARKUP = re.compile(r"<(script|style)\b.*?</\1\s*>|<!--.*?-->|<[^>]*>", re.S | re.I)
 # Line breaks of every kind, controls, and the invisible or direction-changing characters
 # that could make a log line or a terminal show something else than it holds.
 _UNSEEN = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]")
@@ -174,8 +172,35 @@ def _quoted(body: bytes, response: httpx.Response, scrub: Scrubber) -> str:
         return f" ({kind}) with an empty body"
     text = body[:_WINDOW].decode("utf-8", "replace")
     if text.lstrip().startswith("<") or "html" in kind or "xml" in kind:
-        text = html.unescape(_MARKUP.sub(" ", text))
+        text = html.unescape(_text_of(text))
     text = _SPACES.sub(" ", _UNSEEN.sub(" ", scrub.text(text))).strip()
     if len(text) > EXCERPT or len(body) > _WINDOW:
         text = text[:EXCERPT] + "..."
     return f" ({kind}): {text}"
+
+
+def _text_of(markup: str) -> str:
+    """What a person reads of a page: tags, comments, scripts and styles left out, each as
+    one space; an unclosed one ends it. (Searches only forward: linear in the text, where
+    a regex's lazy matches are quadratic on `<script<script...`.)"""
+    lower = markup.lower()
+    out, at = [], 0
+    while True:
+        start = markup.find("<", at)
+        if start < 0:
+            out.append(markup[at:])
+            break
+        out.append(markup[at:start])
+        if lower.startswith(("<script", "<style"), start):
+            close = lower.find("</script" if lower[start + 2] == "c" else "</style", start)
+            end = -1 if close < 0 else markup.find(">", close)
+        elif markup.startswith("<!--", start):
+            end = markup.find("-->", start)
+            end = -1 if end < 0 else end + 2
+        else:
+            end = markup.find(">", start)
+        if end < 0:
+            break
+        out.append(" ")
+        at = end + 1
+    return "".join(out)

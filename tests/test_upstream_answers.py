@@ -54,6 +54,8 @@ PAGES = [
      "Service Unavailable"),
     (500, "text/html", b"<h1>Internal Server Error</h1>\n<p>oops\r\nline two</p>",
      openai.InternalServerError, "Internal Server Error oops line two"),
+    (500, "text/html", b"<p>Down for <!-- x --> maintenance</p><script>if (a < b) { c = '<'",
+     openai.InternalServerError, "Down for maintenance"),  # (an unclosed script: left out)
     (429, "text/plain", b"Too Many Requests\n", openai.RateLimitError, "Too Many Requests"),
     (401, "text/plain", b"Unauthorized", openai.AuthenticationError, "Unauthorized"),
     (404, None, b"", openai.NotFoundError, "empty body"),
@@ -139,7 +141,7 @@ async def test_error_page_becomes_openai_error(sdks, respx_mock, status, kind, b
     assert f"HTTP {status}" in message
     assert err.type == ("server_error" if status >= 500 else err.type)
     if b"<" in body:
-        assert "<" not in message.partition("): ")[2]  # tags dropped
+        assert "<" not in message.partition("): ")[2]  # tags and scripts dropped
     if len(body) > 1000:
         assert message.endswith("...") and len(message.partition("): ")[2]) <= 203
     if b"1234" in body:
