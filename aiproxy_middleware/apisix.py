@@ -352,6 +352,14 @@ def _target(kind: str, auth: Auth, options: dict[str, Any], override: Override |
     endpoint_url = override.endpoint if override else None
     endpoint = (EndpointOverride.parse(endpoint_url, f"{where}.override.endpoint")
                 if endpoint_url else None)
+    if endpoint_url and "@" in urlsplit(endpoint_url).netloc:
+        # The URL's user:password would not be sent (APISIX drops it too), and with `auth`
+        # the request would carry two credentials: say so at load, not with a 401 later.
+        why = ("cannot be combined with auth: that is two credentials for one request;"
+               " keep one of them" if auth.header or auth.query or auth.gcp or auth.aws else
+               "is not sent to the upstream: give it in auth.header"
+               " (Authorization: Basic ...)")
+        raise ConfigError(f"{where}.override.endpoint: a URL's user name and password {why}")
     if auth.gcp is not None and auth.gcp.service_account_json is None \
             and not os.environ.get("GCP_SERVICE_ACCOUNT"):
         raise ConfigError(f"{where}.auth.gcp.service_account_json: required (or set the"

@@ -146,7 +146,7 @@ class ApisixResponder:
             relay = ApisixRelay(target, scope, send, anthropic, route, trace)
             state.relay, state.target, state.attempts = relay, target, n + 1
             body, first = first or JsonBody.decode(data), None  # a fresh copy for each try
-            call, relay.anthropic = _shape(route, target, scope, body, protocol, anthropic)
+            call = _shape(route, target, scope, body, protocol)
             call.image_policy = self.middleware.config.image_fetch.policy
             if route.passthrough:
                 call.stream = False
@@ -324,7 +324,7 @@ def _protocol_of(path: str, body: JsonBody, route: ApisixRoute) -> Endpoint | st
 
 
 def _shape(route: ApisixRoute, target: Target, scope: Scope, body: JsonBody,
-           protocol: Endpoint | str, anthropic: bool) -> tuple[Call, bool]:
+           protocol: Endpoint | str) -> Call:
     """The call for one attempt, from a fresh copy of the client's body: APISIX's body
     shaping (options over the body, llm_options, request_body) for this target."""
     provider = target.provider
@@ -340,8 +340,6 @@ def _shape(route: ApisixRoute, target: Target, scope: Scope, body: JsonBody,
         else:
             body = JsonBody(to_chat(body.typed(MessagesRequest)))
             endpoint, key = Endpoint.CHAT, "openai-chat"
-    native = endpoint is None and path == provider.anthropic_path
-    answer_anthropic = anthropic and not native
     if route.old and endpoint is Endpoint.CHAT:
         _check_old_schema(body)
     client_stream = body.get("stream") is True
@@ -382,7 +380,7 @@ def _shape(route: ApisixRoute, target: Target, scope: Scope, body: JsonBody,
         body.pop("model")
     call = Call(endpoint, body, request, model or "", requested, "", stream, path,
                 scope.get("query_string", b"").decode("latin-1"), scope["headers"], include_usage)
-    return call, answer_anthropic
+    return call
 
 
 _ABSENT = object()

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 import yaml
@@ -292,6 +293,7 @@ def _route(prefix: str, raw: dict[str, Any], where: str) -> Route:
         provider = cls(common, own)
     except ConfigError as exc:
         raise ConfigError(f"{where}.{exc}") from None
+    _one_credential(provider, raw, where)
     column = "openai" if common.protocol == "openai" else cls.settings_column
     try:
         settings = SettingsApplier(common.custom_settings, column)
@@ -310,6 +312,25 @@ def _route(prefix: str, raw: dict[str, Any], where: str) -> Route:
     return Route(prefix, provider, mapper, settings, context,
                  MessageRules.build(common, cls.accepts_developer_role),
                  AnswerRules.build(common), pool)
+
+
+def _one_credential(provider: Provider, raw: dict[str, Any], where: str) -> None:
+    """A URL setting's `user:password@` is sent as HTTP Basic auth (a server behind a
+    proxy that asks for it); with apiTokens too, one request would carry two credentials
+    in one Authorization header (aiohttp refuses it: a 500 on every call; httpx sends
+    only one). A config error, naming the setting."""
+    if not any(provider.config.api_tokens):
+        return
+    try:
+        userinfo, at, _ = urlsplit(provider.base_url()).netloc.rpartition("@")
+    except (NotImplementedError, ValueError):
+        return
+    if at:
+        field = next((k for k, v in raw.items() if isinstance(v, str) and f"{userinfo}@" in v),
+                     "apiTokens")
+        raise ConfigError(f"{where}.{field}: a URL with a user name and password (sent as HTTP"
+                          " Basic auth) cannot be combined with apiTokens: that is two"
+                          " credentials for one request; keep one of them")
 
 
 def _prefix(path: str, where: str) -> str:

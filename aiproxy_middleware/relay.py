@@ -22,6 +22,7 @@ from .secrets import Scrubber, upstream_scrubber
 from .sse import event_limit
 from .streams import DisconnectWatcher, NoUsage, Tapped, WholeEvents
 from .exchange import Limits, Trace, UpstreamFailure
+from .upstream_errors import error_answer, not_json
 from .upstream_response import (failure_reason, framing, is_json, is_sse, not_a_stream,
                                 one_chunk, read_raw, relayed_headers)
 
@@ -199,27 +200,38 @@ class Relay:
         if status >= 400 and self.retry_on is not None and self.retry_on(status):
             raise UpstreamFailure(status, scrub.headers(relayed_headers(response)), data,
                                   perf_counter() - self.trace.start, scrub)
+        headers = None
         if status >= 400:
-            error = self.provider.convert_error(call, status, data)
+            # (a native Messages call's error is Anthropic's: not the provider's to convert)
+            error = (self.provider.convert_error(call, status, data)
+                     if call.endpoint is not None or not self.anthropic else None)
             if error is not None:
                 status, data = error
                 converted = True
             else:
                 logger.warning("aiproxy: %s answered %d", self.provider.name, status)
+                # an error page or foreign JSON: the API family's error JSON (not under
+                # protocol original, whose answers are the provider's own)
+                if call.endpoint is not None or self.anthropic:
+                    data, headers = error_answer(self.provider, status, data, response, scrub,
+                                                 call.endpoint is None)
         elif call.endpoint is not None:
             body = self.provider.convert_response(call, data)
             if body is not None:
                 data, converted = body, True
             if self.answers is not None:
                 data = self.answers.answer(data)
-            self.trace.tap.json(data)
-        elif status < 400:
-            self.trace.tap.json(data)  # a native Anthropic answer, or protocol original's
+            if not self.trace.tap.json(data):  # (the tap's parse is the check: no other)
+                raise not_json(self.provider, status, data, response, scrub)
+        elif not self.trace.tap.json(data) and self.anthropic:
+            # a native Anthropic answer (protocol original's is relayed whatever it is)
+            raise not_json(self.provider, status, data, response, scrub)
         if self.anthropic and call.endpoint is not None:
             data = convert_answer(status, data, call.model, request_stops(call))
             converted = True
-        await self._respond(status, [(b"content-type", JSON)] if converted
-                            else scrub.headers(relayed_headers(response)), data)
+        if converted:
+            headers = [(b"content-type", JSON)]
+        await self._respond(status, headers or scrub.headers(relayed_headers(response)), data)
 
     async def _stream(self, call: Call, client: httpx.AsyncClient, request: httpx.Request,
                       receive: Any) -> None:

@@ -170,16 +170,22 @@ class AnswerTap:
         """The answer text (of the first choice); "" unless keep_text."""
         return "".join(self._parts)
 
-    def json(self, body: bytes) -> None:
+    def json(self, body: bytes) -> bool:
         """Reads a whole answer body (chat completion, embeddings, Anthropic message); one
-        over `SKIM_ABOVE` bytes is skimmed (`_skimmed`), not decoded whole."""
+        over `SKIM_ABOVE` bytes is skimmed (`_skimmed`), not decoded whole. Returns whether
+        the body is a JSON object (the relay's check of a success answer: one parse)."""
         try:
             answer = msgspec.json.decode(body) if len(body) <= SKIM_ABOVE else _skimmed(body)
-            if isinstance(answer, dict) and self._answer(answer, "message"):
-                if self.first_token_at is None:
-                    self.first_token_at = time.perf_counter()
+        except Exception:  # noqa: BLE001 - the tap never raises
+            return False
+        if not isinstance(answer, dict):
+            return False
+        try:
+            if self._answer(answer, "message") and self.first_token_at is None:
+                self.first_token_at = time.perf_counter()
         except Exception:  # noqa: BLE001 - the tap never raises
             pass
+        return True
 
     def sse(self, chunk: bytes) -> None:
         """Reads raw SSE bytes; an event may be split across calls, or several be in one."""

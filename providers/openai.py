@@ -65,7 +65,9 @@ class OpenAI(OpenAICompatible):
             self._base, self._paths = custom_url_paths(
                 settings.openai_custom_url, "openaiCustomUrl", _DIRECT_SUFFIXES)
         self._schema = settings.response_json_schema
-        self._forward_client_key = forward_client_key
+        # A URL's user:password is a configured credential (Basic auth), as apiTokens are:
+        # the client's own key is not sent with it (one request, one credential).
+        self._forward_client_key = forward_client_key and "@" not in self._base
 
     @classmethod
     def from_apisix(cls, target: ApisixTarget) -> OpenAI:

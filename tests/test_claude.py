@@ -387,10 +387,11 @@ def test_stream_events_of_the_wrong_shape_are_skipped():
                    if c and c["choices"]) == "hi"
 
 
-async def test_non_json_error_body_is_kept(gateway, respx_mock):
+async def test_non_json_error_body_becomes_an_openai_error(gateway, respx_mock):
     respx_mock.post(URL).respond(413, content=b"too large", headers={"content-type": "text/plain"})
     r = await gateway(CONFIG).post("/v1/chat/completions", json=CHAT)
-    assert r.status_code == 413 and r.content == b"too large"
+    assert r.status_code == 413
+    assert r.json()["error"]["message"].endswith("answered HTTP 413 (text/plain): too large")
 
 
 # ---- streaming --------------------------------------------------------------------------

@@ -371,7 +371,11 @@ def plain_answer(status: int, sse: bool, split: bool = False) -> Callable[..., A
         head, _ = server.requests[-1]
         auth = _auth(head)
         token = auth.split(" ", 1)[-1]
-        if sse:
+        if status >= 400:  # an OpenAI error body: relayed with the upstream's headers
+            body = json.dumps({"error": {"message": f"you sent {auth}",
+                                         "type": "invalid_request_error"}}).encode()
+            kind = b"application/json"
+        elif sse:
             body = (content_event("key: " + token[:9]) + content_event(token[9:])
                     + content_event(f" / {auth}") + echo_event(auth) + b"data: [DONE]\n\n")
             kind = b"text/event-stream"
