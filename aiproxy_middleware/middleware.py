@@ -194,19 +194,24 @@ class AIProxyMiddleware:
 class ProxyResponder:
     """Handles one request on a configured route, from checks to the relayed answer."""
 
+    asked: Asked | None = None
+    """A models or count_tokens call (protocol original forwards them as any path)."""
+    count_tokens = False
+    # (class defaults: a chat request sets neither)
+
     def __init__(self, middleware: AIProxyMiddleware, route: Route,
                  endpoint: Endpoint | None, asked: Asked | None = None) -> None:
         self.middleware = middleware
         self.route = route
         self.endpoint = endpoint
         self.original = route.provider.config.protocol == "original"
-        self.asked = asked
-        """A models or count_tokens call (protocol original forwards them as any path)."""
-        self.count_tokens = (asked is not None and asked.kind is Kind.COUNT_TOKENS
-                             and not self.original)
-        self.anthropic = (endpoint is Endpoint.MESSAGES or self.count_tokens) and not self.original
+        self.anthropic = endpoint is Endpoint.MESSAGES and not self.original
         """Answered in Anthropic's Messages format."""
         self.attempts = 1
+        if asked is not None:
+            self.asked = asked
+            self.count_tokens = asked.kind is Kind.COUNT_TOKENS and not self.original
+            self.anthropic = self.count_tokens
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if self.endpoint is None and not self.original:
