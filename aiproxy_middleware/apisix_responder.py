@@ -14,6 +14,7 @@ from .anthropic import MessagesRequest, to_chat
 from .apisix import ApisixRoute, Target, add_query
 from .checks import check_request
 from .client_headers import forwarded
+from .discovery import COUNT_TOKENS, count_tokens_call
 from .errors import ProxyError, bad_request, upstream_unreachable
 from .exprs import RequestView, hash_key, hash_key_uses_body
 from .openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody, ask_for_usage
@@ -81,7 +82,7 @@ class ApisixResponder:
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
 
         trace = Trace(metrics=self.middleware.metrics)
-        anthropic = scope["path"].endswith("/v1/messages")
+        anthropic = scope["path"].endswith(("/v1/messages", COUNT_TOKENS))
         route: ApisixRoute | None = None
         state = _State()
         try:
@@ -146,7 +147,10 @@ class ApisixResponder:
             relay = ApisixRelay(target, scope, send, anthropic, route, trace)
             state.relay, state.target, state.attempts = relay, target, n + 1
             body, first = first or JsonBody.decode(data), None  # a fresh copy for each try
-            call = _shape(route, target, scope, body, protocol)
+            if protocol == COUNT_TOKENS:  # to the provider's own Messages API, or a 404
+                call = count_tokens_call(target, scope, body)
+            else:
+                call = _shape(route, target, scope, body, protocol)
             call.image_policy = self.middleware.config.image_fetch.policy
             if route.passthrough:
                 call.stream = False
@@ -306,6 +310,8 @@ def _protocol(path: str, data: bytes, route: ApisixRoute) -> tuple[Endpoint | st
 
 
 def _protocol_of(path: str, body: JsonBody, route: ApisixRoute) -> Endpoint | str:
+    if path.endswith(COUNT_TOKENS):
+        return COUNT_TOKENS
     if path.endswith("/v1/messages"):
         return Endpoint.MESSAGES
     if body.is_list("messages"):

@@ -14,6 +14,7 @@ from .anthropic import MessagesRequest, to_chat
 from .apisix_responder import ApisixResponder
 from .checks import check_request
 from .config import Config, Route, load_config
+from .discovery import Asked, Catalog, Kind, asked_for, count_tokens_path
 from .errors import ProxyError, bad_request
 from .health import HealthMonitor
 from .observe import Metrics, Observer, SummaryHook
@@ -66,6 +67,7 @@ class AIProxyMiddleware:
                         if self.config.metrics_path else None)
         self.observer = Observer(self.metrics, hooks)
         self.read_deadlines = ReadDeadlines(self.config.request_read_timeout / 1000)
+        self.catalog = Catalog(self.config)
         if token_store is not None:
             for route in self.config.routes:
                 route.tokens.store = token_store
@@ -94,15 +96,26 @@ class AIProxyMiddleware:
                 self.health.start()
                 await ApisixResponder(self, apisix)(scope, receive, send)
                 return
+            if self.catalog.apisix:  # `/v1/models` and count_tokens beside APISIX routes
+                sibling = self.catalog.apisix_sibling(path)
+                if sibling is not None:
+                    asked, served = sibling
+                    if isinstance(served, list):
+                        self.health.start()
+                        await ApisixResponder(self, served)(scope, receive, send)
+                    else:
+                        await served.serve(asked, scope, send)
+                    return
             if path == self.config.metrics_path and self.metrics is not None:
                 await self._metrics(send)
                 return
             route = self.config.route_for(path)
             if route is not None:
                 self.health.start()
-                endpoint = Endpoint.for_path(scope["path"])
-                if endpoint is not None or not self.config.catch_all:
-                    await ProxyResponder(self, route, endpoint)(scope, receive, send)
+                endpoint = Endpoint.for_path(path)
+                asked = None if endpoint is not None else asked_for(path)
+                if endpoint is not None or asked is not None or not self.config.catch_all:
+                    await ProxyResponder(self, route, endpoint, asked)(scope, receive, send)
                     return
         elif kind == "lifespan":
             await self._lifespan(scope, receive, send)
@@ -181,8 +194,13 @@ class AIProxyMiddleware:
 class ProxyResponder:
     """Handles one request on a configured route, from checks to the relayed answer."""
 
+    asked: Asked | None = None
+    """A models or count_tokens call (protocol original forwards them as any path)."""
+    count_tokens = False
+    # (class defaults: a chat request sets neither)
+
     def __init__(self, middleware: AIProxyMiddleware, route: Route,
-                 endpoint: Endpoint | None) -> None:
+                 endpoint: Endpoint | None, asked: Asked | None = None) -> None:
         self.middleware = middleware
         self.route = route
         self.endpoint = endpoint
@@ -190,8 +208,19 @@ class ProxyResponder:
         self.anthropic = endpoint is Endpoint.MESSAGES and not self.original
         """Answered in Anthropic's Messages format."""
         self.attempts = 1
+        if asked is not None:
+            self.asked = asked
+            self.count_tokens = asked.kind is Kind.COUNT_TOKENS and not self.original
+            self.anthropic = self.count_tokens
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if self.endpoint is None and not self.original:
+            asked = self.asked
+            if asked is not None and asked.kind is not Kind.COUNT_TOKENS:
+                await self.middleware.catalog.routes[self.route.prefix].serve(asked, scope, send)
+                return
+            # (an unknown path's 404 is in the format of the API family it names)
+            self.anthropic = self.count_tokens or "/v1/messages" in scope["path"]
         answers = self.route.answers
         if answers is not None and (self.anthropic or self.original
                                     or self.endpoint is not Endpoint.CHAT):
@@ -222,7 +251,8 @@ class ProxyResponder:
             config = self.middleware.config
             summary = summarize(trace, call, self.route.prefix, self.route.provider.name, None,
                                 error, self.attempts, payloads=config.logging.payloads,
-                                endpoint="messages" if self.anthropic else None)
+                                endpoint=("count_tokens" if self.count_tokens else
+                                          "messages" if self.anthropic else None))
             await self.middleware.observer.emit(summary, config.logging.summaries)
 
     async def _run(self, relay: Relay, call: Call, scope: Scope, data: bytes,
@@ -263,13 +293,13 @@ class ProxyResponder:
 
     async def _read(self, scope: Scope, receive: Any) -> bytes:
         path = scope["path"]
-        if self.endpoint is None and not self.original:
-            raise ProxyError(404, f"no AI API at {path}: this route serves paths ending in"
-                             " /v1/chat/completions, /v1/embeddings and /v1/messages",
-                             "invalid_request_error", "not_found")
+        if self.endpoint is None and not self.original and not self.count_tokens:
+            raise self.middleware.catalog.unknown_path(self.route, path)
         if scope["method"] != "POST" and not self.original:
             raise ProxyError(405, f"method {scope['method']} is not allowed on {path}; use POST",
                              "invalid_request_error", "method_not_allowed")
+        if self.count_tokens:  # before the body is read: no provider call can follow
+            count_tokens_path(self.route.provider, self.route.provider.name)
         middleware = self.middleware
         return await read_body(receive, scope["headers"], middleware.config.max_body_size,
                                True, middleware.read_deadlines)
@@ -330,7 +360,9 @@ class ProxyResponder:
     def _native_call(self, scope: Scope, body: JsonBody) -> Call:
         """An Anthropic Messages call to the provider's own Messages API: relayed as it is."""
         call = self._original_call(scope, body)
-        call.path = self.route.provider.anthropic_path or ""
+        provider = self.route.provider
+        call.path = (count_tokens_path(provider, provider.name) if self.count_tokens
+                     else provider.anthropic_path or "")
         return call
 
     def _original_call(self, scope: Scope, body: JsonBody) -> Call:

@@ -28,7 +28,8 @@ def summarize(trace: Trace, call: Call, route: str, provider: str, instance: str
     tap = trace.tap
     summary = Summary(
         route=route, provider=provider,
-        endpoint=endpoint or _ENDPOINTS.get(call.endpoint, "original"),  # type: ignore[arg-type]
+        endpoint=endpoint or _ENDPOINTS.get(call.endpoint) or (  # type: ignore[arg-type]
+            "count_tokens" if call.path.endswith("/count_tokens") else "original"),
         requested_model=call.requested_model or "", model=call.model, stream=call.stream,
         instance=instance, status=trace.status,
         time_to_first_byte_ms=_ms(trace.first_byte, start),

@@ -477,7 +477,7 @@ async def test_openai_paths_unchanged(sdk, respx_mock):
                               json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
         assert r.json() == {"error": {"message": "bad key", "type": "invalid_request_error"}}
         # Other Anthropic paths are not served in the single-provider form.
-        assert (await client.post("/v1/messages/count_tokens", json={})).text == "app"
+        assert (await client.post("/v1/messages/batches", json={})).text == "app"
 
 
 class BrokenStream(httpx.AsyncByteStream):

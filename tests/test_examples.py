@@ -51,15 +51,15 @@ class Example:
 
 EXAMPLES = [
     Example("starlette", starlette_app.app, True, "/ai/v1", "mock-echo-1",
-            (("/", "Hello from Starlette"), ("/health", {"status": "ok"})), "/ai/v1/models"),
+            (("/", "Hello from Starlette"), ("/health", {"status": "ok"})), "/ai/v1/completions"),
     Example("fastapi", fastapi_app.app, True, "/v1", "mock-echo-1",
             (("/items/7", {"item_id": 7, "name": "item 7"}),), None),
     Example("quart-mock", quart_app.app, True, "/ai/mock/v1", "mock-echo-1",
-            (("/", {"app": "quart"}),), "/ai/mock/v1/models"),
+            (("/", {"app": "quart"}),), "/ai/mock/v1/completions"),
     Example("quart-other", quart_app.app, True, "/ai/other/v1", "mock-large",
             (("/", {"app": "quart"}),), "/ai/other"),
     Example("django", django_asgi.application, False, "/ai/v1", "mock-echo-1",
-            (("/hello/", {"app": "django", "path": "/hello/"}),), "/ai/v1/models"),
+            (("/hello/", {"app": "django", "path": "/hello/"}),), "/ai/v1/completions"),
 ]
 
 
@@ -205,8 +205,10 @@ async def test_non_ai_path_under_a_route_prefix_is_an_openai_404(served):
 
 async def test_fastapi_single_provider_form_leaves_other_paths_to_fastapi():
     async with serve(EXAMPLES[1]) as app, asgi_client(app) as client:
-        r = await client.get("/v1/models")
+        r = await client.get("/v1/files")
         assert r.status_code == 404 and "error" not in r.json()  # FastAPI's 404, not ours
+        r = await client.get("/v1/models")  # but the model list is the gateway's
+        assert [m["id"] for m in r.json()["data"]] == ["mock-echo-1"]
         r = await client.get("/openapi.json")
         assert r.status_code == 200 and "/items/{item_id}" in r.json()["paths"]
         # Any path ending in an AI suffix is the gateway's in this form.

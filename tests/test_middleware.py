@@ -29,7 +29,7 @@ async def test_single_provider_form_leaves_other_paths_to_the_app(gateway, respx
     route = respx_mock.post(OPENAI_URL).respond(json=OPENAI_ANSWER)
     client = gateway({"provider": {"type": "openai", "apiTokens": ["k"]}})
     assert (await client.get("/anything")).text == "app"
-    assert (await client.post("/v1/models", json={})).text == "app"
+    assert (await client.post("/v1/files", json={})).text == "app"
     assert (await client.post("/proxy/v1/chat/completions", json=CHAT)).json() == OPENAI_ANSWER
     assert route.call_count == 1
 
@@ -43,8 +43,8 @@ async def test_routes_form(gateway, respx_mock):
     await client.post("/ai/special/v1/chat/completions", json=CHAT)
     assert route.calls.last.request.headers["authorization"] == "Bearer k-special"
     # Other paths under a route are 404; paths outside every route reach the app.
-    error = assert_error(await client.get("/ai/v1/models"), 404, "not_found")
-    assert "/ai/v1/models" in error["message"]
+    error = assert_error(await client.get("/ai/v1/files"), 404, "not_found")
+    assert "/ai/v1/files" in error["message"]
     assert (await client.post("/aix/v1/chat/completions", json=CHAT)).text == "app"
     assert (await client.get("/")).text == "app"
     assert route.call_count == 2
