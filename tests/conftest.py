@@ -29,6 +29,12 @@ def inner_app() -> Starlette:
     return Starlette(routes=[Route("/{path:path}", _home, methods=["GET", "POST"])])
 
 
+
+try:  # anthropic >= 2.12 takes clients of httpx2 (httpx's successor), not httpx
+    import httpx2 as sdk_httpx
+except ImportError:  # pragma: no cover
+    sdk_httpx = httpx
+
 PUBLIC_IP = "93.184.215.14"
 
 # One TLS context for every test's upstream client: httpx builds one per client otherwise,

@@ -14,12 +14,7 @@ import pydantic
 import pytest
 
 from aiproxy_middleware import AIProxyMiddleware
-from conftest import inner_app, sent_json
-
-try:  # anthropic >= 2.12 takes clients of httpx2 (httpx's successor), not httpx
-    import httpx2 as sdk_httpx
-except ImportError:  # pragma: no cover
-    sdk_httpx = httpx
+from conftest import inner_app, sdk_httpx, sent_json
 
 OPENAI_URL = "https://api.openai.com/v1/chat/completions"
 CLAUDE_URL = "https://api.anthropic.com/v1/messages"

@@ -15,12 +15,7 @@ import respx
 
 from aiproxy_middleware import AIProxyMiddleware
 from aiproxy_middleware.anthropic import MessageStream, convert_answer
-from conftest import TLS, inner_app, sent_json
-
-try:  # anthropic >= 2.12 takes clients of httpx2 (httpx's successor), not httpx
-    import httpx2 as sdk_httpx
-except ImportError:  # pragma: no cover
-    sdk_httpx = httpx
+from conftest import TLS, inner_app, sdk_httpx, sent_json
 
 OPENAI_URL = "https://api.openai.com/v1/chat/completions"
 CLAUDE_URL = "https://api.anthropic.com/v1/messages"

@@ -8,9 +8,6 @@ import asyncio
 import importlib.util
 import json
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +17,7 @@ import yaml
 
 from aiproxy_middleware import AIProxyMiddleware, ConfigError, load_config
 from aiproxy_middleware import cli
-from upstream_server import free_port
+from upstream_server import ServeProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
@@ -38,36 +35,11 @@ WITHIN = 10.0
 """Bounds every wait on a server: far above the 0.5 s timeouts, so no test is timed."""
 
 
-class Serve:
-    """`aiproxy serve` in a subprocess on a free 127.0.0.1 port."""
+class Serve(ServeProcess):
+    """`aiproxy serve` quiet but for warnings (a later `--log-level` in `args` wins)."""
 
     def __init__(self, config: Path | str, *args: str, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        with log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "aiproxy_middleware.cli", "serve", str(config),
-                 "--port", str(self.port), "--log-level", "warning", *args],
-                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{self.url}/ready", timeout=WITHIN)
-                return
-            except httpx.TransportError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise AssertionError(f"aiproxy serve did not start: {log.read_text()}")
-                time.sleep(0.1)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(WITHIN)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(WITHIN)
+        super().__init__(config, "--log-level", "warning", *args, log=log)
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +16,7 @@ import yaml
 
 from aiproxy_middleware import load_config
 from aiproxy_middleware import cli
-from upstream_server import Served, Upstream, free_port, read_request
+from upstream_server import Served, ServeProcess, Upstream, read_request
 
 ROOT = Path(__file__).resolve().parent.parent
 WITHIN = 10.0
@@ -36,41 +33,13 @@ def apisix_route(uri: str, upstream: str, **conf: Any) -> dict[str, Any]:
         "override": {"endpoint": f"{upstream}/v1/chat/completions"}, **conf}}}
 
 
-class Serve:
-    """`aiproxy serve` in a subprocess on a free 127.0.0.1 port, its stdout and stderr
-    (together) in a file; `stop()` returns them once it has exited."""
+class Serve(ServeProcess):
+    """`aiproxy serve` on a config written to `tmp`."""
 
     def __init__(self, config: dict[str, Any], *args: str, tmp: Path) -> None:
         path = tmp / "gateway.yaml"
         path.write_text(yaml.safe_dump(config))
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tmp / "serve.log"
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "aiproxy_middleware.cli", "serve", str(path),
-                 "--port", str(self.port), *args],
-                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{self.url}/ready", timeout=WITHIN)
-                return
-            except httpx.TransportError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"aiproxy serve did not start: {self.stop()}")
-                time.sleep(0.1)
-
-    def stop(self) -> str:
-        """Stops the server (requests in flight finish first) and returns all it printed."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(WITHIN)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(WITHIN)
-        return self.log.read_text()
+        super().__init__(path, *args, log=tmp / "serve.log")
 
 
 async def serve(config: dict[str, Any], *args: str, tmp: Path) -> Serve:

@@ -5,8 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
+import httpx
 import uvicorn
 
 ANSWER = {"id": "chatcmpl-local", "object": "chat.completion", "created": 1, "model": "local-1",
@@ -198,3 +203,41 @@ class RawServer:
                 return None
             await asyncio.sleep(0.005)
         return loop.time() - start
+
+
+class ServeProcess:
+    """`aiproxy serve CONFIG ARGS...` in a subprocess on a free 127.0.0.1 port, its stdout
+    and stderr (together) in `log`; `stop()` returns them once it has exited."""
+
+    ROOT = Path(__file__).resolve().parent.parent
+    WITHIN = 10.0
+
+    def __init__(self, config: Path | str, *args: str, log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "aiproxy_middleware.cli", "serve", str(config),
+                 "--port", str(self.port), *args],
+                cwd=self.ROOT, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{self.url}/ready", timeout=self.WITHIN)
+                return
+            except httpx.TransportError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"aiproxy serve did not start: {self.stop()}")
+                time.sleep(0.1)
+
+    def stop(self) -> str:
+        """Stops the server (requests in flight finish first) and returns all it printed."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(self.WITHIN)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(self.WITHIN)
+        return self.log.read_text()
