@@ -58,7 +58,8 @@ class ApisixRelay(Relay):
         if target.query and not signed:
             # auth.query wins over the endpoint's and the client's own args
             up.url = add_query(up.url, target.query)
-        headers = forwarded(self.scope["headers"])  # the allow-list: client_headers.py
+        # the allow-list: client_headers.py
+        headers = forwarded(self.scope["headers"], target.provider.client_headers)
         for name, value in up.headers.items():
             headers[name.lower()] = value
         headers.update(target.headers)

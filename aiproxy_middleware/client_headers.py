@@ -9,13 +9,12 @@ own request, which changes nothing for anyone else sharing the gateway's credent
   by Anthropic; the gateway's default is used when the client sends none).
 - `anthropic-beta`: opts the request into beta features by name.
 - `openai-beta`: opts into OpenAI's beta APIs (`assistants=v2`), which require it.
-- `x-dashscope-sse`, `x-dashscope-async`, `x-dashscope-ossresourceresolve`: DashScope's
-  native API (qwen, `protocol: original`): stream the answer, run the task asynchronously
-  (image and video tasks require it), resolve the `oss://` URL of a file uploaded for it.
+
+A provider adds the headers of its own API that are of that kind (`Provider.client_headers`:
+qwen's DashScope headers, say).
 
 Left behind on purpose, among others: `OpenAI-Organization`, `OpenAI-Project`,
-`x-goog-user-project`, `X-DashScope-WorkSpace` (they choose whose account is used and
-billed); `X-DashScope-DataInspection` (the account's content checks); `Content-Encoding`
+`x-goog-user-project` (they choose whose account is used and billed); `Content-Encoding`
 (the gateway sends the body it read, as it encodes it); `X-HTTP-Method-Override` and its
 variants (the method is the gateway's); `Forwarded`, `X-Forwarded-*`, `X-Real-IP` (claims
 about the client's address); `User-Agent` (the gateway sends its own, once); `Accept`
@@ -27,9 +26,7 @@ by it); `x-stainless-*` (SDK telemetry that no upstream needs); credentials and 
 
 from __future__ import annotations
 
-FORWARDED = frozenset({
-    b"anthropic-version", b"anthropic-beta", b"openai-beta",
-    b"x-dashscope-sse", b"x-dashscope-async", b"x-dashscope-ossresourceresolve"})
+FORWARDED = frozenset({b"anthropic-version", b"anthropic-beta", b"openai-beta"})
 
 
 def forwarded(headers: list[tuple[bytes, bytes]],

@@ -16,6 +16,7 @@ import httpx
 import msgspec
 from msgspec import Struct
 
+from .client_headers import FORWARDED
 from .errors import ConfigError, upstream_invalid
 from .fetch_policy import DEFAULT_POLICY, ImagePolicy
 from .secrets import watch
@@ -167,6 +168,12 @@ class Provider:
     apisix_signs: ClassVar[bool] = False
     """The request is signed over its URL, so the provider applies `override.endpoint`
     itself; otherwise the core rewrites the URL that `request` gives."""
+
+    client_headers: ClassVar[frozenset[bytes]] = FORWARDED
+    """The client's request headers (lower case) that go upstream when the client speaks
+    the provider's own API (`protocol: original`, APISIX routes): the gateway's allow-list,
+    plus what the provider's API documents as the caller's own choice (see
+    `client_headers.py`)."""
 
     extra_secrets: tuple[str, ...] = ()
     """More configured secrets than the provider's own (an APISIX route's `auth.header`

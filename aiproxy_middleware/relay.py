@@ -126,7 +126,7 @@ class Relay:
         up = provider.original_request(call)
         # The client speaks the provider's own API: its allow-listed headers go too, under
         # the provider's own (client_headers.py).
-        up.headers = {**forwarded(call.client_headers), **up.headers}
+        up.headers = {**forwarded(call.client_headers, provider.client_headers), **up.headers}
         return up
 
     async def _read(self, response: httpx.Response, deadline: asyncio.Timeout | None = None

@@ -83,6 +83,11 @@ class Qwen(Provider):
     name = "qwen"
     Settings = Settings
     settings_column = "qwen"
+    # DashScope's own API: stream the answer, run the task asynchronously (image and video
+    # tasks require it), resolve the `oss://` URL of a file uploaded for it. Not
+    # `X-DashScope-WorkSpace` (whose account is billed) or `-DataInspection` (its checks).
+    client_headers = Provider.client_headers | frozenset({
+        b"x-dashscope-sse", b"x-dashscope-async", b"x-dashscope-ossresourceresolve"})
 
     def __init__(self, config: Any, settings: Settings) -> None:
         super().__init__(config, settings)

@@ -198,9 +198,10 @@ HOSTILE = {
     "api-key": "client-key", "x-goog-api-key": "client-key", "Proxy-Authorization": "Basic eA==",
     "X-Amz-Security-Token": "client-token", "X-Custom-Billing": "me", "Accept": "text/html",
     "User-Agent": "client-agent/1.0",
+    "X-DashScope-SSE": "enable",  # DashScope's own: forwarded to qwen only (below)
 }
 ALLOWED = {"anthropic-beta": "prompt-caching-2024-07-31", "anthropic-version": "2023-06-01",
-           "OpenAI-Beta": "assistants=v2", "X-DashScope-SSE": "enable"}
+           "OpenAI-Beta": "assistants=v2"}
 
 
 def _check_headers(request) -> None:

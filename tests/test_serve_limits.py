@@ -57,8 +57,6 @@ def servers(config_file: Path, tmp_path_factory: pytest.TempPathFactory):
 
     def get(http: str = "h11") -> Serve:
         if http not in started:
-            if http == "httptools" and importlib.util.find_spec("httptools") is None:
-                pytest.skip("httptools is not installed")
             started[http] = Serve(config_file, "--http", http, "--timeout-request-headers", "0.5",
                                   log=logs / f"{http}.log")
         return started[http]
