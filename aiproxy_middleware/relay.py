@@ -240,24 +240,26 @@ class Relay:
         strip = (call.stream and not call.include_usage and not self.anthropic
                  and call.endpoint is Endpoint.CHAT)
         call.include_usage = call.include_usage or strip
-        # The SSE parsers built from here on take the route's event size limit. (A converter
-        # that raises leaves it set, in this request's context only.)
+        # The SSE parsers built here take the route's event size limit.
         limit = event_limit.set(self.limits.max_event)
-        converter = self.provider.stream_converter(call) if call.endpoint is not None else None
-        plain = converter is None
-        if converter is not None or strip:  # the tap reads the usage chunk before it goes
-            converter = Tapped(converter, self.trace.tap)
-        tapped = converter is not None
-        if strip:
-            converter = NoUsage(converter)
-        if self.anthropic and call.endpoint is not None:
-            converter = MessageStream(call.model, converter, request_stops(call))
+        try:
+            converter = (self.provider.stream_converter(call) if call.endpoint is not None
+                         else None)
+            plain = converter is None
+            if converter is not None or strip:  # the tap reads the usage chunk before it goes
+                converter = Tapped(converter, self.trace.tap)
+            tapped = converter is not None
+            if strip:
+                converter = NoUsage(converter)
+            if self.anthropic and call.endpoint is not None:
+                converter = MessageStream(call.model, converter, request_stops(call))
+            if self.answers is not None and call.endpoint is not None and not self.anthropic:
+                converter = self.answers.stream(converter)
+        finally:
+            event_limit.reset(limit)
         # the upstream's headers describe its own stream: kept while the bytes are its own
         # (dropping the usage chunk changes none of them)
         upstream_headers = plain and not (self.anthropic and call.endpoint is not None)
-        if self.answers is not None and call.endpoint is not None and not self.anthropic:
-            converter = self.answers.stream(converter)
-        event_limit.reset(limit)
         response: httpx.Response | None = None
         error: ProxyError | None = None
         watcher = DisconnectWatcher(receive)
