@@ -10,25 +10,25 @@ from typing import Any
 
 import httpx
 
-from .anthropic import MessagesRequest, to_chat
-from .apisix_responder import ApisixResponder
-from .checks import check_request
-from .config import Config, Route, load_config
-from .discovery import Asked, Catalog, Kind, asked_for, count_tokens_path
-from .errors import ProxyError, bad_request
-from .health import HealthMonitor
-from .observe import Metrics, Observer, SummaryHook
-from .openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody, ask_for_usage
-from .provider import Call, Endpoint
-from .intake import read_body, refuse_path
-from .read_deadline import ReadDeadlines
-from .exchange import Limits, Trace, UpstreamFailure
-from .relay import Relay
-from .tokens import STATEFUL, TokenProber, TokenStore, chat_probe
-from .summaries import summarize
-from .tap import AnswerTap
-from .transport import default_client
-from .urls import request_path_problem
+from aiproxy_middleware.wire.anthropic import MessagesRequest, to_chat
+from aiproxy_middleware.pipeline.apisix_responder import ApisixResponder
+from aiproxy_middleware.pipeline.checks import check_request
+from aiproxy_middleware.config.higress import Config, Route, load_config
+from aiproxy_middleware.pipeline.discovery import Asked, Catalog, Kind, asked_for, count_tokens_path
+from aiproxy_middleware.errors import ProxyError, bad_request
+from aiproxy_middleware.runtime.health import HealthMonitor
+from aiproxy_middleware.observe.summary import Metrics, Observer, SummaryHook
+from aiproxy_middleware.wire.openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody, ask_for_usage
+from aiproxy_middleware.provider import Call, Endpoint
+from aiproxy_middleware.pipeline.intake import read_body, refuse_path
+from aiproxy_middleware.pipeline.read_deadline import ReadDeadlines
+from aiproxy_middleware.pipeline.exchange import Limits, Trace, UpstreamFailure
+from aiproxy_middleware.pipeline.relay import Relay
+from aiproxy_middleware.runtime.tokens import STATEFUL, TokenProber, TokenStore, chat_probe
+from aiproxy_middleware.pipeline.summaries import summarize
+from aiproxy_middleware.observe.tap import AnswerTap
+from aiproxy_middleware.runtime.transport import default_client
+from aiproxy_middleware.safety.urls import request_path_problem
 
 logger = logging.getLogger("aiproxy_middleware")
 

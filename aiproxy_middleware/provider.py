@@ -16,20 +16,20 @@ import httpx
 import msgspec
 from msgspec import Struct
 
-from .client_headers import FORWARDED
-from .errors import ConfigError, upstream_invalid
-from .fetch_policy import DEFAULT_POLICY, ImagePolicy
-from .secrets import watch
-from .shapes import decode_json
-from .urls import configured_path, encode_path, segment, upstream_url
+from aiproxy_middleware.safety.client_headers import FORWARDED
+from aiproxy_middleware.errors import ConfigError, upstream_invalid
+from aiproxy_middleware.transforms.fetch_policy import DEFAULT_POLICY, ImagePolicy
+from aiproxy_middleware.safety.secrets import watch
+from aiproxy_middleware.shapes import decode_json
+from aiproxy_middleware.safety.urls import configured_path, encode_path, segment, upstream_url
 
 __all__ = ["Call", "Endpoint", "Provider", "StreamConverter", "UpstreamRequest", "NoSettings",
            "answer_object", "json_object", "segment", "endpoint_path", "upstream_url"]
 
 if TYPE_CHECKING:
-    from .apisix_schema import ApisixTarget
-    from .config import ProviderConfig
-    from .openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody
+    from aiproxy_middleware.config.apisix.schema import ApisixTarget
+    from aiproxy_middleware.config.higress import ProviderConfig
+    from aiproxy_middleware.wire.openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody
 
 
 class Endpoint(enum.Enum):
@@ -189,7 +189,7 @@ class Provider:
     def from_apisix(cls, target: ApisixTarget) -> Provider:
         """The provider for an APISIX route or instance: no tokens (APISIX's `auth.header`
         and `auth.query` are added by the core), the route's timeout, default settings."""
-        from .config import ProviderConfig
+        from aiproxy_middleware.config.higress import ProviderConfig
 
         try:
             return cls(ProviderConfig(type=cls.name, timeout=target.timeout), cls.Settings())

@@ -22,7 +22,7 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aiproxy_middleware.openai import ChatCompletionRequest, JsonBody  # noqa: E402
+from aiproxy_middleware.wire.openai import ChatCompletionRequest, JsonBody  # noqa: E402
 
 _envelope = msgspec.json.Decoder(dict[str, msgspec.Raw])
 

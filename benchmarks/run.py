@@ -146,7 +146,7 @@ def floor_app(kind: str, upstream: str, stream: bool) -> Any:
             state["client"] = httpx.AsyncClient(limits=httpx.Limits(
                 max_connections=1000, max_keepalive_connections=1000))
         elif kind == "floor-httpx-aiohttp":
-            from aiproxy_middleware.transport import AiohttpTransport
+            from aiproxy_middleware.runtime.transport import AiohttpTransport
             state["client"] = httpx.AsyncClient(transport=AiohttpTransport())
         elif kind == "floor-aiohttp":
             import aiohttp

@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from aiproxy_middleware.errors import ConfigError, ProxyError
-from aiproxy_middleware.openai import encode
-from aiproxy_middleware.secrets import scrub_text
+from aiproxy_middleware.wire.openai import encode
+from aiproxy_middleware.safety.secrets import scrub_text
 from aiproxy_middleware.shapes import decode_json
 
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"

@@ -30,13 +30,13 @@ from urllib.parse import parse_qs
 
 from msgspec import Struct
 
-from aiproxy_middleware.config import ConfigError, ProviderConfig
+from aiproxy_middleware.config.higress import ConfigError, ProviderConfig
 from aiproxy_middleware.provider import Call, Endpoint, UpstreamRequest, segment
 
 from ._compatible import OpenAICompatible, split_url
 
 if TYPE_CHECKING:
-    from aiproxy_middleware.apisix_schema import ApisixTarget
+    from aiproxy_middleware.config.apisix.schema import ApisixTarget
 
 _API_PATHS = {Endpoint.CHAT: "/chat/completions", Endpoint.EMBEDDINGS: "/embeddings"}
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from msgspec import Struct
 
-from aiproxy_middleware.config import ConfigError
+from aiproxy_middleware.config.higress import ConfigError
 from aiproxy_middleware.provider import Call
 
 from ._compatible import OpenAICompatible

@@ -42,12 +42,12 @@ from typing import Any
 from msgspec import Struct
 
 from aiproxy_middleware.errors import ConfigError, ProxyError, bad_request, upstream_invalid
-from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, ChatCompletionRequest,
+from aiproxy_middleware.wire.openai import (AssistantMessage, ChatCompletion, ChatCompletionRequest,
                                        Choice, Usage, encode)
 from aiproxy_middleware.provider import (Call, Endpoint, Provider, UpstreamRequest,
                                          answer_object, json_object)
 from aiproxy_middleware.shapes import as_dict, as_int
-from aiproxy_middleware.sse import ChunkStream, Event, JsonEventConverter
+from aiproxy_middleware.wire.sse import ChunkStream, Event, JsonEventConverter
 
 from ._compatible import split_url
 

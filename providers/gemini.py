@@ -41,10 +41,10 @@ import httpx
 import msgspec
 from msgspec import UNSET, Struct
 
-from aiproxy_middleware.config import ConfigError
+from aiproxy_middleware.config.higress import ConfigError
 from aiproxy_middleware.errors import ProxyError, bad_request
-from aiproxy_middleware.images import inline_image_urls
-from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, ChatCompletionRequest,
+from aiproxy_middleware.transforms.images import inline_image_urls
+from aiproxy_middleware.wire.openai import (AssistantMessage, ChatCompletion, ChatCompletionRequest,
                                        ChatMessage, Choice, CompletionTokensDetails,
                                        ContentPart, embedding, EmbeddingsRequest,
                                        EmbeddingsResponse, EmbeddingsUsage, FunctionCall,
@@ -52,7 +52,7 @@ from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, ChatCom
 from aiproxy_middleware.provider import (Call, Endpoint, Provider, UpstreamRequest, answer_object,
                                          segment)
 from aiproxy_middleware.shapes import as_dict, as_int, as_list, as_str, decode_json
-from aiproxy_middleware.sse import ChunkStream, Event, JsonEventConverter
+from aiproxy_middleware.wire.sse import ChunkStream, Event, JsonEventConverter
 
 HOST = "https://generativelanguage.googleapis.com"
 BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576}

@@ -22,7 +22,7 @@ import httpx
 import msgspec
 from msgspec import Struct
 
-from aiproxy_middleware.openai import (
+from aiproxy_middleware.wire.openai import (
     AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice,
     ChunkChoice, Delta, embedding, EmbeddingsRequest, EmbeddingsResponse, EmbeddingsUsage,
     Usage, encode)

@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING, Any
 
 from msgspec import Struct
 
-from aiproxy_middleware.config import ConfigError, ProviderConfig
+from aiproxy_middleware.config.higress import ConfigError, ProviderConfig
 from aiproxy_middleware.provider import Call, Endpoint
 
 from ._compatible import DEFAULT_PATHS, OpenAICompatible, custom_url_paths, split_url
 
 if TYPE_CHECKING:
-    from aiproxy_middleware.apisix_schema import ApisixTarget
+    from aiproxy_middleware.config.apisix.schema import ApisixTarget
 
 # A custom URL whose path ends in one of these names a single API endpoint.
 _DIRECT_SUFFIXES = ("/completions", "/embeddings", "/audio/speech", "/audio/transcriptions",

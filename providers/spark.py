@@ -34,11 +34,11 @@ from typing import Any
 import msgspec
 
 from aiproxy_middleware.errors import ProxyError, upstream_invalid
-from aiproxy_middleware.openai import (AssistantMessage, ChatCompletion, Choice, FunctionCall,
+from aiproxy_middleware.wire.openai import (AssistantMessage, ChatCompletion, Choice, FunctionCall,
                                        ToolCall, Usage, encode)
 from aiproxy_middleware.provider import Call
 from aiproxy_middleware.shapes import as_dict, as_int, as_list, as_str, decode_json
-from aiproxy_middleware.sse import ChunkStream, Event, JsonEventConverter
+from aiproxy_middleware.wire.sse import ChunkStream, Event, JsonEventConverter
 
 from ._compatible import OpenAICompatible
 

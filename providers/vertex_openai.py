@@ -29,20 +29,20 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from aiproxy_middleware.apisix_schema import ProviderConf
+from aiproxy_middleware.config.apisix.schema import ProviderConf
 from aiproxy_middleware.errors import ConfigError, bad_request
-from aiproxy_middleware.openai import EmbeddingsRequest, encode
+from aiproxy_middleware.wire.openai import EmbeddingsRequest, encode
 from aiproxy_middleware.provider import (Call, Endpoint, NoSettings, Provider, UpstreamRequest,
                                          endpoint_path, segment)
-from aiproxy_middleware.secrets import shown_url
-from providers import gemini
-from providers._gcp import (TOKEN_URI, AuthorizedClient, TokenSource, TtlPolicy,
+from aiproxy_middleware.safety.secrets import shown_url
+from aiproxy_middleware.providers import gemini
+from aiproxy_middleware.providers._gcp import (TOKEN_URI, AuthorizedClient, TokenSource, TtlPolicy,
                             service_account)
-from providers.vertex import _PROJECT, _REGION, convert_embeddings, embeddings_body
+from aiproxy_middleware.providers.vertex import _PROJECT, _REGION, convert_embeddings, embeddings_body
 
 if TYPE_CHECKING:
-    from aiproxy_middleware.apisix_schema import ApisixTarget, GcpAuth
-    from aiproxy_middleware.config import ProviderConfig
+    from aiproxy_middleware.config.apisix.schema import ApisixTarget, GcpAuth
+    from aiproxy_middleware.config.higress import ProviderConfig
 
 ENV_VAR = "GCP_SERVICE_ACCOUNT"
 NAME = "vertex-ai"
@@ -114,7 +114,7 @@ class VertexOpenAI(Provider):
     @classmethod
     def from_apisix(cls, target: ApisixTarget) -> VertexOpenAI:
         """The provider for a `vertex-ai` route or instance; ConfigErrors name the field."""
-        from aiproxy_middleware.config import ProviderConfig
+        from aiproxy_middleware.config.higress import ProviderConfig
 
         return cls(ProviderConfig(type=NAME, timeout=target.timeout), target)
 

@@ -17,7 +17,8 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from aiproxy_middleware import AIProxyMiddleware, fetch_policy
+from aiproxy_middleware import AIProxyMiddleware
+from aiproxy_middleware.transforms import fetch_policy
 
 
 async def _home(request: Any) -> PlainTextResponse:

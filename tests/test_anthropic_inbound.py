@@ -14,7 +14,7 @@ import pytest
 import respx
 
 from aiproxy_middleware import AIProxyMiddleware
-from aiproxy_middleware.anthropic import MessageStream, convert_answer
+from aiproxy_middleware.wire.anthropic import MessageStream, convert_answer
 from conftest import TLS, inner_app, sdk_httpx, sent_json
 
 OPENAI_URL = "https://api.openai.com/v1/chat/completions"

@@ -418,7 +418,7 @@ async def test_respx_unused_routes_ok(respx_mock):
 
 def test_transport_settings():
     """ssl_verify and keep-alive settings give the route its own client; defaults share."""
-    from aiproxy_middleware.apisix import Transport
+    from aiproxy_middleware.config.apisix.compile import Transport
 
     def route(**extra):
         config = load_config({"routes": [{"path": "/a", "provider": "openai", "auth": {},

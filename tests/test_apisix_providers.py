@@ -17,15 +17,15 @@ from typing import Any
 import httpx
 import pytest
 
-from aiproxy_middleware.apisix_schema import ApisixTarget, Auth, Override
+from aiproxy_middleware.config.apisix.schema import ApisixTarget, Auth, Override
 from aiproxy_middleware.errors import ConfigError
-from aiproxy_middleware.openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody
+from aiproxy_middleware.wire.openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody
 from aiproxy_middleware.provider import Call, Endpoint, Provider
-from providers import get_apisix_provider, get_provider, provider_names
-from providers.claude import Claude
-from providers.claude_openai import ClaudeOpenAI
-from providers.gemini import Gemini
-from providers.gemini_openai import GeminiOpenAI
+from aiproxy_middleware.providers import get_apisix_provider, get_provider, provider_names
+from aiproxy_middleware.providers.claude import Claude
+from aiproxy_middleware.providers.claude_openai import ClaudeOpenAI
+from aiproxy_middleware.providers.gemini import Gemini
+from aiproxy_middleware.providers.gemini_openai import GeminiOpenAI
 
 AZURE = "https://res1.openai.azure.com/openai/deployments/gpt4o"
 VERSION = "api-version=2024-10-21"
@@ -296,7 +296,7 @@ def test_apisix_only_classes_are_not_config_types():
 
 
 def test_openai_higress_type_still_forwards_the_clients_key():
-    from aiproxy_middleware.config import load_config
+    from aiproxy_middleware.config.higress import load_config
 
     provider = load_config({"provider": {"type": "openai"}}).routes[0].provider
     call, _ = openai_call(Endpoint.CHAT, CHAT, CLIENT_KEYS)

@@ -19,17 +19,17 @@ from botocore.awsrequest import AWSRequest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from aiproxy_middleware.apisix_schema import (ApisixTarget, Auth, AwsAuth, GcpAuth, LlmOptions,
+from aiproxy_middleware.config.apisix.schema import (ApisixTarget, Auth, AwsAuth, GcpAuth, LlmOptions,
                                               Override, ProviderConf)
 from aiproxy_middleware.errors import ConfigError, ProxyError
-from aiproxy_middleware.openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody
+from aiproxy_middleware.wire.openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody
 from aiproxy_middleware.provider import Call, Endpoint, Provider
-from aiproxy_middleware.relay import Relay
+from aiproxy_middleware.pipeline.relay import Relay
 from conftest import OPENAI_ANSWER, SSE_ANSWER, sent_json
-from providers import _gcp, get_apisix_provider, get_provider
-from providers.bedrock import Bedrock
-from providers.bedrock_apisix import BedrockApisix, deep_merge
-from providers.vertex_openai import VertexOpenAI, apisix_ttl
+from aiproxy_middleware.providers import _gcp, get_apisix_provider, get_provider
+from aiproxy_middleware.providers.bedrock import Bedrock
+from aiproxy_middleware.providers.bedrock_apisix import BedrockApisix, deep_merge
+from aiproxy_middleware.providers.vertex_openai import VertexOpenAI, apisix_ttl
 from test_bedrock import botocore_sign
 from test_vertex import TOKEN_FAILURES
 

@@ -7,8 +7,8 @@ from collections import Counter
 import msgspec
 import pytest
 
-from aiproxy_middleware import apisix_schema
-from aiproxy_middleware.balancer import Balancer, Member
+from aiproxy_middleware.config.apisix import schema as apisix_schema
+from aiproxy_middleware.runtime.balancer import Balancer, Member
 
 
 def firsts(balancer: Balancer, n: int, **kwargs: object) -> str:

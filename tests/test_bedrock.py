@@ -18,11 +18,11 @@ from botocore.credentials import Credentials
 from botocore.eventstream import EventStreamBuffer
 
 from aiproxy_middleware import AIProxyMiddleware
-from aiproxy_middleware.config import load_config
+from aiproxy_middleware.config.higress import load_config
 from aiproxy_middleware.errors import ConfigError
 from conftest import inner_app, sent_json
-from providers._aws import EventStreamDecoder, EventStreamError, sigv4_headers
-from providers.bedrock import BedrockStream
+from aiproxy_middleware.providers._aws import EventStreamDecoder, EventStreamError, sigv4_headers
+from aiproxy_middleware.providers.bedrock import BedrockStream
 
 HOST = "https://bedrock-runtime.us-west-2.amazonaws.com"
 MODEL = "anthropic.claude-sonnet-4-5-20250929-v1:0"

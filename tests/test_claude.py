@@ -9,9 +9,9 @@ import openai
 import pytest
 
 from aiproxy_middleware import AIProxyMiddleware
-from aiproxy_middleware.openai import ChatCompletionRequest, JsonBody
+from aiproxy_middleware.wire.openai import ChatCompletionRequest, JsonBody
 from conftest import CHAT, inner_app, sent_json
-from providers.claude import ClaudeStream, build_body
+from aiproxy_middleware.providers.claude import ClaudeStream, build_body
 
 URL = "https://api.anthropic.com/v1/messages"
 CONFIG = {"provider": {"type": "claude", "apiTokens": ["sk-ant"]}}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from aiproxy_middleware.cli import main
+from aiproxy_middleware.serve.cli import main
 from upstream_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,7 +26,7 @@ def test_check_accepts_the_quickstart_and_rejects_a_bad_config(tmp_path, capsys)
 def test_serve_quickstart_answers_with_no_key_and_no_network():
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "aiproxy_middleware.cli", "serve", "examples/quickstart.yaml",
+        [sys.executable, "-m", "aiproxy_middleware.serve.cli", "serve", "examples/quickstart.yaml",
          "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"

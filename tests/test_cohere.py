@@ -11,7 +11,7 @@ import respx
 
 from aiproxy_middleware import AIProxyMiddleware
 from conftest import inner_app, sent_json
-from providers.cohere import CohereStream
+from aiproxy_middleware.providers.cohere import CohereStream
 
 CHAT_URL = "https://api.cohere.com/v2/chat"
 EMBED_URL = "https://api.cohere.com/v2/embed"
@@ -282,7 +282,7 @@ async def test_original_protocol_forwards_with_bearer(gateway, respx_mock):
 
 
 def test_token_is_required():
-    from aiproxy_middleware.config import ConfigError, load_config
+    from aiproxy_middleware.config.higress import ConfigError, load_config
     with pytest.raises(ConfigError, match="apiTokens"):
         load_config({"provider": {"type": "cohere"}})
 

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from aiproxy_middleware import AIProxyMiddleware
-from aiproxy_middleware.config import ConfigError, load_config
+from aiproxy_middleware.config.higress import ConfigError, load_config
 from conftest import inner_app, sent_json
 
 FREE = "https://api-free.deepl.com/v2/translate"

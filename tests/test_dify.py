@@ -10,9 +10,9 @@ import pytest
 import respx
 
 from aiproxy_middleware import AIProxyMiddleware
-from aiproxy_middleware.config import ConfigError, load_config
+from aiproxy_middleware.config.higress import ConfigError, load_config
 from conftest import inner_app, sent_json
-from providers.dify import DifyStream
+from aiproxy_middleware.providers.dify import DifyStream
 
 HOST = "https://api.dify.ai"
 CHAT_URL = f"{HOST}/v1/chat-messages"

@@ -1,4 +1,4 @@
-"""APISIX `vars` expressions, variable lookup and chash keys (aiproxy_middleware.exprs)."""
+"""APISIX `vars` expressions, variable lookup and chash keys (aiproxy_middleware.config.apisix.exprs)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from aiproxy_middleware.errors import ConfigError
-from aiproxy_middleware.exprs import (HASH_ON, RequestView, Vars, hash_key, hash_key_uses_body,
+from aiproxy_middleware.config.apisix.exprs import (HASH_ON, RequestView, Vars, hash_key, hash_key_uses_body,
                                       lookup)
 
 

@@ -11,7 +11,7 @@ import pytest
 from conftest import CHAT, OPENAI_ANSWER, SSE_ANSWER, inner_app, sent_json
 
 from aiproxy_middleware import AIProxyMiddleware, ConfigError, load_config
-from aiproxy_middleware.tokens import MemoryTokenStore, fnv1a32
+from aiproxy_middleware.runtime.tokens import MemoryTokenStore, fnv1a32
 
 URL = "https://api.openai.com/v1/chat/completions"
 TOKENS = ["sk-a", "sk-b", "sk-c"]

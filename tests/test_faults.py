@@ -30,7 +30,7 @@ import respx
 from asgi_lifespan import LifespanManager
 
 from aiproxy_middleware import AIProxyMiddleware
-from aiproxy_middleware.transport import AiohttpTransport
+from aiproxy_middleware.runtime.transport import AiohttpTransport
 from conftest import inner_app
 from upstream_server import RawServer, chunk, free_port, response_head
 
@@ -638,7 +638,7 @@ def test_whole_events_split_anywhere():
     always ends at a blank line (LF, CRLF or CR line ends), and nothing is lost."""
     import random
 
-    from aiproxy_middleware.streams import WholeEvents
+    from aiproxy_middleware.wire.streams import WholeEvents
 
     stream = b"".join(chunk(f"e{i}") for i in range(20)) + b"data: 1\r\n\r\ndata: 2\n\r\n" \
         + b"data: 3\r\r" + b'data: {"half'

@@ -28,13 +28,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aiproxy_middleware import AIProxyMiddleware
-from aiproxy_middleware.anthropic import MessageStream, MessagesRequest, convert_answer, to_chat
+from aiproxy_middleware.wire.anthropic import MessageStream, MessagesRequest, convert_answer, to_chat
 from aiproxy_middleware.errors import ProxyError
-from aiproxy_middleware.messages import AnswerRules
-from aiproxy_middleware.openai import (ChatCompletionRequest, EmbeddingsRequest, JsonBody,
+from aiproxy_middleware.transforms.messages import AnswerRules
+from aiproxy_middleware.wire.openai import (ChatCompletionRequest, EmbeddingsRequest, JsonBody,
                                        ask_for_usage)
-from aiproxy_middleware.sse import EventParser
-from aiproxy_middleware.tap import AnswerTap
+from aiproxy_middleware.wire.sse import EventParser
+from aiproxy_middleware.observe.tap import AnswerTap
 from conftest import inner_app
 from fuzz_samples import ANTHROPIC_EVENTS, CHAT, CHUNKS, COMPLETION, EMBED, ERROR, MESSAGES
 from fuzz_strategies import (damaged, deep_json, dumps, examples, json_like, json_values,

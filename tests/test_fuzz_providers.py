@@ -27,17 +27,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aiproxy_middleware.apisix_schema import ApisixTarget, Auth, AwsAuth, ProviderConf
-from aiproxy_middleware.config import load_config
+from aiproxy_middleware.config.apisix.schema import ApisixTarget, Auth, AwsAuth, ProviderConf
+from aiproxy_middleware.config.higress import load_config
 from aiproxy_middleware.errors import ProxyError
-from aiproxy_middleware.openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody
+from aiproxy_middleware.wire.openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody
 from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest
-from aiproxy_middleware.sse import EventParser
+from aiproxy_middleware.wire.sse import EventParser
 from fuzz_samples import CHAT, CHAT_PARTS, EMBED, FAMILIES, OPENAI, Family
 from fuzz_strategies import (aws_stream, damaged, dumps, examples, json_like, mutated,
                              not_utf8, split, sse_bytes)
-from providers import APISIX_PROVIDERS, PROVIDERS
-from providers._compatible import OpenAICompatible
+from aiproxy_middleware.providers import APISIX_PROVIDERS, PROVIDERS
+from aiproxy_middleware.providers._compatible import OpenAICompatible
 
 # ---- the providers, each mode that converts differently ---------------------------------
 

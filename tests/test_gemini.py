@@ -13,7 +13,7 @@ import respx
 
 from aiproxy_middleware import AIProxyMiddleware
 from conftest import inner_app, sent_json
-from providers.gemini import GeminiStream
+from aiproxy_middleware.providers.gemini import GeminiStream
 
 BASE = "https://generativelanguage.googleapis.com/v1beta/models"
 CHAT_URL = f"{BASE}/gemini-2.5-flash:generateContent"
@@ -500,6 +500,6 @@ async def test_audio_and_file_parts_are_inlined(gateway, respx_mock):
 
 
 def test_bad_api_version_is_a_config_error():
-    from aiproxy_middleware.config import ConfigError, load_config
+    from aiproxy_middleware.config.higress import ConfigError, load_config
     with pytest.raises(ConfigError, match=r"provider\.apiVersion"):
         load_config({"provider": {"type": "gemini", "apiTokens": ["k"], "apiVersion": "/x?"}})

@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from aiproxy_middleware.apisix_schema import ActiveCheck
-from aiproxy_middleware.health import HealthChecker, HealthMonitor, http_probe
+from aiproxy_middleware.config.apisix.schema import ActiveCheck
+from aiproxy_middleware.runtime.health import HealthChecker, HealthMonitor, http_probe
 from tests.upstream_server import Served, free_port, read_request
 
 

@@ -16,9 +16,9 @@ import pytest
 import respx
 
 from aiproxy_middleware import AIProxyMiddleware
-from aiproxy_middleware.config import ConfigError, load_config
+from aiproxy_middleware.config.higress import ConfigError, load_config
 from conftest import inner_app, sent_json
-from providers.hunyuan import HunyuanStream, tc3_authorization
+from aiproxy_middleware.providers.hunyuan import HunyuanStream, tc3_authorization
 
 URL = "https://hunyuan.tencentcloudapi.com/"
 SECRET_ID = "AKID" + "x" * 32

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from aiproxy_middleware import fetch_policy
-from aiproxy_middleware.config import load_config
+from aiproxy_middleware.transforms import fetch_policy
+from aiproxy_middleware.config.higress import load_config
 from aiproxy_middleware.errors import ConfigError
 from conftest import sent_json
 from upstream_server import RawServer, Served, response_head
@@ -368,7 +368,7 @@ async def test_defaults_take_twenty_small_images(gateway, respx_mock, provider):
 # ---- configuration ----------------------------------------------------------------------
 
 def test_limits_defaults_and_validation():
-    from aiproxy_middleware.fetch_policy import ImageLimits
+    from aiproxy_middleware.transforms.fetch_policy import ImageLimits
 
     conf = {"provider": {"type": "gemini", "apiTokens": ["k"]}}
     assert load_config(conf).image_fetch.policy.limits == ImageLimits(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from aiproxy_middleware.config import CustomSetting
-from aiproxy_middleware.mapping import ModelMapper, SettingsApplier
-from aiproxy_middleware.openai import JsonBody
+from aiproxy_middleware.config.higress import CustomSetting
+from aiproxy_middleware.transforms.mapping import ModelMapper, SettingsApplier
+from aiproxy_middleware.wire.openai import JsonBody
 
 MAPPING = {
     "gpt-4": "exact-4",

@@ -31,11 +31,11 @@ from asgi_lifespan import LifespanManager
 
 from aiproxy_middleware import AIProxyMiddleware, ConfigError, load_config
 from aiproxy_middleware.errors import ProxyError
-from aiproxy_middleware.metrics import Metrics
-from aiproxy_middleware.observe import Summary
-from aiproxy_middleware.sse import EventParser
-from aiproxy_middleware.streams import WholeEvents
-from aiproxy_middleware.tap import AnswerTap
+from aiproxy_middleware.observe.metrics import Metrics
+from aiproxy_middleware.observe.summary import Summary
+from aiproxy_middleware.wire.sse import EventParser
+from aiproxy_middleware.wire.streams import WholeEvents
+from aiproxy_middleware.observe.tap import AnswerTap
 from conftest import inner_app
 from upstream_server import RawServer, chunk, response_head
 

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from aiproxy_middleware.config import ConfigError, ProviderConfig, load_config
-from aiproxy_middleware.messages import (AnswerRules, MessageRules, cleanup,
+from aiproxy_middleware.config.higress import ConfigError, ProviderConfig, load_config
+from aiproxy_middleware.transforms.messages import (AnswerRules, MessageRules, cleanup,
                                          merge_consecutive)
-from aiproxy_middleware.openai import JsonBody
+from aiproxy_middleware.wire.openai import JsonBody
 from conftest import CHAT, sent_json
 
 OPENAI_URL = "https://api.openai.com/v1/chat/completions"
@@ -375,7 +375,7 @@ async def test_stream_converting_provider(gateway, respx_mock, fields, text, exp
 
 @pytest.mark.parametrize("size", [1, 5])
 def test_converting_provider_stream_fed_byte_by_byte(size):
-    from providers.claude import Claude
+    from aiproxy_middleware.providers.claude import Claude
     from aiproxy_middleware.provider import Call, Endpoint
 
     config = load_config(claude(promoteThinkingOnEmpty=True))

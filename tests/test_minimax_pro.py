@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from aiproxy_middleware import AIProxyMiddleware
-from aiproxy_middleware.config import ConfigError, load_config
+from aiproxy_middleware.config.higress import ConfigError, load_config
 from conftest import inner_app, sent_json
 
 URL = "https://api.minimaxi.com/v1/text/chatcompletion_pro?GroupId=g-42"
@@ -352,7 +352,7 @@ async def test_stream_without_usage_chunk(gateway, respx_mock):
 
 
 async def test_stream_byte_by_byte():
-    from providers.minimax import ProStream
+    from aiproxy_middleware.providers.minimax import ProStream
 
     def run(pieces: list[bytes]) -> list[Any]:
         s = ProStream("abab6.5s-chat", True)
@@ -372,7 +372,7 @@ def tool_deltas(got: list[Any]) -> list[Any]:
 
 
 async def test_stream_function_call_byte_by_byte():
-    from providers.minimax import ProStream
+    from aiproxy_middleware.providers.minimax import ProStream
 
     s = ProStream("abab6.5s-chat", True)
     out = b"".join(s.feed(CALL_STREAM[i:i + 1]) for i in range(len(CALL_STREAM))) + s.close()

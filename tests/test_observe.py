@@ -13,8 +13,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from aiproxy_middleware.errors import ConfigError
-from aiproxy_middleware.metrics import label
-from aiproxy_middleware.observe import (AnswerTap, Metrics, Observer, Summary, cost_of,
+from aiproxy_middleware.observe.metrics import label
+from aiproxy_middleware.observe.summary import (AnswerTap, Metrics, Observer, Summary, cost_of,
                                         load_hook, summary_line)
 
 

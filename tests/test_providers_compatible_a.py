@@ -10,7 +10,7 @@ import json
 import pytest
 
 from aiproxy_middleware import AIProxyMiddleware
-from aiproxy_middleware.config import ConfigError
+from aiproxy_middleware.config.higress import ConfigError
 from conftest import CHAT, EMBEDDINGS_ANSWER, OPENAI_ANSWER, SSE_ANSWER, inner_app, sent_json
 
 # type -> (chat URL, embeddings URL or None when the provider has no embeddings API)
@@ -258,7 +258,7 @@ async def test_moonshot_stream_usage_moved_to_top_level(gateway, respx_mock):
 
 
 def converter():
-    from providers.moonshot import UsageLifter
+    from aiproxy_middleware.providers.moonshot import UsageLifter
     return UsageLifter()
 
 

@@ -11,7 +11,7 @@ import respx
 
 from aiproxy_middleware import AIProxyMiddleware, ConfigError, load_config
 from conftest import OPENAI_ANSWER, SSE_ANSWER, inner_app, sent_json
-from providers.qwen import QwenStream
+from aiproxy_middleware.providers.qwen import QwenStream
 
 HOST = "https://dashscope.aliyuncs.com"
 COMPAT_CHAT = f"{HOST}/compatible-mode/v1/chat/completions"

@@ -13,7 +13,7 @@ from asgi_lifespan import LifespanManager
 from starlette.applications import Starlette
 
 from aiproxy_middleware import AIProxyMiddleware
-from aiproxy_middleware.transport import AiohttpTransport
+from aiproxy_middleware.runtime.transport import AiohttpTransport
 from conftest import inner_app
 from upstream_server import Served, Upstream, free_port
 

@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from aiproxy_middleware import AIProxyMiddleware
-from aiproxy_middleware.config import load_config
+from aiproxy_middleware.config.higress import load_config
 from aiproxy_middleware.errors import ConfigError
-from aiproxy_middleware.secrets import expand, scrub, scrub_text
+from aiproxy_middleware.safety.secrets import expand, scrub, scrub_text
 from conftest import inner_app
 from upstream_server import Served, free_port
 
@@ -368,7 +368,7 @@ async def test_invalid_answers(gateway, respx_mock, seen, caplog):
 async def test_unexpected_exception_with_a_secret_in_its_message(gateway, respx_mock, seen,
                                                                  caplog, monkeypatch):
     """The traceback is logged (by design), but a secret in it is masked."""
-    from providers.gemini import Gemini
+    from aiproxy_middleware.providers.gemini import Gemini
 
     def boom(self: Any, call: Any, body: bytes) -> bytes:
         raise RuntimeError(f"boom {GEMINI} {call.token}")

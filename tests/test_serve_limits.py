@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from aiproxy_middleware import AIProxyMiddleware, ConfigError, load_config
-from aiproxy_middleware import cli
+from aiproxy_middleware.serve import cli
 from upstream_server import ServeProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -359,7 +359,7 @@ def test_serve_options_reach_uvicorn_and_workers_get_a_factory(uvicorn_run):
                      "--limit-request-headers", "4096", "--http", "h11",
                      "--log-level", "warning"]) == 0
     (app, options), = uvicorn_run
-    assert app == "aiproxy_middleware.cli:app_from_env"
+    assert app == "aiproxy_middleware.serve.cli:app_from_env"
     assert options["factory"] is True
     assert (options["workers"], options["port"], options["limit_concurrency"]) == (3, 9001, 64)
     assert (options["timeout_keep_alive"], options["backlog"]) == (2, 128)

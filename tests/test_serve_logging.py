@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from aiproxy_middleware import load_config
-from aiproxy_middleware import cli
+from aiproxy_middleware.serve import cli
 from upstream_server import Served, ServeProcess, Upstream, read_request
 
 ROOT = Path(__file__).resolve().parent.parent

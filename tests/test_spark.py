@@ -12,7 +12,7 @@ import pytest
 
 from aiproxy_middleware import AIProxyMiddleware
 from conftest import inner_app, sent_json
-from providers.spark import SparkStream
+from aiproxy_middleware.providers.spark import SparkStream
 
 URL = "https://spark-api-open.xf-yun.com/v1/chat/completions"
 CONFIG = {"type": "spark", "apiTokens": ["APIKey:APISecret"],

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from aiproxy_middleware.errors import ProxyError
-from aiproxy_middleware.openai import Usage
-from aiproxy_middleware.sse import ChunkStream, Event, EventParser
+from aiproxy_middleware.wire.openai import Usage
+from aiproxy_middleware.wire.sse import ChunkStream, Event, EventParser
 
 STREAM = (b"event: message_start\r\ndata: {\"a\": 1}\r\n\r\n"
           b": a comment\n"

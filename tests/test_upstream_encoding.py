@@ -25,7 +25,8 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
-from aiproxy_middleware import AIProxyMiddleware, encodings
+from aiproxy_middleware import AIProxyMiddleware
+from aiproxy_middleware.wire import encodings
 from conftest import inner_app
 from upstream_server import RawServer, response_head
 

@@ -23,7 +23,7 @@ import uvicorn
 
 from aiproxy_middleware import AIProxyMiddleware
 from conftest import inner_app
-from providers import APISIX_PROVIDERS, PROVIDERS
+from aiproxy_middleware.providers import APISIX_PROVIDERS, PROVIDERS
 from test_fuzz_providers import SETTINGS
 
 # Request targets that are not origin-form: uvicorn hands them over as `scope["path"]`.

@@ -13,9 +13,9 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from aiproxy_middleware.config import ConfigError, load_config
+from aiproxy_middleware.config.higress import ConfigError, load_config
 from conftest import sent_json
-from providers import _gcp
+from aiproxy_middleware.providers import _gcp
 
 TOKEN_URI = "https://oauth2.googleapis.com/token"
 HOST = "https://us-central1-aiplatform.googleapis.com"

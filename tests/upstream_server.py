@@ -218,7 +218,7 @@ class ServeProcess:
         self.log = log
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "aiproxy_middleware.cli", "serve", str(config),
+                [sys.executable, "-m", "aiproxy_middleware.serve.cli", "serve", str(config),
                  "--port", str(self.port), *args],
                 cwd=self.ROOT, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60

@@ -1,0 +1,385 @@
+"""Loading and validating the gateway's configuration (the Higress `ai-proxy` dialect).
+
+Everything is checked once, here: a `ConfigError` names the field path
+(`routes[1].provider.modelMapping`) and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import msgspec
+import yaml
+from msgspec import Meta, Struct
+
+from aiproxy_middleware.transforms.context import ContextFile
+from aiproxy_middleware.errors import ConfigError
+from aiproxy_middleware.transforms.fetch_policy import ImageFetch
+from aiproxy_middleware.transforms.mapping import ModelMapper, SettingsApplier
+from aiproxy_middleware.transforms.messages import AnswerRules, MessageRules
+from aiproxy_middleware.observe.metrics import DEFAULT_MAX_LABEL_VALUES
+from aiproxy_middleware.wire.sse import DEFAULT_MAX_EVENT_SIZE
+from aiproxy_middleware.runtime.tokens import Failover, RetryOnFailure, TokenPool
+
+if TYPE_CHECKING:
+    from aiproxy_middleware.config.apisix.compile import ApisixRoute
+    from aiproxy_middleware.observe.summary import SummaryHook
+    from aiproxy_middleware.provider import Provider
+
+DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
+DEFAULT_MAX_RESPONSE_SIZE = 64 * 1024 * 1024
+DEFAULT_REQUEST_READ_TIMEOUT = 30000
+
+
+class CustomSetting(Struct, rename="camel", forbid_unknown_fields=True):
+    name: Annotated[str, Meta(min_length=1)]
+    value: Any
+    mode: Literal["auto", "raw"] = "auto"
+    overwrite: bool = True
+
+
+class ContextSource(Struct, rename="camel", forbid_unknown_fields=True):
+    file_url: Annotated[str, Meta(min_length=1)]
+    service_name: Annotated[str, Meta(min_length=1)]
+    service_port: Annotated[int, Meta(ge=1, le=65535)]
+
+
+class ProviderConfig(Struct, rename="camel", forbid_unknown_fields=True):
+    """The fields every provider shares; its own fields are in `Provider.Settings`."""
+
+    type: str
+    api_tokens: list[str] = []
+    timeout: Annotated[int, Meta(ge=1)] = 120000
+    model_mapping: dict[str, str] = {}
+    protocol: Literal["openai", "original"] = "openai"
+    context: ContextSource | None = None
+    custom_settings: list[CustomSetting] = []
+    reasoning_content_mode: Literal["passthrough", "ignore", "concat"] = "passthrough"
+    promote_thinking_on_empty: bool = False
+    merge_consecutive_messages: bool = False
+    context_cleanup_commands: list[str] = []
+    hiclaw_mode: bool = False
+    """Turns on `promoteThinkingOnEmpty` and `mergeConsecutiveMessages` together."""
+    failover: Failover | None = None
+    retry_on_failure: RetryOnFailure | None = None
+
+
+class SummaryLogging(Struct, forbid_unknown_fields=True):
+    """Whether each request's summary is logged (Higress-dialect routes; APISIX routes
+    have their own `logging`), and with its payloads."""
+
+    summaries: bool = True
+    payloads: bool = False
+
+
+class MetricsEndpoint(Struct, rename="camel", forbid_unknown_fields=True):
+    path: Annotated[str, Meta(pattern=r"^/")] = "/metrics"
+    max_label_values: Annotated[int, Meta(ge=0)] = DEFAULT_MAX_LABEL_VALUES
+    """Model names from requests a label keeps (beyond the configured ones) before `other`."""
+
+
+class _TopLevel(Struct, rename="camel", forbid_unknown_fields=True):
+    provider: dict[str, Any] | None = None
+    routes: list[dict[str, Any]] | None = None
+    max_body_size: Annotated[int, Meta(ge=1)] = DEFAULT_MAX_BODY_SIZE
+    max_response_size: Annotated[int, Meta(ge=1)] = DEFAULT_MAX_RESPONSE_SIZE
+    max_sse_event_size: Annotated[int, Meta(ge=1024)] = DEFAULT_MAX_EVENT_SIZE
+    logging: SummaryLogging = msgspec.field(default_factory=SummaryLogging)
+    metrics: MetricsEndpoint | None = None
+    on_summary: str | None = None
+    """A `module:function` called with every request's summary."""
+    image_fetch: ImageFetch = msgspec.field(default_factory=ImageFetch)
+    request_read_timeout: Annotated[int, Meta(ge=1, le=3600000)] = DEFAULT_REQUEST_READ_TIMEOUT
+
+
+class _RouteEntry(Struct, forbid_unknown_fields=True):
+    path: str
+    provider: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A path prefix served by one configured provider."""
+
+    prefix: str
+    provider: Provider
+    model_mapper: ModelMapper
+    settings: SettingsApplier
+    context: ContextFile | None = None
+    messages: MessageRules | None = None
+    """Request-side message hygiene (None: the request's messages are left alone)."""
+    answers: AnswerRules | None = None
+    """Response-side reasoning handling (None: answers are relayed as they are)."""
+    tokens: TokenPool = TokenPool("", (), None, None, "")
+    """The API tokens, their choice, health and retries."""
+
+    def matches(self, path: str) -> bool:
+        p = self.prefix
+        return p == "/" or path == p or (path.startswith(p) and path[len(p)] == "/")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A validated configuration, as `load_config` returns it."""
+
+    routes: tuple[Route, ...]
+    catch_all: bool
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE
+    max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE
+    """Bytes an upstream answer may have (Higress-dialect routes); 502 past it."""
+    apisix: dict[str, list[ApisixRoute]] = field(default_factory=dict)
+    """APISIX routes by their exact path, in config order."""
+    apisix_prefixed: tuple[ApisixRoute, ...] = ()
+    """APISIX routes whose path ends in `*`."""
+    logging: SummaryLogging = field(default_factory=SummaryLogging)
+    metrics_path: str | None = None
+    hooks: tuple[SummaryHook, ...] = ()
+    image_fetch: ImageFetch = field(default_factory=ImageFetch)
+    """Which image URLs may be fetched for providers that take image bytes only."""
+    request_read_timeout: int = DEFAULT_REQUEST_READ_TIMEOUT
+    """Milliseconds a request body may take to arrive, in either dialect; 408 past it."""
+    max_sse_event_size: int = DEFAULT_MAX_EVENT_SIZE
+    """Bytes one SSE line or event of a streamed answer may have (every route)."""
+    metrics_max_label_values: int = DEFAULT_MAX_LABEL_VALUES
+    """Model names from requests the metrics keep as labels before `other`."""
+
+    def model_names(self) -> set[str]:
+        """The model names the configuration holds (modelMapping's exact keys and its
+        values, health-check models, APISIX `options.model`): metrics keep them as they are,
+        outside the cap on names that come from requests."""
+        names: set[str] = set()
+        for route in self.routes:
+            common = route.provider.config
+            names.update(k for k in common.model_mapping
+                         if k not in ("", "*") and not k.endswith("*") and not k.startswith("~"))
+            names.update(v for v in common.model_mapping.values() if v)
+            if common.failover is not None and common.failover.health_check_model:
+                names.add(common.failover.health_check_model)
+        for apisix in self.all_apisix():
+            for target in apisix.targets:
+                model = target.options.get("model")
+                if isinstance(model, str) and model:
+                    names.add(model)
+        return names
+
+    def apisix_for(self, path: str) -> list[ApisixRoute] | None:
+        """The APISIX routes that may serve `path`, in config order."""
+        found = self.apisix.get(path)
+        if self.apisix_prefixed:
+            more = [r for r in self.apisix_prefixed if r.matches_path(path)]
+            if more:
+                found = (found or []) + more
+        return found
+
+    def all_apisix(self) -> list[ApisixRoute]:
+        return [r for rs in self.apisix.values() for r in rs] + list(self.apisix_prefixed)
+
+    def route_for(self, path: str) -> Route | None:
+        """The route with the longest prefix that holds `path`, if any."""
+        for route in self.routes:  # sorted longest prefix first
+            if route.matches(path):
+                return route
+        return None
+
+
+def load_config(source: str | os.PathLike[str] | dict[str, Any] | Config) -> Config:
+    """Read and validate a configuration from a YAML file path or a dict."""
+    if isinstance(source, Config):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            data = yaml.safe_load(Path(source).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {source}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {source} is not valid YAML: {_yaml_error(exc)}"
+                              ) from None
+    elif isinstance(source, dict):
+        data = source
+    else:
+        raise ConfigError(f"config must be a YAML file path or a dict, not {type(source).__name__}")
+    if not isinstance(data, dict):
+        raise ConfigError("config: expected a mapping with `provider` or `routes`")
+    data = _expand_env(data, "")
+    top = _convert(data, _TopLevel, "")
+    if (top.provider is None) == (top.routes is None):
+        raise ConfigError("config: give exactly one of `provider` (one provider for every AI path)"
+                          " or `routes` (a provider per path prefix)")
+    from aiproxy_middleware.config.apisix.compile import build_route, is_apisix_entry
+
+    apisix: dict[str, list[ApisixRoute]] = {}
+    prefixed: list[ApisixRoute] = []
+    if top.provider is not None:
+        routes = [_route("/", top.provider, "provider")]
+    else:
+        routes, seen = [], set()
+        for i, raw in enumerate(top.routes or ()):
+            if is_apisix_entry(raw):
+                route = build_route(raw, f"routes[{i}]")
+                if route.prefix:
+                    prefixed.append(route)
+                else:
+                    apisix.setdefault(route.path, []).append(route)
+                continue
+            entry = _convert(raw, _RouteEntry, f"routes[{i}]")
+            prefix = _prefix(entry.path, f"routes[{i}].path")
+            if prefix in seen:
+                raise ConfigError(f"routes[{i}].path: prefix {prefix!r} is configured twice")
+            seen.add(prefix)
+            routes.append(_route(prefix, entry.provider, f"routes[{i}].provider"))
+        if not routes and not apisix and not prefixed:
+            raise ConfigError("routes: must list at least one route")
+    routes.sort(key=lambda r: len(r.prefix), reverse=True)
+    for route in [*prefixed, *(r for rs in apisix.values() for r in rs)]:
+        route.limits.max_event = top.max_sse_event_size
+    hooks: tuple[SummaryHook, ...] = ()
+    if top.on_summary:
+        from aiproxy_middleware.observe.summary import load_hook
+
+        hooks = (load_hook(top.on_summary, "onSummary"),)
+    return Config(tuple(routes), top.provider is not None, top.max_body_size,
+                  top.max_response_size, apisix,
+                  tuple(prefixed), top.logging, top.metrics.path if top.metrics else None,
+                  hooks, image_fetch=top.image_fetch, max_sse_event_size=top.max_sse_event_size,
+                  metrics_max_label_values=(top.metrics.max_label_values if top.metrics
+                                            else DEFAULT_MAX_LABEL_VALUES),
+                  request_read_timeout=top.request_read_timeout)
+
+
+def _yaml_error(exc: yaml.YAMLError) -> str:
+    """What is wrong and where, without PyYAML's snippet of the line (it may hold a key)."""
+    def at(mark: Any) -> str:
+        return f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return type(exc).__name__
+    text = f"{exc.problem or 'invalid syntax'}{at(exc.problem_mark)}"
+    if exc.context:
+        text += f" ({exc.context}{at(exc.context_mark)})"
+    return text
+
+
+def _route(prefix: str, raw: dict[str, Any], where: str) -> Route:
+    from aiproxy_middleware.providers import get_provider, provider_names  # the core names no provider itself
+
+    kind = raw.get("type")
+    if not isinstance(kind, str):
+        raise ConfigError(f"{where}.type: required, one of {', '.join(provider_names())}")
+    cls = get_provider(kind)
+    if cls is None:
+        raise ConfigError(f"{where}.type: unknown provider type {kind!r};"
+                          f" known types: {', '.join(provider_names())}")
+    common_keys = {f.encode_name for f in msgspec.structs.fields(ProviderConfig)}
+    mode = raw.get("reasoningContentMode")
+    if isinstance(mode, str):  # case-insensitive, as in Higress
+        raw = {**raw, "reasoningContentMode": mode.lower()}
+    common = _convert({k: v for k, v in raw.items() if k in common_keys}, ProviderConfig, where)
+    own = _convert({k: v for k, v in raw.items() if k not in common_keys}, cls.Settings, where)
+    tokens = common.api_tokens
+    if cls.requires_token and not any(tokens):
+        raise ConfigError(f"{where}.apiTokens: provider {kind!r} needs at least one API token")
+    if cls.max_tokens is not None and len(tokens) > cls.max_tokens:
+        raise ConfigError(f"{where}.apiTokens: provider {kind!r} takes at most {cls.max_tokens}"
+                          f" token(s), got {len(tokens)}")
+    try:
+        mapper = ModelMapper(common.model_mapping)
+    except ValueError as exc:
+        raise ConfigError(f"{where}.modelMapping{exc}") from None
+    try:
+        provider = cls(common, own)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}.{exc}") from None
+    _one_credential(provider, raw, where)
+    column = "openai" if common.protocol == "openai" else cls.settings_column
+    try:
+        settings = SettingsApplier(common.custom_settings, column)
+    except ValueError as exc:
+        raise ConfigError(f"{where}.customSettings{exc}") from None
+    context = None
+    if common.context is not None:
+        c = common.context
+        context = ContextFile(c.file_url, c.service_name, c.service_port, provider.timeout)
+    failover = common.failover
+    if failover is not None and failover.enabled:
+        if not failover.health_check_model:
+            raise ConfigError(f"{where}.failover.healthCheckModel: required when failover is"
+                              " enabled (the model the health check asks)")
+    pool = TokenPool(prefix, tokens, failover, common.retry_on_failure, where)
+    return Route(prefix, provider, mapper, settings, context,
+                 MessageRules.build(common, cls.accepts_developer_role),
+                 AnswerRules.build(common), pool)
+
+
+def _one_credential(provider: Provider, raw: dict[str, Any], where: str) -> None:
+    """A URL setting's `user:password@` is sent as HTTP Basic auth (a server behind a
+    proxy that asks for it); with apiTokens too, one request would carry two credentials
+    in one Authorization header (aiohttp refuses it: a 500 on every call; httpx sends
+    only one). A config error, naming the setting."""
+    if not any(provider.config.api_tokens):
+        return
+    try:
+        userinfo, at, _ = urlsplit(provider.base_url()).netloc.rpartition("@")
+    except (NotImplementedError, ValueError):
+        return
+    if at:
+        field = next((k for k, v in raw.items() if isinstance(v, str) and f"{userinfo}@" in v),
+                     "apiTokens")
+        raise ConfigError(f"{where}.{field}: a URL with a user name and password (sent as HTTP"
+                          " Basic auth) cannot be combined with apiTokens: that is two"
+                          " credentials for one request; keep one of them")
+
+
+def _prefix(path: str, where: str) -> str:
+    if not path.startswith("/") or "?" in path or "#" in path:
+        raise ConfigError(f"{where}: must be an absolute path such as /ai, got {path!r}")
+    return path.rstrip("/") or "/"
+
+
+_ENV = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand_env(value: Any, where: str) -> Any:
+    """Replace `${NAME}` in every string with the environment's value (`$$` is a literal `$`)."""
+    if isinstance(value, str):
+        def sub(m: re.Match[str]) -> str:
+            if m.group(0) == "$$":
+                return "$"
+            name = m.group(1)
+            if name not in os.environ:
+                raise ConfigError(f"{where or 'config'}: environment variable {name} is not set")
+            return os.environ[name]
+        return _ENV.sub(sub, value) if "$" in value else value
+    if isinstance(value, dict):
+        return {k: _expand_env(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+_CHOICES = {"protocol": "openai, original", "mode": "auto, raw",
+            "reasoningContentMode": "passthrough, ignore, concat"}
+_MSG = re.compile(r"^(.*?)(?: - at (?:`key` in )?`\$(.*)`)?$", re.S)
+_FIELD = re.compile(r"^Object (contains unknown|missing required) field `([^`]*)`$")
+
+
+def _convert(data: Any, cls: type[Any], where: str) -> Any:
+    try:
+        return msgspec.convert(data, cls, str_keys=True)
+    except msgspec.ValidationError as exc:
+        what, at = _MSG.match(str(exc)).groups()  # type: ignore[union-attr]
+        path = where + (at or "")
+        field = _FIELD.match(what)
+        if field:
+            path = f"{path}.{field.group(2)}" if path else field.group(2)
+            what = ("unknown field (check its spelling and the provider's field list)"
+                    if field.group(1) == "contains unknown" else "required field is missing")
+        else:
+            what = what[0].lower() + what[1:]
+            choices = _CHOICES.get(path.rsplit(".", 1)[-1])
+            if choices:  # whatever msgspec's wording, name the values it takes
+                what = f"{what}; expected one of {choices}"
+        raise ConfigError(f"{path.lstrip('.') or 'config'}: {what}") from None

@@ -1,0 +1,77 @@
+"""Turning one request's trace into its summary."""
+
+from __future__ import annotations
+
+from time import perf_counter
+from typing import Any
+
+import msgspec
+
+from aiproxy_middleware.errors import ProxyError
+from aiproxy_middleware.observe.summary import Summary, cost_of
+from aiproxy_middleware.wire.openai import ChatCompletionRequest
+from aiproxy_middleware.provider import Call, Endpoint
+from aiproxy_middleware.pipeline.exchange import Trace
+from aiproxy_middleware.safety.secrets import Scrubber, upstream_scrubber
+from aiproxy_middleware.shapes import decode_json
+
+_ENDPOINTS = {Endpoint.CHAT: "chat", Endpoint.EMBEDDINGS: "embeddings",
+              Endpoint.MESSAGES: "messages"}
+
+
+def summarize(trace: Trace, call: Call, route: str, provider: str, instance: str | None,
+              error: str | None, attempts: int = 1, payloads: bool = False,
+              costs: tuple[float | None, float | None] = (None, None),
+              endpoint: str | None = None) -> Summary:
+    """The summary of a finished request."""
+    start = trace.start
+    tap = trace.tap
+    summary = Summary(
+        route=route, provider=provider,
+        endpoint=endpoint or _ENDPOINTS.get(call.endpoint) or (  # type: ignore[arg-type]
+            "count_tokens" if call.path.endswith("/count_tokens") else "original"),
+        requested_model=call.requested_model or "", model=call.model, stream=call.stream,
+        instance=instance, status=trace.status,
+        time_to_first_byte_ms=_ms(trace.first_byte, start),
+        time_to_first_token_ms=_ms(tap.first_token_at, start),
+        total_ms=(perf_counter() - start) * 1000, overhead_ms=trace.overhead() * 1000,
+        attempts=attempts, error=error)
+    tap.fill(summary)
+    request = call.request
+    if isinstance(request, ChatCompletionRequest) and request.tools:
+        summary.tool_count = len(request.tools)
+    summary.cost = cost_of(summary.prompt_tokens, summary.completion_tokens, *costs)
+    scrub = trace.scrubber
+    if scrub is None and trace.provider is not None:  # no answer came (an error)
+        scrub = upstream_scrubber(trace.provider, None)
+    if scrub:
+        _scrub(summary, scrub)
+    if payloads:
+        summary.request = _payload(call, scrub)
+    return summary
+
+
+def _scrub(summary: Summary, scrub: Scrubber) -> None:
+    """The summary's text without credentials: what the client sent (the model names), the
+    error and the answer's text (an upstream may echo a key in streamed content too; the
+    text is scrubbed whole, so a key split across events is found as well)."""
+    summary.requested_model = scrub.text(summary.requested_model)
+    summary.model = scrub.text(summary.model)
+    if summary.error:
+        summary.error = scrub.text(summary.error)
+    if summary.response_text:
+        summary.response_text = scrub.text(summary.response_text)
+
+
+def _ms(at: float | None, start: float) -> float | None:
+    return None if at is None else (at - start) * 1000
+
+
+def _payload(call: Call, scrub: Scrubber | None) -> Any:
+    """The request body as JSON values, without credentials; None when a field the gateway
+    relayed without reading it is not UTF-8, or the body is nested too deeply to encode."""
+    body = call.body.encode()
+    try:
+        return decode_json(scrub.body(body) if scrub else body)
+    except (msgspec.DecodeError, ProxyError):
+        return None

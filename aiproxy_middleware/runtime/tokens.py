@@ -1,0 +1,228 @@
+"""A route's API tokens: which one a request uses, and, under `failover`, which are healthy.
+
+Token health lives behind `TokenStore`, kept in-process by `MemoryTokenStore`; a store shared
+between workers (Redis, say) implements the same few methods. The rules are Higress's
+(`failover`, `retryOnFailure`, `x-mse-consumer` affinity for stateful APIs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Annotated, Protocol
+
+import httpx
+from msgspec import Meta, Struct, field
+
+if TYPE_CHECKING:
+    from aiproxy_middleware.provider import Provider
+
+logger = logging.getLogger("aiproxy_middleware")
+
+# Paths of the APIs whose objects live with one account (files, batches, fine-tuning jobs,
+# responses): a consumer keeps to one token for them.
+STATEFUL = re.compile(r"/v1/(?:files|batches|fine_tuning|responses)(?:/|$)")
+
+
+class Failover(Struct, rename="camel", forbid_unknown_fields=True):
+    """Higress's `failover`: tokens that keep failing are taken out and probed back in."""
+
+    enabled: bool = False
+    failure_threshold: Annotated[int, Meta(ge=1)] = 3
+    success_threshold: Annotated[int, Meta(ge=1)] = 1
+    health_check_interval: Annotated[int, Meta(ge=1)] = 5000
+    """Milliseconds between probes of the tokens that are out."""
+    health_check_timeout: Annotated[int, Meta(ge=1)] = 5000
+    health_check_model: str = ""
+    failover_on_status: list[str] = field(default_factory=lambda: ["4.*", "5.*"])
+    """Regexes searched in the status code (`"429"`), as Higress does."""
+
+
+class RetryOnFailure(Struct, rename="camel", forbid_unknown_fields=True):
+    """Higress's `retryOnFailure`: a failed request is sent again with another token."""
+
+    enabled: bool = False
+    max_retries: Annotated[int, Meta(ge=0)] = 1
+    retry_timeout: Annotated[int, Meta(ge=1)] = 60000
+    """Milliseconds the first try and its retries may take in all."""
+    retry_on_status: list[str] = field(default_factory=lambda: ["4.*", "5.*"])
+
+
+def status_matcher(patterns: Sequence[str], where: str) -> Callable[[int], bool]:
+    """Whether a status matches one of `patterns` (unanchored regexes on its digits)."""
+    from aiproxy_middleware.errors import ConfigError
+
+    compiled = []
+    for i, pattern in enumerate(patterns):
+        try:
+            compiled.append(re.compile(pattern))
+        except re.error as exc:
+            raise ConfigError(f"{where}[{i}]: not a regular expression: {exc}") from None
+    return lambda status: any(c.search(str(status)) for c in compiled)
+
+
+class TokenStore(Protocol):
+    """Where the health of tokens is kept, per pool (a route)."""
+
+    async def unavailable(self, pool: str) -> set[str]:
+        """The tokens taken out of rotation."""
+        ...
+
+    async def failed(self, pool: str, token: str, threshold: int) -> bool:
+        """Count a failure; whether the token has just been taken out."""
+        ...
+
+    async def succeeded(self, pool: str, token: str) -> None:
+        """A success resets the token's failure count."""
+        ...
+
+    async def probed(self, pool: str, token: str, ok: bool, threshold: int) -> bool:
+        """Count a probe of a token that is out; whether it has just been put back."""
+        ...
+
+
+class MemoryTokenStore:
+    """Token health in this process (one worker)."""
+
+    def __init__(self) -> None:
+        self._failures: dict[tuple[str, str], int] = {}
+        self._probes: dict[tuple[str, str], int] = {}
+        self._out: dict[str, set[str]] = {}
+
+    async def unavailable(self, pool: str) -> set[str]:
+        return self._out.get(pool, set())
+
+    async def failed(self, pool: str, token: str, threshold: int) -> bool:
+        key = (pool, token)
+        count = self._failures[key] = self._failures.get(key, 0) + 1
+        out = self._out.setdefault(pool, set())
+        if count >= threshold and token not in out:
+            out.add(token)
+            self._probes[key] = 0
+            return True
+        return False
+
+    async def succeeded(self, pool: str, token: str) -> None:
+        self._failures.pop((pool, token), None)
+
+    async def probed(self, pool: str, token: str, ok: bool, threshold: int) -> bool:
+        key = (pool, token)
+        count = self._probes[key] = self._probes.get(key, 0) + 1 if ok else 0
+        if ok and count >= threshold:
+            self._out.get(pool, set()).discard(token)
+            self._failures.pop(key, None)
+            self._probes.pop(key, None)
+            return True
+        return False
+
+
+def fnv1a32(text: str) -> int:
+    h = 0x811C9DC5
+    for byte in text.encode():
+        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return h
+
+
+class TokenPool:
+    """The tokens of one route."""
+
+    def __init__(self, name: str, tokens: Sequence[str], failover: Failover | None,
+                 retry: RetryOnFailure | None, where: str) -> None:
+        self.name = name
+        self.tokens = tuple(tokens)
+        self.store: TokenStore = MemoryTokenStore()
+        self.failover = failover if failover is not None and failover.enabled else None
+        self.retry = retry if retry is not None and retry.enabled else None
+        self._fails = (status_matcher(self.failover.failover_on_status,
+                                      f"{where}.failover.failoverOnStatus")
+                       if self.failover else None)
+        self.retryable = (status_matcher(self.retry.retry_on_status,
+                                         f"{where}.retryOnFailure.retryOnStatus")
+                          if self.retry else None)
+
+    def sticky(self, consumer: str) -> str:
+        """The token a consumer of a stateful API keeps to."""
+        return self.tokens[fnv1a32(consumer) % len(self.tokens)] if self.tokens else ""
+
+    async def choose(self, tried: Sequence[str] = ()) -> str:
+        """A token for a request (or a retry, not one of `tried`): at random among those in
+        rotation; when every one is out, among all of them rather than none."""
+        tokens = [t for t in self.tokens if t not in tried] if tried else self.tokens
+        if not tokens:
+            return ""
+        if self.failover is not None:
+            out = await self.store.unavailable(self.name)
+            if out:
+                healthy = [t for t in tokens if t not in out]
+                tokens = healthy or tokens
+        return random.choice(tokens)
+
+    async def report(self, token: str, status: int) -> None:
+        """Count an upstream answer against the token (failover only)."""
+        if self.failover is None or not token:
+            return
+        if status == 200:
+            await self.store.succeeded(self.name, token)
+        elif self._fails(status):  # type: ignore[misc]
+            if await self.store.failed(self.name, token, self.failover.failure_threshold):
+                logger.warning("aiproxy: a token of route %s is out of rotation after %d"
+                               " failures (last status %d)", self.name,
+                               self.failover.failure_threshold, status)
+
+
+class TokenProber:
+    """Probes the tokens that are out of rotation, every `healthCheckInterval`, with a small
+    chat request; `successThreshold` successes in a row put a token back."""
+
+    def __init__(self, pool: TokenPool, probe: Callable[[str], Awaitable[int]]) -> None:
+        self.pool = pool
+        self.probe = probe
+        self.name = f"tokens of {pool.name}"
+
+    async def run(self) -> None:
+        failover = self.pool.failover
+        assert failover is not None
+        while True:
+            await asyncio.sleep(failover.health_check_interval / 1000)
+            await self.probe_once()
+
+    async def probe_once(self) -> None:
+        pool = self.pool
+        failover = pool.failover
+        assert failover is not None
+        for token in list(await pool.store.unavailable(pool.name)):
+            try:
+                async with asyncio.timeout(failover.health_check_timeout / 1000):
+                    ok = await self.probe(token) == 200
+            except Exception:  # noqa: BLE001 - a failed probe, whatever the cause
+                ok = False
+            if await pool.store.probed(pool.name, token, ok, failover.success_threshold):
+                logger.warning("aiproxy: a token of route %s is back in rotation", pool.name)
+
+
+def chat_probe(provider: Provider, model: str,
+               client: Callable[[], httpx.AsyncClient]) -> Callable[[str], Awaitable[int]]:
+    """A probe of one token: the provider's own chat request for `model`, asking who it
+    is; its HTTP status."""
+    from aiproxy_middleware.wire.openai import ChatCompletionRequest, JsonBody
+    from aiproxy_middleware.provider import Call, Endpoint
+
+    async def probe(token: str) -> int:
+        body = JsonBody({"model": model, "messages": [{"role": "user", "content": "who are you?"}]})
+        call = Call(Endpoint.CHAT, body, body.typed(ChatCompletionRequest), model, model, token,
+                    False, Endpoint.CHAT.value, "")
+        shared = client()
+        await provider.prepare(call, shared)
+        up = provider.request(call)
+        headers = {"Content-Type": "application/json", **up.headers}
+        http = provider.client(shared)
+        response = await http.send(http.build_request(up.method, up.url, headers=headers,
+                                                      content=up.body,
+                                                      timeout=provider.timeout))
+        await response.aclose()
+        return response.status_code
+
+    return probe
