@@ -18,6 +18,10 @@ One run starts, all on 127.0.0.1 and each as its own process:
       middleware           AIProxyMiddleware(app_404, config=...) with its default client
       middleware-apisix    the same, configured with an APISIX ai-proxy route
                            (openai-compatible, auth.header, override.endpoint)
+      baseline, baseline-apisix
+                           middleware and middleware-apisix from another checkout
+                           (`--baseline DIR`, e.g. a `git worktree` of an older commit),
+                           so a change is measured against what it replaced in one run
   - wrk (Lua script for the POST body) for three scenarios: chat-1 (non-streamed, 1
     connection), chat-32 (non-streamed, 32 connections), stream-32 (100-event SSE, 32).
 
@@ -51,6 +55,7 @@ HOST = "127.0.0.1"
 
 TARGETS = ["direct", "server-only", "floor-httpx", "floor-httpx-tuned", "floor-httpx-aiohttp",
            "floor-aiohttp", "middleware", "middleware-apisix"]
+BASELINES = {"baseline": "middleware", "baseline-apisix": "middleware-apisix"}
 FLOORS = ["floor-httpx", "floor-httpx-aiohttp", "floor-aiohttp"]
 # name -> (mode, connections)
 SCENARIOS = {"chat-1": ("chat", 1), "chat-32": ("chat", 32), "stream-32": ("stream", 32)}
@@ -338,7 +343,7 @@ class Procs:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self, args: list[str], cpus: set[int] | None, log: Path | None = None,
-              **kwargs: Any) -> subprocess.Popen[bytes]:
+              source: Path = ROOT, **kwargs: Any) -> subprocess.Popen[bytes]:
         def pin() -> None:
             if cpus:
                 os.sched_setaffinity(0, cpus)
@@ -346,7 +351,7 @@ class Procs:
         try:
             proc = subprocess.Popen(args, stdout=kwargs.pop("stdout", out), stderr=out,
                                     stdin=subprocess.DEVNULL, start_new_session=True,
-                                    preexec_fn=pin, env=child_env(), **kwargs)
+                                    preexec_fn=pin, env=child_env(source), **kwargs)
         finally:
             if log is not None:
                 out.close()  # type: ignore[union-attr]
@@ -381,9 +386,11 @@ class Procs:
             self.stop(proc, timeout=3.0)
 
 
-def child_env() -> dict[str, str]:
+def child_env(source: Path = ROOT) -> dict[str, str]:
+    """The child's environment: no proxy settings, and `source` (this checkout, or the
+    baseline's) first on the import path."""
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source), env.get("PYTHONPATH")]))
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     return env
 
@@ -721,6 +728,11 @@ def key_figures(results: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
         parts = [f"{f} {fmt_ratio(m.get('x_' + f))}" for f in FLOORS if m.get("x_" + f)]
         if parts:
             lines.append(f"{scen}: middleware / " + ", / ".join(parts))
+        for new, old in (("middleware", "baseline"), ("middleware-apisix", "baseline-apisix")):
+            a, b = results[scen].get(new), results[scen].get(old)
+            if a and b:
+                lines.append(f"{scen}: {new} / {old} {fmt_ratio(ratio(a['rps'], b['rps']))}"
+                             f" (req/s; p99 {a.get('p99_us')} vs {b.get('p99_us')} us)")
     m = results.get("chat-32", {}).get("middleware")
     if m and m.get("x_floor-httpx-aiohttp"):
         x = m["x_floor-httpx-aiohttp"]
@@ -753,6 +765,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="after measuring, sample the middleware with py-spy under the same"
                         " load (not part of the figures) and print its hottest functions")
     p.add_argument("--out", type=Path, default=HERE / "results", help="results directory")
+    p.add_argument("--baseline", type=Path,
+                   help="a checkout of an older commit: adds the targets baseline and"
+                        " baseline-apisix, served from its code")
     # Child-process entry points.
     p.add_argument("--serve", help=argparse.SUPPRESS)
     p.add_argument("--serve-upstream", action="store_true", help=argparse.SUPPRESS)
@@ -774,8 +789,13 @@ def main(argv: list[str] | None = None) -> int:
     warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    if args.baseline is not None:
+        if not (args.baseline / "aiproxy_middleware").is_dir():
+            p.error(f"--baseline {args.baseline}: no aiproxy_middleware/ there")
+        if args.targets == ",".join(TARGETS):
+            targets += list(BASELINES)
     for t in targets:
-        if t not in TARGETS:
+        if t not in TARGETS and not (t in BASELINES and args.baseline is not None):
             p.error(f"unknown target {t!r}")
     for s in scenarios:
         if s not in SCENARIOS:
@@ -829,10 +849,12 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     port, path = free_port(), "/v1/chat/completions"
                     log = tmp / f"{target}-{mode}.log"
-                    cmd = [sys.executable, str(Path(__file__).resolve()), "--serve", target,
-                           "--port", str(port), "--upstream", upstream]
+                    cmd = [sys.executable, str(Path(__file__).resolve()), "--serve",
+                           BASELINES.get(target, target), "--port", str(port),
+                           "--upstream", upstream]
                     proc = procs.start(cmd + (["--stream"] if mode == "stream" else []),
-                                       target_cpus, log)
+                                       target_cpus, log,
+                                       args.baseline if target in BASELINES else ROOT)
                     wait_port(port, proc, target, log)
                     watch["target"] = proc.pid
                 try:
