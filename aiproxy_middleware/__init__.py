@@ -1,8 +1,14 @@
-"""An ASGI middleware that serves one OpenAI-compatible API in front of many LLM providers."""
+"""An ASGI middleware that serves one OpenAI-compatible API in front of many LLM providers.
+
+The public API is what this module exports; every other module is private and may change.
+"""
 
 from aiproxy_middleware.config.higress import Config, load_config
 from aiproxy_middleware.errors import ConfigError
 from aiproxy_middleware.middleware import AIProxyMiddleware
+from aiproxy_middleware.observe.summary import Summary, SummaryHook
+from aiproxy_middleware.runtime.tokens import MemoryTokenStore, TokenStore
 
-__all__ = ["AIProxyMiddleware", "Config", "ConfigError", "load_config"]
+__all__ = ["AIProxyMiddleware", "Config", "ConfigError", "MemoryTokenStore", "Summary",
+           "SummaryHook", "TokenStore", "load_config"]
 __version__ = "0.1.0"
