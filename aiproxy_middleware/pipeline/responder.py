@@ -25,7 +25,7 @@ from aiproxy_middleware.pipeline.attempts import (CandidateRelay, Turns, decoded
 from aiproxy_middleware.pipeline.checks import check_request
 from aiproxy_middleware.pipeline.discovery import COUNT_TOKENS, Catalog, count_tokens_path
 from aiproxy_middleware.pipeline.exchange import Trace, UpstreamFailure
-from aiproxy_middleware.pipeline.intake import read_body
+from aiproxy_middleware.pipeline.intake import read_body, too_large
 from aiproxy_middleware.pipeline.passthrough import Capture, pass_on
 from aiproxy_middleware.pipeline.read_deadline import ReadDeadlines
 from aiproxy_middleware.pipeline.relay import Relay
@@ -124,17 +124,16 @@ class Responder:
         self.route = route
         if route.observe.payloads:
             self.trace.tap = AnswerTap(keep_text=True)
-        if len(data) > route.max_body:
-            raise ProxyError(413, f"the request body is larger than {route.max_body}"
-                             " bytes", "invalid_request_error", "request_too_large")
+        if len(data) > route.max_body:  # (the largest route's limit was read)
+            raise too_large(route.max_body)
         request = self._request(route, scope, data)
         state = self.services.states[route]
-        if route.passthrough:
-            send = Capture(send)
+        capture = Capture(send) if route.passthrough else None
         await self._attempts(route, turns_for(route, state, view, data), request,
-                             state.http_client(self.services.http_client()), receive, send)
-        if route.passthrough:
-            await pass_on(send, scope, self.services.app)
+                             state.http_client(self.services.http_client()), receive,
+                             capture or send)
+        if capture is not None:
+            await pass_on(capture, scope, self.services.app)
 
     def _check_method(self, scope: Scope) -> None:
         method = scope["method"]

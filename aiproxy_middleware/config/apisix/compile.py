@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -24,6 +25,7 @@ from aiproxy_middleware.config.model import (Api, ApisixBody, ApisixKnobs, Candi
 from aiproxy_middleware.errors import ConfigError
 from aiproxy_middleware.observe.summary import SummaryHook, load_hook
 from aiproxy_middleware.safety.secrets import auth_secrets
+from aiproxy_middleware.wire.sse import DEFAULT_MAX_EVENT_SIZE
 
 if TYPE_CHECKING:
     from aiproxy_middleware.provider import Provider
@@ -63,7 +65,7 @@ def is_apisix_entry(entry: Any) -> bool:
 
 
 def build_route(entry: dict[str, Any], where: str,
-                max_event: int | None = None) -> Route:
+                max_event: int = DEFAULT_MAX_EVENT_SIZE) -> Route:
     """Validate one APISIX route entry, flat (`path`, `provider`, ...) or as an APISIX route
     object (`uri`, `methods`, `vars`, `plugins: {ai-proxy: {...}}`); `max_event` is the
     config's `maxSseEventSize`."""
@@ -79,7 +81,7 @@ def build_route(entry: dict[str, Any], where: str,
     conf = convert(entry, AiProxy, where)
     target = _target(conf.provider, conf.auth, conf.options, conf.override, conf.provider_conf,
                      conf.timeout, conf.provider, where)
-    return _route(conf, (target,), where, max_event)
+    return _route(conf, (target,), where, _limits(conf, max_event), conf.max_req_body_size)
 
 
 def _flatten(entry: dict[str, Any], where: str) -> tuple[dict[str, Any], str]:
@@ -104,33 +106,28 @@ def _flatten(entry: dict[str, Any], where: str) -> tuple[dict[str, Any], str]:
 
 
 def _route(conf: AiProxy | AiProxyMulti | OldAiProxy, targets: tuple[Candidate, ...],
-           where: str, max_event: int | None, **more: Any) -> Route:
+           where: str, limits: Limits, max_body: int, *, body: ApisixBody = ApisixBody(),
+           retry: RetryPolicy = RetryPolicy("instance"),
+           costs: tuple[float | None, float | None] = (None, None), **more: Any) -> Route:
     path, prefix = _path(conf.path, f"{where}.path")
     logging = getattr(conf, "logging", None)  # (the 3.11 dialect has none)
     return Route(
-        conf.name or conf.path, path, Match.STARTS if prefix else Match.EXACT, targets,
-        more.pop("body", _BODY), Api.BODY, MethodPolicy(_methods(conf.methods, where)),
-        more.pop("retry", _NO_FALLBACK), more.pop("limits", None) or _limits(conf, max_event),
-        more.pop("max_body", None) or conf.max_req_body_size, _UNSUPPORTED,
+        conf.name or conf.path, path, Match.STARTS if prefix else Match.EXACT, targets, body,
+        Api.BODY, MethodPolicy(_methods(conf.methods, where)), retry, limits, max_body,
+        _UNSUPPORTED,
         Observe(logging.summaries if logging else None, bool(logging and logging.payloads),
-                _hooks(conf.on_summary, where), more.pop("costs", (None, None)),
-                names_instance=len(targets) > 1),
+                _hooks(conf.on_summary, where), costs, names_instance=len(targets) > 1),
         Vars.compile(conf.vars, f"{where}.vars"), transport=_transport(conf), **more)
 
 
-_BODY = ApisixBody()
-_NO_FALLBACK = RetryPolicy("instance")
-
-
-def _limits(conf: AiProxy | AiProxyMulti, max_event: int | None) -> Limits:
+def _limits(conf: AiProxy | AiProxyMulti, max_event: int) -> Limits:
     return Limits(idle=conf.timeout / 1000,
                   stream_duration=(conf.max_stream_duration_ms / 1000
                                    if conf.max_stream_duration_ms else None),
-                  max_bytes=conf.max_response_bytes,
-                  **({"max_event": max_event} if max_event is not None else {}))
+                  max_bytes=conf.max_response_bytes, max_event=max_event)
 
 
-def _multi(conf: AiProxyMulti, where: str, max_event: int | None) -> Route:
+def _multi(conf: AiProxyMulti, where: str, max_event: int) -> Route:
     seen: dict[str, int] = {}
     several = len(conf.instances) > 1
     targets = []
@@ -163,8 +160,8 @@ def _multi(conf: AiProxyMulti, where: str, max_event: int | None) -> Route:
         "instance", _fallback(frozenset(statuses), "http_5xx" in names), conf.max_retries,
         (conf.retry_on_failure_within_ms / 1000 if conf.retry_on_failure_within_ms is not None
          else None), window_per_attempt=True, gateway_errors=True, all_failed=True)
-    return _route(conf, tuple(targets), where, max_event, retry=retry, balancer=b.algorithm,
-                  hash_on=hash_on, hash_key=b.key)
+    return _route(conf, tuple(targets), where, _limits(conf, max_event), conf.max_req_body_size,
+                  retry=retry, balancer=b.algorithm, hash_on=hash_on, hash_key=b.key)
 
 
 def _fallback(statuses: frozenset[int], on_5xx: bool) -> Any:
@@ -174,7 +171,7 @@ def _fallback(statuses: frozenset[int], on_5xx: bool) -> Any:
     return lambda status: status in statuses or (on_5xx and status >= 500)
 
 
-def _old(conf: OldAiProxy, raw: dict[str, Any], where: str, max_event: int | None) -> Route:
+def _old(conf: OldAiProxy, raw: dict[str, Any], where: str, max_event: int) -> Route:
     model = conf.model
     raw_options = raw["model"].get("options") or {}
     if not isinstance(raw_options, dict):
@@ -189,12 +186,11 @@ def _old(conf: OldAiProxy, raw: dict[str, Any], where: str, max_event: int | Non
     endpoint = override.endpoint if override else None
     target = _target(model.provider, conf.auth, options,
                      Override(endpoint=endpoint) if endpoint else None, None, conf.timeout,
-                     model.provider, where, provider_field="model.provider", defaults=defaults)
-    limits = Limits(idle=conf.timeout / 1000,
-                    **({"max_event": max_event} if max_event is not None else {}))
-    return _route(conf, (target,), where, max_event, body=ApisixBody(schema_311=True),
-                  limits=limits, max_body=_OLD_MAX_BODY, passthrough=conf.passthrough,
-                  costs=(prices.input_cost, prices.output_cost))
+                     model.provider, where, provider_field="model.provider",
+                     defaults=MappingProxyType(defaults))
+    limits = Limits(idle=conf.timeout / 1000, max_event=max_event)
+    return _route(conf, (target,), where, limits, _OLD_MAX_BODY, body=ApisixBody(schema_311=True),
+                  costs=(prices.input_cost, prices.output_cost), passthrough=conf.passthrough)
 
 
 def _target(kind: str, auth: Auth, options: dict[str, Any], override: Override | None,
@@ -236,9 +232,10 @@ def _target(kind: str, auth: Auth, options: dict[str, Any], override: Override |
     headers = {k.lower(): v for k, v in auth.header.items()}
     knobs = apisix_knobs(provider)
     base = provider.base_url()
-    return Candidate(name, kind, provider, dict(options), override=override, knobs=knobs,
-                     probe_base=endpoint.apply(base) if endpoint is not None else base,
-                     probe_headers=headers, probe_query=dict(auth.query),
+    return Candidate(name, kind, provider, MappingProxyType(dict(options)), override=override,
+                     knobs=knobs, probe_base=endpoint.apply(base) if endpoint is not None else base,
+                     probe_headers=MappingProxyType(headers),
+                     probe_query=MappingProxyType(dict(auth.query)),
                      shape_upstream=UpstreamPolicy(provider, endpoint, headers,
                                                    list(auth.query.items()), knobs.signs),
                      **instance)
