@@ -5,14 +5,16 @@ one config keep apart."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import httpx
 
 from aiproxy_middleware.config.model import Route
+from aiproxy_middleware.provider import Call, Endpoint, Provider
 from aiproxy_middleware.runtime.balancer import Balancer, Member
 from aiproxy_middleware.runtime.health import HealthChecker, HealthMonitor, http_probe
-from aiproxy_middleware.runtime.tokens import TokenPool, TokenProber, TokenStore, chat_probe
+from aiproxy_middleware.runtime.tokens import TokenPool, TokenProber, TokenStore
+from aiproxy_middleware.wire.openai import ChatCompletionRequest, JsonBody
 
 ClientGetter = Callable[[], httpx.AsyncClient]
 
@@ -80,3 +82,26 @@ class RouteStates:
         await self.health.stop()
         for state in self._states.values():
             await state.aclose()
+
+
+def chat_probe(provider: Provider, model: str,
+               client: Callable[[], httpx.AsyncClient]) -> Callable[[str], Awaitable[int]]:
+    """A probe of one token: the provider's own chat request for `model`, asking who it
+    is; its HTTP status."""
+    async def probe(token: str) -> int:
+        body = JsonBody({"model": model, "messages": [{"role": "user", "content": "who are you?"}]})
+        call = Call(endpoint=Endpoint.CHAT, body=body, request=body.typed(ChatCompletionRequest),
+                    model=model, requested_model=model, token=token, stream=False,
+                    path=Endpoint.CHAT.value, query="")
+        shared = client()
+        await provider.prepare(call, shared)
+        up = provider.request(call)
+        headers = {"Content-Type": "application/json", **up.headers}
+        http = provider.client(shared)
+        response = await http.send(http.build_request(up.method, up.url, headers=headers,
+                                                      content=up.body,
+                                                      timeout=provider.timeout))
+        await response.aclose()
+        return response.status_code
+
+    return probe

@@ -13,17 +13,11 @@ import random
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Protocol
+from typing import Annotated, Protocol
 
-import httpx
 from msgspec import Meta, Struct, field
 
 from aiproxy_middleware.errors import ConfigError
-from aiproxy_middleware.provider import Call, Endpoint
-from aiproxy_middleware.wire.openai import ChatCompletionRequest, JsonBody
-
-if TYPE_CHECKING:
-    from aiproxy_middleware.provider import Provider
 
 logger = logging.getLogger("aiproxy_middleware")
 
@@ -228,26 +222,3 @@ class TokenProber:
                 ok = False
             if await pool.store.probed(pool.name, token, ok, failover.success_threshold):
                 logger.warning("aiproxy: a token of route %s is back in rotation", pool.name)
-
-
-def chat_probe(provider: Provider, model: str,
-               client: Callable[[], httpx.AsyncClient]) -> Callable[[str], Awaitable[int]]:
-    """A probe of one token: the provider's own chat request for `model`, asking who it
-    is; its HTTP status."""
-    async def probe(token: str) -> int:
-        body = JsonBody({"model": model, "messages": [{"role": "user", "content": "who are you?"}]})
-        call = Call(endpoint=Endpoint.CHAT, body=body, request=body.typed(ChatCompletionRequest),
-                    model=model, requested_model=model, token=token, stream=False,
-                    path=Endpoint.CHAT.value, query="")
-        shared = client()
-        await provider.prepare(call, shared)
-        up = provider.request(call)
-        headers = {"Content-Type": "application/json", **up.headers}
-        http = provider.client(shared)
-        response = await http.send(http.build_request(up.method, up.url, headers=headers,
-                                                      content=up.body,
-                                                      timeout=provider.timeout))
-        await response.aclose()
-        return response.status_code
-
-    return probe
