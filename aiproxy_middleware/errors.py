@@ -24,13 +24,16 @@ class ProxyError(Exception):
     """An error answered to the client as OpenAI error JSON with an HTTP status."""
 
     def __init__(self, status: int, message: str, type: str, code: str | None = None,
-                 param: str | None = None) -> None:
+                 param: str | None = None,
+                 headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.type = type
         self.code = code
         self.param = param
+        self.headers = headers
+        """Response headers the answer carries (a 405's `Allow`)."""
 
     def body(self) -> bytes:
         return msgspec.json.encode(

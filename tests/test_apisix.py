@@ -417,18 +417,21 @@ async def test_respx_unused_routes_ok(respx_mock):
 
 
 def test_transport_settings():
-    """ssl_verify and keep-alive settings give the route its own client; defaults share."""
+    """ssl_verify and keep-alive settings give the route its own client (in the middleware's
+    route state); defaults share."""
     from aiproxy_middleware.config.apisix.compile import Transport
+    from aiproxy_middleware.pipeline.route_state import RouteState
+
+    shared = httpx.AsyncClient()
 
     def route(**extra):
         config = load_config({"routes": [{"path": "/a", "provider": "openai", "auth": {},
                                           **extra}]})
-        return config.apisix["/a"][0]
+        return RouteState(config.apisix["/a"][0], None, lambda: shared)
 
-    shared = httpx.AsyncClient()
     assert route().http_client(shared) is shared
     own = route(ssl_verify=False, keepalive_pool=5, keepalive_timeout=2000)
-    assert own.transport == Transport(False, True, 2000, 5)
+    assert own.route.transport == Transport(False, True, 2000, 5)
     client = own.http_client(shared)
     assert client is not shared and client is own.http_client(shared)
     pool = client._transport._pool

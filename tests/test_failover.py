@@ -57,9 +57,9 @@ async def test_failing_token_leaves_rotation_and_is_probed_back(respx_mock, upst
     try:
         for _ in range(40):  # random choice: sk-a soon fails twice in a row... or in all
             await client.post("/v1/chat/completions", json=CHAT)
-            if "sk-a" in await middleware.config.routes[0].tokens.store.unavailable("/"):
+            if "sk-a" in await middleware.states.pool(middleware.config.routes[0]).store.unavailable("/"):
                 break
-        out = await middleware.config.routes[0].tokens.store.unavailable("/")
+        out = await middleware.states.pool(middleware.config.routes[0]).store.unavailable("/")
         assert out == {"sk-a"}
         route.reset()
         for _ in range(10):
@@ -71,9 +71,9 @@ async def test_failing_token_leaves_rotation_and_is_probed_back(respx_mock, upst
         answers["sk-a"] = 200
         for _ in range(100):
             await asyncio.sleep(0.02)
-            if not await middleware.config.routes[0].tokens.store.unavailable("/"):
+            if not await middleware.states.pool(middleware.config.routes[0]).store.unavailable("/"):
                 break
-        assert not await middleware.config.routes[0].tokens.store.unavailable("/")
+        assert not await middleware.states.pool(middleware.config.routes[0]).store.unavailable("/")
         probes = [c for c in route.calls if sent_json_of(c)["model"] == "gpt-4o-mini"]
         assert probes and sent_json_of(probes[-1])["messages"] == [
             {"role": "user", "content": "who are you?"}]
@@ -100,7 +100,7 @@ async def test_all_tokens_out_still_sends(respx_mock, upstream):
         for _ in range(8):
             r = await client.post("/v1/chat/completions", json=CHAT)
             assert r.status_code == 500  # the upstream's answer, not a local refusal
-        assert await middleware.config.routes[0].tokens.store.unavailable("/") == {"sk-a", "sk-b"}
+        assert await middleware.states.pool(middleware.config.routes[0]).store.unavailable("/") == {"sk-a", "sk-b"}
         assert route.call_count == 8
     finally:
         await middleware.aclose()
@@ -114,7 +114,7 @@ async def test_failover_on_status_patterns(respx_mock, upstream):
     try:
         for _ in range(10):
             await client.post("/v1/chat/completions", json=CHAT)
-        assert not await middleware.config.routes[0].tokens.store.unavailable("/")
+        assert not await middleware.states.pool(middleware.config.routes[0]).store.unavailable("/")
     finally:
         await middleware.aclose()
 

@@ -50,15 +50,15 @@ def test_fields_are_validated():
 
 def test_nothing_configured_builds_no_rules():
     route = load_config(openai()).routes[0]
-    assert route.messages is None and route.answers is None
+    assert route.body.messages is None and route.answers is None
     # A provider that does not take `developer` only rewrites it.
     route = load_config(claude()).routes[0]
-    assert route.messages == MessageRules(frozenset(), False, True) and route.answers is None
+    assert route.body.messages == MessageRules(frozenset(), False, True) and route.answers is None
 
 
 def test_hiclaw_mode_turns_on_merge_and_promotion():
     route = load_config(openai(hiclawMode=True)).routes[0]
-    assert route.messages is not None and route.messages.merge
+    assert route.body.messages is not None and route.body.messages.merge
     assert route.answers == AnswerRules("passthrough", True)
 
 

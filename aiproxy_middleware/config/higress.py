@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -17,19 +19,25 @@ import msgspec
 import yaml
 from msgspec import Meta, Struct
 
+from aiproxy_middleware.config.apisix.compile import build_route, is_apisix_entry
+from aiproxy_middleware.config.fields import convert
+from aiproxy_middleware.config.model import (Api, Candidate, HigressBody, Limits, Match,
+                                             MethodPolicy, Observe, RetryPolicy, Route,
+                                             Unsupported)
 from aiproxy_middleware.transforms.context import ContextFile
 from aiproxy_middleware.errors import ConfigError
 from aiproxy_middleware.transforms.fetch_policy import ImageFetch
 from aiproxy_middleware.transforms.mapping import ModelMapper, SettingsApplier
 from aiproxy_middleware.transforms.messages import AnswerRules, MessageRules
 from aiproxy_middleware.observe.metrics import DEFAULT_MAX_LABEL_VALUES
+from aiproxy_middleware.observe.summary import SummaryHook, load_hook
 from aiproxy_middleware.wire.sse import DEFAULT_MAX_EVENT_SIZE
-from aiproxy_middleware.runtime.tokens import Failover, RetryOnFailure, TokenPool
+from aiproxy_middleware.runtime.tokens import Failover, RetryOnFailure, TokenRules
 
 if TYPE_CHECKING:
-    from aiproxy_middleware.config.apisix.compile import ApisixRoute
-    from aiproxy_middleware.observe.summary import SummaryHook
     from aiproxy_middleware.provider import Provider
+
+__all__ = ["Config", "ProviderConfig", "Route", "load_config"]
 
 DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
 DEFAULT_MAX_RESPONSE_SIZE = 64 * 1024 * 1024
@@ -102,25 +110,15 @@ class _RouteEntry(Struct, forbid_unknown_fields=True):
     provider: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
-    """A path prefix served by one configured provider."""
-
-    prefix: str
-    provider: Provider
-    model_mapper: ModelMapper
-    settings: SettingsApplier
-    context: ContextFile | None = None
-    messages: MessageRules | None = None
-    """Request-side message hygiene (None: the request's messages are left alone)."""
-    answers: AnswerRules | None = None
-    """Response-side reasoning handling (None: answers are relayed as they are)."""
-    tokens: TokenPool = TokenPool("", (), None, None, "")
-    """The API tokens, their choice, health and retries."""
-
-    def matches(self, path: str) -> bool:
-        p = self.prefix
-        return p == "/" or path == p or (path.startswith(p) and path[len(p)] == "/")
+# The dialect's choices where the two differ (the README says them too):
+# - a method other than POST is a 405 with `Allow: POST` (protocol original takes any method);
+# - an API the provider does not offer is a 404 `unsupported_endpoint` (APISIX: a 400);
+# - a retry (`retryOnFailure`) moves to another token of the same provider, within
+#   `retryTimeout` for the whole request, after a 429's Retry-After; the last failure is
+#   relayed as the provider answered it.
+_METHODS = MethodPolicy(frozenset({"POST"}))
+_ANY_METHOD = MethodPolicy(None)
+_UNSUPPORTED = Unsupported(404, "provider {provider!r} does not offer {api}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,13 +126,14 @@ class Config:
     """A validated configuration, as `load_config` returns it."""
 
     routes: tuple[Route, ...]
+    """Higress-dialect routes, longest prefix first."""
     catch_all: bool
     max_body_size: int = DEFAULT_MAX_BODY_SIZE
     max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE
     """Bytes an upstream answer may have (Higress-dialect routes); 502 past it."""
-    apisix: dict[str, list[ApisixRoute]] = field(default_factory=dict)
+    apisix: Mapping[str, tuple[Route, ...]] = field(default_factory=lambda: MappingProxyType({}))
     """APISIX routes by their exact path, in config order."""
-    apisix_prefixed: tuple[ApisixRoute, ...] = ()
+    apisix_prefixed: tuple[Route, ...] = ()
     """APISIX routes whose path ends in `*`."""
     logging: SummaryLogging = field(default_factory=SummaryLogging)
     metrics_path: str | None = None
@@ -161,22 +160,22 @@ class Config:
             if common.failover is not None and common.failover.health_check_model:
                 names.add(common.failover.health_check_model)
         for apisix in self.all_apisix():
-            for target in apisix.targets:
+            for target in apisix.candidates:
                 model = target.options.get("model")
                 if isinstance(model, str) and model:
                     names.add(model)
         return names
 
-    def apisix_for(self, path: str) -> list[ApisixRoute] | None:
+    def apisix_for(self, path: str) -> tuple[Route, ...] | None:
         """The APISIX routes that may serve `path`, in config order."""
         found = self.apisix.get(path)
         if self.apisix_prefixed:
-            more = [r for r in self.apisix_prefixed if r.matches_path(path)]
+            more = tuple(r for r in self.apisix_prefixed if r.matches(path))
             if more:
-                found = (found or []) + more
+                found = (found or ()) + more
         return found
 
-    def all_apisix(self) -> list[ApisixRoute]:
+    def all_apisix(self) -> list[Route]:
         return [r for rs in self.apisix.values() for r in rs] + list(self.apisix_prefixed)
 
     def route_for(self, path: str) -> Route | None:
@@ -206,44 +205,38 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any] | Config) -> Con
     if not isinstance(data, dict):
         raise ConfigError("config: expected a mapping with `provider` or `routes`")
     data = _expand_env(data, "")
-    top = _convert(data, _TopLevel, "")
+    top = convert(data, _TopLevel, "")
     if (top.provider is None) == (top.routes is None):
         raise ConfigError("config: give exactly one of `provider` (one provider for every AI path)"
                           " or `routes` (a provider per path prefix)")
-    from aiproxy_middleware.config.apisix.compile import build_route, is_apisix_entry
-
-    apisix: dict[str, list[ApisixRoute]] = {}
-    prefixed: list[ApisixRoute] = []
+    apisix: dict[str, tuple[Route, ...]] = {}
+    prefixed: list[Route] = []
     if top.provider is not None:
-        routes = [_route("/", top.provider, "provider")]
+        routes = [_route("/", top.provider, "provider", top)]
     else:
         routes, seen = [], set()
         for i, raw in enumerate(top.routes or ()):
             if is_apisix_entry(raw):
-                route = build_route(raw, f"routes[{i}]")
-                if route.prefix:
+                route = build_route(raw, f"routes[{i}]", top.max_sse_event_size)
+                if route.match is Match.STARTS:
                     prefixed.append(route)
                 else:
-                    apisix.setdefault(route.path, []).append(route)
+                    apisix[route.path] = apisix.get(route.path, ()) + (route,)
                 continue
-            entry = _convert(raw, _RouteEntry, f"routes[{i}]")
+            entry = convert(raw, _RouteEntry, f"routes[{i}]")
             prefix = _prefix(entry.path, f"routes[{i}].path")
             if prefix in seen:
                 raise ConfigError(f"routes[{i}].path: prefix {prefix!r} is configured twice")
             seen.add(prefix)
-            routes.append(_route(prefix, entry.provider, f"routes[{i}].provider"))
+            routes.append(_route(prefix, entry.provider, f"routes[{i}].provider", top))
         if not routes and not apisix and not prefixed:
             raise ConfigError("routes: must list at least one route")
     routes.sort(key=lambda r: len(r.prefix), reverse=True)
-    for route in [*prefixed, *(r for rs in apisix.values() for r in rs)]:
-        route.limits.max_event = top.max_sse_event_size
     hooks: tuple[SummaryHook, ...] = ()
     if top.on_summary:
-        from aiproxy_middleware.observe.summary import load_hook
-
         hooks = (load_hook(top.on_summary, "onSummary"),)
     return Config(tuple(routes), top.provider is not None, top.max_body_size,
-                  top.max_response_size, apisix,
+                  top.max_response_size, MappingProxyType(apisix),
                   tuple(prefixed), top.logging, top.metrics.path if top.metrics else None,
                   hooks, image_fetch=top.image_fetch, max_sse_event_size=top.max_sse_event_size,
                   metrics_max_label_values=(top.metrics.max_label_values if top.metrics
@@ -263,7 +256,7 @@ def _yaml_error(exc: yaml.YAMLError) -> str:
     return text
 
 
-def _route(prefix: str, raw: dict[str, Any], where: str) -> Route:
+def _route(prefix: str, raw: dict[str, Any], where: str, top: _TopLevel) -> Route:
     from aiproxy_middleware.providers import get_provider, provider_names  # the core names no provider itself
 
     kind = raw.get("type")
@@ -277,8 +270,8 @@ def _route(prefix: str, raw: dict[str, Any], where: str) -> Route:
     mode = raw.get("reasoningContentMode")
     if isinstance(mode, str):  # case-insensitive, as in Higress
         raw = {**raw, "reasoningContentMode": mode.lower()}
-    common = _convert({k: v for k, v in raw.items() if k in common_keys}, ProviderConfig, where)
-    own = _convert({k: v for k, v in raw.items() if k not in common_keys}, cls.Settings, where)
+    common = convert({k: v for k, v in raw.items() if k in common_keys}, ProviderConfig, where)
+    own = convert({k: v for k, v in raw.items() if k not in common_keys}, cls.Settings, where)
     tokens = common.api_tokens
     if cls.requires_token and not any(tokens):
         raise ConfigError(f"{where}.apiTokens: provider {kind!r} needs at least one API token")
@@ -308,10 +301,21 @@ def _route(prefix: str, raw: dict[str, Any], where: str) -> Route:
         if not failover.health_check_model:
             raise ConfigError(f"{where}.failover.healthCheckModel: required when failover is"
                               " enabled (the model the health check asks)")
-    pool = TokenPool(prefix, tokens, failover, common.retry_on_failure, where)
-    return Route(prefix, provider, mapper, settings, context,
-                 MessageRules.build(common, cls.accepts_developer_role),
-                 AnswerRules.build(common), pool)
+    rules = TokenRules.build(prefix, tokens, failover, common.retry_on_failure, where)
+    retry = rules.retry
+    original = common.protocol == "original"
+    return Route(
+        prefix, prefix, Match.SEGMENTS, (Candidate(provider.name, provider.name, provider),),
+        HigressBody(mapper, settings, context,
+                    MessageRules.build(common, cls.accepts_developer_role)),
+        Api.ORIGINAL if original else Api.PATH, _ANY_METHOD if original else _METHODS,
+        RetryPolicy("token", rules.retryable, retry.max_retries if retry else None,
+                    retry.retry_timeout / 1000 if retry else None, retry_after=True),
+        Limits(total=provider.timeout, max_bytes=top.max_response_size,
+               max_event=top.max_sse_event_size),
+        top.max_body_size, _UNSUPPORTED,
+        Observe(top.logging.summaries, top.logging.payloads, names_endpoint=True),
+        tokens=rules, answers=AnswerRules.build(common))
 
 
 def _one_credential(provider: Provider, raw: dict[str, Any], where: str) -> None:
@@ -358,28 +362,3 @@ def _expand_env(value: Any, where: str) -> Any:
     if isinstance(value, list):
         return [_expand_env(v, f"{where}[{i}]") for i, v in enumerate(value)]
     return value
-
-
-_CHOICES = {"protocol": "openai, original", "mode": "auto, raw",
-            "reasoningContentMode": "passthrough, ignore, concat"}
-_MSG = re.compile(r"^(.*?)(?: - at (?:`key` in )?`\$(.*)`)?$", re.S)
-_FIELD = re.compile(r"^Object (contains unknown|missing required) field `([^`]*)`$")
-
-
-def _convert(data: Any, cls: type[Any], where: str) -> Any:
-    try:
-        return msgspec.convert(data, cls, str_keys=True)
-    except msgspec.ValidationError as exc:
-        what, at = _MSG.match(str(exc)).groups()  # type: ignore[union-attr]
-        path = where + (at or "")
-        field = _FIELD.match(what)
-        if field:
-            path = f"{path}.{field.group(2)}" if path else field.group(2)
-            what = ("unknown field (check its spelling and the provider's field list)"
-                    if field.group(1) == "contains unknown" else "required field is missing")
-        else:
-            what = what[0].lower() + what[1:]
-            choices = _CHOICES.get(path.rsplit(".", 1)[-1])
-            if choices:  # whatever msgspec's wording, name the values it takes
-                what = f"{what}; expected one of {choices}"
-        raise ConfigError(f"{path.lstrip('.') or 'config'}: {what}") from None

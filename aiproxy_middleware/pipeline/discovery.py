@@ -19,12 +19,11 @@ import msgspec
 
 from aiproxy_middleware.wire.anthropic import error_json
 from aiproxy_middleware.errors import ProxyError
-from aiproxy_middleware.provider import Call, Endpoint
+from aiproxy_middleware.provider import Endpoint
 
 if TYPE_CHECKING:
-    from aiproxy_middleware.config.apisix.compile import ApisixRoute, Target
-    from aiproxy_middleware.config.higress import Config, Route
-    from aiproxy_middleware.wire.openai import JsonBody
+    from aiproxy_middleware.config.higress import Config
+    from aiproxy_middleware.config.model import Route
     from aiproxy_middleware.provider import Provider
 
 Scope = dict[str, Any]
@@ -78,19 +77,6 @@ def count_tokens_path(provider: Provider, name: str) -> str:
                          " /v1/messages calls are converted to chat), so it cannot count"
                          " tokens", "invalid_request_error", "unsupported_endpoint")
     return provider.anthropic_path + "/count_tokens"
-
-
-def count_tokens_call(target: Target, scope: Scope, body: JsonBody) -> Call:
-    """An APISIX count_tokens call: the client's body with the target's `options.model`
-    (no other option: count_tokens takes no `max_tokens` or sampling fields)."""
-    path = count_tokens_path(target.provider, target.kind)
-    requested = body.get("model")
-    requested = requested if isinstance(requested, str) else ""
-    model = target.options.get("model") or requested
-    if model != requested:
-        body.set("model", model)
-    return Call(None, body, None, model, requested, "", False, path,
-                scope.get("query_string", b"").decode("latin-1"), scope["headers"])
 
 
 class ModelList:
@@ -186,13 +172,13 @@ class Catalog:
         self.paths = {r.prefix: _served(r) for r in config.routes}
         """What the 404 for an unknown path under a Higress route names."""
         models: dict[str, list[tuple[str, str]]] = {}
-        self.apisix_messages: dict[str, list[ApisixRoute]] = {}
+        self.apisix_messages: dict[str, tuple[Route, ...]] = {}
         for path, routes in config.apisix.items():
             for suffix in (Endpoint.CHAT.value, Endpoint.MESSAGES.value):
                 if path.endswith(suffix):
                     base = path[:-len(suffix)]
                     entries = models.setdefault(base, [])
-                    entries += [(t.options["model"], t.kind) for r in routes for t in r.targets
+                    entries += [(t.options["model"], t.kind) for r in routes for t in r.candidates
                                 if isinstance(t.options.get("model"), str) and t.options["model"]]
                     if suffix == Endpoint.MESSAGES.value:
                         self.apisix_messages[base] = routes
@@ -200,7 +186,7 @@ class Catalog:
         self.apisix = bool(self.apisix_models)
         """Some APISIX route has siblings (a request's path must be looked up)."""
 
-    def apisix_sibling(self, path: str) -> tuple[Asked, ModelList | list[ApisixRoute]] | None:
+    def apisix_sibling(self, path: str) -> tuple[Asked, ModelList | tuple[Route, ...]] | None:
         """For an APISIX route at `<base>/v1/chat/completions` or `<base>/v1/messages`:
         `<base>/v1/models` and `<base>/v1/models/{id}` (the list of every such route on
         that base), and `<base>/v1/messages/count_tokens` (the routes at `/v1/messages`)."""
@@ -225,7 +211,7 @@ def _route_models(route: Route) -> list[tuple[str, str]]:
     owner = route.provider.name
     names = [k for k in mapping if k not in ("", "*") and not k.endswith("*")
              and not k.startswith("~")]
-    names += [v for v in mapping.values() if v and route.model_mapper(v) == v]
+    names += [v for v in mapping.values() if v and route.body.model_mapper(v) == v]  # type: ignore[union-attr]
     return [(n, owner) for n in names]
 
 

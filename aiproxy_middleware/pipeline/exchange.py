@@ -7,33 +7,15 @@ from dataclasses import dataclass, field
 from time import perf_counter
 from typing import TYPE_CHECKING
 
+from aiproxy_middleware.config.model import Limits
 from aiproxy_middleware.observe.metrics import Metrics
-from aiproxy_middleware.wire.sse import DEFAULT_MAX_EVENT_SIZE
 from aiproxy_middleware.observe.tap import AnswerTap
 
 if TYPE_CHECKING:
     from aiproxy_middleware.provider import Provider
     from aiproxy_middleware.safety.secrets import Scrubber
 
-
-@dataclass(slots=True)
-class Limits:
-    """How long and how much one upstream exchange may take.
-
-    Higress's `timeout` bounds the whole call (`total`); APISIX's bounds each operation
-    (`idle`: the connection and answer's start, then every read), with an optional cap on
-    a stream's whole duration and on the bytes read.
-    """
-
-    total: float | None = None
-    idle: float | None = None
-    stream_duration: float | None = None
-    max_bytes: int | None = None
-    max_event: int | None = DEFAULT_MAX_EVENT_SIZE
-    """Bytes one SSE line or event of a streamed answer may have (`maxSseEventSize`)."""
-
-    def timeout_ms(self) -> int:
-        return round((self.idle or self.total or 0) * 1000)
+__all__ = ["Limits", "Trace", "UpstreamFailure"]  # Limits: the route model's, as relay.py reads it
 
 
 @dataclass(slots=True)

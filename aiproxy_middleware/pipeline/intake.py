@@ -52,7 +52,7 @@ async def read_body(receive: Any, headers: list[tuple[bytes, bytes]], limit: int
     for name, value in headers:
         if name == b"content-length":
             if value.isdigit() and int(value) > limit:
-                raise _too_large(limit)
+                raise too_large(limit)
             break
     chunks: list[bytes] = []
     size = 0
@@ -67,7 +67,7 @@ async def read_body(receive: Any, headers: list[tuple[bytes, bytes]], limit: int
             if chunk:
                 size += len(chunk)
                 if size > limit:
-                    raise _too_large(limit)
+                    raise too_large(limit)
                 chunks.append(chunk)
             if not message.get("more_body", False):
                 break
@@ -81,6 +81,7 @@ async def read_body(receive: Any, headers: list[tuple[bytes, bytes]], limit: int
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _too_large(limit: int) -> ProxyError:
+def too_large(limit: int) -> ProxyError:
+    """The 413 for a body over `limit` bytes."""
     return ProxyError(413, f"the request body is larger than {limit} bytes",
                       "invalid_request_error", "request_too_large")

@@ -413,7 +413,7 @@ class Relay:
             await self._fail_stream(error)
             return
         body = error_json(error.status, error.message) if self.anthropic else error.body()
-        headers = [(b"content-type", JSON)]
+        headers = [(b"content-type", JSON), *error.headers]
         if error.status == 408:  # the body was not read to its end: the connection cannot go on
             headers.append((b"connection", b"close"))
         await self._respond(error.status, headers, body)
@@ -426,7 +426,7 @@ class Relay:
 
     async def _respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         headers.append((b"content-length", str(len(body)).encode()))
-        if status == 405:
+        if status == 405 and not any(name == b"allow" for name, _ in headers):
             headers.append((b"allow", b"POST"))
         trace = self.trace
         trace.status = status

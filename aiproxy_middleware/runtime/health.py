@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 import httpx
 
-from aiproxy_middleware.config.apisix.schema import ActiveCheck
+if TYPE_CHECKING:  # runtime sits below config: the check's fields are only read here
+    from aiproxy_middleware.config.apisix.schema import ActiveCheck
 
 logger = logging.getLogger("aiproxy_middleware")
 

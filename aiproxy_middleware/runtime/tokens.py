@@ -12,13 +12,12 @@ import logging
 import random
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Annotated, Protocol
+from dataclasses import dataclass
+from typing import Annotated, Protocol
 
-import httpx
 from msgspec import Meta, Struct, field
 
-if TYPE_CHECKING:
-    from aiproxy_middleware.provider import Provider
+from aiproxy_middleware.errors import ConfigError
 
 logger = logging.getLogger("aiproxy_middleware")
 
@@ -53,8 +52,6 @@ class RetryOnFailure(Struct, rename="camel", forbid_unknown_fields=True):
 
 def status_matcher(patterns: Sequence[str], where: str) -> Callable[[int], bool]:
     """Whether a status matches one of `patterns` (unanchored regexes on its digits)."""
-    from aiproxy_middleware.errors import ConfigError
-
     compiled = []
     for i, pattern in enumerate(patterns):
         try:
@@ -126,22 +123,46 @@ def fnv1a32(text: str) -> int:
     return h
 
 
-class TokenPool:
-    """The tokens of one route."""
+@dataclass(frozen=True, slots=True, eq=False)
+class TokenRules:
+    """A route's tokens and the rules of their health and retries, as configured (shared by
+    every middleware built from one config; each keeps its own `TokenPool`)."""
 
-    def __init__(self, name: str, tokens: Sequence[str], failover: Failover | None,
-                 retry: RetryOnFailure | None, where: str) -> None:
-        self.name = name
-        self.tokens = tuple(tokens)
-        self.store: TokenStore = MemoryTokenStore()
-        self.failover = failover if failover is not None and failover.enabled else None
-        self.retry = retry if retry is not None and retry.enabled else None
-        self._fails = (status_matcher(self.failover.failover_on_status,
-                                      f"{where}.failover.failoverOnStatus")
-                       if self.failover else None)
-        self.retryable = (status_matcher(self.retry.retry_on_status,
-                                         f"{where}.retryOnFailure.retryOnStatus")
-                          if self.retry else None)
+    name: str
+    """The pool's name in the token store (the route's prefix)."""
+    tokens: tuple[str, ...]
+    failover: Failover | None
+    retry: RetryOnFailure | None
+    fails: Callable[[int], bool] | None
+    """Statuses that count against a token (failover only)."""
+    retryable: Callable[[int], bool] | None
+    """Statuses that move a request on to another token (retryOnFailure only)."""
+
+    @classmethod
+    def build(cls, name: str, tokens: Sequence[str], failover: Failover | None,
+              retry: RetryOnFailure | None, where: str) -> TokenRules:
+        """The rules of a route, their status patterns checked (ConfigError under `where`)."""
+        failover = failover if failover is not None and failover.enabled else None
+        retry = retry if retry is not None and retry.enabled else None
+        fails = (status_matcher(failover.failover_on_status, f"{where}.failover.failoverOnStatus")
+                 if failover else None)
+        retryable = (status_matcher(retry.retry_on_status, f"{where}.retryOnFailure.retryOnStatus")
+                     if retry else None)
+        return cls(name, tuple(tokens), failover, retry, fails, retryable)
+
+
+class TokenPool:
+    """The tokens of one route in one middleware: their choice, and their health in `store`."""
+
+    def __init__(self, rules: TokenRules, store: TokenStore | None = None) -> None:
+        self.rules = rules
+        self.name = rules.name
+        self.tokens = rules.tokens
+        self.store: TokenStore = store if store is not None else MemoryTokenStore()
+        self.failover = rules.failover
+        self.retry = rules.retry
+        self._fails = rules.fails
+        self.retryable = rules.retryable
 
     def sticky(self, consumer: str) -> str:
         """The token a consumer of a stateful API keeps to."""
@@ -201,28 +222,3 @@ class TokenProber:
                 ok = False
             if await pool.store.probed(pool.name, token, ok, failover.success_threshold):
                 logger.warning("aiproxy: a token of route %s is back in rotation", pool.name)
-
-
-def chat_probe(provider: Provider, model: str,
-               client: Callable[[], httpx.AsyncClient]) -> Callable[[str], Awaitable[int]]:
-    """A probe of one token: the provider's own chat request for `model`, asking who it
-    is; its HTTP status."""
-    from aiproxy_middleware.wire.openai import ChatCompletionRequest, JsonBody
-    from aiproxy_middleware.provider import Call, Endpoint
-
-    async def probe(token: str) -> int:
-        body = JsonBody({"model": model, "messages": [{"role": "user", "content": "who are you?"}]})
-        call = Call(Endpoint.CHAT, body, body.typed(ChatCompletionRequest), model, model, token,
-                    False, Endpoint.CHAT.value, "")
-        shared = client()
-        await provider.prepare(call, shared)
-        up = provider.request(call)
-        headers = {"Content-Type": "application/json", **up.headers}
-        http = provider.client(shared)
-        response = await http.send(http.build_request(up.method, up.url, headers=headers,
-                                                      content=up.body,
-                                                      timeout=provider.timeout))
-        await response.aclose()
-        return response.status_code
-
-    return probe

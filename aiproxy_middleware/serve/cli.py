@@ -6,9 +6,12 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
+from types import MappingProxyType
 from typing import Any
 
 from aiproxy_middleware.config.higress import Config, load_config
+from aiproxy_middleware.config.model import Route
 from aiproxy_middleware.errors import ConfigError
 from aiproxy_middleware.serve.log_format import LOG_FORMATS, LOG_LEVELS, log_config
 
@@ -44,10 +47,14 @@ def served(config: Config) -> Config:
     """`config` as `aiproxy serve` runs it: every AI request's summary is logged unless the
     config says `summaries: false`. Higress-dialect routes do so already; APISIX routes that
     leave `logging.summaries` unset log too here (in an app, they keep APISIX's default: off)."""
-    for route in config.all_apisix():
-        if route.log_summaries is None:
-            route.log_summaries = True
-    return config
+    def logged(route: Route) -> Route:
+        if route.observe.summaries is not None:
+            return route
+        return replace(route, observe=replace(route.observe, summaries=True))
+
+    return replace(config, apisix=MappingProxyType({p: tuple(map(logged, rs))
+                                                    for p, rs in config.apisix.items()}),
+                   apisix_prefixed=tuple(map(logged, config.apisix_prefixed)))
 
 
 def _bounded(low: int, high: int | None = None) -> Callable[[str], int]:

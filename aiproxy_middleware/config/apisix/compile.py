@@ -10,194 +10,48 @@ from __future__ import annotations
 
 import json
 import os
-import re
-from dataclasses import dataclass, field
-from collections.abc import Callable
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-from aiproxy_middleware.config.apisix.schema import (PROVIDERS, AiProxy, AiProxyMulti, ApisixTarget, Auth, Instance,
-                            OldAiProxy, OldModelOptions, Override)
-from aiproxy_middleware.runtime.balancer import Balancer, Member
-from aiproxy_middleware.errors import ConfigError
 from aiproxy_middleware.config.apisix.exprs import Vars
-from aiproxy_middleware.runtime.health import HealthChecker, http_probe
-from aiproxy_middleware.pipeline.exchange import Limits
-from aiproxy_middleware.safety.secrets import auth_secrets, shown_url
-from aiproxy_middleware.safety.urls import configured_path, upstream_url
-
-import httpx
+from aiproxy_middleware.config.apisix.schema import (PROVIDERS, AiProxy, AiProxyMulti, ApisixTarget,
+                                                     Auth, OldAiProxy, OldModelOptions, Override)
+from aiproxy_middleware.config.apisix.upstream import EndpointOverride, UpstreamPolicy
+from aiproxy_middleware.config.fields import convert
+from aiproxy_middleware.config.model import (Api, ApisixBody, ApisixKnobs, Candidate, Limits, Match,
+                                             MethodPolicy, Observe, RetryPolicy, Route, Transport,
+                                             Unsupported)
+from aiproxy_middleware.errors import ConfigError
+from aiproxy_middleware.observe.summary import SummaryHook, load_hook
+from aiproxy_middleware.safety.secrets import auth_secrets
+from aiproxy_middleware.wire.sse import DEFAULT_MAX_EVENT_SIZE
 
 if TYPE_CHECKING:
-    from aiproxy_middleware.observe.summary import SummaryHook
     from aiproxy_middleware.provider import Provider
 
-_ENDPOINT = re.compile(r"^(https?)://([^:/]+):?(\d*)/?.*$")
+__all__ = ["Transport", "build_route", "is_apisix_entry"]
+
 _PLUGINS = ("ai-proxy", "ai-proxy-multi")
+_OLD_MAX_BODY = 64 * 1024 * 1024
+# The dialect's choices where the two differ (the README says them too):
+# - `methods` limits a route's methods; another is a 405 whose `Allow` lists them;
+# - an API the instance's provider does not offer is a 400, as APISIX answers (Higress: 404);
+# - a retry (`fallback_strategy`) moves to the next instance in balancer order; when every
+#   instance failed, a 502 "every instance failed" (APISIX's own answer).
+_UNSUPPORTED = Unsupported(400, "provider {kind} does not support the {protocol} protocol")
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class EndpointOverride:
-    """`override.endpoint`, split: what it replaces in the provider's default URL."""
-
-    scheme: str
-    netloc: str
-    path: str
-    """Used instead of the provider's path when not empty."""
-    query: list[tuple[str, str]]
-    _applied: dict[str, str] = field(default_factory=dict)
-    """URLs already rewritten (a provider calls few distinct URLs)."""
-
-    @classmethod
-    def parse(cls, url: str, where: str) -> EndpointOverride:
-        if not _ENDPOINT.match(url):
-            raise ConfigError(f"{where}: invalid endpoint {shown_url(url)!r}; expected"
-                              " http(s)://host[:port][/path][?query]")
-        parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        default = 443 if parts.scheme == "https" else 80
-        netloc = parts.hostname if port == default else f"{parts.hostname}:{port}"
-        try:
-            path = configured_path(parts.path) if parts.path not in ("", "/") else ""
-        except ValueError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
-        return cls(parts.scheme, netloc or "", path, parse_qsl(parts.query, keep_blank_values=True))
-
-    def apply(self, url: str) -> str:
-        """`url` with this endpoint's scheme, host, port, path (if any) and query args."""
-        done = self._applied.get(url)
-        if done is None:
-            if len(self._applied) > 256:
-                self._applied.clear()
-            done = self._applied[url] = self._rewrite(url)
-        return done
-
-    def _rewrite(self, url: str) -> str:
-        parts = urlsplit(url)
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        if self.query:
-            names = {k for k, _ in self.query}
-            query = [(k, v) for k, v in query if k not in names] + self.query
-        # `url` is the provider's, built by `urls.upstream_url`: its path is already safe
-        return upstream_url(f"{self.scheme}://{self.netloc}", self.path or parts.path,
-                            urlencode(query))
+def apisix_knobs(provider: Provider) -> ApisixKnobs:
+    """How the provider's APISIX driver shapes a body and a request: the one place that reads
+    the provider's dialect knobs."""
+    return ApisixKnobs(provider.apisix_signs, provider.apisix_max_tokens,
+                       provider.apisix_protocol, provider.apisix_drops_model)
 
 
-def add_query(url: str, args: list[tuple[str, str]]) -> str:
-    """`url` with `args` set in its query (replacing args of the same names)."""
-    parts = urlsplit(url)
-    names = {k for k, _ in args}
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
-             if k not in names] + args
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-@dataclass(slots=True)
-class Target:
-    """One upstream an APISIX route may send to: its provider, or one of its instances."""
-
-    name: str
-    kind: str
-    """The APISIX provider name."""
-    provider: Provider
-    options: dict[str, Any]
-    override: Override | None
-    endpoint: EndpointOverride | None
-    headers: dict[str, str]
-    """`auth.header`, names lower-cased."""
-    query: list[tuple[str, str]]
-    """`auth.query`."""
-    weight: int = 1
-    priority: int = 0
-    checker: HealthChecker | None = None
-    defaults: dict[str, Any] = field(default_factory=dict)
-    """Body fields set only when the client leaves them out (the 3.11 `max_tokens` 256)."""
-
-    @property
-    def healthy(self) -> bool:
-        return self.checker is None or self.checker.healthy
-
-
-@dataclass(slots=True)
-class ApisixRoute:
-    """A route in one of the APISIX dialects."""
-
-    name: str
-    path: str
-    prefix: bool
-    methods: frozenset[str] | None
-    vars: Vars
-    targets: list[Target]
-    limits: Limits
-    max_body: int
-    log_summaries: bool | None = None
-    """None: the config leaves it unset (off, as in APISIX; `aiproxy serve` turns it on)."""
-    log_payloads: bool = False
-    balancer: Balancer | None = None
-    chash: bool = False
-    hash_on: str = "vars"
-    hash_key: str | None = None
-    fallback_statuses: frozenset[int] = frozenset()
-    fallback_5xx: bool = False
-    max_retries: int | None = None
-    retry_within: float | None = None
-    old: bool = False
-    """The 3.11 dialect: chat only, its request schema checked."""
-    passthrough: bool = False
-    costs: tuple[float | None, float | None] = (None, None)
-    hooks: list[SummaryHook] = field(default_factory=list)
-    clients: ClientSource = field(default_factory=lambda: ClientSource())
-    transport: Transport | None = None
-    """Connection settings that differ from the gateway's shared client's, if any."""
-    _client: httpx.AsyncClient | None = None
-
-    def http_client(self, shared: httpx.AsyncClient) -> httpx.AsyncClient:
-        """The client this route's calls go through: the shared one, unless the route sets
-        its own TLS or keep-alive behaviour."""
-        if self.transport is None:
-            return shared
-        if self._client is None:
-            self._client = self.transport.client()
-        return self._client
-
-    async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
-
-    def matches_path(self, path: str) -> bool:
-        return path.startswith(self.path) if self.prefix else path == self.path
-
-    def retryable(self, status: int) -> bool:
-        return status in self.fallback_statuses or (self.fallback_5xx and status >= 500)
-
-    def checkers(self) -> list[HealthChecker]:
-        return [t.checker for t in self.targets if t.checker is not None]
-
-
-@dataclass(frozen=True, slots=True)
-class Transport:
-    """APISIX's `ssl_verify`, `keepalive`, `keepalive_timeout` (ms) and `keepalive_pool`
-    (idle connections kept per host), for a route that changes any of them."""
-
-    ssl_verify: bool
-    keepalive: bool
-    keepalive_timeout: int
-    keepalive_pool: int
-
-    @classmethod
-    def of(cls, conf: Any) -> Transport | None:
-        t = cls(conf.ssl_verify, conf.keepalive, conf.keepalive_timeout, conf.keepalive_pool)
-        return None if t == _SHARED else t
-
-    def client(self) -> httpx.AsyncClient:
-        # httpx's own pool, because it has exactly these knobs (an idle-pool size and
-        # expiry); the shared client's aiohttp pool has no idle-pool size.
-        limits = httpx.Limits(max_connections=None,
-                              max_keepalive_connections=self.keepalive_pool if self.keepalive else 0,
-                              keepalive_expiry=self.keepalive_timeout / 1000)
-        return httpx.AsyncClient(verify=self.ssl_verify, limits=limits, trust_env=False,
-                                 follow_redirects=False)
+def _transport(conf: Any) -> Transport | None:
+    t = Transport(conf.ssl_verify, conf.keepalive, conf.keepalive_timeout, conf.keepalive_pool)
+    return None if t == _SHARED else t
 
 
 _SHARED = Transport(True, True, 60000, 30)
@@ -210,26 +64,24 @@ def is_apisix_entry(entry: Any) -> bool:
             "plugins", "instances", "model", "uri")))
 
 
-def build_route(entry: dict[str, Any], where: str) -> ApisixRoute:
+def build_route(entry: dict[str, Any], where: str,
+                max_event: int = DEFAULT_MAX_EVENT_SIZE) -> Route:
     """Validate one APISIX route entry, flat (`path`, `provider`, ...) or as an APISIX route
-    object (`uri`, `methods`, `vars`, `plugins: {ai-proxy: {...}}`)."""
-    from aiproxy_middleware.config.higress import _convert  # the one place that turns msgspec errors into field paths
-
+    object (`uri`, `methods`, `vars`, `plugins: {ai-proxy: {...}}`); `max_event` is the
+    config's `maxSseEventSize`."""
     if "plugins" in entry:
         entry, where = _flatten(entry, where)
     if "instances" in entry:
-        conf = _convert(entry, AiProxyMulti, where)
-        return _multi(conf, where)
+        return _multi(convert(entry, AiProxyMulti, where), where, max_event)
     if "model" in entry:
-        return _old(_convert(entry, OldAiProxy, where), entry, where)
+        return _old(convert(entry, OldAiProxy, where), entry, where, max_event)
     if "provider" not in entry:
         raise ConfigError(f"{where}: an APISIX route needs `provider` (ai-proxy), `instances`"
                           " (ai-proxy-multi) or `model` (the 3.11 dialect)")
-    conf = _convert(entry, AiProxy, where)
+    conf = convert(entry, AiProxy, where)
     target = _target(conf.provider, conf.auth, conf.options, conf.override, conf.provider_conf,
                      conf.timeout, conf.provider, where)
-    route = _route(conf, [target], where)
-    return route
+    return _route(conf, (target,), where, _limits(conf, max_event), conf.max_req_body_size)
 
 
 def _flatten(entry: dict[str, Any], where: str) -> tuple[dict[str, Any], str]:
@@ -253,22 +105,31 @@ def _flatten(entry: dict[str, Any], where: str) -> tuple[dict[str, Any], str]:
     return {**conf, **extra, "path": uri}, f"{where}.plugins.{name}"
 
 
-def _route(conf: AiProxy | AiProxyMulti, targets: list[Target], where: str) -> ApisixRoute:
+def _route(conf: AiProxy | AiProxyMulti | OldAiProxy, targets: tuple[Candidate, ...],
+           where: str, limits: Limits, max_body: int, *, body: ApisixBody = ApisixBody(),
+           retry: RetryPolicy = RetryPolicy("instance"),
+           costs: tuple[float | None, float | None] = (None, None), **more: Any) -> Route:
     path, prefix = _path(conf.path, f"{where}.path")
-    logging = conf.logging
-    limits = Limits(idle=conf.timeout / 1000,
-                    stream_duration=(conf.max_stream_duration_ms / 1000
-                                     if conf.max_stream_duration_ms else None),
-                    max_bytes=conf.max_response_bytes)
-    return ApisixRoute(conf.name or conf.path, path, prefix, _methods(conf.methods, where),
-                       Vars.compile(conf.vars, f"{where}.vars"), targets, limits,
-                       conf.max_req_body_size, logging.summaries if logging else None,
-                       bool(logging and logging.payloads), hooks=_hooks(conf.on_summary, where),
-                       transport=Transport.of(conf))
+    logging = getattr(conf, "logging", None)  # (the 3.11 dialect has none)
+    return Route(
+        conf.name or conf.path, path, Match.STARTS if prefix else Match.EXACT, targets, body,
+        Api.BODY, MethodPolicy(_methods(conf.methods, where)), retry, limits, max_body,
+        _UNSUPPORTED,
+        Observe(logging.summaries if logging else None, bool(logging and logging.payloads),
+                _hooks(conf.on_summary, where), costs, names_instance=len(targets) > 1),
+        Vars.compile(conf.vars, f"{where}.vars"), transport=_transport(conf), **more)
 
 
-def _multi(conf: AiProxyMulti, where: str) -> ApisixRoute:
+def _limits(conf: AiProxy | AiProxyMulti, max_event: int) -> Limits:
+    return Limits(idle=conf.timeout / 1000,
+                  stream_duration=(conf.max_stream_duration_ms / 1000
+                                   if conf.max_stream_duration_ms else None),
+                  max_bytes=conf.max_response_bytes, max_event=max_event)
+
+
+def _multi(conf: AiProxyMulti, where: str, max_event: int) -> Route:
     seen: dict[str, int] = {}
+    several = len(conf.instances) > 1
     targets = []
     for i, inst in enumerate(conf.instances):
         at = f"{where}.instances[{i}]"
@@ -276,14 +137,11 @@ def _multi(conf: AiProxyMulti, where: str) -> ApisixRoute:
             raise ConfigError(f"{at}.name: duplicate instance name {inst.name!r} at"
                               f" instances[{seen[inst.name]}] and instances[{i}]")
         seen[inst.name] = i
-        target = _target(inst.provider, inst.auth, inst.options, inst.override,
-                         inst.provider_conf, conf.timeout, inst.name, at)
-        target.weight, target.priority = inst.weight, inst.priority
-        targets.append(target)
-    route = _route(conf, targets, where)
-    if len(targets) > 1:  # as APISIX: one instance is used whatever its health
-        for inst, target in zip(conf.instances, targets):
-            target.checker = _checker(inst, target, route.clients)
+        # as APISIX: one instance is used whatever its health
+        checks = inst.checks.active if several and inst.checks is not None else None
+        targets.append(_target(inst.provider, inst.auth, inst.options, inst.override,
+                               inst.provider_conf, conf.timeout, inst.name, at,
+                               weight=inst.weight, priority=inst.priority, checks=checks))
     b = conf.balancer
     hash_on = b.hash_on or "vars"
     if b.algorithm == "chash":
@@ -292,31 +150,33 @@ def _multi(conf: AiProxyMulti, where: str) -> ApisixRoute:
                               " balancer algorithm is chash")
         if not b.key and hash_on != "consumer":
             raise ConfigError(f"{where}.balancer.key: required when hashing on {hash_on}")
-    route.balancer = Balancer([Member(t.name, t.weight, t.priority) for t in targets],
-                              b.algorithm)
-    route.chash, route.hash_on, route.hash_key = b.algorithm == "chash", hash_on, b.key
     strategy = conf.fallback_strategy
     names = ([strategy] if isinstance(strategy, str) else list(strategy or ()))
     statuses = set(conf.fallback_http_statuses or ())
     # With no rate-limiting plugin in front, an instance out of quota is one answering 429.
     if {"http_429", "rate_limiting", "instance_health_and_rate_limiting"} & set(names):
         statuses.add(429)
-    route.fallback_statuses = frozenset(statuses)
-    route.fallback_5xx = "http_5xx" in names
-    route.max_retries = conf.max_retries
-    if conf.retry_on_failure_within_ms is not None:
-        route.retry_within = conf.retry_on_failure_within_ms / 1000
-    return route
+    retry = RetryPolicy(
+        "instance", _fallback(frozenset(statuses), "http_5xx" in names), conf.max_retries,
+        (conf.retry_on_failure_within_ms / 1000 if conf.retry_on_failure_within_ms is not None
+         else None), window_per_attempt=True, gateway_errors=True, all_failed=True)
+    return _route(conf, tuple(targets), where, _limits(conf, max_event), conf.max_req_body_size,
+                  retry=retry, balancer=b.algorithm, hash_on=hash_on, hash_key=b.key)
 
 
-def _old(conf: OldAiProxy, raw: dict[str, Any], where: str) -> ApisixRoute:
-    from aiproxy_middleware.config.higress import _convert
+def _fallback(statuses: frozenset[int], on_5xx: bool) -> Any:
+    """The statuses that move a request to the next instance (None: none do)."""
+    if not statuses and not on_5xx:
+        return None
+    return lambda status: status in statuses or (on_5xx and status >= 500)
 
+
+def _old(conf: OldAiProxy, raw: dict[str, Any], where: str, max_event: int) -> Route:
     model = conf.model
     raw_options = raw["model"].get("options") or {}
     if not isinstance(raw_options, dict):
         raise ConfigError(f"{where}.model.options: expected an object")
-    prices = _convert(raw_options, OldModelOptions, f"{where}.model.options")
+    prices = convert(raw_options, OldModelOptions, f"{where}.model.options")
     options = {k: v for k, v in raw_options.items() if k not in ("input_cost", "output_cost")}
     options["model"] = model.name
     defaults = {} if "max_tokens" in options else {"max_tokens": 256}
@@ -326,20 +186,16 @@ def _old(conf: OldAiProxy, raw: dict[str, Any], where: str) -> ApisixRoute:
     endpoint = override.endpoint if override else None
     target = _target(model.provider, conf.auth, options,
                      Override(endpoint=endpoint) if endpoint else None, None, conf.timeout,
-                     model.provider, where, provider_field="model.provider")
-    target.defaults = defaults
-    path, prefix = _path(conf.path, f"{where}.path")
-    return ApisixRoute(conf.name or conf.path, path, prefix, _methods(conf.methods, where),
-                       Vars.compile(conf.vars, f"{where}.vars"), [target],
-                       Limits(idle=conf.timeout / 1000), 64 * 1024 * 1024, old=True,
-                       passthrough=conf.passthrough,
-                       costs=(prices.input_cost, prices.output_cost),
-                       hooks=_hooks(conf.on_summary, where), transport=Transport.of(conf))
+                     model.provider, where, provider_field="model.provider",
+                     defaults=MappingProxyType(defaults))
+    limits = Limits(idle=conf.timeout / 1000, max_event=max_event)
+    return _route(conf, (target,), where, limits, _OLD_MAX_BODY, body=ApisixBody(schema_311=True),
+                  costs=(prices.input_cost, prices.output_cost), passthrough=conf.passthrough)
 
 
 def _target(kind: str, auth: Auth, options: dict[str, Any], override: Override | None,
             provider_conf: Any, timeout: int, name: str, where: str,
-            provider_field: str = "provider") -> Target:
+            provider_field: str = "provider", **instance: Any) -> Candidate:
     from aiproxy_middleware.providers import get_apisix_provider
 
     cls = get_apisix_provider(kind) if kind in PROVIDERS else None
@@ -373,30 +229,16 @@ def _target(kind: str, auth: Auth, options: dict[str, Any], override: Override |
     provider = cls.from_apisix(ApisixTarget(kind, auth, provider_conf, endpoint_url, override,
                                             timeout, where))
     provider.extra_secrets = auth_secrets(auth.header, auth.query)
-    return Target(name, kind, provider, dict(options), override, endpoint,
-                  {k.lower(): v for k, v in auth.header.items()}, list(auth.query.items()))
-
-
-def _checker(inst: Instance, target: Target, clients: ClientSource) -> HealthChecker | None:
-    if inst.checks is None:
-        return None
-    base = target.provider.base_url()
-    if target.endpoint is not None:
-        base = target.endpoint.apply(base)
-    probe = http_probe(inst.checks.active, base, target.headers, dict(target.query), clients)
-    return HealthChecker(inst.name, inst.checks.active, probe)
-
-
-class ClientSource:
-    """The HTTP client health probes use: the middleware's, once it has one."""
-
-    def __init__(self) -> None:
-        self.get: Callable[[], httpx.AsyncClient] | None = None
-
-    def __call__(self) -> httpx.AsyncClient:
-        if self.get is None:
-            raise RuntimeError("no HTTP client for health probes yet")
-        return self.get()
+    headers = {k.lower(): v for k, v in auth.header.items()}
+    knobs = apisix_knobs(provider)
+    base = provider.base_url()
+    return Candidate(name, kind, provider, MappingProxyType(dict(options)), override=override,
+                     knobs=knobs, probe_base=endpoint.apply(base) if endpoint is not None else base,
+                     probe_headers=MappingProxyType(headers),
+                     probe_query=MappingProxyType(dict(auth.query)),
+                     shape_upstream=UpstreamPolicy(provider, endpoint, headers,
+                                                   list(auth.query.items()), knobs.signs),
+                     **instance)
 
 
 def _path(path: str, where: str) -> tuple[str, bool]:
@@ -418,9 +260,7 @@ def _methods(methods: list[str] | None, where: str) -> frozenset[str] | None:
     return frozenset(m.upper() for m in methods)
 
 
-def _hooks(spec: str | None, where: str) -> list[SummaryHook]:
+def _hooks(spec: str | None, where: str) -> tuple[SummaryHook, ...]:
     if not spec:
-        return []
-    from aiproxy_middleware.observe.summary import load_hook
-
-    return [load_hook(spec, f"{where}.on_summary")]
+        return ()
+    return (load_hook(spec, f"{where}.on_summary"),)

@@ -1,0 +1,176 @@
+"""Whom one request's attempts go to, in turn: another token of the provider (Higress
+`retryOnFailure`) or the next instance in balancer order (APISIX `ai-proxy-multi`); and the
+relay that sends one attempt to its candidate."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import msgspec
+
+from aiproxy_middleware.config.apisix.exprs import RequestView, hash_key, hash_key_uses_body
+from aiproxy_middleware.config.model import Candidate, Limits, RetryPolicy, Route
+from aiproxy_middleware.pipeline.exchange import Trace
+from aiproxy_middleware.pipeline.relay import Relay
+from aiproxy_middleware.pipeline.route_state import RouteState
+from aiproxy_middleware.provider import Call, UpstreamRequest
+from aiproxy_middleware.runtime.tokens import STATEFUL, TokenPool
+from aiproxy_middleware.transforms.messages import AnswerRules
+from aiproxy_middleware.wire import repeated_keys
+
+Scope = dict[str, Any]
+
+
+class CandidateRelay(Relay):
+    """A relay whose upstream request gets its candidate's policy (APISIX: the endpoint
+    override, auth and forwarded client headers)."""
+
+    __slots__ = ("shape_upstream", "scope")
+
+    def __init__(self, candidate: Candidate, scope: Scope, send: Any, anthropic: bool,
+                 answers: AnswerRules | None, limits: Limits, trace: Trace) -> None:
+        super().__init__(candidate.provider, send, anthropic, answers, limits, trace)
+        self.shape_upstream = candidate.shape_upstream
+        self.scope = scope
+
+    def upstream_request(self, call: Call) -> UpstreamRequest:
+        up = super().upstream_request(call)
+        if self.shape_upstream is not None:
+            self.shape_upstream(up, call, self.scope)
+        return up
+
+
+class Turns:
+    """The candidates of one request, in the order its attempts take them."""
+
+    candidate: Candidate
+    count = 1
+    """How many candidates the request may try."""
+
+    async def token(self, call: Call, scope: Scope) -> str:
+        """The API token of the attempt about to be made ("" when none is configured)."""
+        return ""
+
+    def has_next(self) -> bool:
+        return False
+
+    def advance(self) -> Candidate | None:
+        """The next candidate, after a failure (None: every one was tried)."""
+        return None
+
+    async def report(self, token: str, status: int) -> None:
+        """Count an attempt's answer (token health, under `failover`)."""
+
+    def catches(self, policy: RetryPolicy, attempts: int) -> bool:
+        """Whether a retryable failure of this attempt is held back (to move on, or to end
+        in the policy's "every instance failed")."""
+        if policy.retryable is None:
+            return False
+        if policy.all_failed:
+            return self.count > 1
+        return self.has_next() and (policy.max_retries is None or attempts <= policy.max_retries)
+
+
+class TokenTurns(Turns):
+    """One provider, another of its tokens at each attempt."""
+
+    def __init__(self, route: Route, pool: TokenPool) -> None:
+        self.candidate = route.candidates[0]
+        self.pool = pool
+        self.tried: list[str] = []
+        self.count = max(len(pool.tokens), 1)
+
+    async def token(self, call: Call, scope: Scope) -> str:
+        pool = self.pool
+        if self.tried:
+            token = await pool.choose(self.tried)
+        else:
+            token = self._sticky(call, scope)
+            if token is None:
+                token = await pool.choose()
+        self.tried.append(token)
+        return token
+
+    def _sticky(self, call: Call, scope: Scope) -> str | None:
+        """A consumer (`x-mse-consumer`) of a stateful API (files, batches, fine-tuning,
+        responses) keeps to one token."""
+        if call.endpoint is None and STATEFUL.search(call.path):
+            for name, value in scope["headers"]:
+                if name == b"x-mse-consumer" and value:
+                    return self.pool.sticky(value.decode("latin-1"))
+        return None
+
+    def has_next(self) -> bool:
+        return len(self.tried) < len(self.pool.tokens)
+
+    def advance(self) -> Candidate | None:
+        return self.candidate if self.has_next() else None
+
+    async def report(self, token: str, status: int) -> None:
+        await self.pool.report(token, status)
+
+
+class InstanceTurns(Turns):
+    """A route's instances, in the balancer's order for this request."""
+
+    def __init__(self, route: Route, order: list[int]) -> None:
+        self.candidates = route.candidates
+        self.order = order
+        self.at = 0
+        self.count = len(order)
+        self.candidate = route.candidates[order[0]]
+
+    def has_next(self) -> bool:
+        return self.at + 1 < len(self.order)
+
+    def advance(self) -> Candidate | None:
+        if not self.has_next():
+            return None
+        self.at += 1
+        self.candidate = self.candidates[self.order[self.at]]
+        return self.candidate
+
+
+def turns_for(route: Route, state: RouteState, view: RequestView | None, data: bytes) -> Turns:
+    """The candidates of one request on `route`."""
+    if state.pool is not None:
+        return TokenTurns(route, state.pool)
+    balancer = state.balancer
+    if balancer is None or len(route.candidates) == 1:
+        return InstanceTurns(route, [0])
+    key = None
+    if route.balancer == "chash" and view is not None:
+        if view.body is None and hash_key_uses_body(route.hash_on, route.hash_key):
+            view.body = decoded(data)
+        key = hash_key(route.hash_on, route.hash_key, view)
+    return InstanceTurns(route, balancer.order(state.healthy(), key))
+
+
+def decoded(data: bytes) -> Any:
+    """The JSON body for `vars` and hash keys (None when it is not JSON)."""
+    try:
+        value = msgspec.json.decode(data) if data else None
+    # Not JSON (msgspec's DecodeError is a ValueError only from 0.21), not UTF-8, too deep.
+    except (msgspec.DecodeError, ValueError, RecursionError):
+        return None
+    if value is not None:
+        repeated_keys.check_deep(data, value)  # any body path may choose the route
+    return value
+
+
+def retry_after(headers: list[tuple[bytes, bytes]]) -> float:
+    """Seconds a 429's `Retry-After` asks to wait (0 when absent or unreadable)."""
+    for name, value in headers:
+        if name.lower() == b"retry-after":
+            text = value.decode("latin-1").strip()
+            try:
+                return max(float(text), 0.0)
+            except ValueError:
+                try:
+                    when = parsedate_to_datetime(text)
+                except (TypeError, ValueError):
+                    return 0.0
+                return max((when - datetime.now(timezone.utc)).total_seconds(), 0.0)
+    return 0.0

@@ -1,0 +1,297 @@
+"""Answering one request on compiled routes, in either dialect: the checks (404, 405, 413),
+the route's choice, the attempts over its candidates, the error answers and the summary.
+
+What differs between the dialects is the routes' data (`config/model.py`); this is the one
+code path that reads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from aiproxy_middleware.config.apisix.exprs import RequestView
+from aiproxy_middleware.config.model import Api, ApisixBody, Candidate, RetryPolicy, Route
+from aiproxy_middleware.errors import ProxyError, bad_request, upstream_unreachable
+from aiproxy_middleware.observe.summary import Metrics, Observer
+from aiproxy_middleware.observe.tap import AnswerTap
+from aiproxy_middleware.pipeline.attempts import (CandidateRelay, Turns, decoded, retry_after,
+                                                  turns_for)
+from aiproxy_middleware.pipeline.checks import check_request
+from aiproxy_middleware.pipeline.discovery import COUNT_TOKENS, Catalog, count_tokens_path
+from aiproxy_middleware.pipeline.exchange import Trace, UpstreamFailure
+from aiproxy_middleware.pipeline.intake import read_body, too_large
+from aiproxy_middleware.pipeline.passthrough import Capture, pass_on
+from aiproxy_middleware.pipeline.read_deadline import ReadDeadlines
+from aiproxy_middleware.pipeline.relay import Relay
+from aiproxy_middleware.pipeline.route_state import RouteStates
+from aiproxy_middleware.pipeline.shaping import PASSTHROUGH, Request, shape
+from aiproxy_middleware.pipeline.summaries import summarize
+from aiproxy_middleware.provider import Call, Endpoint
+from aiproxy_middleware.transforms.fetch_policy import ImagePolicy
+from aiproxy_middleware.wire.openai import JsonBody
+
+logger = logging.getLogger("aiproxy_middleware")
+
+Scope = dict[str, Any]
+_MOVES = {"token": "aiproxy: %s answered %d; retrying with another token",
+          "instance": "aiproxy: instance %s answered %d; trying the next one"}
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What a responder needs from the middleware that runs it."""
+
+    http_client: Callable[[], httpx.AsyncClient]
+    observer: Observer
+    metrics: Metrics | None
+    read_deadlines: ReadDeadlines
+    catalog: Catalog
+    states: RouteStates
+    image_policy: ImagePolicy
+    """The config's `imageFetch`: which image URLs `prepare` may fetch."""
+    app: Any
+    """The wrapped app (APISIX 3.11 `passthrough` hands it the answer)."""
+
+
+class Responder:
+    """Handles one request on a path served by `routes` (one Higress route, or the APISIX
+    routes of one path in config order), from checks to the relayed answer."""
+
+    def __init__(self, routes: Sequence[Route], services: Services) -> None:
+        self.routes = routes
+        self.services = services
+        self.route: Route | None = None
+        """The route chosen (APISIX routes of one path: by methods and `vars`)."""
+        self.trace = Trace(metrics=services.metrics)
+        self.relay: Relay | None = None
+        self.call: Call | None = None
+        self.candidate: Candidate | None = None
+        self.attempts = 0
+        self.anthropic = False
+        """Answered in Anthropic's Messages format (the gateway's errors too)."""
+        self.api: Endpoint | str | None = None
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        error = None
+        self._detect(scope["path"])
+        try:
+            await self._serve(scope, receive, send)
+        except ProxyError as exc:
+            error = exc.message
+            await self._fail(send, exc)
+        except Exception:
+            logger.exception("aiproxy: unexpected error on %s %r", scope["method"], scope["path"])
+            error = "the gateway failed to handle this request"
+            await self._fail(send, ProxyError(500, error, "server_error", "internal_error"))
+        if self.route is not None and self.call is not None:
+            await self._emit(self.route, error)
+
+    def _detect(self, path: str) -> None:
+        """The API the path names (Higress), or the Messages API's answer format (APISIX)."""
+        route = self.routes[0]
+        if route.api is Api.PATH:
+            self.api = Endpoint.for_path(path)
+            if self.api is None and path.endswith(COUNT_TOKENS):
+                self.api = COUNT_TOKENS
+            # (an unknown path's 404 is in the format of the API family it names)
+            self.anthropic = (self.api in (Endpoint.MESSAGES, COUNT_TOKENS)
+                              or (self.api is None and "/v1/messages" in path))
+        elif route.api is Api.BODY:
+            self.anthropic = path.endswith(("/v1/messages", COUNT_TOKENS))
+
+    async def _fail(self, send: Any, error: ProxyError) -> None:
+        relay = self.relay or Relay(_NoProvider(), send, self.anthropic, trace=self.trace)
+        await relay.fail(error)
+
+    async def _serve(self, scope: Scope, receive: Any, send: Any) -> None:
+        first = self.routes[0]
+        path = scope["path"]
+        if first.api is Api.PATH and self.api is None:
+            raise self.services.catalog.unknown_path(first, path)
+        self._check_method(scope)
+        if self.api == COUNT_TOKENS and first.api is Api.PATH:
+            # before the body is read: no provider call can follow
+            count_tokens_path(first.provider, first.provider.name)
+        data = await read_body(receive, scope["headers"], max(r.max_body for r in self.routes),
+                               True, self.services.read_deadlines)
+        route, view = self._select(scope, data)
+        self.route = route
+        if route.observe.payloads:
+            self.trace.tap = AnswerTap(keep_text=True)
+        if len(data) > route.max_body:  # (the largest route's limit was read)
+            raise too_large(route.max_body)
+        request = self._request(route, scope, data)
+        state = self.services.states[route]
+        capture = Capture(send) if route.passthrough else None
+        await self._attempts(route, turns_for(route, state, view, data), request,
+                             state.http_client(self.services.http_client()), receive,
+                             capture or send)
+        if capture is not None:
+            await pass_on(capture, scope, self.services.app)
+
+    def _check_method(self, scope: Scope) -> None:
+        method = scope["method"]
+        if any(r.methods.allows(method) for r in self.routes):
+            return
+        allowed = ", ".join(sorted({m for r in self.routes for m in r.methods.allowed or ()}))
+        raise ProxyError(405, f"method {method} is not allowed on {scope['path']}; use {allowed}",
+                         "invalid_request_error", "method_not_allowed",
+                         headers=((b"allow", allowed.encode()),))
+
+    def _select(self, scope: Scope, data: bytes) -> tuple[Route, RequestView | None]:
+        """The first route whose methods and `vars` the request meets."""
+        if len(self.routes) == 1 and self.routes[0].vars is None:
+            return self.routes[0], None
+        view = RequestView(scope["method"], scope["path"], scope.get("query_string", b""),
+                           scope["headers"], None, (scope.get("client") or (None,))[0])
+        decoded_body = False
+        for route in self.routes:
+            if not route.methods.allows(scope["method"]):
+                continue
+            if route.vars is not None:
+                if route.vars.uses_body() and not decoded_body:
+                    decoded_body = True
+                    view.body = decoded(data)
+                if not route.vars.matches(view):
+                    continue
+            return route, view
+        raise ProxyError(404, f"no route on {scope['path']} matches this request (its vars"
+                         " conditions did not hold)", "invalid_request_error", "not_found")
+
+    def _request(self, route: Route, scope: Scope, data: bytes) -> Request:
+        """The body decoded and checked, and the API it calls."""
+        payloads = route.observe.payloads
+        if route.api is Api.BODY:
+            if not data:
+                raise bad_request("the request body is empty; send a JSON object", "invalid_json")
+            # Routes that log the body or read its messages (the 3.11 check) read every depth.
+            body = JsonBody.decode(data, payloads or _schema_311(route))
+            self.api = _api_of(scope["path"], body, route)
+        else:
+            # protocol original forwards bodiless calls (`GET /v1/files`) as they are.
+            # Logged bodies are checked for repeated keys at every depth: the log shows what ran.
+            original = route.api is Api.ORIGINAL
+            body = (JsonBody.decode(data, payloads) if data or not original
+                    else JsonBody({}, b""))
+        check_request(scope["headers"], body)
+        return Request(scope, data, self.api, self.anthropic, body,
+                       self.services.image_policy, payloads, route.api is Api.ORIGINAL)
+
+    async def _attempts(self, route: Route, turns: Turns, request: Request,
+                        client: httpx.AsyncClient, receive: Any, send: Any) -> None:
+        """Send the call to each candidate in turn while the failure is retryable, the
+        policy allows another try and nothing has been sent to the client."""
+        policy = route.retry
+        loop = asyncio.get_running_loop()
+        deadline = (loop.time() + policy.window
+                    if policy.window is not None and not policy.window_per_attempt else None)
+        answers = route.answers if request.api is Endpoint.CHAT and not self.anthropic else None
+        failures: list[str] = []
+        candidate: Candidate | None = turns.candidate
+        while candidate is not None:
+            self.attempts += 1
+            self.candidate = candidate
+            relay = self.relay = CandidateRelay(candidate, request.scope, send, self.anthropic,
+                                                answers, route.limits, self.trace)
+            call = self.call = await shape(route, candidate, request, client)
+            if route.passthrough:
+                call.stream = False
+            call.token = await turns.token(call, request.scope)
+            relay.retry_on = policy.retryable if turns.catches(policy, self.attempts) else None
+            started = loop.time()
+            try:
+                await relay.run(call, client, receive)
+            except UpstreamFailure as failure:
+                status, held = failure.status, failure
+            except ProxyError as exc:
+                if (not policy.gateway_errors or relay.started or relay.retry_on is None
+                        or not relay.retry_on(exc.status)):
+                    raise
+                status, held = exc.status, exc  # type: ignore[assignment]
+            else:
+                await turns.report(call.token, self.trace.status)
+                return
+            await turns.report(call.token, status)
+            failed = candidate
+            failures.append(f"{failed.name}: {status}")
+            candidate = turns.advance()
+            if candidate is None:
+                break
+            wait = (retry_after(held.headers) if policy.retry_after and status == 429
+                    and isinstance(held, UpstreamFailure) else 0.0)
+            if not _may_retry(policy, self.attempts, loop.time() - started, wait, deadline):
+                if isinstance(held, ProxyError):
+                    raise held
+                await relay.deliver(held, call)
+                return
+            if isinstance(held, ProxyError):
+                logger.warning("aiproxy: instance %s failed (%s); trying the next one",
+                               failed.name, held.message)
+            else:
+                logger.warning(_MOVES[policy.moves_to], failed.name, status)
+            if wait:
+                await asyncio.sleep(wait)
+        raise upstream_unreachable(f"every instance failed ({'; '.join(failures)})")
+
+    async def _emit(self, route: Route, error: str | None) -> None:
+        candidate = self.candidate
+        observe = route.observe
+        endpoint = None
+        if observe.names_endpoint:
+            endpoint = ("count_tokens" if self.api == COUNT_TOKENS else
+                        "messages" if self.anthropic else None)
+        summary = summarize(self.trace, self.call,  # type: ignore[arg-type]
+                            route.name, candidate.kind if candidate else "",
+                            candidate.name if candidate and observe.names_instance else None,
+                            error, self.attempts, observe.payloads, observe.costs, endpoint)
+        await self.services.observer.emit(summary, bool(observe.summaries), observe.hooks)
+
+
+def _may_retry(policy: RetryPolicy, attempts: int, elapsed: float, wait: float,
+               deadline: float | None) -> bool:
+    if policy.max_retries is not None and attempts > policy.max_retries:
+        return False
+    if policy.window is None:
+        return True
+    if policy.window_per_attempt:
+        return elapsed <= policy.window
+    return asyncio.get_running_loop().time() + wait < deadline  # type: ignore[operator]
+
+
+def _api_of(path: str, body: JsonBody, route: Route) -> Endpoint | str:
+    """The API an APISIX request calls: by its path for Anthropic's, else by its body."""
+    if path.endswith(COUNT_TOKENS):
+        return COUNT_TOKENS
+    if path.endswith("/v1/messages"):
+        return Endpoint.MESSAGES
+    if body.is_list("messages"):
+        return Endpoint.CHAT
+    if _schema_311(route):
+        raise bad_request("request format doesn't match schema: property \"messages\" is"
+                          " required", "invalid_request")
+    if "input" in body:
+        return Endpoint.EMBEDDINGS
+    if "messages" in body:
+        raise bad_request("'messages' must be a list of messages", "invalid_type", "messages")
+    if not len(body):
+        raise bad_request("no matching AI protocol for the request: send `messages` (chat)"
+                          " or `input` (embeddings)", "invalid_request")
+    return PASSTHROUGH
+
+
+def _schema_311(route: Route) -> bool:
+    return isinstance(route.body, ApisixBody) and route.body.schema_311
+
+
+class _NoProvider:
+    """Stands in for a provider when a request fails before one is chosen."""
+
+    name = "apisix"
+    host = ""
+    timeout = None
