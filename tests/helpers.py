@@ -81,7 +81,8 @@ EMBEDDINGS_ANSWER = {
 
 SSE_ANSWER = (
     b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m",'
-    b'"choices":[{"index":0,"delta":{"role":"assistant","content":"he"},"finish_reason":null}]}\n\n'
+    b'"choices":[{"index":0,"delta":{"role":"assistant","content":"he"},'
+    b'"finish_reason":null}]}\n\n'
     b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m",'
     b'"choices":[{"index":0,"delta":{"content":"llo"},"finish_reason":"stop"}]}\n\n'
     b"data: [DONE]\n\n"
