@@ -1,47 +1,21 @@
 """Shared fixtures: the middleware in front of a small app, driven through httpx's ASGI transport.
 
 Upstream calls go through `upstream`, an `httpx.AsyncClient` that respx intercepts; no test
-reaches the network.
+reaches the network. What tests import by name (request bodies, stream builders) is in
+helpers.py.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-import respx
-from starlette.applications import Starlette
-from starlette.responses import PlainTextResponse
-from starlette.routing import Route
 
 from aiproxy_middleware import AIProxyMiddleware
 from aiproxy_middleware.transforms import fetch_policy
-
-
-async def _home(request: Any) -> PlainTextResponse:
-    return PlainTextResponse("app")
-
-
-def inner_app() -> Starlette:
-    """The app the middleware wraps: answers `app` on every path it is given."""
-    return Starlette(routes=[Route("/{path:path}", _home, methods=["GET", "POST"])])
-
-
-
-try:  # anthropic >= 2.12 takes clients of httpx2 (httpx's successor), not httpx
-    import httpx2 as sdk_httpx
-except ImportError:  # pragma: no cover
-    sdk_httpx = httpx
-
-PUBLIC_IP = "93.184.215.14"
-
-# One TLS context for every test's upstream client: httpx builds one per client otherwise,
-# loading the CA bundle each time (tens of ms, hundreds of tests), and no test talks TLS to
-# anything outside 127.0.0.1.
-TLS = httpx.create_ssl_context()
+from helpers import PUBLIC_IP, TLS, inner_app
 
 
 @pytest.fixture(autouse=True)
@@ -83,32 +57,3 @@ def gateway(upstream: httpx.AsyncClient):
         return client
 
     yield make
-
-
-CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
-
-OPENAI_ANSWER = {
-    "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "upstream-model",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"},
-                 "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-}
-
-EMBEDDINGS_ANSWER = {
-    "object": "list", "model": "upstream-embedder",
-    "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
-    "usage": {"prompt_tokens": 1, "total_tokens": 1},
-}
-
-SSE_ANSWER = (
-    b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m",'
-    b'"choices":[{"index":0,"delta":{"role":"assistant","content":"he"},"finish_reason":null}]}\n\n'
-    b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m",'
-    b'"choices":[{"index":0,"delta":{"content":"llo"},"finish_reason":"stop"}]}\n\n'
-    b"data: [DONE]\n\n"
-)
-
-
-def sent_json(route: respx.Route, n: int = -1) -> dict[str, Any]:
-    """The JSON body of the n-th request a respx route received."""
-    return json.loads(route.calls[n].request.content)

@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import os
 import struct
-import zlib
 from typing import Any
 
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
+
+from helpers import aws_frame
 
 _RANDOM = os.environ.get("AIPROXY_FUZZ_RANDOM", "") not in ("", "0")
 _SCALE = float(os.environ.get("AIPROXY_FUZZ_SCALE", "1") or 1)
@@ -209,15 +210,6 @@ def sse_bytes(events: list[Any], named: bool = False) -> st.SearchStrategy[bytes
 
 
 # ---- AWS event stream -------------------------------------------------------------------
-
-def aws_frame(headers: list[tuple[str, int, bytes]], payload: bytes) -> bytes:
-    """An event-stream message with valid lengths and CRCs; headers as (name, type, raw
-    value bytes, with the 2-byte length prefix for types 6 and 7 already added)."""
-    raw = b"".join(bytes([len(n.encode())]) + n.encode() + bytes([t]) + v for n, t, v in headers)
-    prelude = struct.pack(">II", 12 + len(raw) + len(payload) + 4, len(raw))
-    message = prelude + struct.pack(">I", zlib.crc32(prelude)) + raw + payload
-    return message + struct.pack(">I", zlib.crc32(message))
-
 
 def _string(value: str | bytes) -> bytes:
     data = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value

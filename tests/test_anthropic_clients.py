@@ -6,6 +6,7 @@ The upstreams are respx mocks answering in OpenAI's (or Gemini's) format."""
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any
 
 import anthropic
@@ -14,7 +15,7 @@ import pydantic
 import pytest
 
 from aiproxy_middleware import AIProxyMiddleware
-from conftest import inner_app, sdk_httpx, sent_json
+from helpers import inner_app, openai_stream, sdk_httpx, sent_json
 
 OPENAI_URL = "https://api.openai.com/v1/chat/completions"
 CLAUDE_URL = "https://api.anthropic.com/v1/messages"
@@ -60,15 +61,7 @@ def completion(message: dict[str, Any], finish: str = "stop", **choice: Any) -> 
             "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
 
 
-def chunks(*deltas: dict[str, Any], finish: str = "stop", **last: Any) -> bytes:
-    def chunk(choices: list, **extra: Any) -> bytes:
-        body = {"id": "chatcmpl-9", "object": "chat.completion.chunk", "created": 1,
-                "model": "gpt-4o", "choices": choices, **extra}
-        return b"data: " + json.dumps(body).encode() + b"\n\n"
-    out = b"".join(chunk([{"index": 0, "delta": d, "finish_reason": None}]) for d in deltas)
-    out += chunk([{"index": 0, "delta": {}, "finish_reason": finish, **last}])
-    out += chunk([], usage={"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19})
-    return out + b"data: [DONE]\n\n"
+chunks = partial(openai_stream, id="chatcmpl-9")  # the id the Anthropic message id is made of
 
 
 def structured_upstream(stream: bool = False):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from functools import partial
 from typing import Any
 
 import anthropic
@@ -15,7 +16,7 @@ import respx
 
 from aiproxy_middleware import AIProxyMiddleware
 from aiproxy_middleware.wire.anthropic import MessageStream, convert_answer
-from conftest import TLS, inner_app, sdk_httpx, sent_json
+from helpers import STREAM_USAGE, TLS, inner_app, openai_stream, sdk_httpx, sent_json
 
 OPENAI_URL = "https://api.openai.com/v1/chat/completions"
 CLAUDE_URL = "https://api.anthropic.com/v1/messages"
@@ -56,17 +57,8 @@ def completion(message: dict[str, Any], finish: str = "stop",
             "usage": usage or {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
 
 
-def chunks(*deltas: dict[str, Any], finish: str = "stop") -> bytes:
-    def chunk(choices: list, **extra: Any) -> bytes:
-        body = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
-                "choices": choices, **extra}
-        return b"data: " + json.dumps(body).encode() + b"\n\n"
-    out = b"".join(chunk([{"index": 0, "delta": d, "finish_reason": None}]) for d in deltas)
-    out += chunk([{"index": 0, "delta": {}, "finish_reason": finish}])
-    out += chunk([], usage={"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19,
-                            "prompt_tokens_details": {"cached_tokens": 2}})
-    return out + b"data: [DONE]\n\n"
-
+# Usage with cached prompt tokens, which the Anthropic answer reports apart.
+chunks = partial(openai_stream, usage={**STREAM_USAGE, "prompt_tokens_details": {"cached_tokens": 2}})
 
 TEXT_AND_TOOL_STREAM = chunks(
     {"role": "assistant", "content": ""}, {"content": "Let me "}, {"content": "check."},

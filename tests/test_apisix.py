@@ -11,7 +11,7 @@ import respx
 
 from aiproxy_middleware import ConfigError, load_config
 
-from conftest import EMBEDDINGS_ANSWER, OPENAI_ANSWER, SSE_ANSWER, sent_json
+from helpers import EMBEDDINGS_ANSWER, OPENAI_ANSWER, SSE_ANSWER, sent_json
 
 MATH = {"messages": [{"role": "system", "content": "You are a mathematician"},
                      {"role": "user", "content": "What is 1+1?"}]}

@@ -6,11 +6,11 @@ import asyncio
 
 import httpx
 import pytest
-from conftest import OPENAI_ANSWER, SSE_ANSWER, inner_app, sent_json
+from helpers import OPENAI_ANSWER, SSE_ANSWER, chat, inner_app, sent_json
 
 from aiproxy_middleware import AIProxyMiddleware, ConfigError, load_config
 
-CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+CHAT = chat("m")
 
 
 def instance(name: str, weight: int = 1, priority: int = 0, **extra: object) -> dict:

@@ -26,6 +26,7 @@ from aiproxy_middleware.providers.claude import Claude
 from aiproxy_middleware.providers.claude_openai import ClaudeOpenAI
 from aiproxy_middleware.providers.gemini import Gemini
 from aiproxy_middleware.providers.gemini_openai import GeminiOpenAI
+from helpers import chat
 
 AZURE = "https://res1.openai.azure.com/openai/deployments/gpt4o"
 VERSION = "api-version=2024-10-21"
@@ -95,8 +96,7 @@ CASES = [
          "max_tokens", endpoint=f"{AZURE}?{VERSION}", drops_model=True),
 ]
 IDS = [c.name for c in CASES]
-CHAT = {"model": "m1", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.5,
-        "custom_field": {"kept": [1, 2]}}
+CHAT = chat("m1", temperature=0.5, custom_field={"kept": [1, 2]})
 EMBED = {"model": "e1", "input": ["a", "b"], "dimensions": 8}
 CLIENT_KEYS = [(b"authorization", b"Bearer sk-client"), (b"x-api-key", b"sk-client")]
 

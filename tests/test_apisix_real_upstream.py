@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 from asgi_lifespan import LifespanManager
-from conftest import inner_app
+from helpers import inner_app
 from upstream_server import Served, Upstream
 
 from aiproxy_middleware import AIProxyMiddleware

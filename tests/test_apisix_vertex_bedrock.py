@@ -7,8 +7,6 @@ import asyncio
 import base64
 import json
 import logging
-import struct
-import zlib
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -25,7 +23,7 @@ from aiproxy_middleware.errors import ConfigError, ProxyError
 from aiproxy_middleware.wire.openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody
 from aiproxy_middleware.provider import Call, Endpoint, Provider
 from aiproxy_middleware.pipeline.relay import Relay
-from conftest import OPENAI_ANSWER, SSE_ANSWER, sent_json
+from helpers import OPENAI_ANSWER, SSE_ANSWER, aws_event, chat, chunks, sent_json
 from aiproxy_middleware.providers import _gcp, get_apisix_provider, get_provider
 from aiproxy_middleware.providers.bedrock import Bedrock
 from aiproxy_middleware.providers.bedrock_apisix import BedrockApisix, deep_merge
@@ -76,12 +74,6 @@ async def relay(provider: Provider, call: Call, shared: httpx.AsyncClient) -> tu
                             if m["type"] == "http.response.body")
 
 
-def chunks(body: bytes) -> list[dict[str, Any]]:
-    events = [p[6:] for p in body.decode().split("\n\n") if p.startswith("data: ")]
-    assert events[-1] == "[DONE]"
-    return [json.loads(e) for e in events[:-1]]
-
-
 # ======== vertex-ai ======================================================================
 
 PRIVATE = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -97,8 +89,7 @@ CHAT_URL = (f"{HOST}/v1beta1/projects/my-proj/locations/us-central1/endpoints/op
             "chat/completions")
 PREDICT_URL = (f"{HOST}/v1/projects/my-proj/locations/us-central1/publishers/google/models/"
                "text-embedding-005:predict")
-CHAT = {"model": "google/gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}],
-        "temperature": 0.3, "max_completion_tokens": 7}
+CHAT = chat("google/gemini-2.5-flash", temperature=0.3, max_completion_tokens=7)
 EMBED = {"model": "text-embedding-005", "input": ["a b", "c d e"]}
 PREDICTIONS = {"predictions": [
     {"embeddings": {"values": [0.0123, -1.0], "statistics": {"token_count": 3,
@@ -419,19 +410,6 @@ def assert_signed(request: httpx.Request, token: str | None = None) -> None:
     assert request.headers.get("x-amz-security-token") == token
 
 
-def frame(headers: dict[str, str], payload: bytes) -> bytes:
-    raw = b"".join(bytes([len(k)]) + k.encode() + b"\x07" + struct.pack(">H", len(v.encode()))
-                   + v.encode() for k, v in headers.items())
-    prelude = struct.pack(">II", 12 + len(raw) + len(payload) + 4, len(raw))
-    message = prelude + struct.pack(">I", zlib.crc32(prelude)) + raw + payload
-    return message + struct.pack(">I", zlib.crc32(message))
-
-
-def event(kind: str, data: dict[str, Any]) -> bytes:
-    return frame({":event-type": kind, ":content-type": "application/json",
-                  ":message-type": "event"}, json.dumps(data).encode())
-
-
 @pytest.mark.parametrize("session_token", [None, "FQoGZXIvYXdzEBYaDSESSION/TOKEN+=="])
 async def test_converse_is_signed_with_an_arn_model_as_one_segment(respx_mock, upstream,
                                                                    session_token):
@@ -452,12 +430,12 @@ async def test_converse_is_signed_with_an_arn_model_as_one_segment(respx_mock, u
 
 async def test_stream_goes_to_converse_stream_and_is_converted(respx_mock, upstream):
     stream = b"".join([
-        event("messageStart", {"role": "assistant"}),
-        event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Hé"}}),
-        event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "llo"}}),
-        event("contentBlockStop", {"contentBlockIndex": 0}),
-        event("messageStop", {"stopReason": "end_turn"}),
-        event("metadata", {"usage": {"inputTokens": 3, "outputTokens": 2, "totalTokens": 5}})])
+        aws_event("messageStart", {"role": "assistant"}),
+        aws_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Hé"}}),
+        aws_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "llo"}}),
+        aws_event("contentBlockStop", {"contentBlockIndex": 0}),
+        aws_event("messageStop", {"stopReason": "end_turn"}),
+        aws_event("metadata", {"usage": {"inputTokens": 3, "outputTokens": 2, "totalTokens": 5}})])
     route = respx_mock.post(f"{BEDROCK_HOST}/model/{MODEL.replace(':', '%3A')}/"
                             "converse-stream").respond(
         content=stream, headers={"content-type": "application/vnd.amazon.eventstream"})

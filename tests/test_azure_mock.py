@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from aiproxy_middleware import ConfigError, load_config
-from conftest import CHAT, EMBEDDINGS_ANSWER, OPENAI_ANSWER, sent_json
+from helpers import CHAT, EMBEDDINGS_ANSWER, OPENAI_ANSWER, sent_json
 
 AZURE = "https://res.openai.azure.com"
 

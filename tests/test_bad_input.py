@@ -17,10 +17,10 @@ import httpx
 import pytest
 
 from aiproxy_middleware import AIProxyMiddleware
-from conftest import inner_app
+from helpers import chat, inner_app
 
 TOKEN = "sk-fault-SECRET"
-CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+CHAT = chat("m")
 OPENAI = {"type": "openai", "apiTokens": [TOKEN], "openaiCustomUrl": "http://upstream.test/v1"}
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import struct
-import zlib
 from types import SimpleNamespace
 from unittest import mock
 
@@ -20,7 +18,7 @@ from botocore.eventstream import EventStreamBuffer
 from aiproxy_middleware import AIProxyMiddleware
 from aiproxy_middleware.config.higress import load_config
 from aiproxy_middleware.errors import ConfigError
-from conftest import inner_app, sent_json
+from helpers import aws_event, aws_message, data_events, inner_app, sent_json
 from aiproxy_middleware.providers._aws import EventStreamDecoder, EventStreamError, sigv4_headers
 from aiproxy_middleware.providers.bedrock import BedrockStream
 
@@ -326,62 +324,39 @@ async def test_errors_are_converted(gateway, respx_mock):
 # ---- streaming --------------------------------------------------------------------------
 
 
-def frame(headers: dict[str, str], payload: bytes) -> bytes:
-    """One event-stream message: prelude, its CRC, string headers, payload, message CRC."""
-    raw = b"".join(bytes([len(k)]) + k.encode() + b"\x07" + struct.pack(">H", len(v.encode()))
-                   + v.encode() for k, v in headers.items())
-    prelude = struct.pack(">II", 12 + len(raw) + len(payload) + 4, len(raw))
-    message = prelude + struct.pack(">I", zlib.crc32(prelude)) + raw + payload
-    return message + struct.pack(">I", zlib.crc32(message))
-
-
-def event(kind: str, data: dict) -> bytes:
-    return frame({":event-type": kind, ":content-type": "application/json",
-                  ":message-type": "event"}, json.dumps(data).encode())
-
-
 def exception(kind: str, message: str) -> bytes:
-    return frame({":exception-type": kind, ":content-type": "application/json",
+    return aws_message({":exception-type": kind, ":content-type": "application/json",
                   ":message-type": "exception"}, json.dumps({"message": message}).encode())
 
 
 def delta(index: int, **d) -> bytes:
-    return event("contentBlockDelta", {"contentBlockIndex": index, "delta": d,
+    return aws_event("contentBlockDelta", {"contentBlockIndex": index, "delta": d,
                                        "p": "abcdefghij"})
 
 
 HEAD = [
-    event("messageStart", {"role": "assistant"}),
+    aws_event("messageStart", {"role": "assistant"}),
     delta(0, reasoningContent={"text": "Need "}),
     delta(0, reasoningContent={"text": "tools."}),
     delta(0, reasoningContent={"signature": "sig"}),
-    event("contentBlockStop", {"contentBlockIndex": 0}),
+    aws_event("contentBlockStop", {"contentBlockIndex": 0}),
     delta(1, text="Héllo"),
     delta(1, text=" 🌍"),
-    event("contentBlockStop", {"contentBlockIndex": 1}),
+    aws_event("contentBlockStop", {"contentBlockIndex": 1}),
 ]
 STREAM = b"".join(HEAD + [
-    event("contentBlockStart", {"contentBlockIndex": 2, "start": {
+    aws_event("contentBlockStart", {"contentBlockIndex": 2, "start": {
         "toolUse": {"toolUseId": "tu_a", "name": "get_weather"}}}),
     delta(2, toolUse={"input": '{"city": '}),
     delta(2, toolUse={"input": '"Paris"}'}),
-    event("contentBlockStop", {"contentBlockIndex": 2}),
-    event("contentBlockStart", {"contentBlockIndex": 3, "start": {
+    aws_event("contentBlockStop", {"contentBlockIndex": 2}),
+    aws_event("contentBlockStart", {"contentBlockIndex": 3, "start": {
         "toolUse": {"toolUseId": "tu_b", "name": "get_time"}}}),
-    event("contentBlockStop", {"contentBlockIndex": 3}),
-    event("messageStop", {"stopReason": "tool_use"}),
-    event("metadata", {"usage": {"inputTokens": 12, "outputTokens": 42, "totalTokens": 84,
+    aws_event("contentBlockStop", {"contentBlockIndex": 3}),
+    aws_event("messageStop", {"stopReason": "tool_use"}),
+    aws_event("metadata", {"usage": {"inputTokens": 12, "outputTokens": 42, "totalTokens": 84,
                                  "cacheReadInputTokens": 30}, "metrics": {"latencyMs": 9}}),
 ])
-
-
-def chunks(body: bytes) -> list:
-    out = []
-    for part in body.decode().split("\n\n"):
-        if part.startswith("data: "):
-            data = part[6:]
-            out.append(None if data == "[DONE]" else json.loads(data))
-    return out
 
 
 def test_test_frames_decode_with_botocore_and_ours():
@@ -395,7 +370,7 @@ def test_test_frames_decode_with_botocore_and_ours():
 def test_stream_fed_one_byte_at_a_time():
     stream = BedrockStream("m", include_usage=True)
     out = b"".join(stream.feed(STREAM[i:i + 1]) for i in range(len(STREAM))) + stream.close()
-    got = chunks(out)
+    got = data_events(out)
     assert got[-1] is None and got.count(None) == 1
     assert len({c["id"] for c in got[:-1]}) == 1
     deltas = [c["choices"][0]["delta"] for c in got[:-1] if c["choices"]]
@@ -420,16 +395,16 @@ def test_stream_fed_one_byte_at_a_time():
 def test_whole_stream_in_one_read_equals_byte_by_byte():
     one = BedrockStream("m", include_usage=False)
     out = one.feed(STREAM) + one.close()
-    got = chunks(out)
+    got = data_events(out)
     assert got[-1] is None and all(c["choices"] for c in got[:-1])
 
 
 def test_exception_frame_mid_stream_ends_it():
     stream = BedrockStream("m", include_usage=True)
     body = b"".join(HEAD) + exception("throttlingException", "Too many tokens, slow down")
-    body += event("messageStop", {"stopReason": "end_turn"})
+    body += aws_event("messageStop", {"stopReason": "end_turn"})
     out = stream.feed(body) + stream.close()
-    got = chunks(out)
+    got = data_events(out)
     assert None not in got
     assert got[-1] == {"error": {"message": "Too many tokens, slow down",
                                  "type": "rate_limit_error", "code": "throttlingException",
@@ -446,7 +421,7 @@ def test_corrupted_crc_is_an_error_event(where):
         bad[5] ^= 0x01  # the headers length: the prelude CRC no longer matches
     stream = BedrockStream("m", include_usage=False)
     out = stream.feed(b"".join(HEAD[:2]) + bytes(bad) + b"".join(HEAD[2:])) + stream.close()
-    got = chunks(out)
+    got = data_events(out)
     assert None not in got
     error = got[-1]["error"]
     assert error["code"] == "bad_upstream_response" and "CRC" in error["message"]
@@ -460,16 +435,16 @@ def test_stream_events_of_the_wrong_shape_are_skipped():
     usage of the wrong type was a TypeError or AttributeError."""
     stream = BedrockStream("m", include_usage=True)
     out = stream.feed(b"".join([
-        event("messageStart", {"role": "assistant"}),
-        event("contentBlockStart", {"contentBlockIndex": [2], "start": {"toolUse": {}}}),
-        event("contentBlockStart", {"contentBlockIndex": 3, "start": "toolUse"}),
-        event("contentBlockDelta", {"contentBlockIndex": 0, "delta": ["text"]}),
-        event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": 1}}),
-        event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": 1}}),
+        aws_event("messageStart", {"role": "assistant"}),
+        aws_event("contentBlockStart", {"contentBlockIndex": [2], "start": {"toolUse": {}}}),
+        aws_event("contentBlockStart", {"contentBlockIndex": 3, "start": "toolUse"}),
+        aws_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": ["text"]}),
+        aws_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": 1}}),
+        aws_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": 1}}),
         delta(0, text="hi"),
-        event("messageStop", {"stopReason": {"a": 1}}),
-        event("metadata", {"usage": {"inputTokens": "3", "outputTokens": 4}})]))
-    got = chunks(out + stream.close())
+        aws_event("messageStop", {"stopReason": {"a": 1}}),
+        aws_event("metadata", {"usage": {"inputTokens": "3", "outputTokens": 4}})]))
+    got = data_events(out + stream.close())
     assert got[-1] is None and got[-2]["usage"]["completion_tokens"] == 4
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in got
                    if c and c["choices"]) == "hi"
@@ -477,8 +452,8 @@ def test_stream_events_of_the_wrong_shape_are_skipped():
 
 def test_truncated_stream_ends_with_an_error():
     stream = BedrockStream("m", include_usage=False)
-    out = stream.feed(b"".join(HEAD) + event("messageStart", {"role": "assistant"})[:20])
-    got = chunks(out + stream.close())
+    out = stream.feed(b"".join(HEAD) + aws_event("messageStart", {"role": "assistant"})[:20])
+    got = data_events(out + stream.close())
     assert got[-1]["error"]["code"] == "bad_upstream_response"
 
 
@@ -489,7 +464,7 @@ async def test_streamed_answer_through_the_gateway(gateway, respx_mock):
         "model": MODEL, "stream": True, "messages": [{"role": "user", "content": "hi"}],
         "stream_options": {"include_usage": True}})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
-    got = chunks(r.content)
+    got = data_events(r.content)
     assert got[-1] is None and got[-2]["usage"]["completion_tokens"] == 42
     sent = route.calls.last.request
     assert sent.headers["accept"] == "application/vnd.amazon.eventstream"

@@ -10,7 +10,7 @@ import pytest
 
 from aiproxy_middleware import AIProxyMiddleware
 from aiproxy_middleware.wire.openai import ChatCompletionRequest, JsonBody
-from conftest import CHAT, inner_app, sent_json
+from helpers import CHAT, data_events, inner_app, named_sse, sent_json
 from aiproxy_middleware.providers.claude import ClaudeStream, build_body
 
 URL = "https://api.anthropic.com/v1/messages"
@@ -94,10 +94,6 @@ ANSWER = {
 }
 
 
-def sse(*events: dict) -> bytes:
-    return b"".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events)
-
-
 def start(index: int, block: dict) -> dict:
     return {"type": "content_block_start", "index": index, "content_block": block}
 
@@ -110,7 +106,7 @@ def stop(index: int) -> dict:
     return {"type": "content_block_stop", "index": index}
 
 
-STREAM = sse(
+STREAM = named_sse(
     {"type": "message_start", "message": {
         "id": "msg_s1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
         "content": [], "stop_reason": None,
@@ -136,16 +132,6 @@ STREAM = sse(
      "usage": {"output_tokens": 42}},
     {"type": "message_stop"},
 )
-
-
-def chunks(body: bytes) -> list:
-    """The JSON chunks of an SSE body, with None for `[DONE]`."""
-    out = []
-    for event in body.decode().split("\n\n"):
-        if event.startswith("data: "):
-            data = event[6:]
-            out.append(None if data == "[DONE]" else json.loads(data))
-    return out
 
 
 # ---- request ----------------------------------------------------------------------------
@@ -362,16 +348,16 @@ async def test_answer_fields_of_the_wrong_type_read_as_absent(gateway, respx_moc
 
 def test_error_event_with_a_message_that_is_not_a_string():
     stream = ClaudeStream("m", include_usage=True)
-    out = stream.feed(sse({"type": "message_start", "message": "x"},
+    out = stream.feed(named_sse({"type": "message_start", "message": "x"},
                           {"type": "error", "error": {"type": "overloaded_error",
                                                       "message": 5}}))
-    assert chunks(out + stream.close())[-1]["error"]["message"] == "Claude's stream failed"
+    assert data_events(out + stream.close())[-1]["error"]["message"] == "Claude's stream failed"
 
 
 def test_stream_events_of_the_wrong_shape_are_skipped():
     """Found by test_fuzz_providers: AttributeError, TypeError (an index that is a list)."""
     converter = ClaudeStream("m", include_usage=True)
-    out = converter.feed(sse(
+    out = converter.feed(named_sse(
         {"type": "message_start", "message": {"id": 5, "usage": [1]}},
         {"type": "content_block_start", "index": [0], "content_block": "text"},
         {"type": "content_block_start", "index": {}, "content_block": {"type": "tool_use"}},
@@ -381,7 +367,7 @@ def test_stream_events_of_the_wrong_shape_are_skipped():
         {"type": "message_delta", "delta": "end_turn", "usage": {"output_tokens": "9"}},
         {"type": "message_delta", "delta": {"stop_reason": ["x"]}, "usage": [2]},
         {"type": "message_stop"})) + converter.close()
-    parsed = chunks(out)
+    parsed = data_events(out)
     assert parsed[-1] is None  # [DONE]: the stream ended normally
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in parsed
                    if c and c["choices"]) == "hi"
@@ -398,7 +384,7 @@ async def test_non_json_error_body_becomes_an_openai_error(gateway, respx_mock):
 
 
 def check_stream(body: bytes, usage: bool = True) -> None:
-    parsed = chunks(body)
+    parsed = data_events(body)
     assert parsed.count(None) == 1 and parsed[-1] is None
     data = parsed[:-1]
     assert {c["id"] for c in data} == {"msg_s1"}
@@ -455,17 +441,17 @@ def test_stream_fed_one_byte_at_a_time(crlf):
     out = b"".join(converter.feed(data[i:i + 1]) for i in range(len(data))) + converter.close()
     check_stream(out)
     whole = ClaudeStream("m", include_usage=True)
-    strip = [dict(c, created=0) if c else c for c in chunks(whole.feed(data) + whole.close())]
-    assert [dict(c, created=0) if c else c for c in chunks(out)] == strip
+    strip = [dict(c, created=0) if c else c for c in data_events(whole.feed(data) + whole.close())]
+    assert [dict(c, created=0) if c else c for c in data_events(out)] == strip
 
 
 def test_error_event_mid_stream_ends_it():
     converter = ClaudeStream("m", include_usage=True)
-    data = STREAM.split(b"event: content_block_start")[0] + sse(
+    data = STREAM.split(b"event: content_block_start")[0] + named_sse(
         start(0, {"type": "text", "text": ""}), delta(0, type="text_delta", text="par"),
         {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
         delta(0, type="text_delta", text="ignored"))
-    parsed = chunks(converter.feed(data) + converter.close())
+    parsed = data_events(converter.feed(data) + converter.close())
     assert None not in parsed  # no [DONE] after an error
     assert parsed[-1] == {"error": {"message": "Overloaded", "type": "server_error",
                                     "code": "overloaded_error", "param": None}}
@@ -476,7 +462,7 @@ def test_error_event_mid_stream_ends_it():
 def test_truncated_stream_ends_with_an_error():
     converter = ClaudeStream("m", include_usage=True)
     out = converter.feed(STREAM.split(b"event: message_delta")[0]) + converter.close()
-    parsed = chunks(out)
+    parsed = data_events(out)
     assert None not in parsed and parsed[-1]["error"]["code"] == "bad_upstream_response"
 
 
@@ -507,7 +493,6 @@ async def test_openai_sdk_parses_a_streamed_tool_call(upstream, respx_mock):
         assert calls == {0: {"id": "toolu_a", "name": "get_weather", "args": '{"city": "Paris"}'},
                          1: {"id": "toolu_b", "name": "get_time", "args": "{}"}}
         assert usage.prompt_tokens == 42 and usage.completion_tokens == 42
-
 
 
 def test_empty_tool_result_and_data_url_parameters():

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from aiproxy_middleware import AIProxyMiddleware
-from conftest import inner_app
+from helpers import inner_app
 from upstream_server import RawServer, Served, chunk, response_head
 
 TOKEN = "sk-fault-SECRET"

@@ -10,14 +10,14 @@ import pytest
 import respx
 
 from aiproxy_middleware import AIProxyMiddleware
-from conftest import inner_app, sent_json
+from helpers import chat, chunks, inner_app, named_sse, sent_json
 from aiproxy_middleware.providers.cohere import CohereStream
 
 CHAT_URL = "https://api.cohere.com/v2/chat"
 EMBED_URL = "https://api.cohere.com/v2/embed"
 CONFIG = {"provider": {"type": "cohere", "apiTokens": ["co-key"]}}
 MODEL = "command-a-03-2025"
-CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+CHAT = chat(MODEL)
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather in a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
@@ -35,15 +35,11 @@ EMBED_ANSWER = {"id": "e1", "embeddings": {"float": [[0.5, -1.0], [0.25, 2.0]]},
                 "texts": ["a", "b"], "meta": {"billed_units": {"input_tokens": 3}}}
 
 
-def sse(*events: dict) -> bytes:
-    return b"".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events)
-
-
 def msg(**delta) -> dict:
     return {"delta": {"message": delta}}
 
 
-STREAM = sse(
+STREAM = named_sse(
     {"type": "message-start", "id": "s1", **msg(role="assistant", content=[], tool_calls=[])},
     {"type": "content-start", "index": 0, **msg(content={"type": "text", "text": ""})},
     {"type": "content-delta", "index": 0, **msg(content={"text": "Héllo"})},
@@ -51,7 +47,7 @@ STREAM = sse(
     {"type": "content-end", "index": 0},
     {"type": "message-end", "delta": {"finish_reason": "COMPLETE", "usage": USAGE}},
 )
-TOOL_STREAM = sse(
+TOOL_STREAM = named_sse(
     {"type": "message-start", "id": "s2", **msg(role="assistant")},
     {"type": "tool-plan-delta", **msg(tool_plan="I will check.")},
     {"type": "tool-call-start", "index": 0, **msg(tool_calls={
@@ -67,12 +63,6 @@ TOOL_STREAM = sse(
     {"type": "tool-call-end", "index": 1},
     {"type": "message-end", "delta": {"finish_reason": "TOOL_CALL", "usage": USAGE}},
 )
-
-
-def chunks(raw: bytes) -> list:
-    events = [line[6:] for line in raw.decode().split("\n\n") if line.startswith("data: ")]
-    assert events.count("[DONE]") == 1 and events[-1] == "[DONE]"
-    return [json.loads(e) for e in events[:-1]]
 
 
 async def test_full_conversation_request(gateway, respx_mock):
@@ -180,7 +170,7 @@ def test_stream_events_of_the_wrong_shape_are_skipped():
     """Found by test_fuzz_providers: AttributeError on a content or tool call that is a
     string."""
     converter = CohereStream(MODEL, True)
-    out = converter.feed(sse(
+    out = converter.feed(named_sse(
         {"type": "message-start", "id": 5},
         {"type": "content-delta", **msg(content="text")},
         {"type": "content-delta", **msg(content={"text": 5})},

@@ -11,9 +11,8 @@ import httpx
 import openai
 import pytest
 
-from aiproxy_middleware import AIProxyMiddleware
 from aiproxy_middleware.config.higress import ConfigError, load_config
-from conftest import inner_app, sent_json
+from helpers import openai_sdk, sent_json
 
 FREE = "https://api-free.deepl.com/v2/translate"
 PRO = "https://api.deepl.com/v2/translate"
@@ -137,10 +136,7 @@ async def test_stream(gateway, respx_mock):
 
 
 def sdk(upstream: httpx.AsyncClient) -> openai.AsyncOpenAI:
-    middleware = AIProxyMiddleware(inner_app(), config=CONFIG, http_client=upstream)
-    return openai.AsyncOpenAI(api_key="unused", base_url="http://gateway.test/v1",
-                              http_client=httpx.AsyncClient(
-                                  transport=httpx.ASGITransport(app=middleware)))
+    return openai_sdk(CONFIG, upstream)
 
 
 async def test_sdk_chat(upstream, respx_mock):

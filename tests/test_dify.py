@@ -11,7 +11,7 @@ import respx
 
 from aiproxy_middleware import AIProxyMiddleware
 from aiproxy_middleware.config.higress import ConfigError, load_config
-from conftest import inner_app, sent_json
+from helpers import chat, chunks, inner_app, sent_json, sse
 from aiproxy_middleware.providers.dify import DifyStream
 
 HOST = "https://api.dify.ai"
@@ -20,7 +20,7 @@ WORKFLOW_URL = f"{HOST}/v1/workflows/run"
 CONFIG = {"provider": {"type": "dify", "apiTokens": ["app-key"]}}
 WORKFLOW = {"provider": {"type": "dify", "apiTokens": ["app-key"], "botType": "Workflow",
                          "inputVariable": "question", "outputVariable": "reply"}}
-CHAT = {"model": "dify", "messages": [{"role": "user", "content": "hi"}]}
+CHAT = chat("dify")
 CONVERSATION = {"model": "dify", "messages": [
     {"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"},
     {"role": "assistant", "content": "hello"}, {"role": "user", "content": "how are you?"}]}
@@ -34,10 +34,6 @@ WORKFLOW_ANSWER = {"workflow_run_id": "run-1", "task_id": "t1", "data": {
     "id": "run-1", "workflow_id": "wf", "status": "succeeded",
     "outputs": {"reply": "Hello there", "other": 1}, "error": None, "total_tokens": 15,
     "created_at": 1705407629}}
-
-
-def sse(*events: dict) -> bytes:
-    return b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
 
 
 def chat_events(kind: str = "message") -> bytes:
@@ -56,12 +52,6 @@ WORKFLOW_STREAM = sse(
     {"event": "node_finished", "workflow_run_id": "run-1", "data": {"outputs": {}}},
     {"event": "workflow_finished", "workflow_run_id": "run-1", "data": {
         "status": "succeeded", "outputs": {"reply": "Hello there"}, "total_tokens": 15}})
-
-
-def chunks(raw: bytes) -> list:
-    events = [line[6:] for line in raw.decode().split("\n\n") if line.startswith("data: ")]
-    assert events.count("[DONE]") == 1 and events[-1] == "[DONE]"
-    return [json.loads(e) for e in events[:-1]]
 
 
 def content(got: list) -> str:

@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from aiproxy_middleware import AIProxyMiddleware
-from conftest import OPENAI_ANSWER, TLS, inner_app, sent_json
+from helpers import OPENAI_ANSWER, TLS, inner_app, sent_json
 
 try:  # anthropic >= 2.12 takes clients of httpx2 (httpx's successor), not httpx
     import httpx2 as sdk_httpx

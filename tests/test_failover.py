@@ -8,7 +8,7 @@ import time
 
 import httpx
 import pytest
-from conftest import CHAT, OPENAI_ANSWER, SSE_ANSWER, inner_app, sent_json
+from helpers import CHAT, OPENAI_ANSWER, SSE_ANSWER, inner_app, sent_json
 
 from aiproxy_middleware import AIProxyMiddleware, ConfigError, load_config
 from aiproxy_middleware.runtime.tokens import MemoryTokenStore, fnv1a32

@@ -31,11 +31,11 @@ from asgi_lifespan import LifespanManager
 
 from aiproxy_middleware import AIProxyMiddleware
 from aiproxy_middleware.runtime.transport import AiohttpTransport
-from conftest import inner_app
+from helpers import chat, inner_app
 from upstream_server import RawServer, chunk, free_port, response_head
 
 TOKEN = "sk-fault-SECRET"
-CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+CHAT = chat("m")
 STREAM = {**CHAT, "stream": True}
 ANSWER = json.dumps({
     "id": "c", "object": "chat.completion", "created": 1, "model": "m",

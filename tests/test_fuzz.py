@@ -35,7 +35,7 @@ from aiproxy_middleware.wire.openai import (ChatCompletionRequest, EmbeddingsReq
                                        ask_for_usage)
 from aiproxy_middleware.wire.sse import EventParser
 from aiproxy_middleware.observe.tap import AnswerTap
-from conftest import inner_app
+from helpers import inner_app
 from fuzz_samples import ANTHROPIC_EVENTS, CHAT, CHUNKS, COMPLETION, EMBED, ERROR, MESSAGES
 from fuzz_strategies import (damaged, deep_json, dumps, examples, json_like, json_values,
                              mutated, not_utf8, split, sse_stream)

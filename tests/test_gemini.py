@@ -12,14 +12,14 @@ import pytest
 import respx
 
 from aiproxy_middleware import AIProxyMiddleware
-from conftest import inner_app, sent_json
+from helpers import chat, chunks, inner_app, sent_json, sse
 from aiproxy_middleware.providers.gemini import GeminiStream
 
 BASE = "https://generativelanguage.googleapis.com/v1beta/models"
 CHAT_URL = f"{BASE}/gemini-2.5-flash:generateContent"
 STREAM_URL = f"{BASE}/gemini-2.5-flash:streamGenerateContent?alt=sse"
 CONFIG = {"provider": {"type": "gemini", "apiTokens": ["g-key"]}}
-CHAT = {"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]}
+CHAT = chat("gemini-2.5-flash")
 PNG = "iVBORw0KGgo="
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather in a city",
@@ -45,10 +45,6 @@ CALL_ANSWER = {
 }
 
 
-def sse(*events: dict) -> bytes:
-    return b"".join(b"data: " + json.dumps(e).encode() + b"\r\n\r\n" for e in events)
-
-
 STREAM = sse(
     {"candidates": [{"content": {"role": "model", "parts": [{"text": "hmm", "thought": True}]}}],
      "responseId": "r1", "modelVersion": "gemini-2.5-flash"},
@@ -59,13 +55,8 @@ STREAM = sse(
         "finishReason": "STOP"}],
      "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 4, "totalTokenCount": 7},
      "responseId": "r1"},
+    crlf=True,
 )
-
-
-def chunks(raw: bytes) -> list:
-    events = [line[6:] for line in raw.decode().split("\n\n") if line.startswith("data: ")]
-    assert events.count("[DONE]") == 1 and events[-1] == "[DONE]"
-    return [json.loads(e) for e in events[:-1]]
 
 
 async def test_rich_chat_request(gateway, respx_mock):
@@ -353,7 +344,7 @@ def test_stream_events_of_the_wrong_shape_are_skipped():
         {"candidates": {"a": 1}}, {"candidates": [None, {"content": "x"}]},
         {"candidates": [{"content": {"parts": [1, {"functionCall": [1]}, {"text": "hi"}]},
                          "finishReason": 5}],
-         "usageMetadata": {"promptTokenCount": [1], "thoughtsTokenCount": "2"}}))
+         "usageMetadata": {"promptTokenCount": [1], "thoughtsTokenCount": "2"}}, crlf=True))
     got = chunks(out + converter.close())
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in got
                    if c["choices"]) == "hi"
@@ -365,7 +356,7 @@ def test_stream_events_of_the_wrong_shape_are_skipped():
 def test_stream_error_event_ends_stream():
     converter = GeminiStream("m", False)
     out = converter.feed(sse({"error": {"code": 503, "message": "overloaded",
-                                        "status": "UNAVAILABLE"}})) + converter.close()
+                                        "status": "UNAVAILABLE"}}, crlf=True)) + converter.close()
     assert b"[DONE]" not in out
     error = json.loads(out.decode().split("data: ", 1)[1])["error"]
     assert error["message"] == "overloaded" and error["type"] == "server_error"

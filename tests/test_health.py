@@ -21,7 +21,7 @@ from cryptography.x509.oid import NameOID
 
 from aiproxy_middleware.config.apisix.schema import ActiveCheck
 from aiproxy_middleware.runtime.health import HealthChecker, HealthMonitor, http_probe
-from tests.upstream_server import Served, free_port, read_request
+from upstream_server import Served, free_port, read_request
 
 
 def active(**conf: Any) -> ActiveCheck:

@@ -15,9 +15,8 @@ import openai
 import pytest
 import respx
 
-from aiproxy_middleware import AIProxyMiddleware
 from aiproxy_middleware.config.higress import ConfigError, load_config
-from conftest import inner_app, sent_json
+from helpers import data_events, openai_sdk, sent_json, sse
 from aiproxy_middleware.providers.hunyuan import HunyuanStream, tc3_authorization
 
 URL = "https://hunyuan.tencentcloudapi.com/"
@@ -37,25 +36,12 @@ def answer(content: str = "Hello!", **message: Any) -> dict[str, Any]:
         "RequestId": "req-1"}}
 
 
-def sse(*events: dict[str, Any]) -> bytes:
-    return b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
-
-
 def event(content: str = "", finish: str = "", usage: bool = True, **delta: Any) -> dict:
     e: dict[str, Any] = {"Id": "s1", "Created": TS, "Note": "n", "Choices": [
         {"FinishReason": finish, "Delta": {"Role": "assistant", "Content": content, **delta}}]}
     if usage:
         e["Usage"] = {"PromptTokens": 3, "CompletionTokens": 2, "TotalTokens": 5}
     return e
-
-
-def chunks(body: bytes) -> list[Any]:
-    out = []
-    for block in body.decode().split("\n\n"):
-        if block.startswith("data: "):
-            data = block[6:]
-            out.append(data if data == "[DONE]" else json.loads(data))
-    return out
 
 
 def check_signature(request: httpx.Request) -> None:
@@ -309,7 +295,7 @@ STREAM = sse(event("Hel", usage=False), event("lo"), event("!", finish="stop"))
 def run_stream(data: bytes, include_usage: bool = True) -> list[Any]:
     converter = HunyuanStream("hunyuan-lite", include_usage)
     out = b"".join(converter.feed(data[i:i + 1]) for i in range(len(data)))
-    return chunks(out + converter.close())
+    return data_events(out + converter.close(), done="[DONE]")
 
 
 def test_stream_events_of_the_wrong_shape_are_skipped():
@@ -381,9 +367,7 @@ def test_stream_error_event_ends_the_stream():
 
 
 def sdk(upstream: httpx.AsyncClient) -> openai.AsyncOpenAI:
-    app = AIProxyMiddleware(inner_app(), config={"provider": CONFIG}, http_client=upstream)
-    return openai.AsyncOpenAI(base_url="http://gw/v1", api_key="unused", max_retries=0,
-                              http_client=httpx.AsyncClient(transport=httpx.ASGITransport(app)))
+    return openai_sdk({"provider": CONFIG}, upstream, max_retries=0)
 
 
 async def test_sdk_chat(upstream, respx_mock):

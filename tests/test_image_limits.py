@@ -14,7 +14,7 @@ import pytest
 from aiproxy_middleware.transforms import fetch_policy
 from aiproxy_middleware.config.higress import load_config
 from aiproxy_middleware.errors import ConfigError
-from conftest import sent_json
+from helpers import sent_json
 from upstream_server import RawServer, Served, response_head
 
 MiB = 1024 * 1024

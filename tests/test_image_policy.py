@@ -13,7 +13,7 @@ from aiproxy_middleware.transforms import fetch_policy
 from aiproxy_middleware.config.higress import load_config
 from aiproxy_middleware.errors import ConfigError, ProxyError
 from aiproxy_middleware.transforms.fetch_policy import ImagePolicy, Vetted, denied_kind, literal_ip
-from conftest import PUBLIC_IP, sent_json
+from helpers import PUBLIC_IP, sent_json
 from upstream_server import Served
 
 GEMINI_URL = ("https://generativelanguage.googleapis.com/v1beta/models/"

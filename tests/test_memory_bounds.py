@@ -36,7 +36,7 @@ from aiproxy_middleware.observe.summary import Summary
 from aiproxy_middleware.wire.sse import EventParser
 from aiproxy_middleware.wire.streams import WholeEvents
 from aiproxy_middleware.observe.tap import AnswerTap
-from conftest import inner_app
+from helpers import inner_app
 from upstream_server import RawServer, chunk, response_head
 
 TOKEN = "sk-bounds-SECRET"

@@ -11,7 +11,7 @@ from aiproxy_middleware.config.higress import ConfigError, ProviderConfig, load_
 from aiproxy_middleware.transforms.messages import (AnswerRules, MessageRules, cleanup,
                                          merge_consecutive)
 from aiproxy_middleware.wire.openai import JsonBody
-from conftest import CHAT, sent_json
+from helpers import CHAT, sent_json
 
 OPENAI_URL = "https://api.openai.com/v1/chat/completions"
 CLAUDE_URL = "https://api.anthropic.com/v1/messages"

@@ -7,7 +7,7 @@ import logging
 import httpx
 import pytest
 
-from conftest import CHAT, OPENAI_ANSWER, sent_json
+from helpers import CHAT, OPENAI_ANSWER, sent_json
 
 OPENAI_URL = "https://api.openai.com/v1/chat/completions"
 ROUTES = {"routes": [

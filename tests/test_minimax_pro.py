@@ -12,9 +12,8 @@ import httpx
 import openai
 import pytest
 
-from aiproxy_middleware import AIProxyMiddleware
 from aiproxy_middleware.config.higress import ConfigError, load_config
-from conftest import inner_app, sent_json
+from helpers import chunks, openai_sdk, sent_json
 
 URL = "https://api.minimaxi.com/v1/text/chatcompletion_pro?GroupId=g-42"
 CONFIG = {"provider": {"type": "minimax", "apiTokens": ["mm-key"], "minimaxApiType": "pro",
@@ -65,12 +64,6 @@ CALL_STREAM = (call_event('{"city": ') + call_event('"Paris"}')
                             usage={"total_tokens": 30, "prompt_tokens": 22,
                                    "completion_tokens": 8},
                             base_resp={"status_code": 0, "status_msg": ""}))
-
-
-def chunks(text: str) -> list[Any]:
-    lines = [line[6:] for line in text.split("\n\n") if line.startswith("data: ")]
-    assert lines[-1] == "[DONE]" and lines.count("[DONE]") == 1
-    return [json.loads(line) for line in lines[:-1]]
 
 
 # --- request ------------------------------------------------------------------------------
@@ -416,10 +409,7 @@ async def test_stream_error_event(gateway, respx_mock):
 # --- the openai SDK -----------------------------------------------------------------------
 
 def sdk(upstream: httpx.AsyncClient) -> openai.AsyncOpenAI:
-    middleware = AIProxyMiddleware(inner_app(), config=CONFIG, http_client=upstream)
-    return openai.AsyncOpenAI(api_key="unused", base_url="http://gateway.test/v1",
-                              http_client=httpx.AsyncClient(
-                                  transport=httpx.ASGITransport(app=middleware)))
+    return openai_sdk(CONFIG, upstream)
 
 
 async def test_sdk_chat(upstream, respx_mock):

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from aiproxy_middleware.config.higress import ConfigError, load_config
-from conftest import OPENAI_ANSWER, SSE_ANSWER, sent_json
+from helpers import OPENAI_ANSWER, SSE_ANSWER, sent_json
 
 CHAT_URL = "https://api.moonshot.cn/v1/chat/completions"
 FILE_URL = "https://api.moonshot.cn/v1/files/file-abc/content"

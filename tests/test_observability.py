@@ -9,7 +9,7 @@ import logging
 
 import httpx
 import pytest
-from conftest import CHAT, OPENAI_ANSWER, inner_app
+from helpers import CHAT, OPENAI_ANSWER, inner_app
 from test_claude import STREAM as CLAUDE_STREAM
 from test_claude import URL as CLAUDE_URL
 

@@ -16,20 +16,7 @@ from aiproxy_middleware.errors import ConfigError
 from aiproxy_middleware.observe.metrics import label
 from aiproxy_middleware.observe.summary import (AnswerTap, Metrics, Observer, Summary, cost_of,
                                         load_hook, summary_line)
-
-
-def sse(*events: Any, crlf: bool = False) -> bytes:
-    """An SSE stream of `data:` events (dicts as JSON; str as they are), Anthropic style
-    with an `event:` line when a dict has a `type`."""
-    out = []
-    for event in events:
-        lines = []
-        if isinstance(event, dict) and "type" in event:
-            lines.append(f"event: {event['type']}")
-        lines.append("data: " + (event if isinstance(event, str) else json.dumps(event)))
-        out.append("\n".join(lines) + "\n\n")
-    text = "".join(out)
-    return (text.replace("\n", "\r\n") if crlf else text).encode()
+from helpers import named_sse
 
 
 def chunk(delta: dict[str, Any] | None = None, usage: Any = None,
@@ -42,11 +29,11 @@ def chunk(delta: dict[str, Any] | None = None, usage: Any = None,
 OPENAI_USAGE = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15,
                 "prompt_tokens_details": {"cached_tokens": 4},
                 "completion_tokens_details": {"reasoning_tokens": 2}}
-OPENAI_STREAM = sse(chunk({"role": "assistant", "content": ""}),
+OPENAI_STREAM = named_sse(chunk({"role": "assistant", "content": ""}),
                     chunk({"reasoning_content": "think"}), chunk({"content": "Hel"}),
                     chunk({"content": "lo"}), chunk({}, finish="stop"),
                     chunk(usage=OPENAI_USAGE), "[DONE]")
-ANTHROPIC_STREAM = sse(
+ANTHROPIC_STREAM = named_sse(
     {"type": "message_start", "message": {
         "id": "msg_1", "type": "message", "role": "assistant", "content": [], "model": "claude",
         "usage": {"input_tokens": 25, "cache_read_input_tokens": 5, "output_tokens": 1}}},
@@ -186,8 +173,8 @@ def test_anthropic_stream_split_anywhere(keep_text: bool) -> None:
 
 
 def test_first_token_time_is_the_first_content_event() -> None:
-    events = [sse(chunk({"role": "assistant", "content": ""}, usage=None)),
-              sse(chunk({"content": "a"}))]
+    events = [named_sse(chunk({"role": "assistant", "content": ""}, usage=None)),
+              named_sse(chunk({"content": "a"}))]
     tap = AnswerTap()
     tap.sse(events[0])
     assert tap.first_token_at is None
@@ -206,13 +193,13 @@ def test_first_token_time_is_the_first_content_event() -> None:
 def test_stream_tool_calls_after_content_and_usage_in_every_chunk() -> None:
     call = {"index": 0, "id": "t1", "type": "function",
             "function": {"name": "f", "arguments": ""}}
-    stream = sse(*(chunk({"content": f"w{i} "}, usage=None) for i in range(20)),
+    stream = named_sse(*(chunk({"content": f"w{i} "}, usage=None) for i in range(20)),
                  chunk({"tool_calls": [call]}), chunk({"tool_calls": None}),
                  *(chunk({}, usage={"prompt_tokens": 3, "completion_tokens": i})
                    for i in range(1, 4)), "[DONE]")
     tap = feed(stream, *range(0, len(stream), 37))
     assert tap.has_tool_calls and usage_of(tap) == (3, 3, 6, 0, 0)
-    only_tool = feed(sse(chunk({"role": "assistant", "content": None}),
+    only_tool = feed(named_sse(chunk({"role": "assistant", "content": None}),
                          chunk({"tool_calls": [call]})))
     assert only_tool.has_tool_calls and only_tool.first_token_at is not None
 
@@ -234,10 +221,10 @@ def test_compact_stream_with_usage_null_in_every_chunk() -> None:
 
 
 def test_stream_reasoning_is_a_token_but_not_text() -> None:
-    tap = feed(sse(chunk({"reasoning": "r"}), chunk({"content": "x"})), keep_text=True)
+    tap = feed(named_sse(chunk({"reasoning": "r"}), chunk({"content": "x"})), keep_text=True)
     assert tap.first_token_at is not None and tap.text == "x"
     only_reasoning = AnswerTap()
-    only_reasoning.sse(sse(chunk({"reasoning_content": "r"})))
+    only_reasoning.sse(named_sse(chunk({"reasoning_content": "r"})))
     assert only_reasoning.first_token_at is not None
 
 
@@ -258,7 +245,7 @@ def test_stream_garbage_is_skipped() -> None:
     assert usage_of(tap) == (0, 0, 0, 0, 0) and tap.first_token_at is None
     assert not tap.has_tool_calls and not tap.has_usage
     tap.sse(b"\r\n".join(garbage))  # all in one read, line ends mixed
-    tap.sse(sse(chunk({"content": "ok"}),
+    tap.sse(named_sse(chunk({"content": "ok"}),
                 chunk(usage={"prompt_tokens": 1, "completion_tokens": 1})))
     assert usage_of(tap) == (1, 1, 2, 0, 0) and tap.text == "ok"
     tap.sse("not bytes")  # type: ignore[arg-type]
@@ -279,7 +266,7 @@ def test_multi_line_data_and_an_unterminated_last_event() -> None:
 def test_fill() -> None:
     summary = Summary("r", "openai", "chat", "m", "m", True, prompt_tokens=9, total_tokens=9)
     tap = AnswerTap(keep_text=True)
-    tap.sse(sse(chunk({"content": "hi"})))
+    tap.sse(named_sse(chunk({"content": "hi"})))
     started = tap.first_token_at - 0.25  # type: ignore[operator]
     tap.fill(summary, started=started)
     assert (summary.prompt_tokens, summary.total_tokens) == (9, 9)  # no usage seen: kept

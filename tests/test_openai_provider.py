@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from conftest import CHAT, EMBEDDINGS_ANSWER, OPENAI_ANSWER, SSE_ANSWER, sent_json
+from helpers import CHAT, EMBEDDINGS_ANSWER, OPENAI_ANSWER, SSE_ANSWER, sent_json
 
 
 async def test_chat_goes_to_openai_with_bearer_and_mapped_model(gateway, respx_mock):

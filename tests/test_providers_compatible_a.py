@@ -11,7 +11,7 @@ import pytest
 
 from aiproxy_middleware import AIProxyMiddleware
 from aiproxy_middleware.config.higress import ConfigError
-from conftest import CHAT, EMBEDDINGS_ANSWER, OPENAI_ANSWER, SSE_ANSWER, inner_app, sent_json
+from helpers import CHAT, EMBEDDINGS_ANSWER, OPENAI_ANSWER, SSE_ANSWER, inner_app, sent_json
 
 # type -> (chat URL, embeddings URL or None when the provider has no embeddings API)
 PROVIDERS = {

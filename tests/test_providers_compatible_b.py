@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from aiproxy_middleware.config.higress import ConfigError, load_config
-from conftest import CHAT, EMBEDDINGS_ANSWER, OPENAI_ANSWER, SSE_ANSWER, sent_json
+from helpers import CHAT, EMBEDDINGS_ANSWER, OPENAI_ANSWER, SSE_ANSWER, sent_json
 
 
 @dataclass

@@ -10,7 +10,7 @@ import pytest
 import respx
 
 from aiproxy_middleware import AIProxyMiddleware, ConfigError, load_config
-from conftest import OPENAI_ANSWER, SSE_ANSWER, inner_app, sent_json
+from helpers import OPENAI_ANSWER, SSE_ANSWER, chunks, inner_app, sent_json
 from aiproxy_middleware.providers.qwen import QwenStream
 
 HOST = "https://dashscope.aliyuncs.com"
@@ -72,12 +72,6 @@ STREAM = native_sse(
                                           "function": {"arguments": "ty\": \"Rome\"}"}}]}),
     frame({"content": ""}, "tool_calls", USAGE),
 )
-
-
-def chunks(raw: bytes) -> list:
-    events = [line[6:] for line in raw.decode().split("\n\n") if line.startswith("data: ")]
-    assert events.count("[DONE]") == 1 and events[-1] == "[DONE]"
-    return [json.loads(e) for e in events[:-1]]
 
 
 # ---- compatible mode --------------------------------------------------------------------

@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 
 from aiproxy_middleware import AIProxyMiddleware
 from aiproxy_middleware.runtime.transport import AiohttpTransport
-from conftest import inner_app
+from helpers import inner_app
 from upstream_server import Served, Upstream, free_port
 
 

@@ -14,7 +14,7 @@ import json
 
 import pytest
 
-from conftest import EMBEDDINGS_ANSWER, OPENAI_ANSWER
+from helpers import EMBEDDINGS_ANSWER, OPENAI_ANSWER
 
 UPSTREAM = "http://127.0.0.1:1980/v1/chat/completions"
 KEY = "sk-route-key-123456"

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from aiproxy_middleware import AIProxyMiddleware
-from conftest import inner_app, sent_json
+from helpers import aws_event, inner_app, sent_json, sse
 
 PNG = "data:image/png;base64,iVBORw0KGgo="
 TOOLS = [{"type": "function", "function": {"name": n, "parameters": {"type": "object"}}}
@@ -22,11 +22,6 @@ TEXT = [("text", "Hello there")]
 TWO_TOOLS = [("tool", "call_a", "get_weather", {"city": "Paris"}),
              ("tool", "call_b", "get_time", {"tz": "CET"})]
 THINKING = [("thinking", "Let me think."), ("text", "42")]
-
-
-def sse(*events: dict[str, Any], named: bool = False) -> bytes:
-    return b"".join((f"event: {e['type']}\n" if named else "").encode()
-                    + b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
 
 
 class Claude:
@@ -164,21 +159,20 @@ class Bedrock:
                 "output": {"message": {"role": "assistant",
                                        "content": [self._block(b) for b in blocks]}},
                 "stopReason": stop, "usage": usage, "metrics": {"latencyMs": 1}})
-        from test_bedrock import event
-        frames = [event("messageStart", {"role": "assistant"})]
+        frames = [aws_event("messageStart", {"role": "assistant"})]
         for i, b in enumerate(blocks):
             if b[0] == "tool":
-                frames.append(event("contentBlockStart", {"contentBlockIndex": i, "start": {
+                frames.append(aws_event("contentBlockStart", {"contentBlockIndex": i, "start": {
                     "toolUse": {"toolUseId": b[1], "name": b[2]}}}))
                 delta = {"toolUse": {"input": json.dumps(b[3])}}
             elif b[0] == "thinking":
                 delta = {"reasoningContent": {"text": b[1]}}
             else:
                 delta = {"text": b[1]}
-            frames += [event("contentBlockDelta", {"contentBlockIndex": i, "delta": delta}),
-                       event("contentBlockStop", {"contentBlockIndex": i})]
-        frames += [event("messageStop", {"stopReason": stop}),
-                   event("metadata", {"usage": usage, "metrics": {"latencyMs": 1}})]
+            frames += [aws_event("contentBlockDelta", {"contentBlockIndex": i, "delta": delta}),
+                       aws_event("contentBlockStop", {"contentBlockIndex": i})]
+        frames += [aws_event("messageStop", {"stopReason": stop}),
+                   aws_event("metadata", {"usage": usage, "metrics": {"latencyMs": 1}})]
         return mock.post(f"{self.base}/converse-stream").respond(
             content=b"".join(frames),
             headers={"content-type": "application/vnd.amazon.eventstream"})

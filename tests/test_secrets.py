@@ -23,7 +23,7 @@ from aiproxy_middleware import AIProxyMiddleware
 from aiproxy_middleware.config.higress import load_config
 from aiproxy_middleware.errors import ConfigError
 from aiproxy_middleware.safety.secrets import expand, scrub, scrub_text
-from conftest import inner_app
+from helpers import inner_app
 from upstream_server import Served, free_port
 
 OPENAI = "sk-SECRET-openai-1234"

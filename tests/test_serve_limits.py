@@ -18,9 +18,9 @@ import yaml
 from aiproxy_middleware import AIProxyMiddleware, ConfigError, load_config
 from aiproxy_middleware.serve import cli
 from upstream_server import ServeProcess
+from helpers import CHAT
 
 ROOT = Path(__file__).resolve().parent.parent
-CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 READ_TIMEOUT_MS = 500
 CONFIG = {
     "requestReadTimeout": READ_TIMEOUT_MS,

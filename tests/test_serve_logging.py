@@ -17,11 +17,11 @@ import yaml
 from aiproxy_middleware import load_config
 from aiproxy_middleware.serve import cli
 from upstream_server import Served, ServeProcess, Upstream, read_request
+from helpers import CHAT
 
 ROOT = Path(__file__).resolve().parent.parent
 WITHIN = 10.0
 """Bounds every wait on a server (no test is timed)."""
-CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 MOCK = {"type": "mock", "modelMapping": {"*": "mock-echo-1"}}
 SUMMARY_LOGGER = "aiproxy_middleware.summary"
 _PAIR = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')

@@ -10,8 +10,7 @@ import httpx
 import openai
 import pytest
 
-from aiproxy_middleware import AIProxyMiddleware
-from conftest import inner_app, sent_json
+from helpers import data_events, openai_sdk, sent_json, sse
 from aiproxy_middleware.providers.spark import SparkStream
 
 URL = "https://spark-api-open.xf-yun.com/v1/chat/completions"
@@ -37,27 +36,13 @@ def event(content: str = "", usage: bool = False, **extra: Any) -> dict[str, Any
     return e
 
 
-def sse(*events: Any) -> bytes:  # Spark writes `data:` with no space
-    return b"".join(b"data:" + (e if isinstance(e, bytes) else json.dumps(e).encode())
-                    + b"\n\n" for e in events)
-
-
-STREAM = sse(event("你"), event("好"), event("!", usage=True), b"[DONE]")
+STREAM = sse(event("你"), event("好"), event("!", usage=True), b"[DONE]", space=False)
 CALL = {"type": "function", "function": {"name": "f", "arguments": '{"a":1}'}}
 # Spark's tool call: one `tool_calls` object (not a list), streamed in a delta.
 TOOL_STREAM = sse(event(), {**event(usage=True), "choices": [{
     "delta": {"role": "assistant", "content": "", "tool_calls": CALL}, "index": 0}]},
-    b"[DONE]")
+    b"[DONE]", space=False)
 F_TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
-
-
-def chunks(body: bytes) -> list[Any]:
-    out = []
-    for block in body.decode().split("\n\n"):
-        if block.startswith("data: "):
-            data = block[6:]
-            out.append(data if data == "[DONE]" else json.loads(data))
-    return out
 
 
 async def test_spec_example(gateway, respx_mock):
@@ -149,7 +134,7 @@ async def test_answer_fields_of_the_wrong_type_read_as_absent(gateway, respx_moc
 def test_stream_events_of_the_wrong_shape_are_skipped():
     got = run_stream(sse({"code": 0, "choices": ["x", {"delta": "y"}]},
                          {"code": 0, "choices": [{"delta": {"content": 5, "tool_calls": [1]}}]},
-                         event("hi", finish_reason=["stop"])))
+                         event("hi", finish_reason=["stop"]), space=False))
     assert got[-1] == "[DONE]"
     assert "".join(c["choices"][0]["delta"].get("content", "")
                    for c in got[:-1] if c["choices"]) == "hi"
@@ -175,7 +160,7 @@ async def test_embeddings_are_404(gateway, respx_mock):
 def run_stream(data: bytes, include_usage: bool = True) -> list[Any]:
     converter = SparkStream("generalv3.5", include_usage)
     out = b"".join(converter.feed(data[i:i + 1]) for i in range(len(data)))
-    return chunks(out + converter.close())
+    return data_events(out + converter.close(), done="[DONE]")
 
 
 def test_stream_byte_by_byte():
@@ -192,13 +177,15 @@ def test_stream_byte_by_byte():
 
 
 def test_stream_without_done_from_upstream_still_ends_once():
-    got = run_stream(sse(event("a"), event("b", finish_reason="length")), include_usage=False)
+    got = run_stream(sse(event("a"), event("b", finish_reason="length"), space=False),
+                     include_usage=False)
     assert got.count("[DONE]") == 1
     assert [c["choices"][0]["finish_reason"] for c in got[:-1]][-1] == "length"
 
 
 def test_stream_error_event():
-    got = run_stream(sse(event("a"), {"code": 10013, "message": "blocked", "sid": SID}))
+    got = run_stream(sse(event("a"), {"code": 10013, "message": "blocked", "sid": SID},
+                         space=False))
     assert got[-1]["error"]["message"] == "blocked" and "[DONE]" not in got
 
 
@@ -209,7 +196,7 @@ async def test_stream_through_the_gateway(gateway, respx_mock):
     r = await client.post("/v1/chat/completions", json={
         "model": "gpt-4", "stream": True, "messages": [{"role": "user", "content": "q"}]})
     assert r.status_code == 200 and r.headers["content-type"] == "text/event-stream"
-    got = chunks(r.content)
+    got = data_events(r.content, done="[DONE]")
     assert got.count("[DONE]") == 1 and got[-1] == "[DONE]"
     assert sent_json(route)["model"] == "generalv3"
 
@@ -218,9 +205,7 @@ async def test_stream_through_the_gateway(gateway, respx_mock):
 
 
 def sdk(upstream: httpx.AsyncClient) -> openai.AsyncOpenAI:
-    app = AIProxyMiddleware(inner_app(), config={"provider": CONFIG}, http_client=upstream)
-    return openai.AsyncOpenAI(base_url="http://gw/v1", api_key="unused", max_retries=0,
-                              http_client=httpx.AsyncClient(transport=httpx.ASGITransport(app)))
+    return openai_sdk({"provider": CONFIG}, upstream, max_retries=0)
 
 
 async def test_sdk_chat(upstream, respx_mock):

@@ -10,7 +10,7 @@ import anyio
 import httpx
 
 from aiproxy_middleware import AIProxyMiddleware
-from conftest import inner_app
+from helpers import inner_app
 
 FIRST = b'data: {"id":"c","object":"chat.completion.chunk","choices":[]}\n\n'
 BODY = json.dumps({"model": "m", "stream": True,

@@ -16,9 +16,10 @@ from aiproxy_middleware.wire.openai import ChatCompletionRequest, JsonBody, embe
 from aiproxy_middleware.provider import answer_object, json_object
 from aiproxy_middleware.shapes import as_dict, as_int, as_list, as_str, decode_json
 from aiproxy_middleware.providers.gemini import GeminiStream
+from helpers import chat
 
 DEEP = b"[" * 5000 + b"]" * 5000
-CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+CHAT = chat("m")
 GEMINI_URL = ("https://generativelanguage.googleapis.com/v1beta/models/m:generateContent")
 
 

@@ -23,7 +23,7 @@ import pytest
 import respx
 
 from aiproxy_middleware import AIProxyMiddleware, ConfigError, load_config
-from conftest import CHAT, OPENAI_ANSWER, SSE_ANSWER, inner_app
+from helpers import CHAT, OPENAI_ANSWER, SSE_ANSWER, inner_app
 from upstream_server import Served, Upstream
 
 try:  # anthropic >= 2.12 takes clients of httpx2 (httpx's successor), not httpx

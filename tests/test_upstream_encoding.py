@@ -27,13 +27,13 @@ from asgi_lifespan import LifespanManager
 
 from aiproxy_middleware import AIProxyMiddleware
 from aiproxy_middleware.wire import encodings
-from conftest import inner_app
+from helpers import chat, inner_app
 from upstream_server import RawServer, response_head
 
 KEY = "sk-SECRET-upstream-encoding-1234"
 APISIX_KEY = "sk-SECRET-apisix-encoding-5678"
 KEYS = (KEY, APISIX_KEY)
-CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+CHAT = chat("m")
 STREAM = {**CHAT, "stream": True}
 CLIENTS = ["default", "injected"]
 DIALECTS = ["higress", "apisix"]

@@ -22,7 +22,7 @@ import pytest
 import uvicorn
 
 from aiproxy_middleware import AIProxyMiddleware
-from conftest import inner_app
+from helpers import inner_app
 from aiproxy_middleware.providers import APISIX_PROVIDERS, PROVIDERS
 from test_fuzz_providers import SETTINGS
 

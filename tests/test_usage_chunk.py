@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from aiproxy_middleware import AIProxyMiddleware
-from conftest import inner_app, sent_json
+from helpers import inner_app, sent_json
 
 URL = "https://api.openai.com/v1/chat/completions"
 USAGE = {"prompt_tokens": 11, "completion_tokens": 2, "total_tokens": 13}

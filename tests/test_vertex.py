@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from aiproxy_middleware.config.higress import ConfigError, load_config
-from conftest import sent_json
+from helpers import chat, chunks, sent_json
 from aiproxy_middleware.providers import _gcp
 
 TOKEN_URI = "https://oauth2.googleapis.com/token"
@@ -36,7 +36,7 @@ KEY = {"type": "service_account", "project_id": "my-proj", "private_key_id": "ki
 STANDARD = {"type": "vertex", "vertexAuthKey": json.dumps(KEY), "vertexRegion": "us-central1",
             "vertexProjectId": "my-proj"}
 CONFIG = {"provider": STANDARD}
-CHAT = {"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]}
+CHAT = chat("gemini-2.5-flash")
 TOKEN = {"access_token": "ya29.first", "expires_in": 3599, "token_type": "Bearer"}
 SECRET_BITS = [PEM.splitlines()[5], "ya29."]
 
@@ -74,12 +74,6 @@ def _claude_events() -> bytes:
 
 
 CLAUDE_STREAM = _claude_events()
-
-
-def chunks(raw: bytes) -> list[dict]:
-    events = [line[6:] for line in raw.decode().split("\n\n") if line.startswith("data: ")]
-    assert events.count("[DONE]") == 1 and events[-1] == "[DONE]"
-    return [json.loads(e) for e in events[:-1]]
 
 
 def text_of(raw: bytes) -> str:
