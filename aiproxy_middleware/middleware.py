@@ -22,11 +22,12 @@ from aiproxy_middleware.wire.openai import ChatCompletionRequest, EmbeddingsRequ
 from aiproxy_middleware.provider import Call, Endpoint
 from aiproxy_middleware.pipeline.intake import read_body, refuse_path
 from aiproxy_middleware.pipeline.read_deadline import ReadDeadlines
-from aiproxy_middleware.pipeline.exchange import Limits, Trace, UpstreamFailure
+from aiproxy_middleware.pipeline.exchange import Limits, UpstreamFailure
 from aiproxy_middleware.pipeline.relay import Relay
 from aiproxy_middleware.runtime.tokens import STATEFUL, TokenProber, TokenStore, chat_probe
 from aiproxy_middleware.pipeline.summaries import summarize
 from aiproxy_middleware.observe.tap import AnswerTap
+from aiproxy_middleware.observe.trace import RequestTrace as Trace
 from aiproxy_middleware.runtime.transport import default_client
 from aiproxy_middleware.safety.urls import request_path_problem
 

@@ -19,10 +19,11 @@ from aiproxy_middleware.errors import ProxyError, bad_request, upstream_unreacha
 from aiproxy_middleware.config.apisix.exprs import RequestView, hash_key, hash_key_uses_body
 from aiproxy_middleware.wire.openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody, ask_for_usage
 from aiproxy_middleware.provider import Call, Endpoint, UpstreamRequest
-from aiproxy_middleware.pipeline.exchange import Trace, UpstreamFailure
+from aiproxy_middleware.pipeline.exchange import UpstreamFailure
 from aiproxy_middleware.pipeline.intake import read_body
 from aiproxy_middleware.pipeline.relay import Relay
 from aiproxy_middleware.observe.tap import AnswerTap
+from aiproxy_middleware.observe.trace import RequestTrace as Trace
 from aiproxy_middleware.pipeline.summaries import summarize
 
 if TYPE_CHECKING:
