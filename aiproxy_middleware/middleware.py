@@ -64,7 +64,7 @@ class AIProxyMiddleware:
         self.states = RouteStates([*self.config.all_apisix(), *self.config.routes], token_store,
                                   lambda: self.http_client)
         self.health = self.states.health
-        self.services = Services(lambda: self.http_client, self.observer, self.metrics,
+        self.services = Services(lambda: self.http_client, self.observer,
                                  self.read_deadlines, self.catalog, self.states,
                                  self.config.image_fetch.policy, app)
 

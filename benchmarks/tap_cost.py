@@ -22,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aiproxy_middleware.observe.summary import AnswerTap  # noqa: E402
+from aiproxy_middleware.observe.tap import AnswerTap  # noqa: E402
 
 EVENTS = 100
 USAGE = {"prompt_tokens": 25, "completion_tokens": 100, "total_tokens": 125,

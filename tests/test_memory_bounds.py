@@ -32,7 +32,7 @@ from asgi_lifespan import LifespanManager
 from aiproxy_middleware import AIProxyMiddleware, ConfigError, load_config
 from aiproxy_middleware.errors import ProxyError
 from aiproxy_middleware.observe.metrics import Metrics
-from aiproxy_middleware.observe.summary import Summary
+from aiproxy_middleware.observe.record import Summary
 from aiproxy_middleware.wire.sse import EventParser
 from aiproxy_middleware.wire.streams import WholeEvents
 from aiproxy_middleware.observe.tap import AnswerTap

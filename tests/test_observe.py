@@ -13,9 +13,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from aiproxy_middleware.errors import ConfigError
-from aiproxy_middleware.observe.metrics import label
-from aiproxy_middleware.observe.summary import (AnswerTap, Metrics, Observer, Summary, cost_of,
-                                        load_hook, summary_line)
+from aiproxy_middleware.observe.metrics import Metrics, label
+from aiproxy_middleware.observe.record import Summary, cost_of, summary_line
+from aiproxy_middleware.observe.summary import Observer, load_hook
+from aiproxy_middleware.observe.tap import AnswerTap
 from helpers import named_sse
 
 

@@ -8,7 +8,7 @@ import dataclasses
 
 import httpx
 import pytest
-from conftest import CHAT, OPENAI_ANSWER, inner_app
+from helpers import CHAT, OPENAI_ANSWER, inner_app
 
 from aiproxy_middleware import AIProxyMiddleware, load_config
 from aiproxy_middleware.runtime.tokens import MemoryTokenStore

@@ -14,7 +14,7 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
                                Histogram, generate_latest)
 
 if TYPE_CHECKING:
-    from aiproxy_middleware.observe.summary import Summary
+    from aiproxy_middleware.observe.record import Summary
 
 #: Seconds; LLM calls take from tens of milliseconds (embeddings, cached) to minutes.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0,

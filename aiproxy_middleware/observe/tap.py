@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from aiproxy_middleware.shapes import SKIM_ABOVE
+
 if TYPE_CHECKING:
-    from aiproxy_middleware.observe.summary import Summary
+    from aiproxy_middleware.observe.record import Summary
 
 
 def _int(value: Any) -> int | None:
@@ -54,11 +56,6 @@ def _event_at(block: bytes, at: int) -> bytes:
     return block[start + 2 if start >= 0 else 0:end + 2 if end >= 0 else len(block)]
 
 
-SKIM_ABOVE = 256 << 10
-"""Bytes of a whole answer above which the tap reads only the fields it needs. Decoding
-every object of a hostile answer holds the event loop (60 MiB of 5 million keys: 3.3 s;
-256 KiB of small keys: ~5 ms), and a thread does not help: msgspec holds the GIL while it
-decodes. Skimming skips what is not read at C speed (the same 60 MiB: 0.12 s)."""
 _SMALL = 64 << 10  # a skimmed usage or list of parts/blocks longer than this is not read
 _FIRST = 64  # choices, and Anthropic content blocks, a skimmed answer reads at most
 _NULL = msgspec.Raw(b"null")

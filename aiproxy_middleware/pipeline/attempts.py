@@ -12,7 +12,7 @@ import msgspec
 
 from aiproxy_middleware.config.apisix.exprs import RequestView, hash_key, hash_key_uses_body
 from aiproxy_middleware.config.model import Candidate, Limits, RetryPolicy, Route
-from aiproxy_middleware.pipeline.exchange import Trace
+from aiproxy_middleware.observe.request import RequestObserver
 from aiproxy_middleware.pipeline.relay import Relay
 from aiproxy_middleware.pipeline.route_state import RouteState
 from aiproxy_middleware.provider import Call, UpstreamRequest
@@ -30,7 +30,7 @@ class CandidateRelay(Relay):
     __slots__ = ("shape_upstream", "scope")
 
     def __init__(self, candidate: Candidate, scope: Scope, send: Any, anthropic: bool,
-                 answers: AnswerRules | None, limits: Limits, trace: Trace) -> None:
+                 answers: AnswerRules | None, limits: Limits, trace: RequestObserver) -> None:
         super().__init__(candidate.provider, send, anthropic, answers, limits, trace)
         self.shape_upstream = candidate.shape_upstream
         self.scope = scope

@@ -1,44 +1,38 @@
-"""The state one request's upstream exchange carries: its limits, its trace (where the time
-went, what the answer held), and a held-back failure that a caller may retry elsewhere."""
+"""The upstream side of one call: the request built and sent, the answer read within the
+route's limits (a compressed one decoded), the errors a failed exchange gives (timeout,
+unreachable, too big, undecodable, not a stream), and a retryable error answer held back as
+an `UpstreamFailure` that a caller may try elsewhere before it is relayed.
+
+What reaches the client is the response writer's (writer.py); the relay (relay.py) runs
+the two."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from time import perf_counter
-from typing import TYPE_CHECKING
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
 
 from aiproxy_middleware.config.model import Limits
-from aiproxy_middleware.observe.metrics import Metrics
-from aiproxy_middleware.observe.tap import AnswerTap
+from aiproxy_middleware.errors import ProxyError, upstream_invalid, upstream_timeout, upstream_unreachable
+from aiproxy_middleware.pipeline.upstream_response import failure_reason, framing, read_raw, relayed_headers
+from aiproxy_middleware.wire.encodings import ACCEPT_ENCODING, Decoder, TooBig, Undecodable, decoded, decoder_for
+from aiproxy_middleware.wire.streams import DisconnectWatcher
 
 if TYPE_CHECKING:
-    from aiproxy_middleware.provider import Provider
+    from aiproxy_middleware.observe.request import RequestObserver
+    from aiproxy_middleware.provider import Call, Provider, UpstreamRequest
     from aiproxy_middleware.safety.secrets import Scrubber
 
-__all__ = ["Limits", "Trace", "UpstreamFailure"]  # Limits: the route model's, as relay.py reads it
+logger = logging.getLogger("aiproxy_middleware")
 
-
-@dataclass(slots=True)
-class Trace:
-    """Where one request's time went, and what its answer held (for its summary)."""
-
-    start: float = field(default_factory=perf_counter)
-    upstream_wait: float = 0.0
-    """Seconds spent waiting on the upstream or on the client's reading."""
-    first_byte: float | None = None
-    status: int = 0
-    tap: AnswerTap = field(default_factory=AnswerTap)
-    streamed: bool = False
-    metrics: Metrics | None = None
-    """Where the active-streams gauge is kept, if metrics are on."""
-    scrubber: Scrubber | None = None
-    """What kept the last upstream answer free of credentials (the summary uses it too)."""
-    provider: Provider | None = None
-    """The provider last called (whose secrets the summary leaves out, answer or not)."""
-
-    def overhead(self) -> float:
-        """Seconds spent in the gateway itself so far."""
-        return max(perf_counter() - self.start - self.upstream_wait, 0.0)
+USER_AGENT = "aiproxy-middleware"
+WATCH_AFTER = 0.1
+"""Seconds into a whole-answer call before the client's connection is watched (a quick
+call is spared the watching task; a client gone by then is noticed then)."""
 
 
 class UpstreamFailure(Exception):
@@ -52,3 +46,170 @@ class UpstreamFailure(Exception):
         self.body = body
         self.elapsed = elapsed
         self.scrubber = scrubber
+
+
+class UpstreamExchange:
+    """Sends one call to its provider and reads the answer, within `limits`."""
+
+    __slots__ = ("provider", "limits", "observer", "decode_cap")
+
+    def __init__(self, provider: Provider, limits: Limits, observer: RequestObserver,
+                 decode_cap: int) -> None:
+        self.provider = provider
+        self.limits = limits
+        self.observer = observer
+        self.decode_cap = decode_cap
+        """The most bytes a compressed answer may decode to (`max_bytes`, else the
+        gateway's default response size: the relay's to say, since config imports this
+        module for `Limits`)."""
+
+    async def prepare(self, call: Call, shared: httpx.AsyncClient) -> None:
+        """The provider's own work before the call (a token fetched, a file uploaded)."""
+        try:
+            await self.provider.prepare(call, shared)
+        except (TimeoutError, httpx.TimeoutException):
+            raise self.timeout() from None
+        except httpx.TransportError as exc:
+            raise self.unreachable(exc) from None
+
+    def build(self, call: Call, up: UpstreamRequest, shared: httpx.AsyncClient
+              ) -> tuple[httpx.AsyncClient, httpx.Request]:
+        """The client to send `up` with, and the request, with the gateway's headers."""
+        headers = up.headers
+        headers.setdefault("Content-Type", "application/json")
+        headers.pop("accept-encoding", None)  # (a lower-case one forwarded from the client)
+        headers["Accept-Encoding"] = ACCEPT_ENCODING
+        headers.setdefault("User-Agent", USER_AGENT)
+        if call.stream:
+            headers.setdefault("Accept", "text/event-stream")
+        client = self.provider.client(shared)
+        limits = self.limits
+        request = client.build_request(up.method, up.url, headers=headers, content=up.body,
+                                       timeout=limits.idle or limits.total)
+        return client, request
+
+    async def fetch(self, client: httpx.AsyncClient, request: httpx.Request, receive: Any
+                    ) -> tuple[httpx.Response, bytes] | None:
+        """The whole answer to `request` (the response, its body read); None when the
+        client went away meanwhile (its call is dropped, quietly)."""
+        limits = self.limits
+        observer = self.observer
+        watcher = DisconnectWatcher(receive, WATCH_AFTER)
+        try:
+            async with asyncio.timeout(limits.idle or limits.total) as deadline:
+                observer.sent()
+                response = await client.send(request, stream=True)
+                observer.first_byte()
+                try:
+                    data = await self.read(response, deadline)
+                finally:
+                    await response.aclose()
+                    observer.received()
+        except (TimeoutError, httpx.TimeoutException):
+            raise self.timeout() from None
+        except httpx.TransportError as exc:
+            raise self.unreachable(exc) from None
+        except asyncio.CancelledError:
+            if not watcher.disconnected:
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            return None
+        finally:
+            watcher.stop()
+        return response, data
+
+    async def read(self, response: httpx.Response, deadline: asyncio.Timeout | None = None
+                   ) -> bytes:
+        """The whole answer, decoded, within `max_bytes` (of decoded bytes); with `deadline`,
+        an `idle` timeout applies to each read (APISIX's per-operation timeout)."""
+        cap = self.limits.max_bytes
+        idle = self.limits.idle if deadline is not None else None
+        length, encoding = framing(response)
+        decoder = self.decoder(encoding)
+        if response.is_stream_consumed:  # an in-process answer built from bytes (a mock's)
+            data = response.content  # (httpx decoded it)
+            if cap is not None and len(data) > cap:
+                raise self.too_big(cap)
+            return data
+        if cap is None and idle is None and decoder is None:
+            return await read_raw(response)
+        if decoder is None and cap is not None and length is not None and length.isdigit() \
+                and int(length) > cap:
+            raise self.too_big(cap)
+        chunks, size = [], 0
+        loop = asyncio.get_running_loop()
+        raw = response.aiter_raw()
+        try:
+            async for chunk in raw if decoder is None else decoded(raw, decoder):
+                if idle is not None:
+                    deadline.reschedule(loop.time() + idle)  # type: ignore[union-attr]
+                size += len(chunk)
+                if cap is not None and size > cap:
+                    raise self.too_big(cap)
+                chunks.append(chunk)
+        except TooBig:
+            raise self.too_big(decoder.limit) from None  # type: ignore[union-attr]
+        except Undecodable:
+            raise self.undecodable() from None
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def hold_back(self, status: int, response: httpx.Response, data: bytes, scrub: Scrubber,
+                  retry_on: Callable[[int], bool] | None) -> None:
+        """Raises `UpstreamFailure` for an error answer (`data` scrubbed already) that
+        `retry_on` says a caller may retry elsewhere."""
+        if status >= 400 and retry_on is not None and retry_on(status):
+            raise UpstreamFailure(status, scrub.headers(relayed_headers(response)), data,
+                                  self.observer.elapsed(), scrub)
+
+    def decoder(self, encoding: bytes | None) -> Decoder | None:
+        """What undoes an answer's Content-Encoding (None for none); a 502 for an encoding
+        the gateway cannot undo (relaying it would hide the answer from the scrubber)."""
+        if encoding is None:
+            return None
+        try:
+            return decoder_for(encoding.decode("latin-1"), self.decode_cap)
+        except Undecodable:
+            raise self.undecodable() from None
+
+    def undecodable(self) -> ProxyError:
+        # (The encoding is not quoted: the upstream chose it, and it could hold anything.)
+        p = self.provider
+        logger.warning("aiproxy: %s (%s) answered in an encoding that does not decode",
+                       p.name, p.host)
+        return upstream_invalid(f"provider {p.name!r} ({p.host}) answered in a content"
+                                " encoding the gateway cannot decode")
+
+    def too_big(self, cap: int) -> ProxyError:
+        p = self.provider
+        logger.warning("aiproxy: %s (%s) answered more than %d bytes", p.name, p.host, cap)
+        return upstream_invalid(f"provider {p.name!r} ({p.host}) answered more than"
+                                f" {cap} bytes (the response size limit)")
+
+    def not_a_stream(self, response: httpx.Response) -> ProxyError:
+        p = self.provider
+        kind = response.headers["content-type"].split(";", 1)[0].strip()
+        logger.warning("aiproxy: %s (%s) answered a stream request with %s", p.name, p.host, kind)
+        return upstream_invalid(f"provider {p.name!r} ({p.host}) answered {kind!r}, not an"
+                                " event stream")
+
+    def cut_short(self) -> ProxyError:
+        p = self.provider
+        return upstream_invalid(f"the stream from provider {p.name!r} ({p.host}) ended"
+                                " in the middle of an event")
+
+    def overran(self) -> ProxyError:
+        return upstream_timeout(f"the stream from provider {self.provider.name!r}"
+                                f" ran past max_stream_duration_ms"
+                                f" ({round(self.limits.stream_duration * 1000)} ms)")  # type: ignore[operator]
+
+    def timeout(self) -> ProxyError:
+        p = self.provider
+        ms = self.limits.timeout_ms()
+        logger.warning("aiproxy: %s (%s) timed out after %d ms", p.name, p.host, ms)
+        return upstream_timeout(f"provider {p.name!r} ({p.host}) did not answer within {ms} ms")
+
+    def unreachable(self, exc: httpx.TransportError) -> ProxyError:
+        p = self.provider
+        reason = failure_reason(exc)
+        logger.warning("aiproxy: %s (%s) unreachable: %s", p.name, p.host, reason)
+        return upstream_unreachable(f"could not reach provider {p.name!r} at {p.host}: {reason}")

@@ -18,13 +18,12 @@ import httpx
 from aiproxy_middleware.config.apisix.exprs import RequestView
 from aiproxy_middleware.config.model import Api, ApisixBody, Candidate, RetryPolicy, Route
 from aiproxy_middleware.errors import ProxyError, bad_request, upstream_unreachable
-from aiproxy_middleware.observe.summary import Metrics, Observer
-from aiproxy_middleware.observe.tap import AnswerTap
+from aiproxy_middleware.observe.summary import Observer
 from aiproxy_middleware.pipeline.attempts import (CandidateRelay, Turns, decoded, retry_after,
                                                   turns_for)
 from aiproxy_middleware.pipeline.checks import check_request
 from aiproxy_middleware.pipeline.discovery import COUNT_TOKENS, Catalog, count_tokens_path
-from aiproxy_middleware.pipeline.exchange import Trace, UpstreamFailure
+from aiproxy_middleware.pipeline.exchange import UpstreamFailure
 from aiproxy_middleware.pipeline.intake import read_body, too_large
 from aiproxy_middleware.pipeline.passthrough import Capture, pass_on
 from aiproxy_middleware.pipeline.read_deadline import ReadDeadlines
@@ -49,7 +48,6 @@ class Services:
 
     http_client: Callable[[], httpx.AsyncClient]
     observer: Observer
-    metrics: Metrics | None
     read_deadlines: ReadDeadlines
     catalog: Catalog
     states: RouteStates
@@ -68,7 +66,7 @@ class Responder:
         self.services = services
         self.route: Route | None = None
         """The route chosen (APISIX routes of one path: by methods and `vars`)."""
-        self.trace = Trace(metrics=services.metrics)
+        self.trace = services.observer.request()
         self.relay: Relay | None = None
         self.call: Call | None = None
         self.candidate: Candidate | None = None
@@ -123,7 +121,7 @@ class Responder:
         route, view = self._select(scope, data)
         self.route = route
         if route.observe.payloads:
-            self.trace.tap = AnswerTap(keep_text=True)
+            self.trace.keep_text()
         if len(data) > route.max_body:  # (the largest route's limit was read)
             raise too_large(route.max_body)
         request = self._request(route, scope, data)

@@ -1,42 +1,37 @@
-"""Turning one request's trace into its summary."""
+"""Turning one request's observer into its summary."""
 
 from __future__ import annotations
 
-from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from aiproxy_middleware.errors import ProxyError
-from aiproxy_middleware.observe.summary import Summary, cost_of
+from aiproxy_middleware.observe.record import Summary, cost_of
 from aiproxy_middleware.wire.openai import ChatCompletionRequest
 from aiproxy_middleware.provider import Call, Endpoint
-from aiproxy_middleware.pipeline.exchange import Trace
 from aiproxy_middleware.safety.secrets import Scrubber, upstream_scrubber
 from aiproxy_middleware.shapes import decode_json
+
+if TYPE_CHECKING:
+    from aiproxy_middleware.observe.request import RequestObserver
 
 _ENDPOINTS = {Endpoint.CHAT: "chat", Endpoint.EMBEDDINGS: "embeddings",
               Endpoint.MESSAGES: "messages"}
 
 
-def summarize(trace: Trace, call: Call, route: str, provider: str, instance: str | None,
-              error: str | None, attempts: int = 1, payloads: bool = False,
-              costs: tuple[float | None, float | None] = (None, None),
+def summarize(trace: RequestObserver, call: Call, route: str, provider: str,
+              instance: str | None, error: str | None, attempts: int = 1,
+              payloads: bool = False, costs: tuple[float | None, float | None] = (None, None),
               endpoint: str | None = None) -> Summary:
-    """The summary of a finished request."""
-    start = trace.start
-    tap = trace.tap
+    """The summary of a finished request (`trace`: its observer)."""
     summary = Summary(
         route=route, provider=provider,
         endpoint=endpoint or _ENDPOINTS.get(call.endpoint) or (  # type: ignore[arg-type]
             "count_tokens" if call.path.endswith("/count_tokens") else "original"),
         requested_model=call.requested_model or "", model=call.model, stream=call.stream,
-        instance=instance, status=trace.status,
-        time_to_first_byte_ms=_ms(trace.first_byte, start),
-        time_to_first_token_ms=_ms(tap.first_token_at, start),
-        total_ms=(perf_counter() - start) * 1000, overhead_ms=trace.overhead() * 1000,
-        attempts=attempts, error=error)
-    tap.fill(summary)
+        instance=instance, attempts=attempts, error=error)
+    trace.finish(summary)
     request = call.request
     if isinstance(request, ChatCompletionRequest) and request.tools:
         summary.tool_count = len(request.tools)
@@ -61,10 +56,6 @@ def _scrub(summary: Summary, scrub: Scrubber) -> None:
         summary.error = scrub.text(summary.error)
     if summary.response_text:
         summary.response_text = scrub.text(summary.response_text)
-
-
-def _ms(at: float | None, start: float) -> float | None:
-    return None if at is None else (at - start) * 1000
 
 
 def _payload(call: Call, scrub: Scrubber | None) -> Any:

@@ -25,8 +25,7 @@ import msgspec
 
 from aiproxy_middleware.wire.anthropic import error_json
 from aiproxy_middleware.errors import ProxyError, upstream_invalid
-from aiproxy_middleware.shapes import decode_json
-from aiproxy_middleware.observe.tap import SKIM_ABOVE
+from aiproxy_middleware.shapes import SKIM_ABOVE, decode_json
 from aiproxy_middleware.pipeline.upstream_response import relayed_headers
 
 if TYPE_CHECKING:

@@ -23,6 +23,10 @@ HEADER_TIMEOUT_ENV = "AIPROXY_HEADER_TIMEOUT"
 HEADER_LIMIT_ENV = "AIPROXY_HEADER_LIMIT"
 DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_HEADER_LIMIT = 16384
+LINGER = 2.0
+"""Seconds a refused connection keeps reading (and dropping) what the client still sends
+before it closes: closing on unread bytes resets the connection, and a reset can destroy
+the 431 before the client reads it."""
 _TOO_LARGE_BODY = b"request header fields too large"
 _TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain\r\n"
               b"content-length: %d\r\nconnection: close\r\n\r\n%s"
@@ -43,18 +47,20 @@ class _HeaderBounds:
         self._header_limit = int(os.environ.get(HEADER_LIMIT_ENV, DEFAULT_HEADER_LIMIT))
         self._header_timer: asyncio.TimerHandle | None = None
         self._header_bytes = 0
+        self._refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
         self._header_timer = self.loop.call_later(self._header_timeout, self._headers_late)
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # (lingering: see `_refuse`)
         super().data_received(data)  # type: ignore[misc]
         if self._awaiting_headers():
             self._header_bytes += len(data)
             if self._header_bytes > self._header_limit and not self.transport.is_closing():
-                self.transport.write(_TOO_LARGE)
-                self.transport.close()
+                self._refuse()
             elif self._header_timer is None:
                 self._header_timer = self.loop.call_later(self._header_timeout,
                                                           self._headers_late)
@@ -69,6 +75,21 @@ class _HeaderBounds:
             self._header_timer.cancel()
             self._header_timer = None
         super().connection_lost(exc)  # type: ignore[misc]
+
+    def _refuse(self) -> None:
+        """Answer 431 and end the connection: our side is shut at once, then what the client
+        still sends is read and dropped for `LINGER` seconds before the close."""
+        self._refused = True
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        transport = self.transport
+        transport.write(_TOO_LARGE)
+        if transport.can_write_eof():
+            transport.write_eof()
+            self.loop.call_later(LINGER, transport.close)
+        else:
+            transport.close()
 
     def _awaiting_headers(self) -> bool:
         cycle = self.cycle

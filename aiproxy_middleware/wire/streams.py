@@ -1,36 +1,36 @@
-"""Wrappers a relay puts around a streamed answer: the answer tap, dropping the usage chunk
-a client did not want, holding back a part-sent event, and noticing a client that went
-away."""
+"""Wrappers a relay puts around a streamed answer: handing its bytes to a reader (the
+request's observer), dropping the usage chunk a client did not want, holding back a
+part-sent event, and noticing a client that went away."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from aiproxy_middleware.wire.sse import DEFAULT_MAX_EVENT_SIZE, event_too_large
-from aiproxy_middleware.observe.tap import AnswerTap
 
 
 class Tapped:
-    """A stream converter whose OpenAI-format output the answer tap reads too (with no
+    """A stream converter whose OpenAI-format output `read` is given too (with no
     converter, the bytes as they came)."""
 
-    __slots__ = ("inner", "tap")
+    __slots__ = ("inner", "read")
 
-    def __init__(self, inner: Any, tap: AnswerTap) -> None:
+    def __init__(self, inner: Any, read: Callable[[bytes], None]) -> None:
         self.inner = inner
-        self.tap = tap
+        self.read = read
 
     def feed(self, data: bytes) -> bytes:
         out = self.inner.feed(data) if self.inner is not None else data
         if out:
-            self.tap.sse(out)
+            self.read(out)
         return out
 
     def close(self) -> bytes:
         out = self.inner.close() if self.inner is not None else b""
         if out:
-            self.tap.sse(out)
+            self.read(out)
         return out
 
 
