@@ -15,7 +15,7 @@ import pytest
 import respx
 
 from aiproxy_middleware import AIProxyMiddleware
-from aiproxy_middleware.wire.anthropic import MessageStream, convert_answer
+from aiproxy_middleware.wire.anthropic_answers import MessageStream, convert_answer
 from helpers import STREAM_USAGE, TLS, inner_app, openai_stream, sdk_httpx, sent_json
 
 OPENAI_URL = "https://api.openai.com/v1/chat/completions"

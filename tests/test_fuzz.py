@@ -28,7 +28,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aiproxy_middleware import AIProxyMiddleware
-from aiproxy_middleware.wire.anthropic import MessageStream, MessagesRequest, convert_answer, to_chat
+from aiproxy_middleware.wire.anthropic import MessagesRequest, to_chat
+from aiproxy_middleware.wire.anthropic_answers import MessageStream, convert_answer
 from aiproxy_middleware.errors import ProxyError
 from aiproxy_middleware.transforms.messages import AnswerRules
 from aiproxy_middleware.wire.openai import (ChatCompletionRequest, EmbeddingsRequest, JsonBody,

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs
 
 import msgspec
 
-from aiproxy_middleware.wire.anthropic import error_json
+from aiproxy_middleware.wire.anthropic_answers import error_json
 from aiproxy_middleware.errors import ProxyError
 from aiproxy_middleware.provider import Endpoint
 
