@@ -18,6 +18,7 @@ from msgspec import Struct
 
 from aiproxy_middleware.safety.client_headers import FORWARDED
 from aiproxy_middleware.errors import ConfigError, upstream_invalid
+from aiproxy_middleware.provider_config import ProviderConfig
 from aiproxy_middleware.transforms.fetch_policy import DEFAULT_POLICY, ImagePolicy
 from aiproxy_middleware.safety.secrets import watch
 from aiproxy_middleware.shapes import decode_json
@@ -28,7 +29,6 @@ __all__ = ["Call", "Endpoint", "Provider", "StreamConverter", "UpstreamRequest",
 
 if TYPE_CHECKING:
     from aiproxy_middleware.config.apisix.schema import ApisixTarget
-    from aiproxy_middleware.config.higress import ProviderConfig
     from aiproxy_middleware.wire.openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody
 
 
@@ -189,8 +189,6 @@ class Provider:
     def from_apisix(cls, target: ApisixTarget) -> Provider:
         """The provider for an APISIX route or instance: no tokens (APISIX's `auth.header`
         and `auth.query` are added by the core), the route's timeout, default settings."""
-        from aiproxy_middleware.config.higress import ProviderConfig
-
         try:
             return cls(ProviderConfig(type=cls.name, timeout=target.timeout), cls.Settings())
         except ConfigError as exc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from aiproxy_middleware.provider import Provider
+from aiproxy_middleware.provider_api import Provider
 
 
 def _discover() -> tuple[dict[str, type[Provider]], dict[str, type[Provider]]]:

@@ -30,8 +30,8 @@ from urllib.parse import parse_qs
 
 from msgspec import Struct
 
-from aiproxy_middleware.config.higress import ConfigError, ProviderConfig
-from aiproxy_middleware.provider import Call, Endpoint, UpstreamRequest, segment
+from aiproxy_middleware.provider_api import (Call, ConfigError, Endpoint, ProviderConfig,
+                                            UpstreamRequest, segment)
 
 from ._compatible import OpenAICompatible, split_url
 

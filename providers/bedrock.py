@@ -64,16 +64,16 @@ import httpx
 import msgspec
 from msgspec import UNSET, Struct
 
-from aiproxy_middleware.errors import ConfigError, ProxyError, bad_request, upstream_invalid
-from aiproxy_middleware.transforms.images import inline_image_urls
-from aiproxy_middleware.wire.openai import (AssistantMessage, ChatCompletion, ChatCompletionRequest,
-                                       ChatMessage, Choice, EmbeddingsRequest,
-                                       EmbeddingsResponse, EmbeddingsUsage, FunctionCall,
-                                       ToolCall, Usage, cached_usage, embedding, encode)
-from aiproxy_middleware.provider import (Call, Endpoint, Provider, UpstreamRequest,
-                                         answer_object, json_object, segment)
-from aiproxy_middleware.shapes import as_dict, as_int, as_str, decode_json
-from aiproxy_middleware.wire.sse import ChunkStream, event_limit, event_too_large
+from aiproxy_middleware.provider_api import (AssistantMessage, Call, ChatCompletion,
+                                            ChatCompletionRequest, ChatMessage, Choice,
+                                            ChunkStream, ConfigError, EmbeddingsRequest,
+                                            EmbeddingsResponse, EmbeddingsUsage, Endpoint,
+                                            FunctionCall, Provider, ProxyError, ToolCall,
+                                            UpstreamRequest, Usage, answer_object, as_dict,
+                                            as_int, as_str, bad_request, cached_usage,
+                                            decode_json, embedding, encode, event_limit,
+                                            event_too_large, inline_image_urls, json_object,
+                                            segment, upstream_invalid)
 
 from ._aws import (MAX_MESSAGE, EventStreamDecoder, EventStreamError, Message, MessageTooLarge,
                    sigv4_headers)

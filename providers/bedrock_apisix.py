@@ -24,16 +24,13 @@ import copy
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
-from aiproxy_middleware.errors import ConfigError
-from aiproxy_middleware.provider import Call, UpstreamRequest, endpoint_path
-from aiproxy_middleware.safety.secrets import shown_url
+from aiproxy_middleware.provider_api import (Call, ConfigError, ProviderConfig, UpstreamRequest,
+                                            endpoint_path, shown_url)
 
 from .bedrock import _REGION, Bedrock, Settings, model_path
 
 if TYPE_CHECKING:
     from aiproxy_middleware.config.apisix.schema import ApisixTarget
-    from aiproxy_middleware.config.higress import ProviderConfig
-
 PROTOCOL = "bedrock-converse"
 _DEFAULT_PORTS = {"https": ":443", "http": ":80"}
 _NOT_FORWARDED = {"host", "content-length"}
@@ -89,8 +86,6 @@ class BedrockApisix(Bedrock):
     @classmethod
     def from_apisix(cls, target: ApisixTarget) -> BedrockApisix:
         """The provider for a `bedrock` route or instance; ConfigErrors name the field."""
-        from aiproxy_middleware.config.higress import ProviderConfig
-
         where = target.where
         region = target.provider_conf.region if target.provider_conf else None
         if not region:

@@ -48,15 +48,14 @@ from typing import Any
 import msgspec
 from msgspec import Struct
 
-from aiproxy_middleware.safety.client_headers import forwarded
-from aiproxy_middleware.errors import ProxyError, bad_request, upstream_invalid
-from aiproxy_middleware.wire.openai import (AssistantMessage, ChatCompletion, ChatCompletionRequest,
-                                       ChatMessage, Choice, ContentPart, FunctionCall,
-                                       ToolCall, Usage, cached_usage, encode)
-from aiproxy_middleware.provider import (Call, Endpoint, Provider, UpstreamRequest,
-                                         answer_object, json_object)
-from aiproxy_middleware.shapes import as_dict, as_int, as_str, decode_json
-from aiproxy_middleware.wire.sse import ChunkStream, Event, EventParser
+from aiproxy_middleware.provider_api import (AssistantMessage, Call, ChatCompletion,
+                                            ChatCompletionRequest, ChatMessage, Choice,
+                                            ChunkStream, ContentPart, Endpoint, Event,
+                                            EventParser, FunctionCall, Provider, ProxyError,
+                                            ToolCall, UpstreamRequest, Usage, answer_object,
+                                            as_dict, as_int, as_str, bad_request, cached_usage,
+                                            decode_json, encode, forwarded, json_object,
+                                            upstream_invalid)
 
 ANTHROPIC_HEADERS = frozenset({b"anthropic-version", b"anthropic-beta"})
 """The client's headers that pass to the Messages API, over the configured version."""

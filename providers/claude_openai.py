@@ -22,7 +22,7 @@ This class does the same, for APISIX routes only (the Higress `claude` type is u
 
 from __future__ import annotations
 
-from aiproxy_middleware.provider import Call, UpstreamRequest
+from aiproxy_middleware.provider_api import Call, UpstreamRequest
 
 from ._compatible import OpenAICompatible
 from .claude import Claude

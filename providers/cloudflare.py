@@ -15,8 +15,7 @@ from typing import Any
 
 from msgspec import Struct
 
-from aiproxy_middleware.config.higress import ConfigError
-from aiproxy_middleware.provider import Call
+from aiproxy_middleware.provider_api import Call, ConfigError
 
 from ._compatible import OpenAICompatible
 

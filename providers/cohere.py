@@ -36,15 +36,14 @@ from typing import Any
 
 from msgspec import UNSET
 
-from aiproxy_middleware.errors import ProxyError, bad_request
-from aiproxy_middleware.wire.openai import (AssistantMessage, ChatCompletion, ChatCompletionRequest,
-                                       ChatMessage, Choice, embedding, EmbeddingsRequest,
-                                       EmbeddingsResponse, EmbeddingsUsage, FunctionCall,
-                                       ToolCall, Usage, encode)
-from aiproxy_middleware.provider import (Call, Endpoint, Provider, UpstreamRequest,
-                                         answer_object, json_object)
-from aiproxy_middleware.shapes import as_dict, as_int, as_list, as_str
-from aiproxy_middleware.wire.sse import ChunkStream, Event, JsonEventConverter
+from aiproxy_middleware.provider_api import (AssistantMessage, Call, ChatCompletion,
+                                            ChatCompletionRequest, ChatMessage, Choice,
+                                            ChunkStream, EmbeddingsRequest, EmbeddingsResponse,
+                                            EmbeddingsUsage, Endpoint, Event, FunctionCall,
+                                            JsonEventConverter, Provider, ProxyError, ToolCall,
+                                            UpstreamRequest, Usage, answer_object, as_dict,
+                                            as_int, as_list, as_str, bad_request, embedding,
+                                            encode, json_object)
 
 HOST = "https://api.cohere.com"
 FINISH = {"COMPLETE": "stop", "STOP_SEQUENCE": "stop", "MAX_TOKENS": "length",

@@ -37,12 +37,10 @@ from typing import Any
 import httpx
 from msgspec import Struct
 
-from aiproxy_middleware.config.higress import ConfigError
-from aiproxy_middleware.errors import ProxyError, bad_request, upstream_invalid
-from aiproxy_middleware.wire.openai import ChatCompletionRequest, encode
-from aiproxy_middleware.provider import (Call, Endpoint, Provider, UpstreamRequest,
-                                         answer_object, json_object)
-from aiproxy_middleware.wire.sse import DONE
+from aiproxy_middleware.provider_api import (Call, ChatCompletionRequest, ConfigError, DONE,
+                                            Endpoint, Provider, ProxyError, UpstreamRequest,
+                                            answer_object, bad_request, encode, json_object,
+                                            upstream_invalid)
 
 HOSTS = {"Free": "https://api-free.deepl.com", "Pro": "https://api.deepl.com"}
 PATH = "/v2/translate"

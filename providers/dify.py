@@ -41,13 +41,12 @@ from typing import Any
 
 from msgspec import Struct
 
-from aiproxy_middleware.errors import ConfigError, ProxyError, bad_request, upstream_invalid
-from aiproxy_middleware.wire.openai import (AssistantMessage, ChatCompletion, ChatCompletionRequest,
-                                       Choice, Usage, encode)
-from aiproxy_middleware.provider import (Call, Endpoint, Provider, UpstreamRequest,
-                                         answer_object, json_object)
-from aiproxy_middleware.shapes import as_dict, as_int
-from aiproxy_middleware.wire.sse import ChunkStream, Event, JsonEventConverter
+from aiproxy_middleware.provider_api import (AssistantMessage, Call, ChatCompletion,
+                                            ChatCompletionRequest, Choice, ChunkStream,
+                                            ConfigError, Endpoint, Event, JsonEventConverter,
+                                            Provider, ProxyError, UpstreamRequest, Usage,
+                                            answer_object, as_dict, as_int, bad_request, encode,
+                                            json_object, upstream_invalid)
 
 from ._compatible import split_url
 

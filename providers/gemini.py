@@ -41,18 +41,16 @@ import httpx
 import msgspec
 from msgspec import UNSET, Struct
 
-from aiproxy_middleware.config.higress import ConfigError
-from aiproxy_middleware.errors import ProxyError, bad_request
-from aiproxy_middleware.transforms.images import inline_image_urls
-from aiproxy_middleware.wire.openai import (AssistantMessage, ChatCompletion, ChatCompletionRequest,
-                                       ChatMessage, Choice, CompletionTokensDetails,
-                                       ContentPart, embedding, EmbeddingsRequest,
-                                       EmbeddingsResponse, EmbeddingsUsage, FunctionCall,
-                                       PromptTokensDetails, ToolCall, Usage, encode)
-from aiproxy_middleware.provider import (Call, Endpoint, Provider, UpstreamRequest, answer_object,
-                                         segment)
-from aiproxy_middleware.shapes import as_dict, as_int, as_list, as_str, decode_json
-from aiproxy_middleware.wire.sse import ChunkStream, Event, JsonEventConverter
+from aiproxy_middleware.provider_api import (AssistantMessage, Call, ChatCompletion,
+                                            ChatCompletionRequest, ChatMessage, Choice,
+                                            ChunkStream, CompletionTokensDetails, ConfigError,
+                                            ContentPart, EmbeddingsRequest, EmbeddingsResponse,
+                                            EmbeddingsUsage, Endpoint, Event, FunctionCall,
+                                            JsonEventConverter, PromptTokensDetails, Provider,
+                                            ProxyError, ToolCall, UpstreamRequest, Usage,
+                                            answer_object, as_dict, as_int, as_list, as_str,
+                                            bad_request, decode_json, embedding, encode,
+                                            inline_image_urls, segment)
 
 HOST = "https://generativelanguage.googleapis.com"
 BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576}

@@ -54,14 +54,13 @@ from typing import Any
 import msgspec
 from msgspec import UNSET, Struct
 
-from aiproxy_middleware.config.higress import ConfigError
-from aiproxy_middleware.errors import ProxyError, bad_request, upstream_invalid
-from aiproxy_middleware.wire.openai import (AssistantMessage, ChatCompletion, ChatCompletionRequest,
-                                       ChatMessage, Choice, FunctionCall, ToolCall, Usage,
-                                       encode)
-from aiproxy_middleware.provider import Call, Endpoint, UpstreamRequest
-from aiproxy_middleware.shapes import as_dict, as_int, as_list, as_str, decode_json
-from aiproxy_middleware.wire.sse import ChunkStream, Event, JsonEventConverter
+from aiproxy_middleware.provider_api import (AssistantMessage, Call, ChatCompletion,
+                                            ChatCompletionRequest, ChatMessage, Choice,
+                                            ChunkStream, ConfigError, Endpoint, Event,
+                                            FunctionCall, JsonEventConverter, ProxyError,
+                                            ToolCall, UpstreamRequest, Usage, as_dict, as_int,
+                                            as_list, as_str, bad_request, decode_json, encode,
+                                            upstream_invalid)
 
 from ._compatible import OpenAICompatible
 

@@ -59,13 +59,12 @@ from urllib.parse import parse_qs, quote
 import msgspec
 from msgspec import UNSET, Struct
 
-from aiproxy_middleware.config.higress import ConfigError
-from aiproxy_middleware.errors import ProxyError, bad_request, upstream_invalid
-from aiproxy_middleware.wire.openai import (AssistantMessage, ChatCompletion, ChatCompletionRequest,
-                                       Choice, FunctionCall, ToolCall, Usage, encode)
-from aiproxy_middleware.provider import Call, UpstreamRequest
-from aiproxy_middleware.shapes import as_dict, as_int, as_list, as_str, decode_json
-from aiproxy_middleware.wire.sse import ChunkStream, Event, EventParser
+from aiproxy_middleware.provider_api import (AssistantMessage, Call, ChatCompletion,
+                                            ChatCompletionRequest, Choice, ChunkStream,
+                                            ConfigError, Event, EventParser, FunctionCall,
+                                            ProxyError, ToolCall, UpstreamRequest, Usage,
+                                            as_dict, as_int, as_list, as_str, bad_request,
+                                            decode_json, encode, upstream_invalid)
 
 from ._compatible import OpenAICompatible
 

@@ -22,11 +22,11 @@ import httpx
 import msgspec
 from msgspec import Struct
 
-from aiproxy_middleware.wire.openai import (
-    AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice,
-    ChunkChoice, Delta, embedding, EmbeddingsRequest, EmbeddingsResponse, EmbeddingsUsage,
-    Usage, encode)
-from aiproxy_middleware.provider import Call, Endpoint, UpstreamRequest
+from aiproxy_middleware.provider_api import (AssistantMessage, Call, ChatCompletion,
+                                            ChatCompletionChunk, ChatCompletionRequest, Choice,
+                                            ChunkChoice, Delta, EmbeddingsRequest,
+                                            EmbeddingsResponse, EmbeddingsUsage, Endpoint,
+                                            UpstreamRequest, Usage, embedding, encode)
 
 from ._compatible import OpenAICompatible
 

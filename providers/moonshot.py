@@ -30,13 +30,9 @@ import httpx
 import msgspec
 from msgspec import Struct
 
-from aiproxy_middleware.config.higress import ConfigError
-from aiproxy_middleware.transforms.context import CachedText, insert_system
-from aiproxy_middleware.errors import ProxyError
-from aiproxy_middleware.provider import Call, Endpoint, upstream_url
-from aiproxy_middleware.shapes import decode_json
-from aiproxy_middleware.wire.sse import event_limit
-from aiproxy_middleware.wire.streams import WholeEvents
+from aiproxy_middleware.provider_api import (CachedText, Call, ConfigError, Endpoint,
+                                            ProxyError, WholeEvents, decode_json, event_limit,
+                                            insert_system, upstream_url)
 
 from ._compatible import OpenAICompatible
 

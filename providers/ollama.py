@@ -16,9 +16,7 @@ from typing import Annotated, Any
 
 from msgspec import Meta, Struct
 
-from aiproxy_middleware.config.higress import ConfigError
-from aiproxy_middleware.provider import Call
-from aiproxy_middleware.safety.secrets import shown_url
+from aiproxy_middleware.provider_api import Call, ConfigError, shown_url
 
 from ._compatible import OpenAICompatible
 

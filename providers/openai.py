@@ -29,8 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from msgspec import Struct
 
-from aiproxy_middleware.config.higress import ConfigError, ProviderConfig
-from aiproxy_middleware.provider import Call, Endpoint
+from aiproxy_middleware.provider_api import Call, ConfigError, Endpoint, ProviderConfig
 
 from ._compatible import DEFAULT_PATHS, OpenAICompatible, custom_url_paths, split_url
 

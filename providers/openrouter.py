@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiproxy_middleware.provider import Call, Endpoint, UpstreamRequest
+from aiproxy_middleware.provider_api import Call, Endpoint, UpstreamRequest
 
 from ._compatible import OpenAICompatible
 

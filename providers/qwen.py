@@ -45,16 +45,15 @@ from typing import Any
 import msgspec
 from msgspec import UNSET, Struct
 
-from aiproxy_middleware.config.higress import ConfigError
-from aiproxy_middleware.errors import ProxyError, bad_request, upstream_invalid
-from aiproxy_middleware.wire.openai import (AssistantMessage, ChatCompletion, ChatCompletionRequest,
-                                       ChatMessage, Choice, CompletionTokensDetails,
-                                       EmbeddingsRequest, EmbeddingsResponse, EmbeddingsUsage,
-                                       FunctionCall, PromptTokensDetails, ToolCall, Usage,
-                                       embedding, encode)
-from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest
-from aiproxy_middleware.shapes import as_dict, as_int, as_list, as_str, decode_json
-from aiproxy_middleware.wire.sse import ChunkStream, Event, EventParser
+from aiproxy_middleware.provider_api import (AssistantMessage, Call, ChatCompletion,
+                                            ChatCompletionRequest, ChatMessage, Choice,
+                                            ChunkStream, CompletionTokensDetails, ConfigError,
+                                            EmbeddingsRequest, EmbeddingsResponse,
+                                            EmbeddingsUsage, Endpoint, Event, EventParser,
+                                            FunctionCall, PromptTokensDetails, Provider,
+                                            ProxyError, ToolCall, UpstreamRequest, Usage,
+                                            as_dict, as_int, as_list, as_str, bad_request,
+                                            decode_json, embedding, encode, upstream_invalid)
 
 from ._compatible import host_setting
 

@@ -33,12 +33,11 @@ from typing import Any
 
 import msgspec
 
-from aiproxy_middleware.errors import ProxyError, upstream_invalid
-from aiproxy_middleware.wire.openai import (AssistantMessage, ChatCompletion, Choice, FunctionCall,
-                                       ToolCall, Usage, encode)
-from aiproxy_middleware.provider import Call
-from aiproxy_middleware.shapes import as_dict, as_int, as_list, as_str, decode_json
-from aiproxy_middleware.wire.sse import ChunkStream, Event, JsonEventConverter
+from aiproxy_middleware.provider_api import (AssistantMessage, Call, ChatCompletion, Choice,
+                                            ChunkStream, Event, FunctionCall,
+                                            JsonEventConverter, ProxyError, ToolCall, Usage,
+                                            as_dict, as_int, as_list, as_str, decode_json,
+                                            encode, upstream_invalid)
 
 from ._compatible import OpenAICompatible
 

@@ -34,14 +34,15 @@ import httpx
 import msgspec
 from msgspec import Meta, Struct
 
-from aiproxy_middleware.errors import ConfigError, bad_request, upstream_invalid
-from aiproxy_middleware.transforms.images import inline_image_urls
-from aiproxy_middleware.wire.openai import (ChatCompletionRequest, EmbeddingsRequest,
-                                       EmbeddingsResponse, EmbeddingsUsage, embedding, encode)
-from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest, segment
-from aiproxy_middleware.shapes import as_dict, as_int, as_list, decode_json
-from aiproxy_middleware.providers import claude, gemini
-from aiproxy_middleware.providers._gcp import JWT_LIFETIME, AuthorizedClient, TokenSource, service_account
+from aiproxy_middleware.provider_api import (Call, ChatCompletionRequest, ConfigError,
+                                            EmbeddingsRequest, EmbeddingsResponse,
+                                            EmbeddingsUsage, Endpoint, Provider,
+                                            UpstreamRequest, as_dict, as_int, as_list,
+                                            bad_request, decode_json, embedding, encode,
+                                            inline_image_urls, segment, upstream_invalid)
+
+from . import claude, gemini
+from ._gcp import JWT_LIFETIME, AuthorizedClient, TokenSource, service_account
 
 ANTHROPIC_VERSION = "vertex-2023-10-16"
 _REGION = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")

@@ -30,20 +30,17 @@ from urllib.parse import urlsplit
 import httpx
 
 from aiproxy_middleware.config.apisix.schema import ProviderConf
-from aiproxy_middleware.errors import ConfigError, bad_request
-from aiproxy_middleware.wire.openai import EmbeddingsRequest, encode
-from aiproxy_middleware.provider import (Call, Endpoint, NoSettings, Provider, UpstreamRequest,
-                                         endpoint_path, segment)
-from aiproxy_middleware.safety.secrets import shown_url
-from aiproxy_middleware.providers import gemini
-from aiproxy_middleware.providers._gcp import (TOKEN_URI, AuthorizedClient, TokenSource, TtlPolicy,
-                            service_account)
-from aiproxy_middleware.providers.vertex import _PROJECT, _REGION, convert_embeddings, embeddings_body
+from aiproxy_middleware.provider_api import (Call, ConfigError, EmbeddingsRequest, Endpoint,
+                                            NoSettings, Provider, ProviderConfig,
+                                            UpstreamRequest, bad_request, encode, endpoint_path,
+                                            segment, shown_url)
+
+from . import gemini
+from ._gcp import TOKEN_URI, AuthorizedClient, TokenSource, TtlPolicy, service_account
+from .vertex import _PROJECT, _REGION, convert_embeddings, embeddings_body
 
 if TYPE_CHECKING:
     from aiproxy_middleware.config.apisix.schema import ApisixTarget, GcpAuth
-    from aiproxy_middleware.config.higress import ProviderConfig
-
 ENV_VAR = "GCP_SERVICE_ACCOUNT"
 NAME = "vertex-ai"
 
@@ -114,8 +111,6 @@ class VertexOpenAI(Provider):
     @classmethod
     def from_apisix(cls, target: ApisixTarget) -> VertexOpenAI:
         """The provider for a `vertex-ai` route or instance; ConfigErrors name the field."""
-        from aiproxy_middleware.config.higress import ProviderConfig
-
         return cls(ProviderConfig(type=NAME, timeout=target.timeout), target)
 
     def base_url(self) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 
 from msgspec import Struct
 
-from aiproxy_middleware.provider import Call, Endpoint, UpstreamRequest
+from aiproxy_middleware.provider_api import Call, Endpoint, UpstreamRequest
 
 from ._compatible import OpenAICompatible, host_setting
 

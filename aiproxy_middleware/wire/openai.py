@@ -157,6 +157,12 @@ class Usage(Struct):
     completion_tokens_details: CompletionTokensDetails | UnsetType = UNSET
 
 
+def usage(prompt: int, completion: int, total: int | None = None) -> Usage:
+    """OpenAI usage from a provider's counts: its own total when it gives one (even 0),
+    else prompt plus completion."""
+    return Usage(prompt, completion, prompt + completion if total is None else total)
+
+
 def cached_usage(input_tokens: int, output_tokens: int, cache_read: int,
                  cache_write: int) -> Usage:
     """OpenAI usage for providers that count cached input apart (Claude, Bedrock): the
