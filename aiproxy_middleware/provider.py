@@ -28,7 +28,6 @@ __all__ = ["Call", "Endpoint", "Provider", "StreamConverter", "UpstreamRequest",
            "answer_object", "json_object", "segment", "endpoint_path", "upstream_url"]
 
 if TYPE_CHECKING:
-    from aiproxy_middleware.config.apisix.schema import ApisixTarget
     from aiproxy_middleware.wire.openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody
 
 
@@ -156,19 +155,6 @@ class Provider:
     sends `developer` messages as `system` ones."""
     settings_column: ClassVar[str | None] = None
     """Its column of the customSettings name table under `protocol: original`."""
-    apisix_names: ClassVar[tuple[str, ...]] = ()
-    """The APISIX provider names (`provider: vertex-ai`) that `from_apisix` builds."""
-    apisix_max_tokens: ClassVar[str] = "max_tokens"
-    """The chat body field that APISIX's `override.llm_options.max_tokens` sets."""
-    apisix_drops_model: ClassVar[bool] = False
-    """APISIX routes send no `model` in the body (the URL names the model)."""
-    apisix_protocol: ClassVar[str] = "openai-chat"
-    """The APISIX protocol name of the body sent for a chat call (the key of
-    `override.request_body` the core merges; a provider with another applies it itself)."""
-    apisix_signs: ClassVar[bool] = False
-    """The request is signed over its URL, so the provider applies `override.endpoint`
-    itself; otherwise the core rewrites the URL that `request` gives."""
-
     client_headers: ClassVar[frozenset[bytes]] = FORWARDED
     """The client's request headers (lower case) that go upstream when the client speaks
     the provider's own API (`protocol: original`, APISIX routes): the gateway's allow-list,
@@ -184,15 +170,6 @@ class Provider:
         self.settings = settings
         self.timeout = config.timeout / 1000
         watch(self)
-
-    @classmethod
-    def from_apisix(cls, target: ApisixTarget) -> Provider:
-        """The provider for an APISIX route or instance: no tokens (APISIX's `auth.header`
-        and `auth.query` are added by the core), the route's timeout, default settings."""
-        try:
-            return cls(ProviderConfig(type=cls.name, timeout=target.timeout), cls.Settings())
-        except ConfigError as exc:
-            raise ConfigError(f"{target.where}: {exc}") from None
 
     def secrets(self) -> list[str]:
         """The credentials configured for this provider (its apiTokens, its own keys, and

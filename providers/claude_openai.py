@@ -31,7 +31,6 @@ from .claude import Claude
 class ClaudeOpenAI(OpenAICompatible, Claude):
     """Claude's OpenAI-compatible chat API; `claude`'s name, settings and Messages path."""
 
-    apisix_names = ("anthropic",)
     default_base_url = "https://api.anthropic.com"
     embeddings_path = None
     accepts_developer_role = True

@@ -27,8 +27,6 @@ from .gemini import HOST, Gemini
 class GeminiOpenAI(OpenAICompatible, Gemini):
     """Gemini's OpenAI-compatible API; `gemini`'s name and settings."""
 
-    apisix_names = ("gemini",)
-    apisix_max_tokens = "max_completion_tokens"
     default_base_url = HOST
     chat_path = "/v1beta/openai/chat/completions"
     embeddings_path = "/v1beta/openai/embeddings"

@@ -28,7 +28,6 @@ class OpenRouter(OpenAICompatible):
     default_base_url = "https://openrouter.ai"
     chat_path = "/api/v1/chat/completions"
     embeddings_path = "/api/v1/embeddings"
-    apisix_names = ("openrouter",)
 
     def request(self, call: Call) -> UpstreamRequest:
         body = call.body

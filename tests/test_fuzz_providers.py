@@ -1,7 +1,7 @@
 """Property-based tests of every provider's conversions: whatever an upstream answers, a
 provider gives bytes (or None: relayed as it is) or raises a clean `ProxyError`.
 
-Every class in `PROVIDERS` and `APISIX_PROVIDERS` is built with a minimal valid config
+Every class in `PROVIDERS` and every APISIX profile (`PROFILES`) is built with a minimal valid config
 (dummy keys, regions and URLs where it needs them), in each mode that converts differently
 (qwen native, dify's four bot types, minimax pro, hunyuan native, vertex's Gemini and Claude
 models, bedrock's embedding families). Each gets:
@@ -36,7 +36,8 @@ from aiproxy_middleware.wire.sse import EventParser
 from fuzz_samples import CHAT, CHAT_PARTS, EMBED, FAMILIES, OPENAI, Family
 from fuzz_strategies import (aws_stream, damaged, dumps, examples, json_like, mutated,
                              not_utf8, split, sse_bytes)
-from aiproxy_middleware.providers import APISIX_PROVIDERS, PROVIDERS
+from aiproxy_middleware.config.apisix.profiles import PROFILES, build_provider
+from aiproxy_middleware.providers import PROVIDERS
 from aiproxy_middleware.providers._compatible import OpenAICompatible
 
 # ---- the providers, each mode that converts differently ---------------------------------
@@ -83,11 +84,11 @@ def _apisix_variants() -> list[Variant]:
                                  "completions?api-version=2024-10-21",
                  "openai-compatible": "https://llm.example/v1/chat/completions"}
     out = []
-    for name in sorted(APISIX_PROVIDERS):
+    for name in sorted(PROFILES):
         target = ApisixTarget(name, Auth(aws=AwsAuth("AKID", "secret")),
                               ProviderConf(project_id="project", region="us-east-1"),
                               endpoints.get(name), None, 30000, "routes[0]")
-        provider = APISIX_PROVIDERS[name].from_apisix(target)
+        provider = build_provider(target)
         family = (OPENAI if isinstance(provider, OpenAICompatible)  # anthropic, gemini, ...
                   else FAMILIES.get(name, OPENAI))
         out.append((f"apisix-{name}", provider, provider.name, family))
@@ -183,7 +184,7 @@ def _run(n: int, strategy: st.SearchStrategy[Any], check: Any) -> None:
 def test_every_provider_is_covered() -> None:
     """Each config type and APISIX name is built above: none is skipped."""
     assert {kind for _, _, kind, _ in _config_variants()} == set(PROVIDERS)
-    assert {id.removeprefix("apisix-") for id, *_ in _apisix_variants()} == set(APISIX_PROVIDERS)
+    assert {id.removeprefix("apisix-") for id, *_ in _apisix_variants()} == set(PROFILES)
 
 
 @pytest.mark.parametrize(PARAMS, _params("response", 60, 5))

@@ -12,6 +12,7 @@ import msgspec
 from aiproxy_middleware.wire import repeated_keys
 from aiproxy_middleware.wire.anthropic import MessagesRequest, to_chat
 from aiproxy_middleware.config.apisix.compile import ApisixRoute, Target, add_query
+from aiproxy_middleware.config.apisix.profiles import profile_of
 from aiproxy_middleware.pipeline.checks import check_request
 from aiproxy_middleware.safety.client_headers import forwarded
 from aiproxy_middleware.pipeline.discovery import COUNT_TOKENS, count_tokens_call
@@ -52,7 +53,7 @@ class ApisixRelay(Relay):
     def upstream_request(self, call: Call) -> UpstreamRequest:
         up = super().upstream_request(call)
         target = self.target
-        signed = target.provider.apisix_signs  # such a provider applies these itself
+        signed = profile_of(target).signs  # such a provider applies these itself
         if target.endpoint is not None and not signed:
             up.url = target.endpoint.apply(up.url)
         if target.query and not signed:
@@ -360,12 +361,12 @@ def _shape(route: ApisixRoute, target: Target, scope: Scope, body: JsonBody,
     if override is not None:
         limit = override.llm_options.max_tokens if override.llm_options else None
         if limit is not None and endpoint is Endpoint.CHAT:
-            field = provider.apisix_max_tokens
+            field = profile_of(target).max_tokens
             body.set(field, limit)
             if field != "max_tokens":
                 body.pop("max_tokens")
         extra = override.request_body.get(key)  # type: ignore[call-overload]
-        if extra and (endpoint is None or provider.apisix_protocol == key
+        if extra and (endpoint is None or profile_of(target).protocol == key
                       or endpoint is Endpoint.EMBEDDINGS):
             for name, value in extra.items():
                 current = body.get(name) if name in body else _ABSENT
@@ -383,7 +384,7 @@ def _shape(route: ApisixRoute, target: Target, scope: Scope, body: JsonBody,
     if endpoint is not None and endpoint not in provider.endpoints:
         raise bad_request(f"provider {target.kind} does not support the {key} protocol",
                           "unsupported_endpoint")
-    if provider.apisix_drops_model and "model" in body:
+    if profile_of(target).drops_model and "model" in body:
         body.pop("model")
     call = Call(endpoint, body, request, model or "", requested, "", stream, path,
                 scope.get("query_string", b"").decode("latin-1"), scope["headers"], include_usage)

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from aiproxy_middleware.config.apisix.schema import (PROVIDERS, AiProxy, AiProxyMulti, ApisixTarget, Auth, Instance,
+from aiproxy_middleware.config.apisix.profiles import PROFILES, build_provider
+from aiproxy_middleware.config.apisix.schema import (AiProxy, AiProxyMulti, ApisixTarget, Auth, Instance,
                             OldAiProxy, OldModelOptions, Override)
 from aiproxy_middleware.runtime.balancer import Balancer, Member
 from aiproxy_middleware.errors import ConfigError
@@ -340,12 +341,9 @@ def _old(conf: OldAiProxy, raw: dict[str, Any], where: str) -> ApisixRoute:
 def _target(kind: str, auth: Auth, options: dict[str, Any], override: Override | None,
             provider_conf: Any, timeout: int, name: str, where: str,
             provider_field: str = "provider") -> Target:
-    from aiproxy_middleware.providers import get_apisix_provider
-
-    cls = get_apisix_provider(kind) if kind in PROVIDERS else None
-    if cls is None:
+    if kind not in PROFILES:
         raise ConfigError(f"{where}.{provider_field}: unknown provider {kind!r}; one of"
-                          f" {', '.join(PROVIDERS)}")
+                          f" {', '.join(PROFILES)}")
     model = options.get("model")
     if model is not None and not isinstance(model, str):
         raise ConfigError(f"{where}.options.model: expected a string")
@@ -370,8 +368,8 @@ def _target(kind: str, auth: Auth, options: dict[str, Any], override: Override |
         except ValueError as exc:
             raise ConfigError(f"{where}.auth.gcp.service_account_json: invalid gcp"
                               f" service_account_json: {exc.args[0].split(':')[0]}") from None
-    provider = cls.from_apisix(ApisixTarget(kind, auth, provider_conf, endpoint_url, override,
-                                            timeout, where))
+    provider = build_provider(ApisixTarget(kind, auth, provider_conf, endpoint_url, override,
+                                           timeout, where))
     provider.extra_secrets = auth_secrets(auth.header, auth.query)
     return Target(name, kind, provider, dict(options), override, endpoint,
                   {k.lower(): v for k, v in auth.header.items()}, list(auth.query.items()))
