@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -135,8 +135,17 @@ def json_object(body: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-class Provider:
-    """One configured upstream service. Subclasses live in `providers/`, one per module."""
+S = TypeVar("S", bound=Struct)
+"""A provider's settings Struct."""
+
+
+class Provider(Generic[S]):
+    """One configured upstream service. Subclasses live in `providers/`, one per module.
+
+    A subclass names its settings Struct twice: as `Settings` (what the config is validated
+    against) and as the type argument (`class Gemini(Provider[Settings])`), so that
+    `self.settings` is typed.
+    """
 
     name: ClassVar[str]
     """The config `type` that selects this provider."""
@@ -165,7 +174,9 @@ class Provider:
     """More configured secrets than the provider's own (an APISIX route's `auth.header`
     and `auth.query` values, set when the route is built)."""
 
-    def __init__(self, config: ProviderConfig, settings: Struct) -> None:
+    settings: S
+
+    def __init__(self, config: ProviderConfig, settings: S) -> None:
         self.config = config
         self.settings = settings
         self.timeout = config.timeout / 1000

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from aiproxy_middleware.errors import (ConfigError, ProxyError, bad_request, error_type,
                                        upstream_invalid)
-from aiproxy_middleware.provider import (Call, Endpoint, NoSettings, Provider, StreamConverter,
+from aiproxy_middleware.provider import (Call, Endpoint, NoSettings, Provider, S, StreamConverter,
                                          UpstreamRequest, answer_object, endpoint_path,
                                          json_object, segment, upstream_url)
 from aiproxy_middleware.provider_config import ProviderConfig
@@ -34,7 +34,7 @@ from aiproxy_middleware.wire.streams import WholeEvents
 
 __all__ = [
     # the provider interface
-    "Call", "Endpoint", "NoSettings", "Provider", "ProviderConfig", "StreamConverter",
+    "Call", "Endpoint", "NoSettings", "Provider", "ProviderConfig", "S", "StreamConverter",
     "UpstreamRequest", "answer_object", "endpoint_path", "json_object", "segment",
     "upstream_url",
     # errors

@@ -42,7 +42,7 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     azure_service_url: str
 
 
-class Azure(OpenAICompatible):
+class Azure(OpenAICompatible[Settings]):
     name = "azure"
     Settings = Settings
     max_tokens = 1

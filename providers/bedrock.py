@@ -105,7 +105,7 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     bedrock_additional_fields: dict[str, Any] = {}
 
 
-class Bedrock(Provider):
+class Bedrock(Provider[Settings]):
     name = "bedrock"
     Settings = Settings
     requires_token = False  # SigV4 keys, or apiTokens holding Bedrock API keys
@@ -136,7 +136,7 @@ class Bedrock(Provider):
         if self.bearer:
             headers["Authorization"] = f"Bearer {call.token}"
         else:
-            s: Settings = self.settings  # type: ignore[assignment]
+            s: Settings = self.settings
             assert s.aws_access_key and s.aws_secret_key and s.aws_region
             # Signed: content-type, host and the x-amz-* headers (not Accept).
             headers.update(sigv4_headers(
@@ -148,7 +148,7 @@ class Bedrock(Provider):
     def secrets(self) -> list[str]:
         """apiTokens, and the AWS secret key and session token (the access key id is an
         identifier, not a secret)."""
-        s: Settings = self.settings  # type: ignore[assignment]
+        s: Settings = self.settings
         return super().secrets() + [v for v in (s.aws_secret_key, s.aws_session_token) if v]
 
     def auth_headers(self, call: Call) -> dict[str, str]:
@@ -205,7 +205,7 @@ class Bedrock(Provider):
         """The Converse request body for a chat call."""
         assert isinstance(call.request, ChatCompletionRequest)
         return chat_body(call.request, call.model,
-                         self.settings.bedrock_additional_fields)  # type: ignore[attr-defined]
+                         self.settings.bedrock_additional_fields)
 
     def convert_response(self, call: Call, body: bytes) -> bytes | None:
         answer = _decode(body)

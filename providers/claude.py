@@ -81,7 +81,7 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     claude_version: str = "2023-06-01"
 
 
-class Claude(Provider):
+class Claude(Provider[Settings]):
     name = "claude"
     Settings = Settings
     endpoints = frozenset({Endpoint.CHAT})
@@ -92,7 +92,7 @@ class Claude(Provider):
         return "https://api.anthropic.com"
 
     def auth_headers(self, call: Call) -> dict[str, str]:
-        headers = {"anthropic-version": self.settings.claude_version}  # type: ignore[attr-defined]
+        headers = {"anthropic-version": self.settings.claude_version}
         if call.token:
             headers["x-api-key"] = call.token
         return headers

@@ -26,7 +26,7 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     cloudflare_account_id: str
 
 
-class Cloudflare(OpenAICompatible):
+class Cloudflare(OpenAICompatible[Settings]):
     name = "cloudflare"
     Settings = Settings
     default_base_url = "https://api.cloudflare.com"

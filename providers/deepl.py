@@ -54,7 +54,7 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     target_lang: str = ""
 
 
-class DeepL(Provider):
+class DeepL(Provider[Settings]):
     name = "deepl"
     Settings = Settings
     endpoints = frozenset({Endpoint.CHAT})

@@ -65,7 +65,7 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     output_variable: str = ""
 
 
-class Dify(Provider):
+class Dify(Provider[Settings]):
     name = "dify"
     Settings = Settings
     endpoints = frozenset({Endpoint.CHAT})
@@ -87,14 +87,14 @@ class Dify(Provider):
 
     @property
     def bot(self) -> str:
-        return self.settings.bot_type  # type: ignore[attr-defined,no-any-return]
+        return self.settings.bot_type
 
     def base_url(self) -> str:
         return self._base
 
     def request(self, call: Call) -> UpstreamRequest:
         assert isinstance(call.request, ChatCompletionRequest)
-        settings: Settings = self.settings  # type: ignore[assignment]
+        settings: Settings = self.settings
         chat = self.bot in ("Chat", "Agent")  # the others keep no history
         conversation = conversation_id(call.client_headers) if chat else ""
         query = build_query(call.request, conversation)
@@ -121,7 +121,7 @@ class Dify(Provider):
         return encode(convert_answer(answer, self.bot, self._output(), call.model))
 
     def _output(self) -> str:
-        return self.settings.output_variable  # type: ignore[attr-defined,no-any-return]
+        return self.settings.output_variable
 
     def _stream(self, call: Call) -> DifyStream:
         return DifyStream(call.model, call.include_usage, self.bot, self._output())

@@ -73,7 +73,7 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     gemini_thinking_budget: int | None = None
 
 
-class Gemini(Provider):
+class Gemini(Provider[Settings]):
     name = "gemini"
     Settings = Settings
     settings_column = "gemini"
@@ -91,7 +91,7 @@ class Gemini(Provider):
         return {"x-goog-api-key": call.token} if call.token else {}
 
     def _url(self, model: str, action: str, query: str = "") -> str:
-        version = self.settings.api_version  # type: ignore[attr-defined]
+        version = self.settings.api_version
         return self.url(f"/{version}/models/{segment(model.removeprefix('models/'))}:{action}",
                         query)
 
@@ -109,7 +109,7 @@ class Gemini(Provider):
             if call.stream and (call.request.n or 1) > 1:
                 raise bad_request("this provider streams one choice only; use n = 1 with"
                                   " stream", param="n")
-            body = chat_body(call.request, self.settings)  # type: ignore[arg-type]
+            body = chat_body(call.request, self.settings)
             url = (self._url(call.model, "streamGenerateContent", "alt=sse") if call.stream
                    else self._url(call.model, "generateContent"))
         return UpstreamRequest(url, self.auth_headers(call), encode(body))

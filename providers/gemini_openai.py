@@ -21,10 +21,10 @@ unchanged).
 from __future__ import annotations
 
 from ._compatible import OpenAICompatible
-from .gemini import HOST, Gemini
+from .gemini import HOST, Gemini, Settings
 
 
-class GeminiOpenAI(OpenAICompatible, Gemini):
+class GeminiOpenAI(OpenAICompatible[Settings], Gemini):
     """Gemini's OpenAI-compatible API; `gemini`'s name and settings."""
 
     default_base_url = HOST

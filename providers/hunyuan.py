@@ -77,7 +77,7 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     hunyuan_auth_key: str = ""
 
 
-class Hunyuan(OpenAICompatible):
+class Hunyuan(OpenAICompatible[Settings]):
     name = "hunyuan"
     Settings = Settings
     default_base_url = "https://api.hunyuan.cloud.tencent.com"
@@ -103,13 +103,13 @@ class Hunyuan(OpenAICompatible):
 
     def secrets(self) -> list[str]:
         """apiTokens, and the native API's SecretKey (the SecretId is an identifier)."""
-        key = self.settings.hunyuan_auth_key  # type: ignore[attr-defined]
+        key = self.settings.hunyuan_auth_key
         return super().secrets() + ([key] if key else [])
 
     # ---- native mode ----
 
     def _signed(self, body: bytes) -> UpstreamRequest:
-        s: Settings = self.settings  # type: ignore[assignment]
+        s: Settings = self.settings
         headers = {"Content-Type": "application/json", "X-TC-Action": ACTION,
                    "X-TC-Version": VERSION}
         headers.update(tc3_headers(s.hunyuan_auth_id, s.hunyuan_auth_key, body,

@@ -88,7 +88,7 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     minimax_group_id: str = ""
 
 
-class MiniMax(OpenAICompatible):
+class MiniMax(OpenAICompatible[Settings]):
     name = "minimax"
     Settings = Settings
     default_base_url = "https://api.minimaxi.com"

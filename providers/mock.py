@@ -38,7 +38,7 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     mock_latency_ms: int = 0
 
 
-class Mock(OpenAICompatible):
+class Mock(OpenAICompatible[Settings]):
     name = "mock"
     Settings = Settings
     requires_token = False

@@ -45,7 +45,7 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     moonshot_file_id: str = ""
 
 
-class Moonshot(OpenAICompatible):
+class Moonshot(OpenAICompatible[Settings]):
     name = "moonshot"
     Settings = Settings
     default_base_url = "https://api.moonshot.cn"

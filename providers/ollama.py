@@ -28,7 +28,7 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     ollama_server_port: Annotated[int, Meta(ge=1, le=65535)] = 11434
 
 
-class Ollama(OpenAICompatible):
+class Ollama(OpenAICompatible[Settings]):
     name = "ollama"
     Settings = Settings
     requires_token = False

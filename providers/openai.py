@@ -45,7 +45,7 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     response_json_schema: dict[str, Any] | None = None
 
 
-class OpenAI(OpenAICompatible):
+class OpenAI(OpenAICompatible[Settings]):
     name = "openai"
     Settings = Settings
     default_base_url = "https://api.openai.com"

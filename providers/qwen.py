@@ -78,7 +78,7 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     qwen_domain: str = ""
 
 
-class Qwen(Provider):
+class Qwen(Provider[Settings]):
     name = "qwen"
     Settings = Settings
     settings_column = "qwen"
@@ -99,7 +99,7 @@ class Qwen(Provider):
 
     @property
     def _settings(self) -> Settings:
-        return self.settings  # type: ignore[return-value]
+        return self.settings
 
     def base_url(self) -> str:
         return self._base

@@ -58,7 +58,7 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     gemini_thinking_budget: int | None = None
 
 
-class Vertex(Provider):
+class Vertex(Provider[Settings]):
     name = "vertex"
     Settings = Settings
     requires_token = False  # standard mode has no apiTokens; express mode is checked below

@@ -71,7 +71,7 @@ class Settings(Struct, kw_only=True, forbid_unknown_fields=True):
     expire_early_secs: int = 60
 
 
-class VertexOpenAI(Provider):
+class VertexOpenAI(Provider[Settings]):
     """APISIX's `vertex-ai` provider (no config `type` of its own)."""
 
     Settings = Settings

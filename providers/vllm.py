@@ -37,7 +37,7 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     vllm_server_host: str = ""
 
 
-class VLLM(OpenAICompatible):
+class VLLM(OpenAICompatible[Settings]):
     name = "vllm"
     Settings = Settings
     requires_token = False

@@ -31,7 +31,7 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     zhipu_code_plan_mode: bool = False
 
 
-class ZhipuAI(OpenAICompatible):
+class ZhipuAI(OpenAICompatible[Settings]):
     name = "zhipuai"
     Settings = Settings
     default_base_url = "https://open.bigmodel.cn"
