@@ -239,7 +239,7 @@ class Provider(Generic[S]):
         """A converter for a streamed answer; None relays the upstream's bytes as they are."""
         return None
 
-    def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
+    def convert_error(self, call: Call, status: int, body: bytes) -> ProxyError | None:
         """The status and OpenAI error body for an upstream error; None keeps the upstream's."""
         return None
 

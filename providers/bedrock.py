@@ -71,9 +71,9 @@ from aiproxy_middleware.provider_api import (AssistantMessage, Call, ChatComplet
                                             FunctionCall, Provider, ProxyError, ToolCall,
                                             UpstreamRequest, Usage, answer_object, as_dict,
                                             as_int, as_str, bad_request, cached_usage,
-                                            decode_json, embedding, encode, event_limit,
-                                            event_too_large, inline_image_urls, json_object,
-                                            segment, upstream_invalid)
+                                            decode_json, embedding, encode, error_type,
+                                            event_limit, event_too_large, inline_image_urls,
+                                            json_object, segment, upstream_invalid)
 
 from ._aws import (MAX_MESSAGE, EventStreamDecoder, EventStreamError, Message, MessageTooLarge,
                    sigv4_headers)
@@ -87,9 +87,6 @@ FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
           "guardrail_intervened": "content_filter", "content_filtered": "content_filter"}
 IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg",
                  "image/gif": "gif", "image/webp": "webp"}
-STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error",
-                403: "permission_error", 404: "not_found_error", 408: "timeout_error",
-                413: "invalid_request_error", 429: "rate_limit_error"}
 EXCEPTION_STATUS = {"validationException": 400, "throttlingException": 429,
                     "modelStreamErrorException": 424, "internalServerException": 500,
                     "serviceUnavailableException": 503}
@@ -217,14 +214,14 @@ class Bedrock(Provider[Settings]):
     def stream_converter(self, call: Call) -> BedrockStream:
         return BedrockStream(call.model, call.include_usage)
 
-    def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
+    def convert_error(self, call: Call, status: int, body: bytes) -> ProxyError | None:
         data = json_object(body)
         if data is None:
             return None
         message = data.get("message", data.get("Message"))
         if not isinstance(message, str):
             return None
-        return status, _error(status, message).body()
+        return _error(status, message)
 
 
 def model_path(model: str, action: str) -> str:
@@ -236,8 +233,7 @@ def model_path(model: str, action: str) -> str:
 
 
 def _error(status: int, message: str, code: str | None = None) -> ProxyError:
-    kind = STATUS_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return ProxyError(status, message, kind, code)
+    return ProxyError(status, message, error_type(status, {408: "timeout_error"}), code)
 
 
 def _decode(body: bytes) -> dict[str, Any]:
@@ -598,13 +594,9 @@ def embeddings_body(req: EmbeddingsRequest, model: str) -> dict[str, Any]:
     return {"texts": texts, "input_type": "search_document"}
 
 
-def _upstream_error(converted: tuple[int, bytes] | None, status: int) -> ProxyError:
-    """The ProxyError for one of several calls' error answers (already in OpenAI's shape)."""
-    if converted is not None:
-        error = msgspec.json.decode(converted[1]).get("error") or {}
-        return ProxyError(converted[0], str(error.get("message", "")),
-                          str(error.get("type", "upstream_error")), error.get("code"))
-    return ProxyError(status, f"Bedrock answered HTTP {status}", "upstream_error", None)
+def _upstream_error(converted: ProxyError | None, status: int) -> ProxyError:
+    """The ProxyError for one of several calls' error answers."""
+    return converted or ProxyError(status, f"Bedrock answered HTTP {status}", "upstream_error")
 
 
 def convert_embeddings(answer: dict[str, Any], req: EmbeddingsRequest,

@@ -49,13 +49,13 @@ import msgspec
 from msgspec import Struct
 
 from aiproxy_middleware.provider_api import (AssistantMessage, Call, ChatCompletion,
-                                            ChatCompletionRequest, ChatMessage, Choice,
-                                            ChunkStream, ContentPart, Endpoint, Event,
-                                            EventParser, FunctionCall, Provider, ProxyError,
-                                            ToolCall, UpstreamRequest, Usage, answer_object,
-                                            as_dict, as_int, as_str, bad_request, cached_usage,
-                                            decode_json, encode, forwarded, json_object,
-                                            upstream_invalid)
+                                             ChatCompletionRequest, ChatMessage, Choice,
+                                             ChunkStream, ContentPart, Endpoint, Event,
+                                             FunctionCall, JsonEventConverter, Provider,
+                                             ProxyError, ToolCall, UpstreamRequest, Usage,
+                                             answer_object, as_dict, as_int, as_str, bad_request,
+                                             cached_usage, decode_json, encode, forwarded,
+                                             json_object, upstream_invalid)
 
 ANTHROPIC_HEADERS = frozenset({b"anthropic-version", b"anthropic-beta"})
 """The client's headers that pass to the Messages API, over the configured version."""
@@ -118,9 +118,9 @@ class Claude(Provider[Settings]):
     def stream_converter(self, call: Call) -> ClaudeStream:
         return ClaudeStream(call.model, call.include_usage)
 
-    def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
+    def convert_error(self, call: Call, status: int, body: bytes) -> ProxyError | None:
         error = _error_of(body)
-        return None if error is None else (status, _proxy_error(error, status).body())
+        return None if error is None else _proxy_error(error, status)
 
 
 # ---- request ----------------------------------------------------------------------------
@@ -340,51 +340,31 @@ def _proxy_error(error: dict[str, Any], status: int | None = None) -> ProxyError
                                       else "invalid_request_error"), kind)
 
 
-class ClaudeStream:
+class ClaudeStream(JsonEventConverter):
     """Converts Claude's streamed events into OpenAI chunks, fed bytes in reads of any size."""
 
     def __init__(self, model: str, include_usage: bool) -> None:
-        self.model = model
-        self.include_usage = include_usage
-        self.parser = EventParser()
-        self.out: ChunkStream | None = None
+        super().__init__(model, include_usage)
         self.usage: dict[str, Any] = {}
         self.tools: dict[int, bool] = {}  # tool_use block index -> arguments seen
-        self.ended = False
 
-    def feed(self, data: bytes) -> bytes:
-        return b"".join(self._event(event) for event in self.parser.feed(data))
+    def open(self, first: dict[str, Any]) -> ChunkStream:
+        message = as_dict(first.get("message")) if first.get("type") == "message_start" else {}
+        return ChunkStream(as_str(message.get("model")) or self.model, self.include_usage,
+                           id=as_str(message.get("id")) or None)
 
-    def close(self) -> bytes:
-        out = b"".join(self._event(event) for event in self.parser.close())
-        if not self.ended:
-            out += self._fail(upstream_invalid("Claude's stream ended before message_stop"))
-        return out
+    def unfinished(self) -> bytes:
+        return self.fail(upstream_invalid("Claude's stream ended before message_stop"))
 
-    def _stream(self, id: str | None = None, model: str | None = None) -> ChunkStream:
-        if self.out is None:
-            self.out = ChunkStream(model or self.model, self.include_usage, id=id or None)
-        return self.out
+    def invalid(self) -> bytes:
+        return self.fail(upstream_invalid("Claude streamed an event that is not JSON"))
 
-    def _fail(self, error: ProxyError) -> bytes:
-        self.ended = True
-        return self._stream().error(error)
-
-    def _event(self, event: Event) -> bytes:
-        if self.ended:
-            return b""
-        try:
-            data = decode_json(event.data)
-        except msgspec.DecodeError:
-            return self._fail(upstream_invalid("Claude streamed an event that is not JSON"))
-        if not isinstance(data, dict):
-            return b""
+    def on_event(self, data: dict[str, Any], event: Event) -> bytes:
         kind = data.get("type") or event.event
+        out = self._chunks(data)
         if kind == "message_start":
-            message = as_dict(data.get("message"))
-            self.usage.update(as_dict(message.get("usage")))
-            return self._stream(as_str(message.get("id")), as_str(message.get("model"))).start()
-        out = self._stream()
+            self.usage.update(as_dict(as_dict(data.get("message")).get("usage")))
+            return out.start()
         index = as_int(data.get("index", -1))
         if kind == "content_block_start":
             block = as_dict(data.get("content_block"))
@@ -417,12 +397,11 @@ class ClaudeStream:
             reason = as_str(as_dict(data.get("delta")).get("stop_reason"))
             return out.finish(FINISH.get(reason, "stop")) if reason else b""
         elif kind == "message_stop":
-            self.ended = True
             if out.usage is None and self.usage:
                 out.usage = usage_of(self.usage)
-            return out.done()
+            return self.end()
         elif kind == "error":
             error = as_dict(data.get("error"))
-            return self._fail(_proxy_error(
+            return self.fail(_proxy_error(
                 {**error, "message": as_str(error.get("message"), "Claude's stream failed")}))
         return b""

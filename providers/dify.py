@@ -46,7 +46,7 @@ from aiproxy_middleware.provider_api import (AssistantMessage, Call, ChatComplet
                                             ConfigError, Endpoint, Event, JsonEventConverter,
                                             Provider, ProxyError, UpstreamRequest, Usage,
                                             answer_object, as_dict, as_int, bad_request, encode,
-                                            json_object, upstream_invalid)
+                                            error_type, json_object, upstream_invalid, usage)
 
 from ._compatible import split_url
 
@@ -54,10 +54,6 @@ PATHS = {"Chat": "/v1/chat-messages", "Agent": "/v1/chat-messages",
          "Completion": "/v1/completion-messages", "Workflow": "/v1/workflows/run"}
 DEFAULT_USER = "api-user"
 FAILED = ("failed", "stopped")
-ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
-               403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}
-
-
 class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     dify_api_url: str = "https://api.dify.ai"
     bot_type: str = "Chat"
@@ -129,17 +125,16 @@ class Dify(Provider[Settings]):
     def stream_converter(self, call: Call) -> DifyStream:
         return self._stream(call)
 
-    def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
+    def convert_error(self, call: Call, status: int, body: bytes) -> ProxyError | None:
         value = json_object(body)
         if value is None or not isinstance(value.get("message"), str):
             return None
-        return status, proxy_error(value, status).body()
+        return proxy_error(value, status)
 
 
 def proxy_error(value: dict[str, Any], status: int) -> ProxyError:
-    kind = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
     code = value.get("code")
-    return ProxyError(status, str(value.get("message", "")), kind,
+    return ProxyError(status, str(value.get("message", "")), error_type(status),
                       str(code) if code is not None else None)
 
 
@@ -186,7 +181,7 @@ def _usage(value: Any) -> Usage | None:
         return None
     prompt = as_int(value.get("prompt_tokens"))
     completion = as_int(value.get("completion_tokens"))
-    return Usage(prompt, completion, as_int(value.get("total_tokens")) or prompt + completion)
+    return usage(prompt, completion, value.get("total_tokens"))
 
 
 def _text(value: Any) -> str:

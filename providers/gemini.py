@@ -50,7 +50,7 @@ from aiproxy_middleware.provider_api import (AssistantMessage, Call, ChatComplet
                                             ProxyError, ToolCall, UpstreamRequest, Usage,
                                             answer_object, as_dict, as_int, as_list, as_str,
                                             bad_request, decode_json, embedding, encode,
-                                            inline_image_urls, segment)
+                                            inline_image_urls, segment, usage)
 
 HOST = "https://generativelanguage.googleapis.com"
 BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576}
@@ -124,9 +124,9 @@ class Gemini(Provider[Settings]):
     def stream_converter(self, call: Call) -> GeminiStream:
         return GeminiStream(call.model, call.include_usage)
 
-    def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
+    def convert_error(self, call: Call, status: int, body: bytes) -> ProxyError | None:
         error = error_of(body)
-        return None if error is None else (status, proxy_error(error, status).body())
+        return None if error is None else proxy_error(error, status)
 
 
 # ---- request ----------------------------------------------------------------------------
@@ -334,14 +334,13 @@ def convert_usage(meta: Any) -> Usage | None:
     prompt = as_int(meta.get("promptTokenCount"))
     thoughts = meta.get("thoughtsTokenCount")
     completion = as_int(meta.get("candidatesTokenCount")) + as_int(thoughts)
-    total = meta.get("totalTokenCount")
-    usage = Usage(prompt, completion, prompt + completion if total is None else as_int(total))
+    out = usage(prompt, completion, meta.get("totalTokenCount"))
     if "cachedContentTokenCount" in meta:
-        usage.prompt_tokens_details = PromptTokensDetails(
+        out.prompt_tokens_details = PromptTokensDetails(
             as_int(meta["cachedContentTokenCount"]))
     if thoughts is not None:
-        usage.completion_tokens_details = CompletionTokensDetails(as_int(thoughts))
-    return usage
+        out.completion_tokens_details = CompletionTokensDetails(as_int(thoughts))
+    return out
 
 
 def _candidate_parts(candidate: dict[str, Any]) -> list[dict[str, Any]]:

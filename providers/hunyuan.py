@@ -60,7 +60,7 @@ from aiproxy_middleware.provider_api import (AssistantMessage, Call, ChatComplet
                                             FunctionCall, JsonEventConverter, ProxyError,
                                             ToolCall, UpstreamRequest, Usage, as_dict, as_int,
                                             as_list, as_str, bad_request, decode_json, encode,
-                                            upstream_invalid)
+                                            error_type, upstream_invalid, usage)
 
 from ._compatible import OpenAICompatible
 
@@ -139,7 +139,7 @@ class Hunyuan(OpenAICompatible[Settings]):
     def stream_converter(self, call: Call) -> HunyuanStream | None:
         return HunyuanStream(call.model, call.include_usage) if self.native else None
 
-    def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
+    def convert_error(self, call: Call, status: int, body: bytes) -> ProxyError | None:
         if not self.native:
             return None
         try:
@@ -150,7 +150,7 @@ class Hunyuan(OpenAICompatible[Settings]):
         error = response.get("Error") if isinstance(response, dict) else None
         if not isinstance(error, dict):
             return None
-        return status, proxy_error(error, status).body()
+        return proxy_error(error, status)
 
 
 # ---- TC3-HMAC-SHA256 ---------------------------------------------------------------------
@@ -313,12 +313,11 @@ def _tool_calls(calls: Any) -> list[ToolCall]:
     return out
 
 
-def convert_usage(usage: Any) -> Usage | None:
-    if not isinstance(usage, dict):
+def convert_usage(counts: Any) -> Usage | None:
+    if not isinstance(counts, dict):
         return None
-    prompt, completion = as_int(usage.get("PromptTokens")), as_int(usage.get("CompletionTokens"))
-    total = usage.get("TotalTokens")
-    return Usage(prompt, completion, prompt + completion if total is None else as_int(total))
+    prompt, completion = as_int(counts.get("PromptTokens")), as_int(counts.get("CompletionTokens"))
+    return usage(prompt, completion, counts.get("TotalTokens"))
 
 
 def convert_answer(answer: dict[str, Any], model: str) -> ChatCompletion:
@@ -412,6 +411,8 @@ def proxy_error(error: dict[str, Any], status: int) -> ProxyError:
             status = 500
         else:
             status = 400
-    kind = {401: "authentication_error", 429: "rate_limit_error"}.get(
-        status, "server_error" if status >= 500 else "invalid_request_error")
-    return ProxyError(status, message, kind, code or None)
+    return ProxyError(status, message, error_type(status, _ERROR_TYPES), code or None)
+
+
+# Hunyuan's 403 and 404 stay request errors (its codes, not the status, say what went wrong).
+_ERROR_TYPES = {403: "invalid_request_error", 404: "invalid_request_error"}

@@ -26,7 +26,7 @@ from aiproxy_middleware.provider_api import (AssistantMessage, Call, ChatComplet
                                             ChatCompletionChunk, ChatCompletionRequest, Choice,
                                             ChunkChoice, Delta, EmbeddingsRequest,
                                             EmbeddingsResponse, EmbeddingsUsage, Endpoint,
-                                            UpstreamRequest, Usage, embedding, encode)
+                                            UpstreamRequest, Usage, embedding, encode, usage)
 
 from ._compatible import OpenAICompatible
 
@@ -97,7 +97,7 @@ def _reply(chat: ChatCompletionRequest) -> tuple[str, Usage]:
     reply = users[-1].text() if users else ""
     prompt = max(1, sum(_words(m.text()) for m in chat.messages))
     completion = _words(reply)
-    return reply, Usage(prompt, completion, prompt + completion)
+    return reply, usage(prompt, completion)
 
 
 async def _stream(chat: ChatCompletionRequest, latency: float) -> AsyncIterator[bytes]:

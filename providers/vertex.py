@@ -169,13 +169,13 @@ class Vertex(Provider[Settings]):
             return claude.ClaudeStream(call.model, call.include_usage)
         return gemini.GeminiStream(call.model, call.include_usage)
 
-    def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
+    def convert_error(self, call: Call, status: int, body: bytes) -> ProxyError | None:
         error = gemini.error_of(body)  # Google's {"error": {code, message, status}}, or a list
         if error is None:
             return None
         if "type" in error and "status" not in error:  # Anthropic's, from rawPredict
-            return status, claude._proxy_error(error, status).body()
-        return status, gemini.proxy_error(error, status).body()
+            return claude._proxy_error(error, status)
+        return gemini.proxy_error(error, status)
 
 
 def _is_claude(model: str) -> bool:

@@ -150,11 +150,11 @@ class VertexOpenAI(Provider[Settings]):
         assert isinstance(call.request, EmbeddingsRequest)
         return encode(convert_embeddings(gemini.decode_answer(body), call.request, call.model))
 
-    def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
+    def convert_error(self, call: Call, status: int, body: bytes) -> ProxyError | None:
         error = gemini.error_of(body)
         if error is None or "status" not in error:  # not Google's: relayed as it is
             return None
-        return status, gemini.proxy_error(error, status).body()
+        return gemini.proxy_error(error, status)
 
 
 def _token_source(gcp: Settings, where: str, timeout: float) -> TokenSource:

@@ -224,7 +224,7 @@ def test_convert_error_gives_an_error_body_or_none(provider: Provider, kind: str
             _clean(exc)
             return
         if out is not None:
-            code, data = out
+            code, data = out.status, out.body()
             assert isinstance(code, int) and 400 <= code < 600
             assert isinstance(json.loads(data)["error"]["message"], str)
 

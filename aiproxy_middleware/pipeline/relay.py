@@ -206,7 +206,7 @@ class Relay:
             error = (self.provider.convert_error(call, status, data)
                      if call.endpoint is not None or not self.anthropic else None)
             if error is not None:
-                status, data = error
+                status, data = error.status, error.body()
                 converted = True
             else:
                 logger.warning("aiproxy: %s answered %d", self.provider.name, status)
