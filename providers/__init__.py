@@ -19,7 +19,7 @@ def _discover() -> tuple[dict[str, type[Provider]], dict[str, type[Provider]]]:
     found: dict[str, type[Provider]] = {}
     classes: dict[str, type[Provider]] = {}
     for module_info in pkgutil.iter_modules(__path__):
-        if module_info.name.startswith("_"):
+        if module_info.name.startswith("_") or module_info.ispkg:  # codecs/ holds no provider
             continue
         module = importlib.import_module(f"{__name__}.{module_info.name}")
         for value in vars(module).values():

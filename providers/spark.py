@@ -118,7 +118,8 @@ def _finish(reason: Any, has_calls: bool) -> str:
 def convert_usage(counts: Any) -> Usage | None:
     if not isinstance(counts, dict):
         return None
-    prompt, completion = as_int(counts.get("prompt_tokens")), as_int(counts.get("completion_tokens"))
+    prompt = as_int(counts.get("prompt_tokens"))
+    completion = as_int(counts.get("completion_tokens"))
     return usage(prompt, completion, counts.get("total_tokens"))
 
 

@@ -35,8 +35,8 @@ from aiproxy_middleware.provider_api import (Call, ConfigError, EmbeddingsReques
                                             UpstreamRequest, bad_request, encode, endpoint_path,
                                             segment, shown_url)
 
-from . import gemini
 from ._gcp import TOKEN_URI, AuthorizedClient, TokenSource, TtlPolicy, service_account
+from .codecs import google_genai
 from .vertex import _PROJECT, _REGION, convert_embeddings, embeddings_body
 ENV_VAR = "GCP_SERVICE_ACCOUNT"
 NAME = "vertex-ai"
@@ -148,13 +148,14 @@ class VertexOpenAI(Provider[Settings]):
         if call.endpoint is not Endpoint.EMBEDDINGS:
             return None
         assert isinstance(call.request, EmbeddingsRequest)
-        return encode(convert_embeddings(gemini.decode_answer(body), call.request, call.model))
+        answer = google_genai.decode_answer(body)
+        return encode(convert_embeddings(answer, call.request, call.model))
 
     def convert_error(self, call: Call, status: int, body: bytes) -> ProxyError | None:
-        error = gemini.error_of(body)
+        error = google_genai.error_of(body)
         if error is None or "status" not in error:  # not Google's: relayed as it is
             return None
-        return gemini.proxy_error(error, status)
+        return google_genai.proxy_error(error, status)
 
 
 def _token_source(gcp: Settings, where: str, timeout: float) -> TokenSource:

@@ -22,7 +22,7 @@ from aiproxy_middleware.config.higress import load_config
 from aiproxy_middleware.errors import ConfigError
 from conftest import inner_app, sent_json
 from aiproxy_middleware.providers._aws import EventStreamDecoder, EventStreamError, sigv4_headers
-from aiproxy_middleware.providers.bedrock import BedrockStream
+from aiproxy_middleware.providers.codecs.bedrock_converse import BedrockStream
 
 HOST = "https://bedrock-runtime.us-west-2.amazonaws.com"
 MODEL = "anthropic.claude-sonnet-4-5-20250929-v1:0"
