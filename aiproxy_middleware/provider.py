@@ -164,6 +164,10 @@ class Provider(Generic[S]):
     sends `developer` messages as `system` ones."""
     settings_column: ClassVar[str | None] = None
     """Its column of the customSettings name table under `protocol: original`."""
+    example: ClassVar[dict[str, Any]] = {}
+    """The config fields (as spelled in config) a minimal working config needs besides
+    `type` and `apiTokens`: what the test suite's checks of every provider build it with,
+    so that a new provider needs no entry in a list elsewhere."""
     client_headers: ClassVar[frozenset[bytes]] = FORWARDED
     """The client's request headers (lower case) that go upstream when the client speaks
     the provider's own API (`protocol: original`, APISIX routes): the gateway's allow-list,

@@ -57,6 +57,7 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
 class DeepL(Provider[Settings]):
     name = "deepl"
     Settings = Settings
+    example = {"targetLang": "EN"}
     endpoints = frozenset({Endpoint.CHAT})
 
     def __init__(self, config: Any, settings: Settings) -> None:

@@ -31,6 +31,7 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
 class Ollama(OpenAICompatible[Settings]):
     name = "ollama"
     Settings = Settings
+    example = {"ollamaServerHost": "localhost"}
     requires_token = False
 
     def __init__(self, config: Any, settings: Settings) -> None:

@@ -42,15 +42,8 @@ from aiproxy_middleware.providers._compatible import OpenAICompatible
 
 # ---- the providers, each mode that converts differently ---------------------------------
 
-AWS_KEYS = {"awsRegion": "us-east-1", "awsAccessKey": "AKID", "awsSecretKey": "secret"}
-# Config fields a provider needs besides its type and a token, and extra modes.
+# Providers with more modes than their `example` config: a config per mode.
 SETTINGS: dict[str, list[dict[str, Any]]] = {
-    "azure": [{"azureServiceUrl": "https://r.openai.azure.com/openai/deployments/d/chat/"
-                                  "completions?api-version=2024-10-21"}],
-    "bedrock": [AWS_KEYS],
-    "cloudflare": [{"cloudflareAccountId": "account"}],
-    "deepl": [{"targetLang": "EN"}],
-    "ollama": [{"ollamaServerHost": "localhost"}],
     "qwen": [{}, {"qwenEnableCompatible": False}],
     "dify": [{"botType": bot, "inputVariable": "query", "outputVariable": "reply"}
              for bot in ("Chat", "Completion", "Workflow", "Agent")],
@@ -71,7 +64,7 @@ Variant = tuple[str, Provider, str, Family]  # test id, provider, its config typ
 def _config_variants() -> list[Variant]:
     out = []
     for name in sorted(PROVIDERS):
-        for i, extra in enumerate(SETTINGS.get(name, [{}])):
+        for i, extra in enumerate(SETTINGS.get(name, [PROVIDERS[name].example])):
             raw = {"type": name, "apiTokens": ["token"], **extra}
             provider = load_config({"provider": raw}).routes[0].provider
             out.append((f"{name}-{i}" if i else name, provider, name,

@@ -100,7 +100,7 @@ async def _call(app: Any, path: str, body: dict[str, Any], query: bytes = b"",
 
 def _config(name: str, **more: Any) -> dict[str, Any]:
     """The single-provider form; with `protocol: original`, a route on prefix `/`."""
-    provider = {"type": name, "apiTokens": ["sk-secret-token"], **SETTINGS.get(name, [{}])[0],
+    provider = {"type": name, "apiTokens": ["sk-secret-token"], **SETTINGS.get(name, [PROVIDERS[name].example])[0],
                 **more}
     if more.get("protocol") == "original":
         return {"routes": [{"path": "/", "provider": provider}]}
