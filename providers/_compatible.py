@@ -16,7 +16,7 @@ from typing import ClassVar
 from urllib.parse import urlsplit
 
 from aiproxy_middleware.provider_api import (Call, ConfigError, Endpoint, Provider, S,
-                                            UpstreamRequest, endpoint_path, shown_url)
+                                             UpstreamRequest, endpoint_path, shown_url)
 
 DEFAULT_PATHS = {Endpoint.CHAT: "/v1/chat/completions", Endpoint.EMBEDDINGS: "/v1/embeddings"}
 

@@ -30,8 +30,7 @@ from urllib.parse import parse_qs
 
 from msgspec import Struct
 
-from aiproxy_middleware.provider_api import (Call, ConfigError, Endpoint, UpstreamRequest,
-                                            segment)
+from aiproxy_middleware.provider_api import Call, ConfigError, Endpoint, UpstreamRequest, segment
 
 from ._compatible import OpenAICompatible, split_url
 

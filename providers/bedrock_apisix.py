@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from aiproxy_middleware.provider_api import (Call, ConfigError, ProviderConfig, UpstreamRequest,
-                                            endpoint_path, shown_url)
+                                             endpoint_path, shown_url)
 
 from . import bedrock
 from .bedrock import _REGION, Bedrock, model_path

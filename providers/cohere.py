@@ -37,13 +37,13 @@ from typing import Any
 from msgspec import UNSET
 
 from aiproxy_middleware.provider_api import (AssistantMessage, Call, ChatCompletion,
-                                            ChatCompletionRequest, ChatMessage, Choice,
-                                            ChunkStream, EmbeddingsRequest, EmbeddingsResponse,
-                                            EmbeddingsUsage, Endpoint, Event, FunctionCall,
-                                            JsonEventConverter, Provider, ProxyError, ToolCall,
-                                            UpstreamRequest, Usage, answer_object, as_dict,
-                                            as_int, as_list, as_str, bad_request, embedding,
-                                            encode, error_type, json_object, usage)
+                                             ChatCompletionRequest, ChatMessage, Choice,
+                                             ChunkStream, EmbeddingsRequest, EmbeddingsResponse,
+                                             EmbeddingsUsage, Endpoint, Event, FunctionCall,
+                                             JsonEventConverter, Provider, ProxyError, ToolCall,
+                                             UpstreamRequest, Usage, answer_object, as_dict,
+                                             as_int, as_list, as_str, bad_request, embedding,
+                                             encode, error_type, json_object, usage)
 
 HOST = "https://api.cohere.com"
 FINISH = {"COMPLETE": "stop", "STOP_SEQUENCE": "stop", "MAX_TOKENS": "length",

@@ -38,9 +38,9 @@ import httpx
 from msgspec import Struct
 
 from aiproxy_middleware.provider_api import (Call, ChatCompletionRequest, ConfigError, DONE,
-                                            Endpoint, Provider, ProxyError, UpstreamRequest,
-                                            answer_object, bad_request, encode, error_type,
-                                            json_object, upstream_invalid)
+                                             Endpoint, Provider, ProxyError, UpstreamRequest,
+                                             answer_object, bad_request, encode, error_type,
+                                             json_object, upstream_invalid)
 
 HOSTS = {"Free": "https://api-free.deepl.com", "Pro": "https://api.deepl.com"}
 PATH = "/v2/translate"

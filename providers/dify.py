@@ -42,11 +42,11 @@ from typing import Any
 from msgspec import Struct
 
 from aiproxy_middleware.provider_api import (AssistantMessage, Call, ChatCompletion,
-                                            ChatCompletionRequest, Choice, ChunkStream,
-                                            ConfigError, Endpoint, Event, JsonEventConverter,
-                                            Provider, ProxyError, UpstreamRequest, Usage,
-                                            answer_object, as_dict, as_int, bad_request, encode,
-                                            error_type, json_object, upstream_invalid, usage)
+                                             ChatCompletionRequest, Choice, ChunkStream,
+                                             ConfigError, Endpoint, Event, JsonEventConverter,
+                                             Provider, ProxyError, UpstreamRequest, Usage,
+                                             answer_object, as_dict, as_int, bad_request, encode,
+                                             error_type, json_object, upstream_invalid, usage)
 
 from ._compatible import split_url
 

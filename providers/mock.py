@@ -23,10 +23,10 @@ import msgspec
 from msgspec import Struct
 
 from aiproxy_middleware.provider_api import (AssistantMessage, Call, ChatCompletion,
-                                            ChatCompletionChunk, ChatCompletionRequest, Choice,
-                                            ChunkChoice, Delta, EmbeddingsRequest,
-                                            EmbeddingsResponse, EmbeddingsUsage, Endpoint,
-                                            UpstreamRequest, Usage, embedding, encode, usage)
+                                             ChatCompletionChunk, ChatCompletionRequest, Choice,
+                                             ChunkChoice, Delta, EmbeddingsRequest,
+                                             EmbeddingsResponse, EmbeddingsUsage, Endpoint,
+                                             UpstreamRequest, Usage, embedding, encode, usage)
 
 from ._compatible import OpenAICompatible
 

@@ -30,9 +30,9 @@ import httpx
 import msgspec
 from msgspec import Struct
 
-from aiproxy_middleware.provider_api import (CachedText, Call, ConfigError, Endpoint,
-                                            ProxyError, WholeEvents, decode_json, event_limit,
-                                            insert_system, upstream_url)
+from aiproxy_middleware.provider_api import (CachedText, Call, ConfigError, Endpoint, ProxyError,
+                                             WholeEvents, decode_json, event_limit, insert_system,
+                                             upstream_url)
 
 from ._compatible import OpenAICompatible
 

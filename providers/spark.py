@@ -34,10 +34,10 @@ from typing import Any
 import msgspec
 
 from aiproxy_middleware.provider_api import (AssistantMessage, Call, ChatCompletion, Choice,
-                                            ChunkStream, Event, FunctionCall,
-                                            JsonEventConverter, ProxyError, ToolCall, Usage,
-                                            as_dict, as_int, as_list, as_str, decode_json,
-                                            encode, error_type, upstream_invalid, usage)
+                                             ChunkStream, Event, FunctionCall, JsonEventConverter,
+                                             ProxyError, ToolCall, Usage, as_dict, as_int, as_list,
+                                             as_str, decode_json, encode, error_type,
+                                             upstream_invalid, usage)
 
 from ._compatible import OpenAICompatible
 

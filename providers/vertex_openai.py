@@ -31,9 +31,9 @@ import httpx
 from msgspec import Struct
 
 from aiproxy_middleware.provider_api import (Call, ConfigError, EmbeddingsRequest, Endpoint,
-                                            Provider, ProviderConfig,
-                                            UpstreamRequest, bad_request, encode, endpoint_path,
-                                            segment, shown_url)
+                                             Provider, ProviderConfig, UpstreamRequest,
+                                             bad_request, encode, endpoint_path, segment,
+                                             shown_url)
 
 from ._gcp import TOKEN_URI, AuthorizedClient, TokenSource, TtlPolicy, service_account
 from .codecs import google_genai
