@@ -40,6 +40,20 @@ class ProxyError(Exception):
             ErrorResponse(ErrorDetail(self.message, self.type, self.code, self.param)))
 
 
+STATUS_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+                      403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}
+
+
+def error_type(status: int, overrides: dict[int, str] | None = None) -> str:
+    """The OpenAI error `type` for an upstream's HTTP status: the common table, with a
+    provider's own `overrides` (DeepL's 456 is a quota error, say); any other 5xx is a
+    `server_error`, any other status an `invalid_request_error`."""
+    if overrides and status in overrides:
+        return overrides[status]
+    return STATUS_ERROR_TYPES.get(
+        status, "server_error" if status >= 500 else "invalid_request_error")
+
+
 def bad_request(message: str, code: str = "invalid_request", param: str | None = None) -> ProxyError:
     return ProxyError(400, message, "invalid_request_error", code, param)
 

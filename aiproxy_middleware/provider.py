@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -17,7 +17,8 @@ import msgspec
 from msgspec import Struct
 
 from aiproxy_middleware.safety.client_headers import FORWARDED
-from aiproxy_middleware.errors import ConfigError, upstream_invalid
+from aiproxy_middleware.errors import ConfigError, ProxyError, upstream_invalid
+from aiproxy_middleware.provider_config import ProviderConfig
 from aiproxy_middleware.transforms.fetch_policy import DEFAULT_POLICY, ImagePolicy
 from aiproxy_middleware.safety.secrets import watch
 from aiproxy_middleware.shapes import decode_json
@@ -27,8 +28,6 @@ __all__ = ["Call", "Endpoint", "Provider", "StreamConverter", "UpstreamRequest",
            "answer_object", "json_object", "segment", "endpoint_path", "upstream_url"]
 
 if TYPE_CHECKING:
-    from aiproxy_middleware.config.apisix.schema import ApisixTarget
-    from aiproxy_middleware.config.higress import ProviderConfig
     from aiproxy_middleware.wire.openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody
 
 
@@ -136,8 +135,17 @@ def json_object(body: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-class Provider:
-    """One configured upstream service. Subclasses live in `providers/`, one per module."""
+S = TypeVar("S", bound=Struct)
+"""A provider's settings Struct."""
+
+
+class Provider(Generic[S]):
+    """One configured upstream service. Subclasses live in `providers/`, one per module.
+
+    A subclass names its settings Struct twice: as `Settings` (what the config is validated
+    against) and as the type argument (`class Gemini(Provider[Settings])`), so that
+    `self.settings` is typed.
+    """
 
     name: ClassVar[str]
     """The config `type` that selects this provider."""
@@ -156,19 +164,10 @@ class Provider:
     sends `developer` messages as `system` ones."""
     settings_column: ClassVar[str | None] = None
     """Its column of the customSettings name table under `protocol: original`."""
-    apisix_names: ClassVar[tuple[str, ...]] = ()
-    """The APISIX provider names (`provider: vertex-ai`) that `from_apisix` builds."""
-    apisix_max_tokens: ClassVar[str] = "max_tokens"
-    """The chat body field that APISIX's `override.llm_options.max_tokens` sets."""
-    apisix_drops_model: ClassVar[bool] = False
-    """APISIX routes send no `model` in the body (the URL names the model)."""
-    apisix_protocol: ClassVar[str] = "openai-chat"
-    """The APISIX protocol name of the body sent for a chat call (the key of
-    `override.request_body` the core merges; a provider with another applies it itself)."""
-    apisix_signs: ClassVar[bool] = False
-    """The request is signed over its URL, so the provider applies `override.endpoint`
-    itself; otherwise the core rewrites the URL that `request` gives."""
-
+    example: ClassVar[dict[str, Any]] = {}
+    """The config fields (as spelled in config) a minimal working config needs besides
+    `type` and `apiTokens`: what the test suite's checks of every provider build it with,
+    so that a new provider needs no entry in a list elsewhere."""
     client_headers: ClassVar[frozenset[bytes]] = FORWARDED
     """The client's request headers (lower case) that go upstream when the client speaks
     the provider's own API (`protocol: original`, APISIX routes): the gateway's allow-list,
@@ -179,22 +178,13 @@ class Provider:
     """More configured secrets than the provider's own (an APISIX route's `auth.header`
     and `auth.query` values, set when the route is built)."""
 
-    def __init__(self, config: ProviderConfig, settings: Struct) -> None:
+    settings: S
+
+    def __init__(self, config: ProviderConfig, settings: S) -> None:
         self.config = config
         self.settings = settings
         self.timeout = config.timeout / 1000
         watch(self)
-
-    @classmethod
-    def from_apisix(cls, target: ApisixTarget) -> Provider:
-        """The provider for an APISIX route or instance: no tokens (APISIX's `auth.header`
-        and `auth.query` are added by the core), the route's timeout, default settings."""
-        from aiproxy_middleware.config.higress import ProviderConfig
-
-        try:
-            return cls(ProviderConfig(type=cls.name, timeout=target.timeout), cls.Settings())
-        except ConfigError as exc:
-            raise ConfigError(f"{target.where}: {exc}") from None
 
     def secrets(self) -> list[str]:
         """The credentials configured for this provider (its apiTokens, its own keys, and
@@ -253,7 +243,7 @@ class Provider:
         """A converter for a streamed answer; None relays the upstream's bytes as they are."""
         return None
 
-    def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
+    def convert_error(self, call: Call, status: int, body: bytes) -> ProxyError | None:
         """The status and OpenAI error body for an upstream error; None keeps the upstream's."""
         return None
 

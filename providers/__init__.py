@@ -9,30 +9,30 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from aiproxy_middleware.provider import Provider
+from aiproxy_middleware.provider_api import Provider
 
 
 def _discover() -> tuple[dict[str, type[Provider]], dict[str, type[Provider]]]:
-    """The classes by config `type`, and by the APISIX provider names they serve (a class
-    may serve APISIX routes only, such as one for a provider's OpenAI-compatible API)."""
+    """The classes by config `type`, and every class by `module.Class` (a class may have no
+    config type: one a dialect's profile names, such as one for a provider's
+    OpenAI-compatible API)."""
     found: dict[str, type[Provider]] = {}
-    apisix: dict[str, type[Provider]] = {}
+    classes: dict[str, type[Provider]] = {}
     for module_info in pkgutil.iter_modules(__path__):
-        if module_info.name.startswith("_"):
+        if module_info.name.startswith("_") or module_info.ispkg:  # codecs/ holds no provider
             continue
         module = importlib.import_module(f"{__name__}.{module_info.name}")
         for value in vars(module).values():
             if not (isinstance(value, type) and issubclass(value, Provider)
                     and value.__module__ == module.__name__):
                 continue
+            classes[f"{module_info.name}.{value.__name__}"] = value
             if "name" in value.__dict__:
                 found[value.name] = value
-            for apisix_name in value.__dict__.get("apisix_names", ()):
-                apisix[apisix_name] = value
-    return found, apisix
+    return found, classes
 
 
-PROVIDERS, APISIX_PROVIDERS = _discover()
+PROVIDERS, CLASSES = _discover()
 
 
 def get_provider(name: str) -> type[Provider] | None:
@@ -43,8 +43,6 @@ def get_provider(name: str) -> type[Provider] | None:
 def provider_names() -> list[str]:
     return sorted(PROVIDERS)
 
-
-
-def get_apisix_provider(name: str) -> type[Provider] | None:
-    """The provider class for an APISIX provider name (`azure-openai`, `vertex-ai`), or None."""
-    return APISIX_PROVIDERS.get(name)
+def provider_class(ref: str) -> type[Provider]:
+    """A provider class by `module.Class` (`vertex_openai.VertexOpenAI`); KeyError if none."""
+    return CLASSES[ref]

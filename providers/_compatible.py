@@ -15,14 +15,13 @@ from __future__ import annotations
 from typing import ClassVar
 from urllib.parse import urlsplit
 
-from aiproxy_middleware.config.higress import ConfigError
-from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest, endpoint_path
-from aiproxy_middleware.safety.secrets import shown_url
+from aiproxy_middleware.provider_api import (Call, ConfigError, Endpoint, Provider, S,
+                                             UpstreamRequest, endpoint_path, shown_url)
 
 DEFAULT_PATHS = {Endpoint.CHAT: "/v1/chat/completions", Endpoint.EMBEDDINGS: "/v1/embeddings"}
 
 
-class OpenAICompatible(Provider):
+class OpenAICompatible(Provider[S]):
     """A provider reached with OpenAI's request and response bodies."""
 
     default_base_url: ClassVar[str]

@@ -23,10 +23,7 @@ import msgspec
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from aiproxy_middleware.errors import ConfigError, ProxyError
-from aiproxy_middleware.wire.openai import encode
-from aiproxy_middleware.safety.secrets import scrub_text
-from aiproxy_middleware.shapes import decode_json
+from aiproxy_middleware.provider_api import ConfigError, ProxyError, decode_json, encode, scrub_text
 
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:jwt-bearer"

@@ -20,4 +20,3 @@ from ._compatible import OpenAICompatible
 class AimlApi(OpenAICompatible):
     name = "aimlapi"
     default_base_url = "https://api.aimlapi.com"
-    apisix_names = ("aimlapi",)

@@ -25,18 +25,14 @@ Source: Azure OpenAI REST API reference (learn.microsoft.com/azure/ai-services/o
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs
 
 from msgspec import Struct
 
-from aiproxy_middleware.config.higress import ConfigError, ProviderConfig
-from aiproxy_middleware.provider import Call, Endpoint, UpstreamRequest, segment
+from aiproxy_middleware.provider_api import Call, ConfigError, Endpoint, UpstreamRequest, segment
 
 from ._compatible import OpenAICompatible, split_url
-
-if TYPE_CHECKING:
-    from aiproxy_middleware.config.apisix.schema import ApisixTarget
 
 _API_PATHS = {Endpoint.CHAT: "/chat/completions", Endpoint.EMBEDDINGS: "/embeddings"}
 
@@ -45,13 +41,13 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     azure_service_url: str
 
 
-class Azure(OpenAICompatible):
+class Azure(OpenAICompatible[Settings]):
     name = "azure"
     Settings = Settings
+    example = {"azureServiceUrl": "https://r.openai.azure.com/openai/deployments/d/chat/"
+                                  "completions?api-version=2024-10-21"}
     max_tokens = 1
     accepts_developer_role = True
-    apisix_names = ("azure-openai",)
-    apisix_drops_model = True
 
     def __init__(self, config: Any, settings: Settings, field: str = "azureServiceUrl") -> None:
         super().__init__(config, settings)
@@ -71,16 +67,6 @@ class Azure(OpenAICompatible):
             self._deployment = parts[3]
         elif path:
             self._fixed = path + self._query
-
-    @classmethod
-    def from_apisix(cls, target: ApisixTarget) -> Azure:
-        field = f"{target.where}.override.endpoint"
-        if not target.endpoint:
-            raise ConfigError(f"{field}: required for provider azure-openai (the deployment URL,"
-                              " such as https://RESOURCE.openai.azure.com/openai/deployments/NAME"
-                              "/chat/completions?api-version=2024-10-21)")
-        return cls(ProviderConfig(type=cls.name, timeout=target.timeout),
-                   Settings(azure_service_url=target.endpoint), field)
 
     def base_url(self) -> str:
         return self._base

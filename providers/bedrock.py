@@ -55,45 +55,24 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
-import uuid
 from typing import Any
 from urllib.parse import unquote
 
 import httpx
-import msgspec
-from msgspec import UNSET, Struct
+from msgspec import Struct
 
-from aiproxy_middleware.errors import ConfigError, ProxyError, bad_request, upstream_invalid
-from aiproxy_middleware.transforms.images import inline_image_urls
-from aiproxy_middleware.wire.openai import (AssistantMessage, ChatCompletion, ChatCompletionRequest,
-                                       ChatMessage, Choice, EmbeddingsRequest,
-                                       EmbeddingsResponse, EmbeddingsUsage, FunctionCall,
-                                       ToolCall, Usage, cached_usage, embedding, encode)
-from aiproxy_middleware.provider import (Call, Endpoint, Provider, UpstreamRequest,
-                                         answer_object, json_object, segment)
-from aiproxy_middleware.shapes import as_dict, as_int, as_str, decode_json
-from aiproxy_middleware.wire.sse import ChunkStream, event_limit, event_too_large
+from aiproxy_middleware.provider_api import (Call, ChatCompletionRequest, ConfigError,
+                                             EmbeddingsRequest, EmbeddingsResponse,
+                                             EmbeddingsUsage, Endpoint, Provider, ProxyError,
+                                             UpstreamRequest, answer_object, as_int, bad_request,
+                                             embedding, encode, inline_image_urls, segment,
+                                             upstream_invalid)
 
-from ._aws import (MAX_MESSAGE, EventStreamDecoder, EventStreamError, Message, MessageTooLarge,
-                   sigv4_headers)
-from .claude import BUDGETS
+from ._aws import sigv4_headers
+from .codecs.bedrock_converse import BedrockStream, chat_body, convert_answer, error_of
 
 SERVICE = "bedrock"
 EVENT_STREAM = "application/vnd.amazon.eventstream"
-DEFAULT_MAX_TOKENS = 4096
-FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
-          "model_context_window_exceeded": "length", "tool_use": "tool_calls",
-          "guardrail_intervened": "content_filter", "content_filtered": "content_filter"}
-IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg",
-                 "image/gif": "gif", "image/webp": "webp"}
-STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error",
-                403: "permission_error", 404: "not_found_error", 408: "timeout_error",
-                413: "invalid_request_error", 429: "rate_limit_error"}
-EXCEPTION_STATUS = {"validationException": 400, "throttlingException": 429,
-                    "modelStreamErrorException": 424, "internalServerException": 500,
-                    "serviceUnavailableException": 503}
-_DATA_URL = re.compile(r"^data:([^;,]+)(?:;[^;,]*)*;base64,(.*)$", re.S)
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")
 
 
@@ -105,9 +84,10 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     bedrock_additional_fields: dict[str, Any] = {}
 
 
-class Bedrock(Provider):
+class Bedrock(Provider[Settings]):
     name = "bedrock"
     Settings = Settings
+    example = {"awsRegion": "us-east-1", "awsAccessKey": "AKID", "awsSecretKey": "secret"}
     requires_token = False  # SigV4 keys, or apiTokens holding Bedrock API keys
 
     def __init__(self, config: Any, settings: Settings) -> None:
@@ -136,7 +116,7 @@ class Bedrock(Provider):
         if self.bearer:
             headers["Authorization"] = f"Bearer {call.token}"
         else:
-            s: Settings = self.settings  # type: ignore[assignment]
+            s: Settings = self.settings
             assert s.aws_access_key and s.aws_secret_key and s.aws_region
             # Signed: content-type, host and the x-amz-* headers (not Accept).
             headers.update(sigv4_headers(
@@ -148,7 +128,7 @@ class Bedrock(Provider):
     def secrets(self) -> list[str]:
         """apiTokens, and the AWS secret key and session token (the access key id is an
         identifier, not a secret)."""
-        s: Settings = self.settings  # type: ignore[assignment]
+        s: Settings = self.settings
         return super().secrets() + [v for v in (s.aws_secret_key, s.aws_session_token) if v]
 
     def auth_headers(self, call: Call) -> dict[str, str]:
@@ -205,7 +185,7 @@ class Bedrock(Provider):
         """The Converse request body for a chat call."""
         assert isinstance(call.request, ChatCompletionRequest)
         return chat_body(call.request, call.model,
-                         self.settings.bedrock_additional_fields)  # type: ignore[attr-defined]
+                         self.settings.bedrock_additional_fields)
 
     def convert_response(self, call: Call, body: bytes) -> bytes | None:
         answer = _decode(body)
@@ -217,14 +197,8 @@ class Bedrock(Provider):
     def stream_converter(self, call: Call) -> BedrockStream:
         return BedrockStream(call.model, call.include_usage)
 
-    def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
-        data = json_object(body)
-        if data is None:
-            return None
-        message = data.get("message", data.get("Message"))
-        if not isinstance(message, str):
-            return None
-        return status, _error(status, message).body()
+    def convert_error(self, call: Call, status: int, body: bytes) -> ProxyError | None:
+        return error_of(status, body)
 
 
 def model_path(model: str, action: str) -> str:
@@ -235,339 +209,8 @@ def model_path(model: str, action: str) -> str:
     return f"/model/{segment(name, slashes=name.startswith('arn:'))}/{action}"
 
 
-def _error(status: int, message: str, code: str | None = None) -> ProxyError:
-    kind = STATUS_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return ProxyError(status, message, kind, code)
-
-
 def _decode(body: bytes) -> dict[str, Any]:
     return answer_object(body, "Bedrock")
-
-
-# ---- chat request -----------------------------------------------------------------------
-
-
-def chat_body(req: ChatCompletionRequest, model: str,
-              additional: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The Converse request body for an OpenAI chat request."""
-    if (req.n or 1) > 1:
-        raise bad_request("Bedrock answers one choice per request; use n = 1", param="n")
-    system, messages = convert_messages(req.messages)
-    body: dict[str, Any] = {"messages": messages}
-    if system:
-        body["system"] = system
-    fields: dict[str, Any] = {}
-    max_tokens = req.max_completion_tokens or req.max_tokens
-    temperature, top_p = req.temperature, req.top_p
-    effort = req.reasoning_effort
-    if effort is not None and effort != "none" and "anthropic." in unquote(model).lower():
-        budget = BUDGETS.get(effort)
-        if budget is None:
-            raise bad_request(f"unsupported reasoning_effort {effort!r}; use one of none,"
-                              f" {', '.join(BUDGETS)}", param="reasoning_effort")
-        max_tokens = max_tokens or DEFAULT_MAX_TOKENS
-        if budget >= max_tokens:
-            max_tokens += budget
-        fields["thinking"] = {"type": "enabled", "budget_tokens": budget}
-        temperature = None
-        if top_p is not None and top_p < 0.95:
-            top_p = None
-    config: dict[str, Any] = {}
-    for key, value in (("maxTokens", max_tokens), ("temperature", temperature),
-                       ("topP", top_p)):
-        if value is not None:
-            config[key] = value
-    if req.stop:
-        config["stopSequences"] = [req.stop] if isinstance(req.stop, str) else req.stop
-    if config:
-        body["inferenceConfig"] = config
-    if req.tools:
-        has_tool_turns = any("toolUse" in block or "toolResult" in block
-                             for m in messages for block in m["content"])
-        if req.tool_choice != "none" or has_tool_turns:
-            tool_config: dict[str, Any] = {"tools": [_tool(t, i) for i, t in
-                                                     enumerate(req.tools)]}
-            choice = _tool_choice(req.tool_choice)
-            if choice:
-                tool_config["toolChoice"] = choice
-            body["toolConfig"] = tool_config
-    fields.update(additional or {})
-    if fields:
-        body["additionalModelRequestFields"] = fields
-    fmt = req.response_format
-    if fmt is not None and fmt.type == "json_schema":
-        spec = fmt.json_schema if isinstance(fmt.json_schema, dict) else {}
-        if not isinstance(spec.get("schema"), dict):
-            raise bad_request("response_format json_schema needs a 'schema' object",
-                              param="response_format.json_schema.schema")
-        schema = {"schema": msgspec.json.encode(spec["schema"]).decode()}  # a JSON string
-        if spec.get("name"):
-            schema["name"] = spec["name"]
-        if spec.get("description"):
-            schema["description"] = spec["description"]
-        body["outputConfig"] = {"textFormat": {"type": "json_schema",
-                                               "structure": {"jsonSchema": schema}}}
-    return body
-
-
-def convert_messages(messages: list[ChatMessage]
-                     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """System text blocks, and the user/assistant turns with same-role turns merged."""
-    system: list[dict[str, Any]] = []
-    turns: list[dict[str, Any]] = []
-    for i, message in enumerate(messages):
-        role = message.role
-        if role in ("system", "developer"):
-            if message.text():
-                system.append({"text": message.text()})
-            continue
-        if role == "user":
-            blocks = _blocks(message, i)
-        elif role == "assistant":
-            blocks = _blocks(message, i) + [_tool_use(c, i) for c in message.tool_calls or ()]
-        elif role == "tool":
-            role = "user"
-            blocks = [{"toolResult": {"toolUseId": message.tool_call_id or "",
-                                      "content": [_tool_result(message)]}}]
-        else:
-            raise bad_request(f"unsupported message role {role!r}", param=f"messages[{i}].role")
-        if not blocks:
-            continue
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
-    return system, turns
-
-
-def _blocks(message: ChatMessage, i: int) -> list[dict[str, Any]]:
-    content = message.content
-    if isinstance(content, str):
-        return [{"text": content}] if content else []
-    blocks = []
-    for j, part in enumerate(content or ()):
-        where = f"messages[{i}].content[{j}]"
-        if part.type == "text":
-            if part.text:
-                blocks.append({"text": part.text})
-        elif part.type == "image_url" and part.image_url is not UNSET:
-            blocks.append({"image": _image(part.image_url.url, where)})
-        else:
-            raise bad_request(f"Bedrock does not take content parts of type {part.type!r}",
-                              param=where)
-    return blocks
-
-
-def _image(url: str, where: str) -> dict[str, Any]:
-    found = _DATA_URL.match(url)
-    if found is None:
-        if url.startswith(("http://", "https://")):
-            raise bad_request("Bedrock takes images inline only: send the image as a data URL"
-                              " (data:image/png;base64,...)", param=where)
-        raise bad_request("an image URL must be a base64 data URL", param=where)
-    fmt = IMAGE_FORMATS.get(found.group(1).lower())
-    if fmt is None:
-        raise bad_request(f"Bedrock takes png, jpeg, gif and webp images, not"
-                          f" {found.group(1)!r}", param=where)
-    return {"format": fmt, "source": {"bytes": found.group(2)}}
-
-
-def _tool_use(call: ToolCall, i: int) -> dict[str, Any]:
-    function = call.function or FunctionCall()
-    try:
-        arguments = decode_json(function.arguments or "{}")
-    except msgspec.DecodeError:
-        raise bad_request(f"the arguments of tool call {call.id!r} are not valid JSON",
-                          param=f"messages[{i}].tool_calls") from None
-    if not isinstance(arguments, dict):
-        raise bad_request(f"the arguments of tool call {call.id!r} must be a JSON object",
-                          param=f"messages[{i}].tool_calls")
-    return {"toolUse": {"toolUseId": call.id or "", "name": function.name or "",
-                        "input": arguments}}
-
-
-def _tool_result(message: ChatMessage) -> dict[str, Any]:
-    text = message.text()
-    if text.startswith("{"):
-        try:
-            value = decode_json(text)
-        except msgspec.DecodeError:
-            value = None
-        if isinstance(value, dict):
-            return {"json": value}
-    return {"text": text}
-
-
-def _tool(tool: Any, i: int) -> dict[str, Any]:
-    if tool.type != "function" or not tool.function:
-        raise bad_request(f"Bedrock takes function tools only, not {tool.type!r}",
-                          param=f"tools[{i}]")
-    f = tool.function
-    spec: dict[str, Any] = {"name": f.name}
-    if f.description:
-        spec["description"] = f.description
-    spec["inputSchema"] = {"json": f.parameters or {"type": "object", "properties": {}}}
-    return {"toolSpec": spec}
-
-
-def _tool_choice(choice: Any) -> dict[str, Any] | None:
-    if choice is None or choice == "none":
-        return None
-    if choice == "auto":
-        return {"auto": {}}
-    if choice == "required":
-        return {"any": {}}
-    if not isinstance(choice, str) and choice.function:
-        return {"tool": {"name": choice.function.name}}
-    raise bad_request(f"unsupported tool_choice {choice!r}", param="tool_choice")
-
-
-# ---- chat response ----------------------------------------------------------------------
-
-
-def usage_of(usage: Any) -> Usage:
-    """OpenAI usage from Bedrock's (counts of the wrong type read as 0)."""
-    usage = as_dict(usage)
-    return cached_usage(as_int(usage.get("inputTokens")), as_int(usage.get("outputTokens")),
-                        as_int(usage.get("cacheReadInputTokens")),
-                        as_int(usage.get("cacheWriteInputTokens")))
-
-
-def convert_answer(answer: dict[str, Any], model: str) -> ChatCompletion:
-    """A `chat.completion` for a Converse answer."""
-    message = as_dict(as_dict(answer.get("output")).get("message"))
-    content = message.get("content")
-    if not isinstance(content, list):
-        raise upstream_invalid("Bedrock's answer has no output.message.content list")
-    text, reasoning, calls = [], [], []
-    for block in content:
-        if not isinstance(block, dict):
-            continue
-        if "text" in block:
-            text.append(as_str(block["text"]))
-        elif "reasoningContent" in block:
-            reasoning.append(as_str(as_dict(as_dict(block["reasoningContent"])
-                                            .get("reasoningText")).get("text")))
-        elif "toolUse" in block:
-            use = as_dict(block["toolUse"])
-            calls.append(ToolCall(id=as_str(use.get("toolUseId")), type="function",
-                                  function=FunctionCall(
-                                      name=as_str(use.get("name")),
-                                      arguments=encode(use.get("input") or {}).decode())))
-    reply = AssistantMessage(content="".join(text) if text or not calls else None)
-    if reasoning:
-        reply.reasoning_content = "".join(reasoning)
-    if calls:
-        reply.tool_calls = calls
-    finish = FINISH.get(as_str(answer.get("stopReason"), "end_turn"), "stop")
-    return ChatCompletion(id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()),
-                          model=model, choices=[Choice(0, reply, finish)],
-                          usage=usage_of(answer.get("usage")))
-
-
-# ---- streaming --------------------------------------------------------------------------
-
-
-class BedrockStream:
-    """Converts ConverseStream's binary event stream into OpenAI chunks."""
-
-    def __init__(self, model: str, include_usage: bool) -> None:
-        limit = event_limit.get()  # one event-stream message is one event
-        self.decoder = EventStreamDecoder(min(limit or MAX_MESSAGE, MAX_MESSAGE))
-        self.out = ChunkStream(model, include_usage)
-        self.tools: dict[int, bool] = {}  # toolUse block index -> arguments seen
-        self.stopped = False
-        self.ended = False
-
-    def feed(self, data: bytes) -> bytes:
-        if self.ended:
-            return b""
-        try:
-            messages = self.decoder.feed(data)
-        except MessageTooLarge:  # raised: the relay closes the upstream
-            raise event_too_large(self.decoder.max_message) from None
-        except EventStreamError as exc:
-            return self._fail(upstream_invalid(f"Bedrock's event stream is corrupt: {exc}"))
-        return b"".join(self._message(m) for m in messages)
-
-    def close(self) -> bytes:
-        if self.ended:
-            return b""
-        if self.stopped:
-            self.ended = True
-            return self.out.done()
-        return self._fail(upstream_invalid("Bedrock's stream ended before messageStop"))
-
-    def _fail(self, error: ProxyError) -> bytes:
-        self.ended = True
-        return self.out.error(error)
-
-    def _message(self, message: Message) -> bytes:
-        if self.ended:
-            return b""
-        kind = message.headers.get(":message-type")
-        if kind == "exception":
-            name = str(message.headers.get(":exception-type") or "exception")
-            return self._fail(_error(EXCEPTION_STATUS.get(name, 500),
-                                     _message_of(message.payload, name), name))
-        if kind == "error":
-            code = str(message.headers.get(":error-code") or "error")
-            text = str(message.headers.get(":error-message") or code)
-            return self._fail(_error(500, text, code))
-        if kind != "event":
-            return b""
-        try:
-            data = decode_json(message.payload) if message.payload else {}
-        except msgspec.DecodeError:
-            return self._fail(upstream_invalid("Bedrock streamed an event that is not JSON"))
-        if not isinstance(data, dict):
-            return b""
-        return self._event(str(message.headers.get(":event-type")), data)
-
-    def _event(self, event: str, data: dict[str, Any]) -> bytes:
-        out = self.out
-        index = as_int(data.get("contentBlockIndex", -1))
-        if event == "messageStart":
-            return out.start()
-        if event == "contentBlockStart":
-            use = as_dict(data.get("start")).get("toolUse")
-            if isinstance(use, dict):
-                self.tools[index] = False
-                return out.tool_call(str(index), as_str(use.get("toolUseId")),
-                                     as_str(use.get("name")))
-        elif event == "contentBlockDelta":
-            delta = as_dict(data.get("delta"))
-            if "text" in delta:
-                return out.text(as_str(delta["text"]))
-            if "reasoningContent" in delta:
-                return out.reasoning(as_str(as_dict(delta["reasoningContent"]).get("text")))
-            if "toolUse" in delta and index in self.tools:
-                fragment = as_str(as_dict(delta["toolUse"]).get("input"))
-                self.tools[index] = self.tools[index] or bool(fragment)
-                return out.tool_arguments(str(index), fragment)
-        elif event == "contentBlockStop":
-            if self.tools.get(index) is False:  # a call with no input: still valid JSON
-                self.tools[index] = True
-                return out.tool_arguments(str(index), "{}")
-        elif event == "messageStop":
-            self.stopped = True
-            return out.start() + out.finish(FINISH.get(as_str(data.get("stopReason")), "stop"))
-        elif event == "metadata":
-            if isinstance(data.get("usage"), dict):
-                out.usage = usage_of(data["usage"])
-            if self.stopped:
-                self.ended = True
-                return out.done()
-        return b""
-
-
-def _message_of(payload: bytes, default: str) -> str:
-    try:
-        data = decode_json(payload)
-    except msgspec.DecodeError:
-        return default
-    message = data.get("message", data.get("Message")) if isinstance(data, dict) else None
-    return message if isinstance(message, str) else default
 
 
 # ---- embeddings -------------------------------------------------------------------------
@@ -598,13 +241,9 @@ def embeddings_body(req: EmbeddingsRequest, model: str) -> dict[str, Any]:
     return {"texts": texts, "input_type": "search_document"}
 
 
-def _upstream_error(converted: tuple[int, bytes] | None, status: int) -> ProxyError:
-    """The ProxyError for one of several calls' error answers (already in OpenAI's shape)."""
-    if converted is not None:
-        error = msgspec.json.decode(converted[1]).get("error") or {}
-        return ProxyError(converted[0], str(error.get("message", "")),
-                          str(error.get("type", "upstream_error")), error.get("code"))
-    return ProxyError(status, f"Bedrock answered HTTP {status}", "upstream_error", None)
+def _upstream_error(converted: ProxyError | None, status: int) -> ProxyError:
+    """The ProxyError for one of several calls' error answers."""
+    return converted or ProxyError(status, f"Bedrock answered HTTP {status}", "upstream_error")
 
 
 def convert_embeddings(answer: dict[str, Any], req: EmbeddingsRequest,

@@ -6,7 +6,7 @@ conversion and event-stream handling, signed with `auth.aws`.
   `bedrock-runtime.{region}.amazonaws.com`; chat `POST /model/{model}/converse`
   (`/converse-stream` streamed), the model id percent-encoded as one path segment;
   embeddings (Titan, Cohere) `POST /model/{model}/invoke`, as the `bedrock` provider does.
-- The request is signed over its URL (`apisix_signs`), so this provider applies APISIX's
+- The request is signed over its URL (the profile's `signs`), so this provider applies APISIX's
   URL and auth settings itself, before signing: `override.endpoint` gives scheme, host and
   port (a default port is dropped), and its path, when it has one, is used verbatim for
   every call; its query and `auth.query` (which wins on a shared name) make the query
@@ -21,20 +21,15 @@ conversion and event-stream handling, signed with `auth.aws`.
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
-from aiproxy_middleware.errors import ConfigError
-from aiproxy_middleware.provider import Call, UpstreamRequest, endpoint_path
-from aiproxy_middleware.safety.secrets import shown_url
+from aiproxy_middleware.provider_api import (Call, ConfigError, ProviderConfig, UpstreamRequest,
+                                             endpoint_path, shown_url)
 
-from .bedrock import _REGION, Bedrock, Settings, model_path
+from . import bedrock
+from .bedrock import _REGION, Bedrock, model_path
 
-if TYPE_CHECKING:
-    from aiproxy_middleware.config.apisix.schema import ApisixTarget
-    from aiproxy_middleware.config.higress import ProviderConfig
-
-PROTOCOL = "bedrock-converse"
 _DEFAULT_PORTS = {"https": ":443", "http": ":80"}
 _NOT_FORWARDED = {"host", "content-length"}
 """`auth.header` names never sent: the request's own (APISIX removes them too)."""
@@ -51,59 +46,53 @@ def deep_merge(body: dict[str, Any], extra: dict[str, Any], force: bool) -> None
             body[key] = copy.deepcopy(value)
 
 
+class Settings(bedrock.Settings, kw_only=True):
+    """`bedrock`'s settings, plus what an APISIX route gives (its profile fills them in)."""
+
+    endpoint: str | None = None
+    """`override.endpoint`."""
+    auth_header: dict[str, str] = {}
+    auth_query: dict[str, str] = {}
+    body_override: dict[str, Any] | None = None
+    """`override.request_body["bedrock-converse"]`."""
+    force_override: bool = False
+    """`override.request_body_force_override`."""
+    max_tokens: int | None = None
+    """`override.llm_options.max_tokens`."""
+
+
 class BedrockApisix(Bedrock):
     """APISIX's `bedrock` provider (the config `type: bedrock` is the parent class)."""
 
-    apisix_names = ("bedrock",)
-    apisix_signs = True
-    apisix_protocol = "bedrock-converse"
+    Settings = Settings
 
-    def __init__(self, config: ProviderConfig, settings: Settings, target: ApisixTarget) -> None:
+    def __init__(self, config: ProviderConfig, settings: Settings, where: str) -> None:
+        """ConfigErrors name the field below `where` (the route or instance)."""
+        if settings.aws_region and not _REGION.fullmatch(settings.aws_region):
+            raise ConfigError(f"{where}.provider_conf.region: not a region name:"
+                              f" {settings.aws_region!r}")
         super().__init__(config, settings)
-        where = target.where
         self._path: str | None = None
         endpoint_query = ""
-        if target.endpoint:
-            parts = urlsplit(target.endpoint)
+        if settings.endpoint:
+            parts = urlsplit(settings.endpoint)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ConfigError(f"{where}.override.endpoint: not an http(s) URL:"
-                                  f" {shown_url(target.endpoint)!r}")
+                                  f" {shown_url(settings.endpoint)!r}")
             netloc = parts.netloc.removesuffix(_DEFAULT_PORTS[parts.scheme])
             self._host = f"{parts.scheme}://{netloc}"
             self._path = (endpoint_path(parts.path, f"{where}.override.endpoint")
                           if parts.path not in ("", "/") else None)
             endpoint_query = parts.query
-        auth = target.auth
+        query = settings.auth_query
         pairs = [(k, v) for k, v in parse_qsl(endpoint_query, keep_blank_values=True)
-                 if k not in auth.query]
+                 if k not in query]
         # RFC 3986 encoding, as SigV4's canonical query string has it.
-        self._query = urlencode(pairs + list(auth.query.items()), quote_via=quote,
-                                safe="-_.~")
-        self._headers = dict(auth.header)
-        override = target.override
-        self._body_override = override.request_body.get(PROTOCOL) if override else None
-        self._force = bool(override and override.request_body_force_override)
-        self._max_tokens = (override.llm_options.max_tokens
-                            if override and override.llm_options else None)
-
-    @classmethod
-    def from_apisix(cls, target: ApisixTarget) -> BedrockApisix:
-        """The provider for a `bedrock` route or instance; ConfigErrors name the field."""
-        from aiproxy_middleware.config.higress import ProviderConfig
-
-        where = target.where
-        region = target.provider_conf.region if target.provider_conf else None
-        if not region:
-            raise ConfigError(f"{where}: bedrock requires provider_conf.region")
-        aws = target.auth.aws
-        if aws is None:
-            raise ConfigError(f"{where}: bedrock requires auth.aws")
-        if not _REGION.fullmatch(region):
-            raise ConfigError(f"{where}.provider_conf.region: not a region name: {region!r}")
-        settings = Settings(aws_region=region, aws_access_key=aws.access_key_id,
-                            aws_secret_key=aws.secret_access_key,
-                            aws_session_token=aws.session_token or None)
-        return cls(ProviderConfig(type="bedrock", timeout=target.timeout), settings, target)
+        self._query = urlencode(pairs + list(query.items()), quote_via=quote, safe="-_.~")
+        self._headers = dict(settings.auth_header)
+        self._body_override = settings.body_override
+        self._force = settings.force_override
+        self._max_tokens = settings.max_tokens
 
     def _url(self, model: str, action: str) -> str:
         path = self._path if self._path is not None else model_path(model, action)

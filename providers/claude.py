@@ -41,48 +41,26 @@
 
 from __future__ import annotations
 
-import re
-import time
 from typing import Any
 
-import msgspec
 from msgspec import Struct
 
-from aiproxy_middleware.safety.client_headers import forwarded
-from aiproxy_middleware.errors import ProxyError, bad_request, upstream_invalid
-from aiproxy_middleware.wire.openai import (AssistantMessage, ChatCompletion, ChatCompletionRequest,
-                                       ChatMessage, Choice, ContentPart, FunctionCall,
-                                       ToolCall, Usage, cached_usage, encode)
-from aiproxy_middleware.provider import (Call, Endpoint, Provider, UpstreamRequest,
-                                         answer_object, json_object)
-from aiproxy_middleware.shapes import as_dict, as_int, as_str, decode_json
-from aiproxy_middleware.wire.sse import ChunkStream, Event, EventParser
+from aiproxy_middleware.provider_api import (Call, ChatCompletionRequest, Endpoint, Provider,
+                                             ProxyError, UpstreamRequest, answer_object, encode,
+                                             forwarded, upstream_invalid)
+
+from .codecs.anthropic_messages import (ClaudeStream, build_body, convert_message, error_of,
+                                        proxy_error)
 
 ANTHROPIC_HEADERS = frozenset({b"anthropic-version", b"anthropic-beta"})
 """The client's headers that pass to the Messages API, over the configured version."""
-
-DEFAULT_MAX_TOKENS = 4096
-BUDGETS = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384}
-FINISH = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop",
-          "max_tokens": "length", "model_context_window_exceeded": "length",
-          "tool_use": "tool_calls", "refusal": "content_filter"}
-ERROR_TYPES = {"invalid_request_error": "invalid_request_error",
-               "authentication_error": "authentication_error",
-               "permission_error": "permission_error", "not_found_error": "not_found_error",
-               "request_too_large": "invalid_request_error",
-               "rate_limit_error": "rate_limit_error", "api_error": "server_error",
-               "overloaded_error": "server_error"}
-ERROR_STATUS = {"invalid_request_error": 400, "authentication_error": 401,
-                "permission_error": 403, "not_found_error": 404, "request_too_large": 413,
-                "rate_limit_error": 429, "api_error": 500, "overloaded_error": 529}
-_DATA_URL = re.compile(r"^data:([^;,]+)((?:;[^;,]*)*);base64,(.*)$", re.S)
 
 
 class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     claude_version: str = "2023-06-01"
 
 
-class Claude(Provider):
+class Claude(Provider[Settings]):
     name = "claude"
     Settings = Settings
     endpoints = frozenset({Endpoint.CHAT})
@@ -93,7 +71,7 @@ class Claude(Provider):
         return "https://api.anthropic.com"
 
     def auth_headers(self, call: Call) -> dict[str, str]:
-        headers = {"anthropic-version": self.settings.claude_version}  # type: ignore[attr-defined]
+        headers = {"anthropic-version": self.settings.claude_version}
         if call.token:
             headers["x-api-key"] = call.token
         return headers
@@ -119,311 +97,6 @@ class Claude(Provider):
     def stream_converter(self, call: Call) -> ClaudeStream:
         return ClaudeStream(call.model, call.include_usage)
 
-    def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
-        error = _error_of(body)
-        return None if error is None else (status, _proxy_error(error, status).body())
-
-
-# ---- request ----------------------------------------------------------------------------
-
-
-def build_body(req: ChatCompletionRequest, raw: list[dict[str, Any]], model: str,
-               top_k: int | None = None) -> dict[str, Any]:
-    """The Messages API body for an OpenAI chat request (`raw`: its messages as sent)."""
-    system, messages = convert_messages(req.messages, raw)
-    body: dict[str, Any] = {"model": model, "messages": messages}
-    if system:
-        cached = any("cache_control" in block for block in system)
-        body["system"] = system if cached else "\n\n".join(b["text"] for b in system)
-    max_tokens = req.max_completion_tokens or req.max_tokens or DEFAULT_MAX_TOKENS
-    thinking = None
-    if req.reasoning_effort is not None and req.reasoning_effort != "none":
-        budget = BUDGETS.get(req.reasoning_effort)
-        if budget is None:
-            raise bad_request(f"unsupported reasoning_effort {req.reasoning_effort!r}; use one"
-                              f" of none, {', '.join(BUDGETS)}", param="reasoning_effort")
-        if budget >= max_tokens:
-            max_tokens += budget
-        thinking = {"type": "enabled", "budget_tokens": budget}
-    body["max_tokens"] = max_tokens
-    if thinking:
-        body["thinking"] = thinking
-        if req.top_p is not None and req.top_p >= 0.95:
-            body["top_p"] = req.top_p
-    else:
-        for key, value in (("temperature", req.temperature), ("top_p", req.top_p),
-                           ("top_k", top_k)):
-            if value is not None:
-                body[key] = value
-    if req.stop:
-        body["stop_sequences"] = [req.stop] if isinstance(req.stop, str) else req.stop
-    if req.tools:
-        body["tools"] = [_tool(tool) for tool in req.tools]
-        choice = _tool_choice(req.tool_choice)
-        if req.parallel_tool_calls is False and choice.get("type") != "none":
-            choice["disable_parallel_tool_use"] = True
-        if choice != {"type": "auto"} or req.tool_choice is not None:
-            body["tool_choice"] = choice
-    if req.stream:
-        body["stream"] = True
-    if req.user:
-        body["metadata"] = {"user_id": req.user}
-    schema = _json_schema(req)
-    if schema is not None:
-        body["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
-    return body
-
-
-def _json_schema(req: ChatCompletionRequest) -> dict[str, Any] | None:
-    """The schema of a `json_schema` response_format (Claude's structured outputs)."""
-    fmt = req.response_format
-    if fmt is None or fmt.type != "json_schema":
-        return None
-    schema = fmt.json_schema.get("schema") if isinstance(fmt.json_schema, dict) else None
-    if not isinstance(schema, dict):
-        raise bad_request("response_format json_schema needs a 'schema' object",
-                          param="response_format.json_schema.schema")
-    return schema
-
-
-def convert_messages(messages: list[ChatMessage], raw: list[dict[str, Any]]
-                     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """System text blocks, and the user/assistant turns with same-role turns merged."""
-    system: list[dict[str, Any]] = []
-    turns: list[dict[str, Any]] = []
-    for i, message in enumerate(messages):
-        raw_content = raw[i].get("content") if i < len(raw) else None
-        parts = raw_content if isinstance(raw_content, list) else []
-        role = message.role
-        if role in ("system", "developer"):
-            system.extend(b for b in _blocks(message.content, parts) if b["type"] == "text")
-            continue
-        if role == "tool":
-            result: dict[str, Any] = {"type": "tool_result",
-                                      "tool_use_id": message.tool_call_id or ""}
-            content = message.content
-            if content:
-                result["content"] = (content if isinstance(content, str)
-                                     else _blocks(content, parts))
-            blocks = [result]
-            role = "user"
-        elif role == "user":
-            blocks = _blocks(message.content, parts)
-        elif role == "assistant":
-            blocks = _blocks(message.content, parts) + [
-                _tool_use(call) for call in message.tool_calls or ()]
-        else:
-            raise bad_request(f"unsupported message role {role!r}", param=f"messages[{i}].role")
-        if not blocks:
-            continue
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
-    return system, turns
-
-
-def _blocks(content: str | list[ContentPart] | None, raw_parts: list[Any]) -> list[dict[str, Any]]:
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}] if content else []
-    blocks = []
-    for j, part in enumerate(content or ()):
-        if part.type == "text":
-            if not part.text:
-                continue
-            block: dict[str, Any] = {"type": "text", "text": part.text}
-        elif part.type == "image_url" and part.image_url:
-            block = {"type": "image", "source": _image_source(part.image_url.url)}
-        else:
-            raise bad_request(f"Claude does not take content parts of type {part.type!r}")
-        raw_part = raw_parts[j] if j < len(raw_parts) else None
-        if isinstance(raw_part, dict) and raw_part.get("cache_control") is not None:
-            block["cache_control"] = raw_part["cache_control"]
-        blocks.append(block)
-    return blocks
-
-
-def _image_source(url: str) -> dict[str, str]:
-    if url.startswith("data:"):
-        m = _DATA_URL.match(url)
-        if m is None:
-            raise bad_request("an image data URL must be base64 (data:<type>;base64,<data>)")
-        return {"type": "base64", "media_type": m.group(1), "data": m.group(3)}
-    if url.startswith(("http://", "https://")):
-        return {"type": "url", "url": url}
-    raise bad_request("an image URL must be a data URL or an http(s) URL")
-
-
-def _tool_use(call: ToolCall) -> dict[str, Any]:
-    function = call.function or FunctionCall()
-    try:
-        arguments = decode_json(function.arguments or "{}")
-    except msgspec.DecodeError:
-        raise bad_request(f"the arguments of tool call {call.id!r} are not valid JSON") from None
-    if not isinstance(arguments, dict):
-        raise bad_request(f"the arguments of tool call {call.id!r} must be a JSON object")
-    return {"type": "tool_use", "id": call.id or "", "name": function.name or "",
-            "input": arguments}
-
-
-def _tool(tool: Any) -> dict[str, Any]:
-    if tool.type != "function" or not tool.function:
-        raise bad_request(f"Claude takes function tools only, not {tool.type!r}", param="tools")
-    f = tool.function
-    out: dict[str, Any] = {"name": f.name}
-    if f.description:
-        out["description"] = f.description
-    out["input_schema"] = f.parameters or {"type": "object", "properties": {}}
-    return out
-
-
-def _tool_choice(choice: Any) -> dict[str, Any]:
-    if choice is None or choice == "auto":
-        return {"type": "auto"}
-    if choice == "required":
-        return {"type": "any"}
-    if choice == "none":
-        return {"type": "none"}
-    if not isinstance(choice, str) and choice.function:
-        return {"type": "tool", "name": choice.function.name}
-    raise bad_request(f"unsupported tool_choice {choice!r}", param="tool_choice")
-
-
-# ---- responses --------------------------------------------------------------------------
-
-
-def usage_of(usage: Any) -> Usage:
-    """OpenAI usage from Claude's (counts of the wrong type read as 0)."""
-    usage = as_dict(usage)
-    return cached_usage(as_int(usage.get("input_tokens")), as_int(usage.get("output_tokens")),
-                        as_int(usage.get("cache_read_input_tokens")),
-                        as_int(usage.get("cache_creation_input_tokens")))
-
-
-def convert_message(message: dict[str, Any], model: str) -> ChatCompletion:
-    """A `chat.completion` for a Claude Messages API answer."""
-    text, reasoning, calls = [], [], []
-    for block in message["content"]:
-        kind = block.get("type") if isinstance(block, dict) else None
-        if kind == "text":
-            text.append(as_str(block.get("text")))
-        elif kind == "thinking":
-            reasoning.append(as_str(block.get("thinking")))
-        elif kind == "tool_use":
-            calls.append(ToolCall(id=as_str(block.get("id")), type="function",
-                                  function=FunctionCall(
-                                      name=as_str(block.get("name")),
-                                      arguments=encode(block.get("input") or {}).decode())))
-    answer = AssistantMessage(content="".join(text) if text or not calls else None)
-    if reasoning:
-        answer.reasoning_content = "".join(reasoning)
-    if calls:
-        answer.tool_calls = calls
-    finish = FINISH.get(as_str(message.get("stop_reason"), "end_turn"), "stop")
-    return ChatCompletion(id=as_str(message.get("id")), created=int(time.time()),
-                          model=as_str(message.get("model"), model),
-                          choices=[Choice(0, answer, finish)],
-                          usage=usage_of(message.get("usage")))
-
-
-def _error_of(body: bytes) -> dict[str, Any] | None:
-    data = json_object(body)
-    error = data.get("error") if data is not None else None
-    if not isinstance(error, dict) or not isinstance(error.get("message"), str):
-        return None
-    return error
-
-
-def _proxy_error(error: dict[str, Any], status: int | None = None) -> ProxyError:
-    kind = str(error.get("type") or "api_error")
-    return ProxyError(status or ERROR_STATUS.get(kind, 500), str(error.get("message", "")),
-                      ERROR_TYPES.get(kind, "server_error" if kind.endswith("api_error")
-                                      else "invalid_request_error"), kind)
-
-
-class ClaudeStream:
-    """Converts Claude's streamed events into OpenAI chunks, fed bytes in reads of any size."""
-
-    def __init__(self, model: str, include_usage: bool) -> None:
-        self.model = model
-        self.include_usage = include_usage
-        self.parser = EventParser()
-        self.out: ChunkStream | None = None
-        self.usage: dict[str, Any] = {}
-        self.tools: dict[int, bool] = {}  # tool_use block index -> arguments seen
-        self.ended = False
-
-    def feed(self, data: bytes) -> bytes:
-        return b"".join(self._event(event) for event in self.parser.feed(data))
-
-    def close(self) -> bytes:
-        out = b"".join(self._event(event) for event in self.parser.close())
-        if not self.ended:
-            out += self._fail(upstream_invalid("Claude's stream ended before message_stop"))
-        return out
-
-    def _stream(self, id: str | None = None, model: str | None = None) -> ChunkStream:
-        if self.out is None:
-            self.out = ChunkStream(model or self.model, self.include_usage, id=id or None)
-        return self.out
-
-    def _fail(self, error: ProxyError) -> bytes:
-        self.ended = True
-        return self._stream().error(error)
-
-    def _event(self, event: Event) -> bytes:
-        if self.ended:
-            return b""
-        try:
-            data = decode_json(event.data)
-        except msgspec.DecodeError:
-            return self._fail(upstream_invalid("Claude streamed an event that is not JSON"))
-        if not isinstance(data, dict):
-            return b""
-        kind = data.get("type") or event.event
-        if kind == "message_start":
-            message = as_dict(data.get("message"))
-            self.usage.update(as_dict(message.get("usage")))
-            return self._stream(as_str(message.get("id")), as_str(message.get("model"))).start()
-        out = self._stream()
-        index = as_int(data.get("index", -1))
-        if kind == "content_block_start":
-            block = as_dict(data.get("content_block"))
-            if block.get("type") == "text":
-                return out.start() + out.text(as_str(block.get("text")))
-            if block.get("type") == "thinking":
-                return out.start() + out.reasoning(as_str(block.get("thinking")))
-            if block.get("type") == "tool_use":
-                self.tools[index] = False
-                return out.tool_call(str(index), as_str(block.get("id")),
-                                     as_str(block.get("name")))
-        elif kind == "content_block_delta":
-            delta = as_dict(data.get("delta"))
-            if delta.get("type") == "text_delta":
-                return out.text(as_str(delta.get("text")))
-            if delta.get("type") == "thinking_delta":
-                return out.reasoning(as_str(delta.get("thinking")))
-            if delta.get("type") == "input_json_delta" and index in self.tools:
-                fragment = as_str(delta.get("partial_json"))
-                self.tools[index] = self.tools[index] or bool(fragment)
-                return out.tool_arguments(str(index), fragment)
-        elif kind == "content_block_stop":
-            if self.tools.get(index) is False:  # a call with no input: still valid JSON
-                self.tools[index] = True
-                return out.tool_arguments(str(index), "{}")
-        elif kind == "message_delta":
-            self.usage.update({k: v for k, v in as_dict(data.get("usage")).items()
-                               if v is not None})
-            out.usage = usage_of(self.usage)
-            reason = as_str(as_dict(data.get("delta")).get("stop_reason"))
-            return out.finish(FINISH.get(reason, "stop")) if reason else b""
-        elif kind == "message_stop":
-            self.ended = True
-            if out.usage is None and self.usage:
-                out.usage = usage_of(self.usage)
-            return out.done()
-        elif kind == "error":
-            error = as_dict(data.get("error"))
-            return self._fail(_proxy_error(
-                {**error, "message": as_str(error.get("message"), "Claude's stream failed")}))
-        return b""
+    def convert_error(self, call: Call, status: int, body: bytes) -> ProxyError | None:
+        error = error_of(body)
+        return None if error is None else proxy_error(error, status)

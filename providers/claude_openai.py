@@ -22,16 +22,15 @@ This class does the same, for APISIX routes only (the Higress `claude` type is u
 
 from __future__ import annotations
 
-from aiproxy_middleware.provider import Call, UpstreamRequest
+from aiproxy_middleware.provider_api import Call, UpstreamRequest
 
 from ._compatible import OpenAICompatible
-from .claude import Claude
+from .claude import Claude, Settings
 
 
-class ClaudeOpenAI(OpenAICompatible, Claude):
+class ClaudeOpenAI(OpenAICompatible[Settings], Claude):
     """Claude's OpenAI-compatible chat API; `claude`'s name, settings and Messages path."""
 
-    apisix_names = ("anthropic",)
     default_base_url = "https://api.anthropic.com"
     embeddings_path = None
     accepts_developer_role = True
@@ -39,5 +38,5 @@ class ClaudeOpenAI(OpenAICompatible, Claude):
     def original_request(self, call: Call) -> UpstreamRequest:
         up = super().original_request(call)  # Claude's: the client's anthropic-* headers
         up.headers.setdefault("anthropic-version",
-                              self.settings.claude_version)  # type: ignore[attr-defined]
+                              self.settings.claude_version)
         return up

@@ -15,8 +15,7 @@ from typing import Any
 
 from msgspec import Struct
 
-from aiproxy_middleware.config.higress import ConfigError
-from aiproxy_middleware.provider import Call
+from aiproxy_middleware.provider_api import Call, ConfigError
 
 from ._compatible import OpenAICompatible
 
@@ -27,9 +26,10 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     cloudflare_account_id: str
 
 
-class Cloudflare(OpenAICompatible):
+class Cloudflare(OpenAICompatible[Settings]):
     name = "cloudflare"
     Settings = Settings
+    example = {"cloudflareAccountId": "account"}
     default_base_url = "https://api.cloudflare.com"
 
     def __init__(self, config: Any, settings: Settings) -> None:

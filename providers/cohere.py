@@ -36,24 +36,18 @@ from typing import Any
 
 from msgspec import UNSET
 
-from aiproxy_middleware.errors import ProxyError, bad_request
-from aiproxy_middleware.wire.openai import (AssistantMessage, ChatCompletion, ChatCompletionRequest,
-                                       ChatMessage, Choice, embedding, EmbeddingsRequest,
-                                       EmbeddingsResponse, EmbeddingsUsage, FunctionCall,
-                                       ToolCall, Usage, encode)
-from aiproxy_middleware.provider import (Call, Endpoint, Provider, UpstreamRequest,
-                                         answer_object, json_object)
-from aiproxy_middleware.shapes import as_dict, as_int, as_list, as_str
-from aiproxy_middleware.wire.sse import ChunkStream, Event, JsonEventConverter
+from aiproxy_middleware.provider_api import (AssistantMessage, Call, ChatCompletion,
+                                             ChatCompletionRequest, ChatMessage, Choice,
+                                             ChunkStream, EmbeddingsRequest, EmbeddingsResponse,
+                                             EmbeddingsUsage, Endpoint, Event, FunctionCall,
+                                             JsonEventConverter, Provider, ProxyError, ToolCall,
+                                             UpstreamRequest, Usage, answer_object, as_dict,
+                                             as_int, as_list, as_str, bad_request, embedding,
+                                             encode, error_type, json_object, usage)
 
 HOST = "https://api.cohere.com"
 FINISH = {"COMPLETE": "stop", "STOP_SEQUENCE": "stop", "MAX_TOKENS": "length",
           "TOOL_CALL": "tool_calls"}
-ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
-               403: "permission_error", 404: "not_found_error", 422: "invalid_request_error",
-               429: "rate_limit_error"}
-
-
 class Cohere(Provider):
     name = "cohere"
 
@@ -79,16 +73,15 @@ class Cohere(Provider):
     def stream_converter(self, call: Call) -> CohereStream:
         return CohereStream(call.model, call.include_usage)
 
-    def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
+    def convert_error(self, call: Call, status: int, body: bytes) -> ProxyError | None:
         value = json_object(body)
         if value is None or not isinstance(value.get("message"), str):
             return None
-        return status, proxy_error(value["message"], status).body()
+        return proxy_error(value["message"], status)
 
 
 def proxy_error(message: str, status: int) -> ProxyError:
-    kind = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return ProxyError(status, message, kind)
+    return ProxyError(status, message, error_type(status))
 
 
 # ---- request ----------------------------------------------------------------------------
@@ -215,15 +208,15 @@ def _decode(body: bytes) -> dict[str, Any]:
     return answer_object(body, "Cohere")
 
 
-def convert_usage(usage: Any) -> Usage | None:
-    if not isinstance(usage, dict):
+def convert_usage(value: Any) -> Usage | None:
+    if not isinstance(value, dict):
         return None
-    counts = usage.get("tokens") or usage.get("billed_units")
+    counts = value.get("tokens") or value.get("billed_units")
     if not isinstance(counts, dict):
         return None
     prompt = as_int(counts.get("input_tokens"))
     completion = as_int(counts.get("output_tokens"))
-    return Usage(prompt, completion, prompt + completion)
+    return usage(prompt, completion)
 
 
 def _finish(reason: Any) -> str:

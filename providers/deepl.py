@@ -37,28 +37,27 @@ from typing import Any
 import httpx
 from msgspec import Struct
 
-from aiproxy_middleware.config.higress import ConfigError
-from aiproxy_middleware.errors import ProxyError, bad_request, upstream_invalid
-from aiproxy_middleware.wire.openai import ChatCompletionRequest, encode
-from aiproxy_middleware.provider import (Call, Endpoint, Provider, UpstreamRequest,
-                                         answer_object, json_object)
-from aiproxy_middleware.wire.sse import DONE
+from aiproxy_middleware.provider_api import (Call, ChatCompletionRequest, ConfigError, DONE,
+                                             Endpoint, Provider, ProxyError, UpstreamRequest,
+                                             answer_object, bad_request, encode, error_type,
+                                             json_object, upstream_invalid)
 
 HOSTS = {"Free": "https://api-free.deepl.com", "Pro": "https://api.deepl.com"}
 PATH = "/v2/translate"
 STREAMED = "X-Aiproxy-Streamed-Translation"
 """Marks a streamed OpenAI call's request for `_StreamTransport`, which removes it."""
-ERROR_TYPES = {401: "authentication_error", 403: "authentication_error",
-               404: "not_found_error", 429: "rate_limit_error", 456: "insufficient_quota"}
+# DeepL's 403 is a wrong key; 456, its quota spent.
+ERROR_TYPES = {403: "authentication_error", 456: "insufficient_quota"}
 
 
 class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     target_lang: str = ""
 
 
-class DeepL(Provider):
+class DeepL(Provider[Settings]):
     name = "deepl"
     Settings = Settings
+    example = {"targetLang": "EN"}
     endpoints = frozenset({Endpoint.CHAT})
 
     def __init__(self, config: Any, settings: Settings) -> None:
@@ -108,8 +107,8 @@ class DeepL(Provider):
     def stream_converter(self, call: Call) -> TranslationStream:
         return TranslationStream(call.model)
 
-    def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
-        return status, proxy_error(status, body).body()
+    def convert_error(self, call: Call, status: int, body: bytes) -> ProxyError | None:
+        return proxy_error(status, body)
 
     def client(self, shared: httpx.AsyncClient) -> httpx.AsyncClient:
         if self._client is None or self._shared is not shared:
@@ -157,8 +156,7 @@ def proxy_error(status: int, body: bytes) -> ProxyError:
             message = f"{message}: {value['detail']}" if message else str(value["detail"])
     if not message:
         message = f"DeepL answered {status}" + (": quota exceeded" if status == 456 else "")
-    kind = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return ProxyError(status, message, kind, f"deepl_{status}")
+    return ProxyError(status, message, error_type(status, ERROR_TYPES), f"deepl_{status}")
 
 
 class TranslationStream:

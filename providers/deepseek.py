@@ -24,4 +24,3 @@ class DeepSeek(OpenAICompatible):
     chat_path = "/chat/completions"
     embeddings_path = None
     anthropic_path = "/anthropic/v1/messages"
-    apisix_names = ("deepseek",)

@@ -41,13 +41,12 @@ from typing import Any
 
 from msgspec import Struct
 
-from aiproxy_middleware.errors import ConfigError, ProxyError, bad_request, upstream_invalid
-from aiproxy_middleware.wire.openai import (AssistantMessage, ChatCompletion, ChatCompletionRequest,
-                                       Choice, Usage, encode)
-from aiproxy_middleware.provider import (Call, Endpoint, Provider, UpstreamRequest,
-                                         answer_object, json_object)
-from aiproxy_middleware.shapes import as_dict, as_int
-from aiproxy_middleware.wire.sse import ChunkStream, Event, JsonEventConverter
+from aiproxy_middleware.provider_api import (AssistantMessage, Call, ChatCompletion,
+                                             ChatCompletionRequest, Choice, ChunkStream,
+                                             ConfigError, Endpoint, Event, JsonEventConverter,
+                                             Provider, ProxyError, UpstreamRequest, Usage,
+                                             answer_object, as_dict, as_int, bad_request, encode,
+                                             error_type, json_object, upstream_invalid, usage)
 
 from ._compatible import split_url
 
@@ -55,10 +54,6 @@ PATHS = {"Chat": "/v1/chat-messages", "Agent": "/v1/chat-messages",
          "Completion": "/v1/completion-messages", "Workflow": "/v1/workflows/run"}
 DEFAULT_USER = "api-user"
 FAILED = ("failed", "stopped")
-ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
-               403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}
-
-
 class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     dify_api_url: str = "https://api.dify.ai"
     bot_type: str = "Chat"
@@ -66,9 +61,10 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     output_variable: str = ""
 
 
-class Dify(Provider):
+class Dify(Provider[Settings]):
     name = "dify"
     Settings = Settings
+    example = {"botType": "Chat", "inputVariable": "query", "outputVariable": "reply"}
     endpoints = frozenset({Endpoint.CHAT})
 
     def __init__(self, config: Any, settings: Settings) -> None:
@@ -88,14 +84,14 @@ class Dify(Provider):
 
     @property
     def bot(self) -> str:
-        return self.settings.bot_type  # type: ignore[attr-defined,no-any-return]
+        return self.settings.bot_type
 
     def base_url(self) -> str:
         return self._base
 
     def request(self, call: Call) -> UpstreamRequest:
         assert isinstance(call.request, ChatCompletionRequest)
-        settings: Settings = self.settings  # type: ignore[assignment]
+        settings: Settings = self.settings
         chat = self.bot in ("Chat", "Agent")  # the others keep no history
         conversation = conversation_id(call.client_headers) if chat else ""
         query = build_query(call.request, conversation)
@@ -122,7 +118,7 @@ class Dify(Provider):
         return encode(convert_answer(answer, self.bot, self._output(), call.model))
 
     def _output(self) -> str:
-        return self.settings.output_variable  # type: ignore[attr-defined,no-any-return]
+        return self.settings.output_variable
 
     def _stream(self, call: Call) -> DifyStream:
         return DifyStream(call.model, call.include_usage, self.bot, self._output())
@@ -130,17 +126,16 @@ class Dify(Provider):
     def stream_converter(self, call: Call) -> DifyStream:
         return self._stream(call)
 
-    def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
+    def convert_error(self, call: Call, status: int, body: bytes) -> ProxyError | None:
         value = json_object(body)
         if value is None or not isinstance(value.get("message"), str):
             return None
-        return status, proxy_error(value, status).body()
+        return proxy_error(value, status)
 
 
 def proxy_error(value: dict[str, Any], status: int) -> ProxyError:
-    kind = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
     code = value.get("code")
-    return ProxyError(status, str(value.get("message", "")), kind,
+    return ProxyError(status, str(value.get("message", "")), error_type(status),
                       str(code) if code is not None else None)
 
 
@@ -187,7 +182,7 @@ def _usage(value: Any) -> Usage | None:
         return None
     prompt = as_int(value.get("prompt_tokens"))
     completion = as_int(value.get("completion_tokens"))
-    return Usage(prompt, completion, as_int(value.get("total_tokens")) or prompt + completion)
+    return usage(prompt, completion, value.get("total_tokens"))
 
 
 def _text(value: Any) -> str:

@@ -23,7 +23,7 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     doubao_domain: str = ""
 
 
-class Doubao(OpenAICompatible):
+class Doubao(OpenAICompatible[Settings]):
     name = "doubao"
     Settings = Settings
     default_base_url = "https://ark.cn-beijing.volces.com"

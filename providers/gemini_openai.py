@@ -21,14 +21,12 @@ unchanged).
 from __future__ import annotations
 
 from ._compatible import OpenAICompatible
-from .gemini import HOST, Gemini
+from .gemini import HOST, Gemini, Settings
 
 
-class GeminiOpenAI(OpenAICompatible, Gemini):
+class GeminiOpenAI(OpenAICompatible[Settings], Gemini):
     """Gemini's OpenAI-compatible API; `gemini`'s name and settings."""
 
-    apisix_names = ("gemini",)
-    apisix_max_tokens = "max_completion_tokens"
     default_base_url = HOST
     chat_path = "/v1beta/openai/chat/completions"
     embeddings_path = "/v1beta/openai/embeddings"

@@ -44,29 +44,25 @@ and `tencentcloud.common` (TC3-HMAC-SHA256).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import time
 import uuid
-from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
 from msgspec import UNSET, Struct
 
-from aiproxy_middleware.config.higress import ConfigError
-from aiproxy_middleware.errors import ProxyError, bad_request, upstream_invalid
-from aiproxy_middleware.wire.openai import (AssistantMessage, ChatCompletion, ChatCompletionRequest,
-                                       ChatMessage, Choice, FunctionCall, ToolCall, Usage,
-                                       encode)
-from aiproxy_middleware.provider import Call, Endpoint, UpstreamRequest
-from aiproxy_middleware.shapes import as_dict, as_int, as_list, as_str, decode_json
-from aiproxy_middleware.wire.sse import ChunkStream, Event, JsonEventConverter
+from aiproxy_middleware.provider_api import (AssistantMessage, Call, ChatCompletion,
+                                             ChatCompletionRequest, ChatMessage, Choice,
+                                             ChunkStream, ConfigError, Endpoint, Event,
+                                             FunctionCall, JsonEventConverter, ProxyError,
+                                             ToolCall, UpstreamRequest, Usage, as_dict, as_int,
+                                             as_list, as_str, bad_request, decode_json, encode,
+                                             error_type, upstream_invalid, usage)
 
 from ._compatible import OpenAICompatible
+from ._tencent import tc3_authorization
 
 NATIVE_HOST = "hunyuan.tencentcloudapi.com"
-SERVICE = "hunyuan"
 VERSION = "2023-09-01"
 ACTION = "ChatCompletions"
 FINISH = {"stop": "stop", "tool_calls": "tool_calls", "sensitive": "content_filter",
@@ -78,7 +74,7 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     hunyuan_auth_key: str = ""
 
 
-class Hunyuan(OpenAICompatible):
+class Hunyuan(OpenAICompatible[Settings]):
     name = "hunyuan"
     Settings = Settings
     default_base_url = "https://api.hunyuan.cloud.tencent.com"
@@ -104,13 +100,13 @@ class Hunyuan(OpenAICompatible):
 
     def secrets(self) -> list[str]:
         """apiTokens, and the native API's SecretKey (the SecretId is an identifier)."""
-        key = self.settings.hunyuan_auth_key  # type: ignore[attr-defined]
+        key = self.settings.hunyuan_auth_key
         return super().secrets() + ([key] if key else [])
 
     # ---- native mode ----
 
     def _signed(self, body: bytes) -> UpstreamRequest:
-        s: Settings = self.settings  # type: ignore[assignment]
+        s: Settings = self.settings
         headers = {"Content-Type": "application/json", "X-TC-Action": ACTION,
                    "X-TC-Version": VERSION}
         headers.update(tc3_headers(s.hunyuan_auth_id, s.hunyuan_auth_key, body,
@@ -140,7 +136,7 @@ class Hunyuan(OpenAICompatible):
     def stream_converter(self, call: Call) -> HunyuanStream | None:
         return HunyuanStream(call.model, call.include_usage) if self.native else None
 
-    def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
+    def convert_error(self, call: Call, status: int, body: bytes) -> ProxyError | None:
         if not self.native:
             return None
         try:
@@ -151,38 +147,10 @@ class Hunyuan(OpenAICompatible):
         error = response.get("Error") if isinstance(response, dict) else None
         if not isinstance(error, dict):
             return None
-        return status, proxy_error(error, status).body()
+        return proxy_error(error, status)
 
 
 # ---- TC3-HMAC-SHA256 ---------------------------------------------------------------------
-
-
-def _hmac(key: bytes, msg: str) -> bytes:
-    return hmac.new(key, msg.encode(), hashlib.sha256).digest()
-
-
-def tc3_authorization(secret_id: str, secret_key: str, body: bytes, timestamp: int, *,
-                      headers: dict[str, str], service: str = SERVICE,
-                      method: str = "POST", path: str = "/", query: str = "") -> str:
-    """The `Authorization` value for a request signed with TC3-HMAC-SHA256.
-
-    `headers` are the signed headers (name -> value, `host` among them), signed in name
-    order with lower-cased names; values are signed trimmed and lower-cased (as Tencent's
-    documented example does for `x-tc-action`).
-    """
-    signed = sorted((k.lower(), v.strip().lower()) for k, v in headers.items())
-    canonical = "\n".join([method, path, query,
-                           "".join(f"{k}:{v}\n" for k, v in signed),
-                           ";".join(k for k, _ in signed),
-                           hashlib.sha256(body).hexdigest()])
-    date = datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d")
-    scope = f"{date}/{service}/tc3_request"
-    to_sign = "\n".join(["TC3-HMAC-SHA256", str(timestamp), scope,
-                         hashlib.sha256(canonical.encode()).hexdigest()])
-    key = _hmac(_hmac(_hmac(("TC3" + secret_key).encode(), date), service), "tc3_request")
-    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-    return (f"TC3-HMAC-SHA256 Credential={secret_id}/{scope},"
-            f" SignedHeaders={';'.join(k for k, _ in signed)}, Signature={signature}")
 
 
 def tc3_headers(secret_id: str, secret_key: str, body: bytes, timestamp: int) -> dict[str, str]:
@@ -314,12 +282,11 @@ def _tool_calls(calls: Any) -> list[ToolCall]:
     return out
 
 
-def convert_usage(usage: Any) -> Usage | None:
-    if not isinstance(usage, dict):
+def convert_usage(counts: Any) -> Usage | None:
+    if not isinstance(counts, dict):
         return None
-    prompt, completion = as_int(usage.get("PromptTokens")), as_int(usage.get("CompletionTokens"))
-    total = usage.get("TotalTokens")
-    return Usage(prompt, completion, prompt + completion if total is None else as_int(total))
+    prompt, completion = as_int(counts.get("PromptTokens")), as_int(counts.get("CompletionTokens"))
+    return usage(prompt, completion, counts.get("TotalTokens"))
 
 
 def convert_answer(answer: dict[str, Any], model: str) -> ChatCompletion:
@@ -413,6 +380,8 @@ def proxy_error(error: dict[str, Any], status: int) -> ProxyError:
             status = 500
         else:
             status = 400
-    kind = {401: "authentication_error", 429: "rate_limit_error"}.get(
-        status, "server_error" if status >= 500 else "invalid_request_error")
-    return ProxyError(status, message, kind, code or None)
+    return ProxyError(status, message, error_type(status, _ERROR_TYPES), code or None)
+
+
+# Hunyuan's 403 and 404 stay request errors (its codes, not the status, say what went wrong).
+_ERROR_TYPES = {403: "invalid_request_error", 404: "invalid_request_error"}

@@ -59,13 +59,12 @@ from urllib.parse import parse_qs, quote
 import msgspec
 from msgspec import UNSET, Struct
 
-from aiproxy_middleware.config.higress import ConfigError
-from aiproxy_middleware.errors import ProxyError, bad_request, upstream_invalid
-from aiproxy_middleware.wire.openai import (AssistantMessage, ChatCompletion, ChatCompletionRequest,
-                                       Choice, FunctionCall, ToolCall, Usage, encode)
-from aiproxy_middleware.provider import Call, UpstreamRequest
-from aiproxy_middleware.shapes import as_dict, as_int, as_list, as_str, decode_json
-from aiproxy_middleware.wire.sse import ChunkStream, Event, EventParser
+from aiproxy_middleware.provider_api import (AssistantMessage, Call, ChatCompletion,
+                                             ChatCompletionRequest, Choice, ChunkStream,
+                                             ConfigError, Event, FunctionCall, JsonEventConverter,
+                                             ProxyError, ToolCall, UpstreamRequest, Usage, as_dict,
+                                             as_int, as_list, as_str, bad_request, decode_json,
+                                             encode, upstream_invalid, usage)
 
 from ._compatible import OpenAICompatible
 
@@ -89,7 +88,7 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     minimax_group_id: str = ""
 
 
-class MiniMax(OpenAICompatible):
+class MiniMax(OpenAICompatible[Settings]):
     name = "minimax"
     Settings = Settings
     default_base_url = "https://api.minimaxi.com"
@@ -129,7 +128,7 @@ class MiniMax(OpenAICompatible):
     def stream_converter(self, call: Call) -> ProStream | None:
         return ProStream(call.model, call.include_usage) if self.pro else None
 
-    def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
+    def convert_error(self, call: Call, status: int, body: bytes) -> ProxyError | None:
         if not self.pro:
             return None
         try:
@@ -137,7 +136,7 @@ class MiniMax(OpenAICompatible):
         except msgspec.DecodeError:
             return None
         error = base_error(answer) if isinstance(answer, dict) else None
-        return None if error is None else (error.status, error.body())
+        return error
 
 
 # ---- request ----------------------------------------------------------------------------
@@ -270,12 +269,12 @@ def _finish(reason: Any, answer: dict[str, Any]) -> str | None:
 
 
 def _usage(answer: dict[str, Any]) -> Usage | None:
-    usage = answer.get("usage")
-    if not isinstance(usage, dict):
+    counts = answer.get("usage")
+    if not isinstance(counts, dict):
         return None
-    prompt = as_int(usage.get("prompt_tokens"))
-    completion = as_int(usage.get("completion_tokens"))
-    return Usage(prompt, completion, as_int(usage.get("total_tokens")) or prompt + completion)
+    prompt = as_int(counts.get("prompt_tokens"))
+    completion = as_int(counts.get("completion_tokens"))
+    return usage(prompt, completion, counts.get("total_tokens"))
 
 
 def _bot_messages(choice: dict[str, Any]) -> list[dict[str, Any]]:
@@ -331,60 +330,37 @@ def convert_answer(answer: dict[str, Any], model: str) -> ChatCompletion:
     return result
 
 
-class ProStream:
+class ProStream(JsonEventConverter):
     """Converts ChatCompletion Pro's SSE into OpenAI `chat.completion.chunk` deltas."""
 
+    label = "MiniMax"
+
     def __init__(self, model: str, include_usage: bool) -> None:
-        self.model = model
-        self.include_usage = include_usage
-        self.parser = EventParser()
-        self.stream: ChunkStream | None = None
+        super().__init__(model, include_usage)
         self.sent = ""
         self.arguments: str | None = None  # the call's arguments sent so far
-        self.ended = False
 
-    def _chunks(self, answer: dict[str, Any]) -> ChunkStream:
-        if self.stream is None:
-            ident = answer.get("id")
-            self.stream = ChunkStream(as_str(answer.get("model"), self.model),
-                                      self.include_usage, f"chatcmpl-{ident}" if ident else None,
-                                      as_int(answer.get("created")) or None)
-        return self.stream
+    def open(self, first: dict[str, Any]) -> ChunkStream:
+        ident = first.get("id")
+        return ChunkStream(as_str(first.get("model"), self.model), self.include_usage,
+                           f"chatcmpl-{ident}" if ident else None,
+                           as_int(first.get("created")) or None)
 
-    def feed(self, data: bytes) -> bytes:
-        return b"".join(self._event(e) for e in self.parser.feed(data))
-
-    def close(self) -> bytes:
-        out = b"".join(self._event(e) for e in self.parser.close())
-        if self.ended:
-            return out
-        self.ended = True
-        return out + self._chunks({}).done()
-
-    def _event(self, event: Event) -> bytes:
+    def decode(self, event: Event) -> list[Any]:
         data = event.data.strip()
-        if not data or data == "[DONE]":
-            return b""
+        if not data:
+            return []
         try:
-            answers = [decode_json(data)]
+            return [decode_json(data)]
         except msgspec.DecodeError:
             # Events split by single newlines arrive as one event of several data lines.
-            try:
-                answers = [decode_json(line) for line in data.split("\n") if line.strip()]
-            except msgspec.DecodeError:
-                self.ended = True
-                return self._chunks({}).error(
-                    upstream_invalid("MiniMax sent an invalid stream event"))
-        return b"".join(self._answer(a) for a in answers if isinstance(a, dict))
+            return [decode_json(line) for line in data.split("\n") if line.strip()]
 
-    def _answer(self, answer: dict[str, Any]) -> bytes:
-        if self.ended:
-            return b""
+    def on_event(self, answer: dict[str, Any], event: Event) -> bytes:
         s = self._chunks(answer)
         error = base_error(answer)
         if error is not None:
-            self.ended = True
-            return s.error(error)
+            return self.fail(error)
         out = s.start()
         choices = as_list(answer.get("choices"))
         choice = as_dict(choices[0]) if choices else {}

@@ -22,11 +22,11 @@ import httpx
 import msgspec
 from msgspec import Struct
 
-from aiproxy_middleware.wire.openai import (
-    AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice,
-    ChunkChoice, Delta, embedding, EmbeddingsRequest, EmbeddingsResponse, EmbeddingsUsage,
-    Usage, encode)
-from aiproxy_middleware.provider import Call, Endpoint, UpstreamRequest
+from aiproxy_middleware.provider_api import (AssistantMessage, Call, ChatCompletion,
+                                             ChatCompletionChunk, ChatCompletionRequest, Choice,
+                                             ChunkChoice, Delta, EmbeddingsRequest,
+                                             EmbeddingsResponse, EmbeddingsUsage, Endpoint,
+                                             UpstreamRequest, Usage, embedding, encode, usage)
 
 from ._compatible import OpenAICompatible
 
@@ -38,7 +38,7 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     mock_latency_ms: int = 0
 
 
-class Mock(OpenAICompatible):
+class Mock(OpenAICompatible[Settings]):
     name = "mock"
     Settings = Settings
     requires_token = False
@@ -97,7 +97,7 @@ def _reply(chat: ChatCompletionRequest) -> tuple[str, Usage]:
     reply = users[-1].text() if users else ""
     prompt = max(1, sum(_words(m.text()) for m in chat.messages))
     completion = _words(reply)
-    return reply, Usage(prompt, completion, prompt + completion)
+    return reply, usage(prompt, completion)
 
 
 async def _stream(chat: ChatCompletionRequest, latency: float) -> AsyncIterator[bytes]:

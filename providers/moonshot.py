@@ -30,13 +30,9 @@ import httpx
 import msgspec
 from msgspec import Struct
 
-from aiproxy_middleware.config.higress import ConfigError
-from aiproxy_middleware.transforms.context import CachedText, insert_system
-from aiproxy_middleware.errors import ProxyError
-from aiproxy_middleware.provider import Call, Endpoint, upstream_url
-from aiproxy_middleware.shapes import decode_json
-from aiproxy_middleware.wire.sse import event_limit
-from aiproxy_middleware.wire.streams import WholeEvents
+from aiproxy_middleware.provider_api import (CachedText, Call, ConfigError, Endpoint, ProxyError,
+                                             WholeEvents, decode_json, event_limit, insert_system,
+                                             upstream_url)
 
 from ._compatible import OpenAICompatible
 
@@ -49,7 +45,7 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     moonshot_file_id: str = ""
 
 
-class Moonshot(OpenAICompatible):
+class Moonshot(OpenAICompatible[Settings]):
     name = "moonshot"
     Settings = Settings
     default_base_url = "https://api.moonshot.cn"

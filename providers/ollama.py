@@ -16,9 +16,7 @@ from typing import Annotated, Any
 
 from msgspec import Meta, Struct
 
-from aiproxy_middleware.config.higress import ConfigError
-from aiproxy_middleware.provider import Call
-from aiproxy_middleware.safety.secrets import shown_url
+from aiproxy_middleware.provider_api import Call, ConfigError, shown_url
 
 from ._compatible import OpenAICompatible
 
@@ -30,9 +28,10 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     ollama_server_port: Annotated[int, Meta(ge=1, le=65535)] = 11434
 
 
-class Ollama(OpenAICompatible):
+class Ollama(OpenAICompatible[Settings]):
     name = "ollama"
     Settings = Settings
+    example = {"ollamaServerHost": "localhost"}
     requires_token = False
 
     def __init__(self, config: Any, settings: Settings) -> None:

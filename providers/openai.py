@@ -25,17 +25,13 @@ APISIX routes:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from msgspec import Struct
 
-from aiproxy_middleware.config.higress import ConfigError, ProviderConfig
-from aiproxy_middleware.provider import Call, Endpoint
+from aiproxy_middleware.provider_api import Call, Endpoint
 
 from ._compatible import DEFAULT_PATHS, OpenAICompatible, custom_url_paths, split_url
-
-if TYPE_CHECKING:
-    from aiproxy_middleware.config.apisix.schema import ApisixTarget
 
 # A custom URL whose path ends in one of these names a single API endpoint.
 _DIRECT_SUFFIXES = ("/completions", "/embeddings", "/audio/speech", "/audio/transcriptions",
@@ -49,14 +45,12 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     response_json_schema: dict[str, Any] | None = None
 
 
-class OpenAI(OpenAICompatible):
+class OpenAI(OpenAICompatible[Settings]):
     name = "openai"
     Settings = Settings
     default_base_url = "https://api.openai.com"
     requires_token = False
     accepts_developer_role = True
-    apisix_names = ("openai",)
-    apisix_max_tokens = "max_completion_tokens"
 
     def __init__(self, config: Any, settings: Settings, forward_client_key: bool = True) -> None:
         super().__init__(config, settings)
@@ -68,11 +62,6 @@ class OpenAI(OpenAICompatible):
         # A URL's user:password is a configured credential (Basic auth), as apiTokens are:
         # the client's own key is not sent with it (one request, one credential).
         self._forward_client_key = forward_client_key and "@" not in self._base
-
-    @classmethod
-    def from_apisix(cls, target: ApisixTarget) -> OpenAI:
-        return cls(ProviderConfig(type=cls.name, timeout=target.timeout), Settings(),
-                   forward_client_key=False)
 
     def base_url(self) -> str:
         return self._base
@@ -95,20 +84,14 @@ class OpenAI(OpenAICompatible):
 
 
 class OpenAICompatibleServer(OpenAI):
-    """APISIX's `openai-compatible`: a server with OpenAI's API at `override.endpoint`."""
+    """APISIX's `openai-compatible`: a server with OpenAI's API at `override.endpoint`.
 
-    apisix_names = ("openai-compatible",)
-    apisix_max_tokens = "max_tokens"
+    Only the URL's scheme and host are the base: the gateway applies the endpoint's own path
+    and query to each request. The client's own key is never forwarded."""
 
-    @classmethod
-    def from_apisix(cls, target: ApisixTarget) -> OpenAI:
-        field = f"{target.where}.override.endpoint"
-        if not target.endpoint:
-            raise ConfigError(f"{field}: required for provider openai-compatible (it has no"
-                              " default host)")
-        base, _, _ = split_url(target.endpoint, field)
-        return cls(ProviderConfig(type=cls.name, timeout=target.timeout),
-                   Settings(openai_custom_url=base), forward_client_key=False)
+    def __init__(self, config: Any, settings: Settings, field: str = "openaiCustomUrl") -> None:
+        base, _, _ = split_url(settings.openai_custom_url, field)
+        super().__init__(config, Settings(openai_custom_url=base), forward_client_key=False)
 
 
 def _client_key(headers: list[tuple[bytes, bytes]]) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiproxy_middleware.provider import Call, Endpoint, UpstreamRequest
+from aiproxy_middleware.provider_api import Call, Endpoint, UpstreamRequest
 
 from ._compatible import OpenAICompatible
 
@@ -28,7 +28,6 @@ class OpenRouter(OpenAICompatible):
     default_base_url = "https://openrouter.ai"
     chat_path = "/api/v1/chat/completions"
     embeddings_path = "/api/v1/embeddings"
-    apisix_names = ("openrouter",)
 
     def request(self, call: Call) -> UpstreamRequest:
         body = call.body

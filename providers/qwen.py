@@ -45,16 +45,16 @@ from typing import Any
 import msgspec
 from msgspec import UNSET, Struct
 
-from aiproxy_middleware.config.higress import ConfigError
-from aiproxy_middleware.errors import ProxyError, bad_request, upstream_invalid
-from aiproxy_middleware.wire.openai import (AssistantMessage, ChatCompletion, ChatCompletionRequest,
-                                       ChatMessage, Choice, CompletionTokensDetails,
-                                       EmbeddingsRequest, EmbeddingsResponse, EmbeddingsUsage,
-                                       FunctionCall, PromptTokensDetails, ToolCall, Usage,
-                                       embedding, encode)
-from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest
-from aiproxy_middleware.shapes import as_dict, as_int, as_list, as_str, decode_json
-from aiproxy_middleware.wire.sse import ChunkStream, Event, EventParser
+from aiproxy_middleware.provider_api import (AssistantMessage, Call, ChatCompletion,
+                                             ChatCompletionRequest, ChatMessage, Choice,
+                                             ChunkStream, CompletionTokensDetails, ConfigError,
+                                             EmbeddingsRequest, EmbeddingsResponse,
+                                             EmbeddingsUsage, Endpoint, Event, FunctionCall,
+                                             JsonEventConverter, PromptTokensDetails, Provider,
+                                             ProxyError, ToolCall, UpstreamRequest, Usage, as_dict,
+                                             as_int, as_list, as_str, bad_request, decode_json,
+                                             embedding, encode, error_type, upstream_invalid,
+                                             usage)
 
 from ._compatible import host_setting
 
@@ -68,10 +68,6 @@ VISION_MARKS = ("-vl", "qvq", "omni")
 EXTRA_PARAMETERS = ("enable_thinking", "thinking_budget", "top_k", "repetition_penalty",
                     "search_options", "vl_high_resolution_images")
 DEFAULT_SYSTEM = "You are a helpful assistant."
-ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
-               403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}
-
-
 class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     qwen_enable_compatible: bool = True
     qwen_enable_search: bool = False
@@ -79,7 +75,7 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     qwen_domain: str = ""
 
 
-class Qwen(Provider):
+class Qwen(Provider[Settings]):
     name = "qwen"
     Settings = Settings
     settings_column = "qwen"
@@ -100,7 +96,7 @@ class Qwen(Provider):
 
     @property
     def _settings(self) -> Settings:
-        return self.settings  # type: ignore[return-value]
+        return self.settings
 
     def base_url(self) -> str:
         return self._base
@@ -189,14 +185,14 @@ class Qwen(Provider):
             return None
         return QwenStream(call.model, call.include_usage)
 
-    def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
+    def convert_error(self, call: Call, status: int, body: bytes) -> ProxyError | None:
         try:
             value = decode_json(body)
         except msgspec.DecodeError:
             return None
         if not isinstance(value, dict) or "message" not in value or "error" in value:
             return None
-        return status, proxy_error(value, status).body()
+        return proxy_error(value, status)
 
 
 # ---- request ----------------------------------------------------------------------------
@@ -277,15 +273,15 @@ def _finish(reason: Any, has_calls: bool) -> str | None:
     return "tool_calls" if reason == "stop" and has_calls else reason
 
 
-def convert_usage(usage: Any) -> Usage | None:
-    if not isinstance(usage, dict) or "input_tokens" not in usage:
+def convert_usage(counts: Any) -> Usage | None:
+    if not isinstance(counts, dict) or "input_tokens" not in counts:
         return None
-    prompt, completion = as_int(usage.get("input_tokens")), as_int(usage.get("output_tokens"))
-    out = Usage(prompt, completion, as_int(usage.get("total_tokens")) or prompt + completion)
-    cached = as_dict(usage.get("prompt_tokens_details")).get("cached_tokens")
+    prompt, completion = as_int(counts.get("input_tokens")), as_int(counts.get("output_tokens"))
+    out = usage(prompt, completion, counts.get("total_tokens"))
+    cached = as_dict(counts.get("prompt_tokens_details")).get("cached_tokens")
     if cached is not None:
         out.prompt_tokens_details = PromptTokensDetails(as_int(cached))
-    reasoning = as_dict(usage.get("output_tokens_details")).get("reasoning_tokens")
+    reasoning = as_dict(counts.get("output_tokens_details")).get("reasoning_tokens")
     if reasoning is not None:
         out.completion_tokens_details = CompletionTokensDetails(as_int(reasoning))
     return out
@@ -345,45 +341,22 @@ def convert_embeddings(answer: dict[str, Any], req: EmbeddingsRequest,
     return EmbeddingsResponse(data, model, EmbeddingsUsage(tokens, tokens))
 
 
-class QwenStream:
+class QwenStream(JsonEventConverter):
     """Converts DashScope's incremental SSE frames into OpenAI chunks."""
 
+    label = "DashScope"
+
     def __init__(self, model: str, include_usage: bool) -> None:
-        self.model = model
-        self.include_usage = include_usage
-        self.parser = EventParser()
-        self.stream: ChunkStream | None = None
+        super().__init__(model, include_usage)
         self.started: set[str] = set()
-        self.ended = False
 
-    def _chunks(self, frame: dict[str, Any] | None = None) -> ChunkStream:
-        if self.stream is None:
-            ident = as_str((frame or {}).get("request_id"))
-            self.stream = ChunkStream(self.model, self.include_usage, ident or None)
-        return self.stream
+    def open(self, first: dict[str, Any]) -> ChunkStream:
+        return ChunkStream(self.model, self.include_usage, as_str(first.get("request_id")) or None)
 
-    def feed(self, data: bytes) -> bytes:
-        return b"".join(self._event(e) for e in self.parser.feed(data))
-
-    def close(self) -> bytes:
-        out = b"".join(self._event(e) for e in self.parser.close())
-        return out if self.ended else out + self._chunks().done()
-
-    def _event(self, event: Event) -> bytes:
-        if self.ended or event.data.strip() == "[DONE]":
-            return b""
-        try:
-            frame = decode_json(event.data)
-        except msgspec.DecodeError:
-            self.ended = True
-            return self._chunks().error(upstream_invalid("DashScope sent an invalid stream"
-                                                         " event"))
-        if not isinstance(frame, dict):
-            return b""
+    def on_event(self, frame: dict[str, Any], event: Event) -> bytes:
         s = self._chunks(frame)
         if event.event == "error" or ("code" in frame and "output" not in frame):
-            self.ended = True
-            return s.error(proxy_error(frame, _status(frame)))
+            return self.fail(proxy_error(frame, _status(frame)))
         out = s.start()
         for raw in as_list(as_dict(frame.get("output")).get("choices"))[:1]:
             if not isinstance(raw, dict):
@@ -422,7 +395,6 @@ def _status(frame: dict[str, Any]) -> int:
 
 
 def proxy_error(error: dict[str, Any], status: int) -> ProxyError:
-    kind = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
     code = error.get("code")
-    return ProxyError(status, str(error.get("message", "")), kind,
+    return ProxyError(status, str(error.get("message", "")), error_type(status),
                       str(code) if code else None)

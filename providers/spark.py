@@ -33,12 +33,11 @@ from typing import Any
 
 import msgspec
 
-from aiproxy_middleware.errors import ProxyError, upstream_invalid
-from aiproxy_middleware.wire.openai import (AssistantMessage, ChatCompletion, Choice, FunctionCall,
-                                       ToolCall, Usage, encode)
-from aiproxy_middleware.provider import Call
-from aiproxy_middleware.shapes import as_dict, as_int, as_list, as_str, decode_json
-from aiproxy_middleware.wire.sse import ChunkStream, Event, JsonEventConverter
+from aiproxy_middleware.provider_api import (AssistantMessage, Call, ChatCompletion, Choice,
+                                             ChunkStream, Event, FunctionCall, JsonEventConverter,
+                                             ProxyError, ToolCall, Usage, as_dict, as_int, as_list,
+                                             as_str, decode_json, encode, error_type,
+                                             upstream_invalid, usage)
 
 from ._compatible import OpenAICompatible
 
@@ -75,7 +74,7 @@ class Spark(OpenAICompatible):
     def stream_converter(self, call: Call) -> SparkStream:
         return SparkStream(call.model, call.include_usage)
 
-    def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
+    def convert_error(self, call: Call, status: int, body: bytes) -> ProxyError | None:
         answer = decode(body)
         if answer is None:
             return None
@@ -83,7 +82,7 @@ class Spark(OpenAICompatible):
             answer = answer["error"]
         if "message" not in answer:
             return None
-        return status, proxy_error(answer, status).body()
+        return proxy_error(answer, status)
 
 
 def decode(body: bytes | str) -> dict[str, Any] | None:
@@ -116,12 +115,12 @@ def _finish(reason: Any, has_calls: bool) -> str:
     return "tool_calls" if has_calls else "stop"
 
 
-def convert_usage(usage: Any) -> Usage | None:
-    if not isinstance(usage, dict):
+def convert_usage(counts: Any) -> Usage | None:
+    if not isinstance(counts, dict):
         return None
-    prompt, completion = as_int(usage.get("prompt_tokens")), as_int(usage.get("completion_tokens"))
-    total = usage.get("total_tokens")
-    return Usage(prompt, completion, prompt + completion if total is None else as_int(total))
+    prompt = as_int(counts.get("prompt_tokens"))
+    completion = as_int(counts.get("completion_tokens"))
+    return usage(prompt, completion, counts.get("total_tokens"))
 
 
 def convert_answer(answer: dict[str, Any], model: str) -> ChatCompletion:
@@ -212,7 +211,9 @@ def proxy_error(error: dict[str, Any], status: int) -> ProxyError:
             status = 500
         else:
             status = 400
-    kind = {401: "authentication_error", 403: "authentication_error",
-            429: "rate_limit_error"}.get(
-        status, "server_error" if status >= 500 else "invalid_request_error")
-    return ProxyError(status, message, kind, None if code is None else str(code))
+    return ProxyError(status, message, error_type(status, _ERROR_TYPES),
+                      None if code is None else str(code))
+
+
+# Spark's 403 is an authentication failure; its 404, a request error.
+_ERROR_TYPES = {403: "authentication_error", 404: "invalid_request_error"}

@@ -34,14 +34,15 @@ import httpx
 import msgspec
 from msgspec import Meta, Struct
 
-from aiproxy_middleware.errors import ConfigError, bad_request, upstream_invalid
-from aiproxy_middleware.transforms.images import inline_image_urls
-from aiproxy_middleware.wire.openai import (ChatCompletionRequest, EmbeddingsRequest,
-                                       EmbeddingsResponse, EmbeddingsUsage, embedding, encode)
-from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest, segment
-from aiproxy_middleware.shapes import as_dict, as_int, as_list, decode_json
-from aiproxy_middleware.providers import claude, gemini
-from aiproxy_middleware.providers._gcp import JWT_LIFETIME, AuthorizedClient, TokenSource, service_account
+from aiproxy_middleware.provider_api import (Call, ChatCompletionRequest, ConfigError, ProxyError,
+                                             EmbeddingsRequest, EmbeddingsResponse,
+                                             EmbeddingsUsage, Endpoint, JsonEventConverter,
+                                             Provider, UpstreamRequest, as_dict, as_int, as_list,
+                                             bad_request, decode_json, embedding, encode,
+                                             inline_image_urls, segment, upstream_invalid)
+
+from ._gcp import JWT_LIFETIME, AuthorizedClient, TokenSource, service_account
+from .codecs import anthropic_messages, google_genai
 
 ANTHROPIC_VERSION = "vertex-2023-10-16"
 _REGION = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
@@ -57,7 +58,7 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     gemini_thinking_budget: int | None = None
 
 
-class Vertex(Provider):
+class Vertex(Provider[Settings]):
     name = "vertex"
     Settings = Settings
     requires_token = False  # standard mode has no apiTokens; express mode is checked below
@@ -136,7 +137,8 @@ class Vertex(Provider):
                                   " (vertexAuthKey); express mode API keys serve Gemini models"
                                   " only", code="model_not_supported", param="model")
             raw = call.body.get("messages", list[dict[str, Any]], [])
-            body = claude.build_body(call.request, raw, call.model, call.body.get("top_k", int))
+            body = anthropic_messages.build_body(call.request, raw, call.model,
+                                                 call.body.get("top_k", int))
             del body["model"]
             body["anthropic_version"] = ANTHROPIC_VERSION
             action = "streamRawPredict" if call.stream else "rawPredict"
@@ -145,14 +147,16 @@ class Vertex(Provider):
         if call.stream and (call.request.n or 1) > 1:
             raise bad_request("this provider streams one choice only; use n = 1 with stream",
                               param="n")
-        body = gemini.chat_body(call.request, self.settings)  # type: ignore[arg-type]
+        body = google_genai.chat_body(call.request, self.settings.gemini_safety_setting,
+                                self.settings.gemini_thinking_budget)
         action = "streamGenerateContent?alt=sse" if call.stream else "generateContent"
         return UpstreamRequest(self._url("google", call.model, action), headers, encode(body))
 
     def convert_response(self, call: Call, body: bytes) -> bytes | None:
         if call.endpoint is Endpoint.EMBEDDINGS:
             assert isinstance(call.request, EmbeddingsRequest)
-            return encode(convert_embeddings(gemini.decode_answer(body), call.request, call.model))
+            return encode(convert_embeddings(google_genai.decode_answer(body), call.request,
+                                             call.model))
         if _is_claude(call.model):
             try:
                 message = decode_json(body)
@@ -160,21 +164,22 @@ class Vertex(Provider):
                 raise upstream_invalid("Claude on Vertex AI answered with invalid JSON") from None
             if not isinstance(message, dict) or not isinstance(message.get("content"), list):
                 raise upstream_invalid("Claude on Vertex AI answered with no content list")
-            return encode(claude.convert_message(message, call.model))
-        return encode(gemini.convert_answer(gemini.decode_answer(body), call.model))
+            return encode(anthropic_messages.convert_message(message, call.model))
+        return encode(google_genai.convert_answer(google_genai.decode_answer(body), call.model))
 
-    def stream_converter(self, call: Call) -> gemini.GeminiStream | claude.ClaudeStream:
+    def stream_converter(self, call: Call) -> JsonEventConverter:
         if _is_claude(call.model):
-            return claude.ClaudeStream(call.model, call.include_usage)
-        return gemini.GeminiStream(call.model, call.include_usage)
+            return anthropic_messages.ClaudeStream(call.model, call.include_usage)
+        return google_genai.GeminiStream(call.model, call.include_usage)
 
-    def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
-        error = gemini.error_of(body)  # Google's {"error": {code, message, status}}, or a list
+    def convert_error(self, call: Call, status: int, body: bytes) -> ProxyError | None:
+        # Google's {"error": {code, message, status}}, or a list of them
+        error = google_genai.error_of(body)
         if error is None:
             return None
         if "type" in error and "status" not in error:  # Anthropic's, from rawPredict
-            return status, claude._proxy_error(error, status).body()
-        return status, gemini.proxy_error(error, status).body()
+            return anthropic_messages.proxy_error(error, status)
+        return google_genai.proxy_error(error, status)
 
 
 def _is_claude(model: str) -> bool:

@@ -24,26 +24,20 @@ text embeddings over `:predict`.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
 
-from aiproxy_middleware.config.apisix.schema import ProviderConf
-from aiproxy_middleware.errors import ConfigError, bad_request
-from aiproxy_middleware.wire.openai import EmbeddingsRequest, encode
-from aiproxy_middleware.provider import (Call, Endpoint, NoSettings, Provider, UpstreamRequest,
-                                         endpoint_path, segment)
-from aiproxy_middleware.safety.secrets import shown_url
-from aiproxy_middleware.providers import gemini
-from aiproxy_middleware.providers._gcp import (TOKEN_URI, AuthorizedClient, TokenSource, TtlPolicy,
-                            service_account)
-from aiproxy_middleware.providers.vertex import _PROJECT, _REGION, convert_embeddings, embeddings_body
+from msgspec import Struct
 
-if TYPE_CHECKING:
-    from aiproxy_middleware.config.apisix.schema import ApisixTarget, GcpAuth
-    from aiproxy_middleware.config.higress import ProviderConfig
+from aiproxy_middleware.provider_api import (Call, ConfigError, EmbeddingsRequest, Endpoint, ProxyError,
+                                             Provider, ProviderConfig, UpstreamRequest,
+                                             bad_request, encode, endpoint_path, segment,
+                                             shown_url)
 
+from ._gcp import TOKEN_URI, AuthorizedClient, TokenSource, TtlPolicy, service_account
+from .codecs import google_genai
+from .vertex import _PROJECT, _REGION, convert_embeddings, embeddings_body
 ENV_VAR = "GCP_SERVICE_ACCOUNT"
 NAME = "vertex-ai"
 
@@ -61,19 +55,33 @@ def apisix_ttl(expire_early_secs: int, max_ttl: int | None) -> TtlPolicy:
     return ttl
 
 
-class VertexOpenAI(Provider):
+class Settings(Struct, kw_only=True, forbid_unknown_fields=True):
+    """What an APISIX route gives (the `vertex-ai` profile fills them in)."""
+
+    project_id: str | None = None
+    region: str | None = None
+    """`provider_conf.project_id` and `.region`."""
+    endpoint: str | None = None
+    """`override.endpoint`."""
+    gcp: bool = False
+    """A service account authenticates (`auth.gcp`, whose fields follow)."""
+    service_account_json: str | None = None
+    """The key file's JSON text; when absent, the `GCP_SERVICE_ACCOUNT` environment variable."""
+    max_ttl: int | None = None
+    expire_early_secs: int = 60
+
+
+class VertexOpenAI(Provider[Settings]):
     """APISIX's `vertex-ai` provider (no config `type` of its own)."""
 
-    apisix_names = (NAME,)
-    apisix_max_tokens = "max_completion_tokens"
+    Settings = Settings
     requires_token = False
 
-    def __init__(self, config: ProviderConfig, target: ApisixTarget) -> None:
-        super().__init__(config, NoSettings())
+    def __init__(self, config: ProviderConfig, settings: Settings, where: str) -> None:
+        """ConfigErrors name the field below `where` (the route or instance)."""
+        super().__init__(config, settings)
         self.name = NAME  # type: ignore[misc]  # for log and error messages
-        where = target.where
-        conf = target.provider_conf or ProviderConf()
-        project, region, endpoint = conf.project_id, conf.region, target.endpoint
+        project, region, endpoint = settings.project_id, settings.region, settings.endpoint
         if not (project and region) and not endpoint:
             raise ConfigError(f"{where}: vertex-ai requires either provider_conf (project_id +"
                               " region) or override.endpoint")
@@ -107,16 +115,9 @@ class VertexOpenAI(Provider):
             self._models = None
         self.tokens: TokenSource | None = None
         self._authorized: AuthorizedClient | None = None
-        if target.auth.gcp is not None:
-            self.tokens = _token_source(target.auth.gcp, where, self.timeout)
+        if settings.gcp:
+            self.tokens = _token_source(settings, where, self.timeout)
             self._authorized = AuthorizedClient(self.tokens)
-
-    @classmethod
-    def from_apisix(cls, target: ApisixTarget) -> VertexOpenAI:
-        """The provider for a `vertex-ai` route or instance; ConfigErrors name the field."""
-        from aiproxy_middleware.config.higress import ProviderConfig
-
-        return cls(ProviderConfig(type=NAME, timeout=target.timeout), target)
 
     def base_url(self) -> str:
         return self._host
@@ -147,16 +148,17 @@ class VertexOpenAI(Provider):
         if call.endpoint is not Endpoint.EMBEDDINGS:
             return None
         assert isinstance(call.request, EmbeddingsRequest)
-        return encode(convert_embeddings(gemini.decode_answer(body), call.request, call.model))
+        answer = google_genai.decode_answer(body)
+        return encode(convert_embeddings(answer, call.request, call.model))
 
-    def convert_error(self, call: Call, status: int, body: bytes) -> tuple[int, bytes] | None:
-        error = gemini.error_of(body)
+    def convert_error(self, call: Call, status: int, body: bytes) -> ProxyError | None:
+        error = google_genai.error_of(body)
         if error is None or "status" not in error:  # not Google's: relayed as it is
             return None
-        return status, gemini.proxy_error(error, status).body()
+        return google_genai.proxy_error(error, status)
 
 
-def _token_source(gcp: GcpAuth, where: str, timeout: float) -> TokenSource:
+def _token_source(gcp: Settings, where: str, timeout: float) -> TokenSource:
     """The token source for `auth.gcp`: its key, or the environment's; errors name no secret."""
     field = f"{where}.auth.gcp.service_account_json"
     raw, origin = gcp.service_account_json, ""

@@ -23,9 +23,7 @@ from typing import Any
 
 from msgspec import Struct
 
-from aiproxy_middleware.config.higress import ConfigError
-from aiproxy_middleware.provider import Call
-from aiproxy_middleware.safety.secrets import shown_url
+from aiproxy_middleware.provider_api import Call, ConfigError, shown_url
 
 from ._compatible import DEFAULT_PATHS, OpenAICompatible, custom_url_paths
 
@@ -39,7 +37,7 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     vllm_server_host: str = ""
 
 
-class VLLM(OpenAICompatible):
+class VLLM(OpenAICompatible[Settings]):
     name = "vllm"
     Settings = Settings
     requires_token = False

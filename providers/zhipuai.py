@@ -21,7 +21,7 @@ from typing import Any
 
 from msgspec import Struct
 
-from aiproxy_middleware.provider import Call, Endpoint, UpstreamRequest
+from aiproxy_middleware.provider_api import Call, Endpoint, UpstreamRequest
 
 from ._compatible import OpenAICompatible, host_setting
 
@@ -31,7 +31,7 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
     zhipu_code_plan_mode: bool = False
 
 
-class ZhipuAI(OpenAICompatible):
+class ZhipuAI(OpenAICompatible[Settings]):
     name = "zhipuai"
     Settings = Settings
     default_base_url = "https://open.bigmodel.cn"

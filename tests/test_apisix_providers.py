@@ -1,10 +1,10 @@
 """The providers as APISIX routes name them: openai, openai-compatible, deepseek, aimlapi,
 anthropic, openrouter, gemini and azure-openai.
 
-Each is built with `from_apisix` as the core builds it at config load, and given Calls built
+Each is built by its APISIX profile as the core builds it at config load, and given Calls built
 as the middleware builds them (token "": APISIX's `auth.header`/`auth.query` are the core's
 to add). Checked: the exact upstream URL and body for chat and embeddings, that no auth of
-the provider's own is added, the offered endpoints, the APISIX class attributes, the
+the provider's own is added, the offered endpoints, the APISIX profile's knobs, the
 `override.endpoint` requirements, and the native Anthropic Messages paths.
 """
 
@@ -21,7 +21,9 @@ from aiproxy_middleware.config.apisix.schema import ApisixTarget, Auth, Override
 from aiproxy_middleware.errors import ConfigError
 from aiproxy_middleware.wire.openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody
 from aiproxy_middleware.provider import Call, Endpoint, Provider
-from aiproxy_middleware.providers import get_apisix_provider, get_provider, provider_names
+from aiproxy_middleware.config.apisix.profiles import (PROFILES, apisix_provider_class,
+                                                     build_provider)
+from aiproxy_middleware.providers import get_provider, provider_names
 from aiproxy_middleware.providers.claude import Claude
 from aiproxy_middleware.providers.claude_openai import ClaudeOpenAI
 from aiproxy_middleware.providers.gemini import Gemini
@@ -41,9 +43,8 @@ def target(provider: str, endpoint: str | None = None, where: str = "routes[0]",
 
 
 def build(name: str, endpoint: str | None = None, **kwargs: Any) -> Provider:
-    cls = get_apisix_provider(name)
-    assert cls is not None, name
-    return cls.from_apisix(target(name, endpoint, **kwargs))
+    assert apisix_provider_class(name) is not None, name
+    return build_provider(target(name, endpoint, **kwargs))
 
 
 def openai_call(endpoint: Endpoint, body: dict[str, Any],
@@ -111,16 +112,15 @@ def test_builds_with_the_route_timeout(case):
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_apisix_attributes(case):
-    cls = get_apisix_provider(case.name)
-    assert cls is not None
-    assert cls.apisix_max_tokens == case.max_tokens
-    assert cls.apisix_drops_model is case.drops_model
-    assert cls.apisix_signs is False
+    profile = PROFILES[case.name]
+    assert profile.max_tokens == case.max_tokens
+    assert profile.drops_model is case.drops_model
+    assert profile.signs is False
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_endpoints(case):
-    cls = get_apisix_provider(case.name)
+    cls = apisix_provider_class(case.name)
     assert cls is not None
     expected = {Endpoint.CHAT} | ({Endpoint.EMBEDDINGS} if case.embeddings else set())
     assert cls.endpoints == expected
@@ -277,7 +277,7 @@ def test_request_serves_a_native_messages_call_too(name, url):
 def test_providers_without_a_messages_api():
     for name in ("openai", "openai-compatible", "aimlapi", "openrouter", "gemini",
                  "azure-openai"):
-        cls = get_apisix_provider(name)
+        cls = apisix_provider_class(name)
         assert cls is not None and cls.anthropic_path is None, name
 
 
@@ -286,8 +286,8 @@ def test_providers_without_a_messages_api():
 def test_apisix_only_classes_are_not_config_types():
     assert get_provider("claude") is Claude
     assert get_provider("gemini") is Gemini
-    assert get_apisix_provider("anthropic") is ClaudeOpenAI
-    assert get_apisix_provider("gemini") is GeminiOpenAI
+    assert apisix_provider_class("anthropic") is ClaudeOpenAI
+    assert apisix_provider_class("gemini") is GeminiOpenAI
     names = provider_names()
     assert "aimlapi" in names
     for name in ("anthropic", "openai-compatible", "azure-openai"):

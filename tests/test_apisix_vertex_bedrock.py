@@ -1,5 +1,5 @@
 """APISIX's `vertex-ai` and `bedrock` providers, driven as the core drives them: built by
-`from_apisix`, then each Call relayed through the provider's `request` and `client`."""
+its APISIX profile, then each Call relayed through the provider's `request` and `client`."""
 
 from __future__ import annotations
 
@@ -24,7 +24,9 @@ from aiproxy_middleware.wire.openai import ChatCompletionRequest, EmbeddingsRequ
 from aiproxy_middleware.provider import Call, Endpoint, Provider
 from aiproxy_middleware.pipeline.relay import Relay
 from helpers import OPENAI_ANSWER, SSE_ANSWER, aws_event, chat, chunks, sent_json
-from aiproxy_middleware.providers import _gcp, get_apisix_provider, get_provider
+from aiproxy_middleware.config.apisix.profiles import (PROFILES, apisix_provider_class,
+                                                     build_provider)
+from aiproxy_middleware.providers import _gcp, get_provider
 from aiproxy_middleware.providers.bedrock import Bedrock
 from aiproxy_middleware.providers.bedrock_apisix import BedrockApisix, deep_merge
 from aiproxy_middleware.providers.vertex_openai import VertexOpenAI, apisix_ttl
@@ -107,10 +109,9 @@ def token(access: str = "ya29.first", expires_in: int | None = 3599) -> httpx.Re
 
 def vertex(gcp: GcpAuth | None = None, conf: ProviderConf | None = CONF,
            **kwargs: Any) -> Provider:
-    cls = get_apisix_provider("vertex-ai")
-    assert cls is VertexOpenAI
+    assert apisix_provider_class("vertex-ai") is VertexOpenAI
     gcp = GcpAuth(service_account_json=json.dumps(KEY)) if gcp is None else gcp
-    return cls.from_apisix(target("vertex-ai", auth=Auth(gcp=gcp), conf=conf, **kwargs))
+    return build_provider(target("vertex-ai", auth=Auth(gcp=gcp), conf=conf, **kwargs))
 
 
 def b64decode(part: str) -> bytes:
@@ -286,7 +287,7 @@ async def test_key_scope_and_token_uri_are_used(respx_mock, upstream, clock):
 
 
 async def test_without_gcp_auth_no_token_is_fetched(respx_mock, upstream):
-    provider = VertexOpenAI.from_apisix(target("vertex-ai", conf=CONF))
+    provider = build_provider(target("vertex-ai", conf=CONF))
     assert provider.client(upstream) is upstream
     chat = respx_mock.post(CHAT_URL).respond(json=OPENAI_ANSWER)
     assert (await relay(provider, make_call(CHAT), upstream))[0] == 200
@@ -308,7 +309,7 @@ async def test_override_endpoint_alone_serves_both_apis(respx_mock, upstream, cl
 
 
 async def test_google_errors_become_openai_errors(respx_mock, upstream):
-    provider = VertexOpenAI.from_apisix(target("vertex-ai", conf=CONF))
+    provider = build_provider(target("vertex-ai", conf=CONF))
     respx_mock.post(CHAT_URL).mock(side_effect=[
         httpx.Response(404, json=[{"error": {"code": 404, "message": "Model not found",
                                              "status": "NOT_FOUND"}}]),
@@ -323,8 +324,8 @@ async def test_google_errors_become_openai_errors(respx_mock, upstream):
 
 
 def test_vertex_class_attributes():
-    assert VertexOpenAI.apisix_max_tokens == "max_completion_tokens"
-    assert not VertexOpenAI.apisix_drops_model and not VertexOpenAI.apisix_signs
+    assert PROFILES["vertex-ai"].max_tokens == "max_completion_tokens"
+    assert not PROFILES["vertex-ai"].drops_model and not PROFILES["vertex-ai"].signs
     assert get_provider("vertex-ai") is None  # an APISIX name only
     assert vertex().name == "vertex-ai"
 
@@ -396,9 +397,8 @@ CONVERSE_ANSWER = {"output": {"message": {"role": "assistant", "content": [{"tex
 
 def bedrock(aws: AwsAuth | None = AWS, conf: ProviderConf | None = ProviderConf(
         region="us-west-2"), auth: Auth | None = None, **kwargs: Any) -> Provider:
-    cls = get_apisix_provider("bedrock")
-    assert cls is BedrockApisix
-    return cls.from_apisix(target("bedrock", auth=auth or Auth(aws=aws), conf=conf, **kwargs))
+    assert apisix_provider_class("bedrock") is BedrockApisix
+    return build_provider(target("bedrock", auth=auth or Auth(aws=aws), conf=conf, **kwargs))
 
 
 def assert_signed(request: httpx.Request, token: str | None = None) -> None:
@@ -545,8 +545,8 @@ async def test_titan_embeddings_are_signed(respx_mock, upstream):
 
 
 def test_bedrock_class_attributes():
-    assert BedrockApisix.apisix_signs and not BedrockApisix.apisix_drops_model
-    assert BedrockApisix.apisix_max_tokens == "max_tokens"
+    assert PROFILES["bedrock"].signs and not PROFILES["bedrock"].drops_model
+    assert PROFILES["bedrock"].max_tokens == "max_tokens"
     assert get_provider("bedrock") is Bedrock  # the config type keeps its own class
     assert bedrock().name == "bedrock"
 

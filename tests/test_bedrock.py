@@ -20,7 +20,7 @@ from aiproxy_middleware.config.higress import load_config
 from aiproxy_middleware.errors import ConfigError
 from helpers import aws_event, aws_message, data_events, inner_app, sent_json
 from aiproxy_middleware.providers._aws import EventStreamDecoder, EventStreamError, sigv4_headers
-from aiproxy_middleware.providers.bedrock import BedrockStream
+from aiproxy_middleware.providers.codecs.bedrock_converse import BedrockStream
 
 HOST = "https://bedrock-runtime.us-west-2.amazonaws.com"
 MODEL = "anthropic.claude-sonnet-4-5-20250929-v1:0"

@@ -11,7 +11,7 @@ import pytest
 from aiproxy_middleware import AIProxyMiddleware
 from aiproxy_middleware.wire.openai import ChatCompletionRequest, JsonBody
 from helpers import CHAT, data_events, inner_app, named_sse, sent_json
-from aiproxy_middleware.providers.claude import ClaudeStream, build_body
+from aiproxy_middleware.providers.codecs.anthropic_messages import ClaudeStream, build_body
 
 URL = "https://api.anthropic.com/v1/messages"
 CONFIG = {"provider": {"type": "claude", "apiTokens": ["sk-ant"]}}

@@ -1,7 +1,7 @@
 """Property-based tests of every provider's conversions: whatever an upstream answers, a
 provider gives bytes (or None: relayed as it is) or raises a clean `ProxyError`.
 
-Every class in `PROVIDERS` and `APISIX_PROVIDERS` is built with a minimal valid config
+Every class in `PROVIDERS` and every APISIX profile (`PROFILES`) is built with a minimal valid config
 (dummy keys, regions and URLs where it needs them), in each mode that converts differently
 (qwen native, dify's four bot types, minimax pro, hunyuan native, vertex's Gemini and Claude
 models, bedrock's embedding families). Each gets:
@@ -36,20 +36,14 @@ from aiproxy_middleware.wire.sse import EventParser
 from fuzz_samples import CHAT, CHAT_PARTS, EMBED, FAMILIES, OPENAI, Family
 from fuzz_strategies import (aws_stream, damaged, dumps, examples, json_like, mutated,
                              not_utf8, split, sse_bytes)
-from aiproxy_middleware.providers import APISIX_PROVIDERS, PROVIDERS
+from aiproxy_middleware.config.apisix.profiles import PROFILES, build_provider
+from aiproxy_middleware.providers import PROVIDERS
 from aiproxy_middleware.providers._compatible import OpenAICompatible
 
 # ---- the providers, each mode that converts differently ---------------------------------
 
-AWS_KEYS = {"awsRegion": "us-east-1", "awsAccessKey": "AKID", "awsSecretKey": "secret"}
-# Config fields a provider needs besides its type and a token, and extra modes.
+# Providers with more modes than their `example` config: a config per mode.
 SETTINGS: dict[str, list[dict[str, Any]]] = {
-    "azure": [{"azureServiceUrl": "https://r.openai.azure.com/openai/deployments/d/chat/"
-                                  "completions?api-version=2024-10-21"}],
-    "bedrock": [AWS_KEYS],
-    "cloudflare": [{"cloudflareAccountId": "account"}],
-    "deepl": [{"targetLang": "EN"}],
-    "ollama": [{"ollamaServerHost": "localhost"}],
     "qwen": [{}, {"qwenEnableCompatible": False}],
     "dify": [{"botType": bot, "inputVariable": "query", "outputVariable": "reply"}
              for bot in ("Chat", "Completion", "Workflow", "Agent")],
@@ -70,7 +64,7 @@ Variant = tuple[str, Provider, str, Family]  # test id, provider, its config typ
 def _config_variants() -> list[Variant]:
     out = []
     for name in sorted(PROVIDERS):
-        for i, extra in enumerate(SETTINGS.get(name, [{}])):
+        for i, extra in enumerate(SETTINGS.get(name, [PROVIDERS[name].example])):
             raw = {"type": name, "apiTokens": ["token"], **extra}
             provider = load_config({"provider": raw}).routes[0].provider
             out.append((f"{name}-{i}" if i else name, provider, name,
@@ -83,11 +77,11 @@ def _apisix_variants() -> list[Variant]:
                                  "completions?api-version=2024-10-21",
                  "openai-compatible": "https://llm.example/v1/chat/completions"}
     out = []
-    for name in sorted(APISIX_PROVIDERS):
+    for name in sorted(PROFILES):
         target = ApisixTarget(name, Auth(aws=AwsAuth("AKID", "secret")),
                               ProviderConf(project_id="project", region="us-east-1"),
                               endpoints.get(name), None, 30000, "routes[0]")
-        provider = APISIX_PROVIDERS[name].from_apisix(target)
+        provider = build_provider(target)
         family = (OPENAI if isinstance(provider, OpenAICompatible)  # anthropic, gemini, ...
                   else FAMILIES.get(name, OPENAI))
         out.append((f"apisix-{name}", provider, provider.name, family))
@@ -183,7 +177,7 @@ def _run(n: int, strategy: st.SearchStrategy[Any], check: Any) -> None:
 def test_every_provider_is_covered() -> None:
     """Each config type and APISIX name is built above: none is skipped."""
     assert {kind for _, _, kind, _ in _config_variants()} == set(PROVIDERS)
-    assert {id.removeprefix("apisix-") for id, *_ in _apisix_variants()} == set(APISIX_PROVIDERS)
+    assert {id.removeprefix("apisix-") for id, *_ in _apisix_variants()} == set(PROFILES)
 
 
 @pytest.mark.parametrize(PARAMS, _params("response", 60, 5))
@@ -223,7 +217,7 @@ def test_convert_error_gives_an_error_body_or_none(provider: Provider, kind: str
             _clean(exc)
             return
         if out is not None:
-            code, data = out
+            code, data = out.status, out.body()
             assert isinstance(code, int) and 400 <= code < 600
             assert isinstance(json.loads(data)["error"]["message"], str)
 

@@ -13,7 +13,7 @@ import respx
 
 from aiproxy_middleware import AIProxyMiddleware
 from helpers import chat, chunks, inner_app, sent_json, sse
-from aiproxy_middleware.providers.gemini import GeminiStream
+from aiproxy_middleware.providers.codecs.google_genai import GeminiStream
 
 BASE = "https://generativelanguage.googleapis.com/v1beta/models"
 CHAT_URL = f"{BASE}/gemini-2.5-flash:generateContent"

@@ -13,7 +13,6 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "aiproxy_middleware"
@@ -153,7 +152,6 @@ def describe(found: list[list[str]], graph: dict[str, set[str]]) -> str:
     return "\n".join(lines)
 
 
-@pytest.mark.xfail(strict=True, reason="cycle removed by issue 12 helpers (providers, pipeline)")
 def test_no_import_cycles():
     graph = import_graph()
     found = cycles(graph)

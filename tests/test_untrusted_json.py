@@ -15,7 +15,7 @@ from aiproxy_middleware.errors import ProxyError
 from aiproxy_middleware.wire.openai import ChatCompletionRequest, JsonBody, embedding, encode
 from aiproxy_middleware.provider import answer_object, json_object
 from aiproxy_middleware.shapes import as_dict, as_int, as_list, as_str, decode_json
-from aiproxy_middleware.providers.gemini import GeminiStream
+from aiproxy_middleware.providers.codecs.google_genai import GeminiStream
 from helpers import chat
 
 DEEP = b"[" * 5000 + b"]" * 5000

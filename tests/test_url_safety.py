@@ -23,7 +23,8 @@ import uvicorn
 
 from aiproxy_middleware import AIProxyMiddleware
 from helpers import inner_app
-from aiproxy_middleware.providers import APISIX_PROVIDERS, PROVIDERS
+from aiproxy_middleware.config.apisix.profiles import PROFILES
+from aiproxy_middleware.providers import PROVIDERS
 from test_fuzz_providers import SETTINGS
 
 # Request targets that are not origin-form: uvicorn hands them over as `scope["path"]`.
@@ -99,7 +100,7 @@ async def _call(app: Any, path: str, body: dict[str, Any], query: bytes = b"",
 
 def _config(name: str, **more: Any) -> dict[str, Any]:
     """The single-provider form; with `protocol: original`, a route on prefix `/`."""
-    provider = {"type": name, "apiTokens": ["sk-secret-token"], **SETTINGS.get(name, [{}])[0],
+    provider = {"type": name, "apiTokens": ["sk-secret-token"], **SETTINGS.get(name, [PROVIDERS[name].example])[0],
                 **more}
     if more.get("protocol") == "original":
         return {"routes": [{"path": "/", "provider": provider}]}
@@ -306,7 +307,7 @@ def _apisix_plugin(name: str, endpoint: str) -> dict[str, Any]:
     return plugin
 
 
-@pytest.mark.parametrize("name", sorted(APISIX_PROVIDERS))
+@pytest.mark.parametrize("name", sorted(PROFILES))
 async def test_apisix_override_endpoint_keeps_host_and_port(name):
     endpoint = "http://127.0.0.1:18002" + (
         "/openai/deployments/d/chat/completions?api-version=2024-10-21"

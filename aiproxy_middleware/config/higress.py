@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
 import msgspec
@@ -32,7 +32,9 @@ from aiproxy_middleware.transforms.messages import AnswerRules, MessageRules
 from aiproxy_middleware.observe.metrics import DEFAULT_MAX_LABEL_VALUES
 from aiproxy_middleware.observe.summary import SummaryHook, load_hook
 from aiproxy_middleware.wire.sse import DEFAULT_MAX_EVENT_SIZE
-from aiproxy_middleware.runtime.tokens import Failover, RetryOnFailure, TokenRules
+from aiproxy_middleware.provider_config import (  # noqa: F401  (re-exported: their old home)
+    ContextSource, CustomSetting, Failover, ProviderConfig, RetryOnFailure)
+from aiproxy_middleware.runtime.tokens import TokenRules
 
 if TYPE_CHECKING:
     from aiproxy_middleware.provider import Provider
@@ -42,39 +44,6 @@ __all__ = ["Config", "ProviderConfig", "Route", "load_config"]
 DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
 DEFAULT_MAX_RESPONSE_SIZE = 64 * 1024 * 1024
 DEFAULT_REQUEST_READ_TIMEOUT = 30000
-
-
-class CustomSetting(Struct, rename="camel", forbid_unknown_fields=True):
-    name: Annotated[str, Meta(min_length=1)]
-    value: Any
-    mode: Literal["auto", "raw"] = "auto"
-    overwrite: bool = True
-
-
-class ContextSource(Struct, rename="camel", forbid_unknown_fields=True):
-    file_url: Annotated[str, Meta(min_length=1)]
-    service_name: Annotated[str, Meta(min_length=1)]
-    service_port: Annotated[int, Meta(ge=1, le=65535)]
-
-
-class ProviderConfig(Struct, rename="camel", forbid_unknown_fields=True):
-    """The fields every provider shares; its own fields are in `Provider.Settings`."""
-
-    type: str
-    api_tokens: list[str] = []
-    timeout: Annotated[int, Meta(ge=1)] = 120000
-    model_mapping: dict[str, str] = {}
-    protocol: Literal["openai", "original"] = "openai"
-    context: ContextSource | None = None
-    custom_settings: list[CustomSetting] = []
-    reasoning_content_mode: Literal["passthrough", "ignore", "concat"] = "passthrough"
-    promote_thinking_on_empty: bool = False
-    merge_consecutive_messages: bool = False
-    context_cleanup_commands: list[str] = []
-    hiclaw_mode: bool = False
-    """Turns on `promoteThinkingOnEmpty` and `mergeConsecutiveMessages` together."""
-    failover: Failover | None = None
-    retry_on_failure: RetryOnFailure | None = None
 
 
 class SummaryLogging(Struct, forbid_unknown_fields=True):

@@ -84,7 +84,7 @@ class ResponseWriter:
             error = (provider.convert_error(call, status, data)
                      if call.endpoint is not None or not self.anthropic else None)
             if error is not None:
-                status, data = error
+                status, data = error.status, error.body()
                 converted = True
             else:
                 logger.warning("aiproxy: %s answered %d", provider.name, status)

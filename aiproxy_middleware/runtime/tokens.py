@@ -13,9 +13,9 @@ import random
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Protocol
+from typing import Protocol
 
-from msgspec import Meta, Struct, field
+from aiproxy_middleware.provider_config import Failover, RetryOnFailure
 
 from aiproxy_middleware.errors import ConfigError
 
@@ -24,30 +24,6 @@ logger = logging.getLogger("aiproxy_middleware")
 # Paths of the APIs whose objects live with one account (files, batches, fine-tuning jobs,
 # responses): a consumer keeps to one token for them.
 STATEFUL = re.compile(r"/v1/(?:files|batches|fine_tuning|responses)(?:/|$)")
-
-
-class Failover(Struct, rename="camel", forbid_unknown_fields=True):
-    """Higress's `failover`: tokens that keep failing are taken out and probed back in."""
-
-    enabled: bool = False
-    failure_threshold: Annotated[int, Meta(ge=1)] = 3
-    success_threshold: Annotated[int, Meta(ge=1)] = 1
-    health_check_interval: Annotated[int, Meta(ge=1)] = 5000
-    """Milliseconds between probes of the tokens that are out."""
-    health_check_timeout: Annotated[int, Meta(ge=1)] = 5000
-    health_check_model: str = ""
-    failover_on_status: list[str] = field(default_factory=lambda: ["4.*", "5.*"])
-    """Regexes searched in the status code (`"429"`), as Higress does."""
-
-
-class RetryOnFailure(Struct, rename="camel", forbid_unknown_fields=True):
-    """Higress's `retryOnFailure`: a failed request is sent again with another token."""
-
-    enabled: bool = False
-    max_retries: Annotated[int, Meta(ge=0)] = 1
-    retry_timeout: Annotated[int, Meta(ge=1)] = 60000
-    """Milliseconds the first try and its retries may take in all."""
-    retry_on_status: list[str] = field(default_factory=lambda: ["4.*", "5.*"])
 
 
 def status_matcher(patterns: Sequence[str], where: str) -> Callable[[int], bool]:

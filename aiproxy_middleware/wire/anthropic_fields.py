@@ -28,13 +28,15 @@ vLLM's `ChatCompletionResponseChoice.stop_reason`; SGLang's `matched_stop`.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from msgspec import UNSET, Struct, UnsetType
 
 from aiproxy_middleware.errors import bad_request
 from aiproxy_middleware.wire.openai import ChatCompletionRequest
-from aiproxy_middleware.provider import Call
+
+if TYPE_CHECKING:
+    from aiproxy_middleware.provider import Call  # (the wire layer sits below the provider's)
 
 Stops = str | list[str] | None
 

@@ -18,6 +18,7 @@ from msgspec import UNSET, Raw, Struct, UnsetType
 
 from aiproxy_middleware.wire import repeated_keys
 from aiproxy_middleware.errors import bad_request, upstream_invalid
+from aiproxy_middleware.shapes import as_int
 
 # ---- requests ---------------------------------------------------------------------------
 
@@ -157,13 +158,20 @@ class Usage(Struct):
     completion_tokens_details: CompletionTokensDetails | UnsetType = UNSET
 
 
+def usage(prompt: int, completion: int, total: Any = None) -> Usage:
+    """OpenAI usage from a provider's counts. One rule for the total: the provider's own when
+    it sends one (even 0; read as a count, so a value of the wrong type is 0), else prompt
+    plus completion."""
+    return Usage(prompt, completion, prompt + completion if total is None else as_int(total))
+
+
 def cached_usage(input_tokens: int, output_tokens: int, cache_read: int,
                  cache_write: int) -> Usage:
     """OpenAI usage for providers that count cached input apart (Claude, Bedrock): the
     prompt is all input, read from cache, written to it, or neither."""
-    prompt = input_tokens + cache_read + cache_write
-    return Usage(prompt, output_tokens, prompt + output_tokens,
-                 prompt_tokens_details=PromptTokensDetails(cached_tokens=cache_read))
+    out = usage(input_tokens + cache_read + cache_write, output_tokens)
+    out.prompt_tokens_details = PromptTokensDetails(cached_tokens=cache_read)
+    return out
 
 
 class AssistantMessage(Struct):

@@ -212,7 +212,9 @@ class JsonEventConverter:
 
     Events are parsed as they arrive and each `data` is decoded once and handed to
     `on_event`; the upstream's own `[DONE]` is dropped (the `ChunkStream` writes one), and an
-    event that is not JSON ends the stream with an error event.
+    event that is not JSON ends the stream with an error event. Once the stream has ended
+    (`end`, or `fail` with an error event), later events are ignored; a stream the upstream
+    leaves unfinished is ended at `close` by `unfinished`.
     """
 
     label = "the provider"
@@ -223,6 +225,7 @@ class JsonEventConverter:
         self.include_usage = include_usage
         self.parser = EventParser()
         self.stream: ChunkStream | None = None
+        self.ended = False
 
     def _chunks(self, first: dict[str, Any] | None = None) -> ChunkStream:
         """The chunk writer, opened from the first event that has one."""
@@ -238,20 +241,44 @@ class JsonEventConverter:
         return b"".join(self._dispatch(e) for e in self.parser.feed(data))
 
     def close(self) -> bytes:
-        return b"".join(self._dispatch(e) for e in self.parser.close()) + self._chunks().done()
+        out = b"".join(self._dispatch(e) for e in self.parser.close())
+        return out if self.ended else out + self.unfinished()
+
+    def end(self) -> bytes:
+        """The end of the stream: its usage chunk if asked for, and `[DONE]`."""
+        self.ended = True
+        return self._chunks().done()
+
+    def fail(self, error: ProxyError) -> bytes:
+        """An error event that ends the stream."""
+        self.ended = True
+        return self._chunks().error(error)
+
+    def unfinished(self) -> bytes:
+        """The end of a stream the upstream closed without saying it was done: a normal end
+        unless the provider always says so (then a subclass fails it)."""
+        return self.end()
+
+    def decode(self, event: Event) -> list[Any]:
+        """The JSON values an event holds (one, unless the provider packs several)."""
+        return [decode_json(event.data)]
 
     def _dispatch(self, event: Event) -> bytes:
-        if event.data.strip() == "[DONE]":
+        if self.ended or event.data.strip() == "[DONE]":
             return b""
         try:
-            value = decode_json(event.data)
+            values = self.decode(event)
         except msgspec.DecodeError:
             return self.invalid()
-        return self.on_event(value, event) if isinstance(value, dict) else b""
+        out = b""
+        for value in values:
+            if isinstance(value, dict) and not self.ended:
+                out += self.on_event(value, event)
+        return out
 
     def invalid(self) -> bytes:
         """The answer to an event that is not JSON."""
-        return self._chunks().error(upstream_invalid(f"{self.label} sent an invalid stream event"))
+        return self.fail(upstream_invalid(f"{self.label} sent an invalid stream event"))
 
     def on_event(self, value: dict[str, Any], event: Event) -> bytes:
         """The chunks for one decoded event."""

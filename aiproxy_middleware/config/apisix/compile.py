@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import os
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
+from aiproxy_middleware.config.apisix.profiles import PROFILES, build_provider
 from aiproxy_middleware.config.apisix.exprs import Vars
-from aiproxy_middleware.config.apisix.schema import (PROVIDERS, AiProxy, AiProxyMulti, ApisixTarget,
+from aiproxy_middleware.config.apisix.schema import (AiProxy, AiProxyMulti, ApisixTarget,
                                                      Auth, OldAiProxy, OldModelOptions, Override)
 from aiproxy_middleware.config.apisix.upstream import EndpointOverride, UpstreamPolicy
 from aiproxy_middleware.config.fields import convert
@@ -26,9 +27,6 @@ from aiproxy_middleware.errors import ConfigError
 from aiproxy_middleware.observe.summary import SummaryHook, load_hook
 from aiproxy_middleware.safety.secrets import auth_secrets
 from aiproxy_middleware.wire.sse import DEFAULT_MAX_EVENT_SIZE
-
-if TYPE_CHECKING:
-    from aiproxy_middleware.provider import Provider
 
 __all__ = ["Transport", "build_route", "is_apisix_entry"]
 
@@ -42,11 +40,11 @@ _OLD_MAX_BODY = 64 * 1024 * 1024
 _UNSUPPORTED = Unsupported(400, "provider {kind} does not support the {protocol} protocol")
 
 
-def apisix_knobs(provider: Provider) -> ApisixKnobs:
-    """How the provider's APISIX driver shapes a body and a request: the one place that reads
-    the provider's dialect knobs."""
-    return ApisixKnobs(provider.apisix_signs, provider.apisix_max_tokens,
-                       provider.apisix_protocol, provider.apisix_drops_model)
+def apisix_knobs(kind: str) -> ApisixKnobs:
+    """How an APISIX provider name shapes a body and a request: the one place that reads
+    the dialect's profile table (`profiles.py`)."""
+    profile = PROFILES[kind]
+    return ApisixKnobs(profile.signs, profile.max_tokens, profile.protocol, profile.drops_model)
 
 
 def _transport(conf: Any) -> Transport | None:
@@ -196,12 +194,9 @@ def _old(conf: OldAiProxy, raw: dict[str, Any], where: str, max_event: int) -> R
 def _target(kind: str, auth: Auth, options: dict[str, Any], override: Override | None,
             provider_conf: Any, timeout: int, name: str, where: str,
             provider_field: str = "provider", **instance: Any) -> Candidate:
-    from aiproxy_middleware.providers import get_apisix_provider
-
-    cls = get_apisix_provider(kind) if kind in PROVIDERS else None
-    if cls is None:
+    if kind not in PROFILES:
         raise ConfigError(f"{where}.{provider_field}: unknown provider {kind!r}; one of"
-                          f" {', '.join(PROVIDERS)}")
+                          f" {', '.join(PROFILES)}")
     model = options.get("model")
     if model is not None and not isinstance(model, str):
         raise ConfigError(f"{where}.options.model: expected a string")
@@ -226,11 +221,11 @@ def _target(kind: str, auth: Auth, options: dict[str, Any], override: Override |
         except ValueError as exc:
             raise ConfigError(f"{where}.auth.gcp.service_account_json: invalid gcp"
                               f" service_account_json: {exc.args[0].split(':')[0]}") from None
-    provider = cls.from_apisix(ApisixTarget(kind, auth, provider_conf, endpoint_url, override,
-                                            timeout, where))
+    provider = build_provider(ApisixTarget(kind, auth, provider_conf, endpoint_url, override,
+                                           timeout, where))
     provider.extra_secrets = auth_secrets(auth.header, auth.query)
     headers = {k.lower(): v for k, v in auth.header.items()}
-    knobs = apisix_knobs(provider)
+    knobs = apisix_knobs(kind)
     base = provider.base_url()
     return Candidate(name, kind, provider, MappingProxyType(dict(options)), override=override,
                      knobs=knobs, probe_base=endpoint.apply(base) if endpoint is not None else base,

@@ -14,10 +14,6 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct
 
-PROVIDERS = ("openai", "deepseek", "aimlapi", "anthropic", "openai-compatible", "azure-openai",
-             "openrouter", "gemini", "vertex-ai", "bedrock")
-"""The APISIX provider names, in APISIX's order."""
-
 TargetProtocol = Literal["openai-chat", "openai-responses", "openai-embeddings",
                          "anthropic-messages", "bedrock-converse", "passthrough"]
 
