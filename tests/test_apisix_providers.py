@@ -296,7 +296,7 @@ def test_apisix_only_classes_are_not_config_types():
 
 
 def test_openai_higress_type_still_forwards_the_clients_key():
-    from aiproxy_middleware.config.higress import load_config
+    from aiproxy_middleware import load_config
 
     provider = load_config({"provider": {"type": "openai"}}).routes[0].provider
     call, _ = openai_call(Endpoint.CHAT, CHAT, CLIENT_KEYS)

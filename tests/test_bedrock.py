@@ -16,7 +16,7 @@ from botocore.credentials import Credentials
 from botocore.eventstream import EventStreamBuffer
 
 from aiproxy_middleware import AIProxyMiddleware
-from aiproxy_middleware.config.higress import load_config
+from aiproxy_middleware import load_config
 from aiproxy_middleware.errors import ConfigError
 from helpers import aws_event, aws_message, data_events, inner_app, sent_json
 from aiproxy_middleware.providers._aws import EventStreamDecoder, EventStreamError, sigv4_headers

@@ -272,7 +272,7 @@ async def test_original_protocol_forwards_with_bearer(gateway, respx_mock):
 
 
 def test_token_is_required():
-    from aiproxy_middleware.config.higress import ConfigError, load_config
+    from aiproxy_middleware import ConfigError, load_config
     with pytest.raises(ConfigError, match="apiTokens"):
         load_config({"provider": {"type": "cohere"}})
 

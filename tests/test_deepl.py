@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from aiproxy_middleware.config.higress import ConfigError, load_config
+from aiproxy_middleware import ConfigError, load_config
 from helpers import openai_sdk, sent_json
 
 FREE = "https://api-free.deepl.com/v2/translate"

@@ -10,7 +10,7 @@ import pytest
 import respx
 
 from aiproxy_middleware import AIProxyMiddleware
-from aiproxy_middleware.config.higress import ConfigError, load_config
+from aiproxy_middleware import ConfigError, load_config
 from helpers import chat, chunks, inner_app, sent_json, sse
 from aiproxy_middleware.providers.dify import DifyStream
 

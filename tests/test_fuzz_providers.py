@@ -28,7 +28,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aiproxy_middleware.config.apisix.schema import ApisixTarget, Auth, AwsAuth, ProviderConf
-from aiproxy_middleware.config.higress import load_config
+from aiproxy_middleware import load_config
 from aiproxy_middleware.errors import ProxyError
 from aiproxy_middleware.wire.openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody
 from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest

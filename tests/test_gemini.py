@@ -491,6 +491,6 @@ async def test_audio_and_file_parts_are_inlined(gateway, respx_mock):
 
 
 def test_bad_api_version_is_a_config_error():
-    from aiproxy_middleware.config.higress import ConfigError, load_config
+    from aiproxy_middleware import ConfigError, load_config
     with pytest.raises(ConfigError, match=r"provider\.apiVersion"):
         load_config({"provider": {"type": "gemini", "apiTokens": ["k"], "apiVersion": "/x?"}})

@@ -15,7 +15,7 @@ import openai
 import pytest
 import respx
 
-from aiproxy_middleware.config.higress import ConfigError, load_config
+from aiproxy_middleware import ConfigError, load_config
 from helpers import data_events, openai_sdk, sent_json, sse
 from aiproxy_middleware.providers.hunyuan import HunyuanStream, tc3_authorization
 

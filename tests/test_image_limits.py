@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from aiproxy_middleware.transforms import fetch_policy
-from aiproxy_middleware.config.higress import load_config
+from aiproxy_middleware import load_config
 from aiproxy_middleware.errors import ConfigError
 from helpers import sent_json
 from upstream_server import RawServer, Served, response_head

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from aiproxy_middleware.transforms import fetch_policy
-from aiproxy_middleware.config.higress import load_config
+from aiproxy_middleware import load_config
 from aiproxy_middleware.errors import ConfigError, ProxyError
 from aiproxy_middleware.transforms.fetch_policy import ImagePolicy, Vetted, denied_kind, literal_ip
 from helpers import PUBLIC_IP, sent_json

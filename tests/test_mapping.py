@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aiproxy_middleware.config.higress import CustomSetting
+from aiproxy_middleware.provider_config import CustomSetting
 from aiproxy_middleware.transforms.mapping import ModelMapper, SettingsApplier
 from aiproxy_middleware.wire.openai import JsonBody
 

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from aiproxy_middleware.config.higress import ConfigError, ProviderConfig, load_config
+from aiproxy_middleware import ConfigError, load_config
+from aiproxy_middleware.provider_config import ProviderConfig
 from aiproxy_middleware.transforms.messages import (AnswerRules, MessageRules, cleanup,
                                          merge_consecutive)
 from aiproxy_middleware.wire.openai import JsonBody

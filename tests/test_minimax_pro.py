@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from aiproxy_middleware.config.higress import ConfigError, load_config
+from aiproxy_middleware import ConfigError, load_config
 from helpers import chunks, openai_sdk, sent_json
 
 URL = "https://api.minimaxi.com/v1/text/chatcompletion_pro?GroupId=g-42"

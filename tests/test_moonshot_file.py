@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from aiproxy_middleware.config.higress import ConfigError, load_config
+from aiproxy_middleware import ConfigError, load_config
 from helpers import OPENAI_ANSWER, SSE_ANSWER, sent_json
 
 CHAT_URL = "https://api.moonshot.cn/v1/chat/completions"

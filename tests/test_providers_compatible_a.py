@@ -10,7 +10,7 @@ import json
 import pytest
 
 from aiproxy_middleware import AIProxyMiddleware
-from aiproxy_middleware.config.higress import ConfigError
+from aiproxy_middleware.errors import ConfigError
 from helpers import CHAT, EMBEDDINGS_ANSWER, OPENAI_ANSWER, SSE_ANSWER, inner_app, sent_json
 
 # type -> (chat URL, embeddings URL or None when the provider has no embeddings API)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from aiproxy_middleware.config.higress import ConfigError, load_config
+from aiproxy_middleware import ConfigError, load_config
 from helpers import CHAT, EMBEDDINGS_ANSWER, OPENAI_ANSWER, SSE_ANSWER, sent_json
 
 

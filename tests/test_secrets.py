@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from aiproxy_middleware import AIProxyMiddleware
-from aiproxy_middleware.config.higress import load_config
+from aiproxy_middleware import load_config
 from aiproxy_middleware.errors import ConfigError
 from aiproxy_middleware.safety.secrets import expand, scrub, scrub_text
 from helpers import inner_app

@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from aiproxy_middleware.config.higress import ConfigError, load_config
+from aiproxy_middleware import ConfigError, load_config
 from helpers import chat, chunks, sent_json
 from aiproxy_middleware.providers import _gcp
 

@@ -32,14 +32,15 @@ from aiproxy_middleware.transforms.messages import AnswerRules, MessageRules
 from aiproxy_middleware.observe.metrics import DEFAULT_MAX_LABEL_VALUES
 from aiproxy_middleware.observe.summary import SummaryHook, load_hook
 from aiproxy_middleware.wire.sse import DEFAULT_MAX_EVENT_SIZE
-from aiproxy_middleware.provider_config import (  # noqa: F401  (re-exported: their old home)
-    ContextSource, CustomSetting, Failover, ProviderConfig, RetryOnFailure)
+from aiproxy_middleware.provider_config import ProviderConfig
+# The registry: provider classes by config `type` (the core names no provider itself).
+from aiproxy_middleware.providers import get_provider, provider_names
 from aiproxy_middleware.runtime.tokens import TokenRules
 
 if TYPE_CHECKING:
     from aiproxy_middleware.provider import Provider
 
-__all__ = ["Config", "ProviderConfig", "Route", "load_config"]
+__all__ = ["Config", "Route", "load_config"]
 
 DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
 DEFAULT_MAX_RESPONSE_SIZE = 64 * 1024 * 1024
@@ -226,8 +227,6 @@ def _yaml_error(exc: yaml.YAMLError) -> str:
 
 
 def _route(prefix: str, raw: dict[str, Any], where: str, top: _TopLevel) -> Route:
-    from aiproxy_middleware.providers import get_provider, provider_names  # the core names no provider itself
-
     kind = raw.get("type")
     if not isinstance(kind, str):
         raise ConfigError(f"{where}.type: required, one of {', '.join(provider_names())}")

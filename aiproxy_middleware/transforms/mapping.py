@@ -6,7 +6,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from aiproxy_middleware.config.higress import CustomSetting
+    from aiproxy_middleware.provider_config import CustomSetting
     from aiproxy_middleware.wire.openai import JsonBody
 
 

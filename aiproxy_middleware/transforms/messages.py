@@ -39,7 +39,7 @@ from aiproxy_middleware.shapes import as_int, decode_json
 from aiproxy_middleware.wire.sse import EventParser
 
 if TYPE_CHECKING:
-    from aiproxy_middleware.config.higress import ProviderConfig
+    from aiproxy_middleware.provider_config import ProviderConfig
     from aiproxy_middleware.provider import StreamConverter
 
 _REASONING = ("reasoning_content", "reasoning")
