@@ -11,13 +11,13 @@ import httpx
 
 from aiproxy_middleware.config.higress import Config, load_config
 from aiproxy_middleware.config.model import Api
-from aiproxy_middleware.pipeline.discovery import Catalog, Kind, asked_for
 from aiproxy_middleware.observe.summary import Metrics, Observer, SummaryHook
-from aiproxy_middleware.provider import Endpoint
+from aiproxy_middleware.pipeline.discovery import Catalog, Kind, asked_for
 from aiproxy_middleware.pipeline.intake import refuse_path
 from aiproxy_middleware.pipeline.read_deadline import ReadDeadlines
 from aiproxy_middleware.pipeline.responder import Responder, Services
 from aiproxy_middleware.pipeline.route_state import RouteStates
+from aiproxy_middleware.provider import Endpoint
 from aiproxy_middleware.runtime.tokens import TokenStore
 from aiproxy_middleware.runtime.transport import default_client
 from aiproxy_middleware.safety.urls import request_path_problem

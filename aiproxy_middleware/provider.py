@@ -16,13 +16,13 @@ import httpx
 import msgspec
 from msgspec import Struct
 
-from aiproxy_middleware.safety.client_headers import FORWARDED
 from aiproxy_middleware.errors import ConfigError, ProxyError, upstream_invalid
 from aiproxy_middleware.provider_config import ProviderConfig
-from aiproxy_middleware.transforms.fetch_policy import DEFAULT_POLICY, ImagePolicy
+from aiproxy_middleware.safety.client_headers import FORWARDED
 from aiproxy_middleware.safety.secrets import watch
-from aiproxy_middleware.shapes import decode_json
 from aiproxy_middleware.safety.urls import configured_path, encode_path, segment, upstream_url
+from aiproxy_middleware.shapes import decode_json
+from aiproxy_middleware.transforms.fetch_policy import DEFAULT_POLICY, ImagePolicy
 
 __all__ = ["Call", "Endpoint", "Provider", "StreamConverter", "UpstreamRequest", "NoSettings",
            "answer_object", "json_object", "segment", "endpoint_path", "upstream_url"]

@@ -12,24 +12,22 @@ from __future__ import annotations
 from aiproxy_middleware.errors import (ConfigError, ProxyError, bad_request, error_type,
                                        upstream_invalid)
 from aiproxy_middleware.provider import (Call, Endpoint, NoSettings, Provider, S, StreamConverter,
-                                         UpstreamRequest, answer_object, endpoint_path,
-                                         json_object, segment, upstream_url)
+                                         UpstreamRequest, answer_object, endpoint_path, json_object,
+                                         segment, upstream_url)
 from aiproxy_middleware.provider_config import ProviderConfig
 from aiproxy_middleware.safety.client_headers import forwarded
 from aiproxy_middleware.safety.secrets import scrub_text, shown_url
 from aiproxy_middleware.shapes import as_dict, as_int, as_list, as_str, decode_json
 from aiproxy_middleware.transforms.context import CachedText, insert_system
 from aiproxy_middleware.transforms.images import inline_image_urls
-from aiproxy_middleware.wire.openai import (AssistantMessage, ChatCompletion,
-                                            ChatCompletionChunk, ChatCompletionRequest,
-                                            ChatMessage, Choice, ChunkChoice,
+from aiproxy_middleware.wire.openai import (AssistantMessage, ChatCompletion, ChatCompletionChunk,
+                                            ChatCompletionRequest, ChatMessage, Choice, ChunkChoice,
                                             CompletionTokensDetails, ContentPart, Delta,
-                                            EmbeddingsRequest, EmbeddingsResponse,
-                                            EmbeddingsUsage, FunctionCall, PromptTokensDetails,
-                                            ToolCall, Usage, cached_usage, embedding, encode,
-                                            usage)
-from aiproxy_middleware.wire.sse import (DONE, ChunkStream, Event, EventParser,
-                                         JsonEventConverter, event_limit, event_too_large)
+                                            EmbeddingsRequest, EmbeddingsResponse, EmbeddingsUsage,
+                                            FunctionCall, PromptTokensDetails, ToolCall, Usage,
+                                            cached_usage, embedding, encode, usage)
+from aiproxy_middleware.wire.sse import (DONE, ChunkStream, Event, EventParser, JsonEventConverter,
+                                         event_limit, event_too_large)
 from aiproxy_middleware.wire.streams import WholeEvents
 
 __all__ = [

@@ -62,11 +62,10 @@ import httpx
 from msgspec import Struct
 
 from aiproxy_middleware.provider_api import (Call, ChatCompletionRequest, ConfigError,
-                                             EmbeddingsRequest, EmbeddingsResponse,
-                                             EmbeddingsUsage, Endpoint, Provider, ProxyError,
-                                             UpstreamRequest, answer_object, as_int, bad_request,
-                                             embedding, encode, inline_image_urls, segment,
-                                             upstream_invalid)
+                                             EmbeddingsRequest, EmbeddingsResponse, EmbeddingsUsage,
+                                             Endpoint, Provider, ProxyError, UpstreamRequest,
+                                             answer_object, as_int, bad_request, embedding, encode,
+                                             inline_image_urls, segment, upstream_invalid)
 
 from ._aws import sigv4_headers
 from .codecs.bedrock_converse import BedrockStream, chat_body, convert_answer, error_of

@@ -41,9 +41,9 @@ from aiproxy_middleware.provider_api import (AssistantMessage, Call, ChatComplet
                                              ChunkStream, EmbeddingsRequest, EmbeddingsResponse,
                                              EmbeddingsUsage, Endpoint, Event, FunctionCall,
                                              JsonEventConverter, Provider, ProxyError, ToolCall,
-                                             UpstreamRequest, Usage, answer_object, as_dict,
-                                             as_int, as_list, as_str, bad_request, embedding,
-                                             encode, error_type, json_object, usage)
+                                             UpstreamRequest, Usage, answer_object, as_dict, as_int,
+                                             as_list, as_str, bad_request, embedding, encode,
+                                             error_type, json_object, usage)
 
 HOST = "https://api.cohere.com"
 FINISH = {"COMPLETE": "stop", "STOP_SEQUENCE": "stop", "MAX_TOKENS": "length",

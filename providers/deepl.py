@@ -37,7 +37,7 @@ from typing import Any
 import httpx
 from msgspec import Struct
 
-from aiproxy_middleware.provider_api import (Call, ChatCompletionRequest, ConfigError, DONE,
+from aiproxy_middleware.provider_api import (DONE, Call, ChatCompletionRequest, ConfigError,
                                              Endpoint, Provider, ProxyError, UpstreamRequest,
                                              answer_object, bad_request, encode, error_type,
                                              json_object, upstream_invalid)

@@ -15,7 +15,6 @@ from typing import Any
 
 from msgspec import Struct
 
-
 from ._compatible import OpenAICompatible, host_setting
 
 

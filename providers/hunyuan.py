@@ -54,10 +54,10 @@ from msgspec import UNSET, Struct
 from aiproxy_middleware.provider_api import (AssistantMessage, Call, ChatCompletion,
                                              ChatCompletionRequest, ChatMessage, Choice,
                                              ChunkStream, ConfigError, Endpoint, Event,
-                                             FunctionCall, JsonEventConverter, ProxyError,
-                                             ToolCall, UpstreamRequest, Usage, as_dict, as_int,
-                                             as_list, as_str, bad_request, decode_json, encode,
-                                             error_type, upstream_invalid, usage)
+                                             FunctionCall, JsonEventConverter, ProxyError, ToolCall,
+                                             UpstreamRequest, Usage, as_dict, as_int, as_list,
+                                             as_str, bad_request, decode_json, encode, error_type,
+                                             upstream_invalid, usage)
 
 from ._compatible import OpenAICompatible
 from ._tencent import tc3_authorization

@@ -48,13 +48,12 @@ from msgspec import UNSET, Struct
 from aiproxy_middleware.provider_api import (AssistantMessage, Call, ChatCompletion,
                                              ChatCompletionRequest, ChatMessage, Choice,
                                              ChunkStream, CompletionTokensDetails, ConfigError,
-                                             EmbeddingsRequest, EmbeddingsResponse,
-                                             EmbeddingsUsage, Endpoint, Event, FunctionCall,
-                                             JsonEventConverter, PromptTokensDetails, Provider,
-                                             ProxyError, ToolCall, UpstreamRequest, Usage, as_dict,
-                                             as_int, as_list, as_str, bad_request, decode_json,
-                                             embedding, encode, error_type, upstream_invalid,
-                                             usage)
+                                             EmbeddingsRequest, EmbeddingsResponse, EmbeddingsUsage,
+                                             Endpoint, Event, FunctionCall, JsonEventConverter,
+                                             PromptTokensDetails, Provider, ProxyError, ToolCall,
+                                             UpstreamRequest, Usage, as_dict, as_int, as_list,
+                                             as_str, bad_request, decode_json, embedding, encode,
+                                             error_type, upstream_invalid, usage)
 
 from ._compatible import host_setting
 

@@ -30,16 +30,17 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any
+
 import httpx
 import msgspec
 from msgspec import Meta, Struct
 
-from aiproxy_middleware.provider_api import (Call, ChatCompletionRequest, ConfigError, ProxyError,
-                                             EmbeddingsRequest, EmbeddingsResponse,
-                                             EmbeddingsUsage, Endpoint, JsonEventConverter,
-                                             Provider, UpstreamRequest, as_dict, as_int, as_list,
-                                             bad_request, decode_json, embedding, encode,
-                                             inline_image_urls, segment, upstream_invalid)
+from aiproxy_middleware.provider_api import (Call, ChatCompletionRequest, ConfigError,
+                                             EmbeddingsRequest, EmbeddingsResponse, EmbeddingsUsage,
+                                             Endpoint, JsonEventConverter, Provider, ProxyError,
+                                             UpstreamRequest, as_dict, as_int, as_list, bad_request,
+                                             decode_json, embedding, encode, inline_image_urls,
+                                             segment, upstream_invalid)
 
 from ._gcp import JWT_LIFETIME, AuthorizedClient, TokenSource, service_account
 from .codecs import anthropic_messages, google_genai

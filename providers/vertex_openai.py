@@ -27,17 +27,16 @@ import os
 from urllib.parse import urlsplit
 
 import httpx
-
 from msgspec import Struct
 
-from aiproxy_middleware.provider_api import (Call, ConfigError, EmbeddingsRequest, Endpoint, ProxyError,
-                                             Provider, ProviderConfig, UpstreamRequest,
-                                             bad_request, encode, endpoint_path, segment,
-                                             shown_url)
+from aiproxy_middleware.provider_api import (Call, ConfigError, EmbeddingsRequest, Endpoint,
+                                             Provider, ProviderConfig, ProxyError, UpstreamRequest,
+                                             bad_request, encode, endpoint_path, segment, shown_url)
 
 from ._gcp import TOKEN_URI, AuthorizedClient, TokenSource, TtlPolicy, service_account
 from .codecs import google_genai
 from .vertex import _PROJECT, _REGION, convert_embeddings, embeddings_body
+
 ENV_VAR = "GCP_SERVICE_ACCOUNT"
 NAME = "vertex-ai"
 

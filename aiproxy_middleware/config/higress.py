@@ -22,20 +22,20 @@ from msgspec import Meta, Struct
 from aiproxy_middleware.config.apisix.compile import build_route, is_apisix_entry
 from aiproxy_middleware.config.fields import convert
 from aiproxy_middleware.config.model import (Api, Candidate, HigressBody, Limits, Match,
-                                             MethodPolicy, Observe, RetryPolicy, Route,
-                                             Unsupported)
-from aiproxy_middleware.transforms.context import ContextFile
+                                             MethodPolicy, Observe, RetryPolicy, Route, Unsupported)
 from aiproxy_middleware.errors import ConfigError
-from aiproxy_middleware.transforms.fetch_policy import ImageFetch
-from aiproxy_middleware.transforms.mapping import ModelMapper, SettingsApplier
-from aiproxy_middleware.transforms.messages import AnswerRules, MessageRules
 from aiproxy_middleware.observe.metrics import DEFAULT_MAX_LABEL_VALUES
 from aiproxy_middleware.observe.summary import SummaryHook, load_hook
-from aiproxy_middleware.wire.sse import DEFAULT_MAX_EVENT_SIZE
 from aiproxy_middleware.provider_config import ProviderConfig
+
 # The registry: provider classes by config `type` (the core names no provider itself).
 from aiproxy_middleware.providers import get_provider, provider_names
 from aiproxy_middleware.runtime.tokens import TokenRules
+from aiproxy_middleware.transforms.context import ContextFile
+from aiproxy_middleware.transforms.fetch_policy import ImageFetch
+from aiproxy_middleware.transforms.mapping import ModelMapper, SettingsApplier
+from aiproxy_middleware.transforms.messages import AnswerRules, MessageRules
+from aiproxy_middleware.wire.sse import DEFAULT_MAX_EVENT_SIZE
 
 if TYPE_CHECKING:
     from aiproxy_middleware.provider import Provider

@@ -17,9 +17,9 @@ from urllib.parse import parse_qs
 
 import msgspec
 
-from aiproxy_middleware.wire.anthropic_answers import error_json
 from aiproxy_middleware.errors import ProxyError
 from aiproxy_middleware.provider import Endpoint
+from aiproxy_middleware.wire.anthropic_answers import error_json
 
 if TYPE_CHECKING:
     from aiproxy_middleware.config.higress import Config

@@ -16,9 +16,12 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from aiproxy_middleware.config.model import Limits
-from aiproxy_middleware.errors import ProxyError, upstream_invalid, upstream_timeout, upstream_unreachable
-from aiproxy_middleware.pipeline.upstream_response import failure_reason, framing, read_raw, relayed_headers
-from aiproxy_middleware.wire.encodings import ACCEPT_ENCODING, Decoder, TooBig, Undecodable, decoded, decoder_for
+from aiproxy_middleware.errors import (ProxyError, upstream_invalid, upstream_timeout,
+                                       upstream_unreachable)
+from aiproxy_middleware.pipeline.upstream_response import (failure_reason, framing, read_raw,
+                                                           relayed_headers)
+from aiproxy_middleware.wire.encodings import (ACCEPT_ENCODING, Decoder, TooBig, Undecodable,
+                                               decoded, decoder_for)
 from aiproxy_middleware.wire.streams import DisconnectWatcher
 
 if TYPE_CHECKING:

@@ -7,9 +7,9 @@ import asyncio
 import logging
 from typing import Any
 
-from aiproxy_middleware.wire.anthropic_answers import error_json
 from aiproxy_middleware.errors import ProxyError, bad_request
 from aiproxy_middleware.pipeline.read_deadline import ReadDeadlines
+from aiproxy_middleware.wire.anthropic_answers import error_json
 
 logger = logging.getLogger("aiproxy_middleware")
 

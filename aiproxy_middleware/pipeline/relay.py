@@ -14,7 +14,8 @@ from aiproxy_middleware.config.higress import DEFAULT_MAX_RESPONSE_SIZE
 from aiproxy_middleware.errors import ProxyError
 from aiproxy_middleware.observe.request import RequestObserver
 from aiproxy_middleware.pipeline.exchange import Limits, UpstreamExchange, UpstreamFailure
-from aiproxy_middleware.pipeline.upstream_response import framing, is_json, is_sse, not_a_stream, one_chunk
+from aiproxy_middleware.pipeline.upstream_response import (framing, is_json, is_sse, not_a_stream,
+                                                           one_chunk)
 from aiproxy_middleware.pipeline.writer import JSON, ResponseWriter, StreamPlan
 from aiproxy_middleware.provider import Call, Provider, UpstreamRequest
 from aiproxy_middleware.safety.client_headers import forwarded

@@ -8,10 +8,10 @@ import msgspec
 
 from aiproxy_middleware.errors import ProxyError
 from aiproxy_middleware.observe.record import Summary, cost_of
-from aiproxy_middleware.wire.openai import ChatCompletionRequest
 from aiproxy_middleware.provider import Call, Endpoint
 from aiproxy_middleware.safety.secrets import Scrubber, upstream_scrubber
 from aiproxy_middleware.shapes import decode_json
+from aiproxy_middleware.wire.openai import ChatCompletionRequest
 
 if TYPE_CHECKING:
     from aiproxy_middleware.observe.request import RequestObserver

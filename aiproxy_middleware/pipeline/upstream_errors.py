@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from aiproxy_middleware.wire.anthropic_answers import error_json
 from aiproxy_middleware.errors import ProxyError, upstream_invalid
-from aiproxy_middleware.shapes import SKIM_ABOVE, decode_json
 from aiproxy_middleware.pipeline.upstream_response import relayed_headers
+from aiproxy_middleware.shapes import SKIM_ABOVE, decode_json
+from aiproxy_middleware.wire.anthropic_answers import error_json
 
 if TYPE_CHECKING:
     import httpx

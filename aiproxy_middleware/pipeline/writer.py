@@ -17,7 +17,8 @@ from aiproxy_middleware.errors import ProxyError
 from aiproxy_middleware.pipeline.upstream_errors import error_answer, not_json
 from aiproxy_middleware.pipeline.upstream_response import relayed_headers
 from aiproxy_middleware.provider import Call, Endpoint
-from aiproxy_middleware.wire.anthropic_answers import MessageStream, convert_answer, error_event, error_json
+from aiproxy_middleware.wire.anthropic_answers import (MessageStream, convert_answer, error_event,
+                                                       error_json)
 from aiproxy_middleware.wire.anthropic_fields import request_stops
 from aiproxy_middleware.wire.sse import event_limit
 from aiproxy_middleware.wire.streams import NoUsage, Tapped

@@ -15,9 +15,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from aiproxy_middleware.provider_config import Failover, RetryOnFailure
-
 from aiproxy_middleware.errors import ConfigError
+from aiproxy_middleware.provider_config import Failover, RetryOnFailure
 
 logger = logging.getLogger("aiproxy_middleware")
 

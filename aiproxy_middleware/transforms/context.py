@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncio
 import httpx
 
 from aiproxy_middleware.errors import ProxyError

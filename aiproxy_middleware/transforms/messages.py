@@ -34,13 +34,13 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from aiproxy_middleware.wire.openai import JsonBody
 from aiproxy_middleware.shapes import as_int, decode_json
+from aiproxy_middleware.wire.openai import JsonBody
 from aiproxy_middleware.wire.sse import EventParser
 
 if TYPE_CHECKING:
-    from aiproxy_middleware.provider_config import ProviderConfig
     from aiproxy_middleware.provider import StreamConverter
+    from aiproxy_middleware.provider_config import ProviderConfig
 
 _REASONING = ("reasoning_content", "reasoning")
 _DEVELOPER = b'"developer"'

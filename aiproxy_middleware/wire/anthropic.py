@@ -17,8 +17,10 @@ from typing import Any
 
 from msgspec import UNSET, Struct, UnsetType
 
-from aiproxy_middleware.wire.anthropic_fields import (OutputConfig, OutputFormat, Thinking, reasoning_effort, response_format, upstream_tool_id)
 from aiproxy_middleware.errors import bad_request
+from aiproxy_middleware.wire.anthropic_fields import (OutputConfig, OutputFormat, Thinking,
+                                                      reasoning_effort, response_format,
+                                                      upstream_tool_id)
 from aiproxy_middleware.wire.openai import encode
 
 # ---- request ----------------------------------------------------------------------------

@@ -16,11 +16,10 @@ from typing import Any
 
 import msgspec
 
-from aiproxy_middleware.wire.anthropic_fields import (Stops, message_id,
-                               stop_sequence, tool_id)
 from aiproxy_middleware.errors import ProxyError
-from aiproxy_middleware.wire.openai import encode
 from aiproxy_middleware.shapes import as_dict, as_int, as_list, as_str, decode_json
+from aiproxy_middleware.wire.anthropic_fields import Stops, message_id, stop_sequence, tool_id
+from aiproxy_middleware.wire.openai import encode
 from aiproxy_middleware.wire.sse import EventParser
 
 # ---- request ----------------------------------------------------------------------------

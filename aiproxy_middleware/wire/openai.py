@@ -16,9 +16,9 @@ from typing import Any, Literal, TypeVar
 import msgspec
 from msgspec import UNSET, Raw, Struct, UnsetType
 
-from aiproxy_middleware.wire import repeated_keys
 from aiproxy_middleware.errors import bad_request, upstream_invalid
 from aiproxy_middleware.shapes import as_int
+from aiproxy_middleware.wire import repeated_keys
 
 # ---- requests ---------------------------------------------------------------------------
 

@@ -18,9 +18,9 @@ from typing import Any
 import msgspec
 
 from aiproxy_middleware.errors import ProxyError, upstream_invalid
-from aiproxy_middleware.wire.openai import (ChatCompletionChunk, ChunkChoice, Delta, FunctionCall, ToolCall, Usage,
-                     encode)
 from aiproxy_middleware.shapes import decode_json
+from aiproxy_middleware.wire.openai import (ChatCompletionChunk, ChunkChoice, Delta, FunctionCall,
+                                            ToolCall, Usage, encode)
 
 
 @dataclass(slots=True)

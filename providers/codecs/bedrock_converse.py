@@ -17,11 +17,10 @@ from msgspec import UNSET
 
 from aiproxy_middleware.provider_api import (AssistantMessage, ChatCompletion,
                                              ChatCompletionRequest, ChatMessage, Choice,
-                                             ChunkStream, FunctionCall, ProxyError, ToolCall,
-                                             Usage, as_dict, as_int, as_str, bad_request,
-                                             cached_usage, decode_json, encode, error_type,
-                                             event_limit, event_too_large, json_object,
-                                             upstream_invalid)
+                                             ChunkStream, FunctionCall, ProxyError, ToolCall, Usage,
+                                             as_dict, as_int, as_str, bad_request, cached_usage,
+                                             decode_json, encode, error_type, event_limit,
+                                             event_too_large, json_object, upstream_invalid)
 
 from .._aws import MAX_MESSAGE, EventStreamDecoder, EventStreamError, Message, MessageTooLarge
 from .anthropic_messages import BUDGETS

@@ -18,12 +18,11 @@ from msgspec import UNSET
 from aiproxy_middleware.provider_api import (AssistantMessage, ChatCompletion,
                                              ChatCompletionRequest, ChatMessage, Choice,
                                              ChunkStream, CompletionTokensDetails, ContentPart,
-                                             EmbeddingsRequest, EmbeddingsResponse,
-                                             EmbeddingsUsage, Event, FunctionCall,
-                                             JsonEventConverter, PromptTokensDetails, ProxyError,
-                                             ToolCall, Usage, answer_object, as_dict, as_int,
-                                             as_list, as_str, bad_request, decode_json, embedding,
-                                             encode, usage)
+                                             EmbeddingsRequest, EmbeddingsResponse, EmbeddingsUsage,
+                                             Event, FunctionCall, JsonEventConverter,
+                                             PromptTokensDetails, ProxyError, ToolCall, Usage,
+                                             answer_object, as_dict, as_int, as_list, as_str,
+                                             bad_request, decode_json, embedding, encode, usage)
 
 BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576}
 SKIP_SIGNATURE = "skip_thought_signature_validator"

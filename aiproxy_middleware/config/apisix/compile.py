@@ -14,10 +14,10 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
-from aiproxy_middleware.config.apisix.profiles import PROFILES, build_provider
 from aiproxy_middleware.config.apisix.exprs import Vars
-from aiproxy_middleware.config.apisix.schema import (AiProxy, AiProxyMulti, ApisixTarget,
-                                                     Auth, OldAiProxy, OldModelOptions, Override)
+from aiproxy_middleware.config.apisix.profiles import PROFILES, build_provider
+from aiproxy_middleware.config.apisix.schema import (AiProxy, AiProxyMulti, ApisixTarget, Auth,
+                                                     OldAiProxy, OldModelOptions, Override)
 from aiproxy_middleware.config.apisix.upstream import EndpointOverride, UpstreamPolicy
 from aiproxy_middleware.config.fields import convert
 from aiproxy_middleware.config.model import (Api, ApisixBody, ApisixKnobs, Candidate, Limits, Match,
