@@ -28,7 +28,8 @@ __all__ = ["Call", "Endpoint", "Provider", "StreamConverter", "UpstreamRequest",
            "answer_object", "json_object", "segment", "endpoint_path", "upstream_url"]
 
 if TYPE_CHECKING:
-    from aiproxy_middleware.wire.openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody
+    from aiproxy_middleware.wire.json_body import JsonBody
+    from aiproxy_middleware.wire.openai import ChatCompletionRequest, EmbeddingsRequest
 
 
 class Endpoint(enum.Enum):

@@ -22,7 +22,8 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aiproxy_middleware.wire.openai import ChatCompletionRequest, JsonBody  # noqa: E402
+from aiproxy_middleware.wire.json_body import JsonBody  # noqa: E402
+from aiproxy_middleware.wire.openai import ChatCompletionRequest  # noqa: E402
 
 _envelope = msgspec.json.Decoder(dict[str, msgspec.Raw])
 

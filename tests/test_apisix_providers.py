@@ -19,7 +19,8 @@ import pytest
 
 from aiproxy_middleware.config.apisix.schema import ApisixTarget, Auth, Override
 from aiproxy_middleware.errors import ConfigError
-from aiproxy_middleware.wire.openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody
+from aiproxy_middleware.wire.openai import ChatCompletionRequest, EmbeddingsRequest
+from aiproxy_middleware.wire.json_body import JsonBody
 from aiproxy_middleware.provider import Call, Endpoint, Provider
 from aiproxy_middleware.config.apisix.profiles import (PROFILES, apisix_provider_class,
                                                      build_provider)

@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from aiproxy_middleware.config.apisix.schema import (ApisixTarget, Auth, AwsAuth, GcpAuth, LlmOptions,
                                               Override, ProviderConf)
 from aiproxy_middleware.errors import ConfigError, ProxyError
-from aiproxy_middleware.wire.openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody
+from aiproxy_middleware.wire.openai import ChatCompletionRequest, EmbeddingsRequest
+from aiproxy_middleware.wire.json_body import JsonBody
 from aiproxy_middleware.provider import Call, Endpoint, Provider
 from aiproxy_middleware.pipeline.relay import Relay
 from helpers import OPENAI_ANSWER, SSE_ANSWER, aws_event, chat, chunks, sent_json

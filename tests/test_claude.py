@@ -9,7 +9,8 @@ import openai
 import pytest
 
 from aiproxy_middleware import AIProxyMiddleware
-from aiproxy_middleware.wire.openai import ChatCompletionRequest, JsonBody
+from aiproxy_middleware.wire.openai import ChatCompletionRequest
+from aiproxy_middleware.wire.json_body import JsonBody
 from helpers import CHAT, data_events, inner_app, named_sse, sent_json
 from aiproxy_middleware.providers.codecs.anthropic_messages import ClaudeStream, build_body
 

@@ -32,8 +32,8 @@ from aiproxy_middleware.wire.anthropic import MessagesRequest, to_chat
 from aiproxy_middleware.wire.anthropic_answers import MessageStream, convert_answer
 from aiproxy_middleware.errors import ProxyError
 from aiproxy_middleware.transforms.messages import AnswerRules
-from aiproxy_middleware.wire.openai import (ChatCompletionRequest, EmbeddingsRequest, JsonBody,
-                                       ask_for_usage)
+from aiproxy_middleware.wire.openai import ChatCompletionRequest, EmbeddingsRequest
+from aiproxy_middleware.wire.json_body import JsonBody, ask_for_usage
 from aiproxy_middleware.wire.sse import EventParser
 from aiproxy_middleware.observe.tap import AnswerTap
 from helpers import inner_app

@@ -30,7 +30,8 @@ from hypothesis import strategies as st
 from aiproxy_middleware.config.apisix.schema import ApisixTarget, Auth, AwsAuth, ProviderConf
 from aiproxy_middleware import load_config
 from aiproxy_middleware.errors import ProxyError
-from aiproxy_middleware.wire.openai import ChatCompletionRequest, EmbeddingsRequest, JsonBody
+from aiproxy_middleware.wire.openai import ChatCompletionRequest, EmbeddingsRequest
+from aiproxy_middleware.wire.json_body import JsonBody
 from aiproxy_middleware.provider import Call, Endpoint, Provider, UpstreamRequest
 from aiproxy_middleware.wire.sse import EventParser
 from fuzz_samples import CHAT, CHAT_PARTS, EMBED, FAMILIES, OPENAI, Family

@@ -6,7 +6,7 @@ import pytest
 
 from aiproxy_middleware.provider_config import CustomSetting
 from aiproxy_middleware.transforms.mapping import ModelMapper, SettingsApplier
-from aiproxy_middleware.wire.openai import JsonBody
+from aiproxy_middleware.wire.json_body import JsonBody
 
 MAPPING = {
     "gpt-4": "exact-4",

@@ -11,7 +11,7 @@ from aiproxy_middleware import ConfigError, load_config
 from aiproxy_middleware.provider_config import ProviderConfig
 from aiproxy_middleware.transforms.messages import (AnswerRules, MessageRules, cleanup,
                                          merge_consecutive)
-from aiproxy_middleware.wire.openai import JsonBody
+from aiproxy_middleware.wire.json_body import JsonBody
 from helpers import CHAT, sent_json
 
 OPENAI_URL = "https://api.openai.com/v1/chat/completions"

@@ -12,7 +12,8 @@ import msgspec
 import pytest
 
 from aiproxy_middleware.errors import ProxyError
-from aiproxy_middleware.wire.openai import ChatCompletionRequest, JsonBody, embedding, encode
+from aiproxy_middleware.wire.openai import ChatCompletionRequest, embedding, encode
+from aiproxy_middleware.wire.json_body import JsonBody
 from aiproxy_middleware.provider import answer_object, json_object
 from aiproxy_middleware.shapes import as_dict, as_int, as_list, as_str, decode_json
 from aiproxy_middleware.providers.codecs.google_genai import GeminiStream

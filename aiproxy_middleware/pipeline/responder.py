@@ -33,7 +33,7 @@ from aiproxy_middleware.pipeline.shaping import PASSTHROUGH, Request, shape
 from aiproxy_middleware.pipeline.summaries import summarize
 from aiproxy_middleware.provider import Call, Endpoint
 from aiproxy_middleware.transforms.fetch_policy import ImagePolicy
-from aiproxy_middleware.wire.openai import JsonBody
+from aiproxy_middleware.wire.json_body import JsonBody
 
 logger = logging.getLogger("aiproxy_middleware")
 

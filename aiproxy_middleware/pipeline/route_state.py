@@ -14,7 +14,8 @@ from aiproxy_middleware.provider import Call, Endpoint, Provider
 from aiproxy_middleware.runtime.balancer import Balancer, Member
 from aiproxy_middleware.runtime.health import HealthChecker, HealthMonitor, http_probe
 from aiproxy_middleware.runtime.tokens import TokenPool, TokenProber, TokenStore
-from aiproxy_middleware.wire.openai import ChatCompletionRequest, JsonBody
+from aiproxy_middleware.wire.json_body import JsonBody
+from aiproxy_middleware.wire.openai import ChatCompletionRequest
 
 ClientGetter = Callable[[], httpx.AsyncClient]
 

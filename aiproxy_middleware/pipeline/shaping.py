@@ -14,8 +14,8 @@ from aiproxy_middleware.pipeline.discovery import COUNT_TOKENS, count_tokens_pat
 from aiproxy_middleware.provider import Call, Endpoint, Provider
 from aiproxy_middleware.transforms.fetch_policy import DEFAULT_POLICY, ImagePolicy
 from aiproxy_middleware.wire.anthropic import MessagesRequest, to_chat
-from aiproxy_middleware.wire.openai import (ChatCompletionRequest, EmbeddingsRequest, JsonBody,
-                                            ask_for_usage)
+from aiproxy_middleware.wire.json_body import JsonBody, ask_for_usage
+from aiproxy_middleware.wire.openai import ChatCompletionRequest, EmbeddingsRequest
 
 Scope = dict[str, Any]
 PASSTHROUGH = "passthrough"

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from aiproxy_middleware.errors import ProxyError
-from aiproxy_middleware.wire.openai import JsonBody
+from aiproxy_middleware.wire.json_body import JsonBody
 
 logger = logging.getLogger("aiproxy_middleware")
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from aiproxy_middleware.provider_config import CustomSetting
-    from aiproxy_middleware.wire.openai import JsonBody
+    from aiproxy_middleware.wire.json_body import JsonBody
 
 
 class ModelMapper:

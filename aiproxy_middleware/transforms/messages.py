@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from aiproxy_middleware.shapes import as_int, decode_json
-from aiproxy_middleware.wire.openai import JsonBody
+from aiproxy_middleware.wire.json_body import JsonBody
 from aiproxy_middleware.wire.sse import EventParser
 
 if TYPE_CHECKING:

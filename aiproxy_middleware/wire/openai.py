@@ -1,24 +1,16 @@
-"""OpenAI's chat and embeddings wire types, and the JSON body that carries them.
-
-Requests are decoded once into a `JsonBody`: each top-level field stays raw JSON until
-something reads it, so fields this module does not name reach the provider byte for byte.
-`JsonBody.typed` reads the fields a Struct names into that Struct, for validation and for
-providers that convert the request.
-"""
+"""OpenAI's chat and embeddings wire types (the request's body itself is `json_body.py`)."""
 
 from __future__ import annotations
 
 import base64
-import re
 import struct
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import msgspec
-from msgspec import UNSET, Raw, Struct, UnsetType
+from msgspec import UNSET, Struct, UnsetType
 
 from aiproxy_middleware.errors import bad_request, upstream_invalid
 from aiproxy_middleware.shapes import as_int
-from aiproxy_middleware.wire import repeated_keys
 
 # ---- requests ---------------------------------------------------------------------------
 
@@ -253,169 +245,18 @@ class EmbeddingsResponse(Struct):
     object: str = "list"
 
 
-# ---- the body ---------------------------------------------------------------------------
+# ---- encoding ---------------------------------------------------------------------------
 
-T = TypeVar("T")
-S = TypeVar("S", bound=Struct)
-
-_envelope = msgspec.json.Decoder(dict[str, Raw])
 _encoder = msgspec.json.Encoder()
-_decoders: dict[Any, msgspec.json.Decoder] = {}
-_AT = re.compile(r"^(.*?)(?: - at `\$(.*)`)?$", re.S)
 
 
-def _decoder(tp: Any) -> msgspec.json.Decoder:
-    dec = _decoders.get(tp)
-    if dec is None:
-        dec = _decoders[tp] = msgspec.json.Decoder(tp)
-    return dec
-
-
-_MISSING = object()
-_Field = tuple[str, str, Any, msgspec.json.Decoder, bool]
-_fields_of: dict[type, tuple[_Field, ...]] = {}
-
-
-def _struct_fields(cls: type) -> tuple[_Field, ...]:
-    """(JSON name, attribute, type, decoder, required) for each field of a Struct, once."""
-    found = _fields_of.get(cls)
-    if found is None:
-        found = _fields_of[cls] = tuple(
-            (f.encode_name, f.name, f.type, _decoder(f.type), f.required)
-            for f in msgspec.structs.fields(cls))
-    return found
-
-
-def _undecodable(exc: RecursionError | UnicodeDecodeError, name: str | None = None) -> Exception:
+def undecodable(exc: RecursionError | UnicodeDecodeError, name: str | None = None) -> Exception:
     """The 400 for JSON that msgspec fails on with a Python error, not a DecodeError: a
     string that is not UTF-8, or nesting deeper than the stack allows (a depth that varies
     with the caller's, when decoding or encoding)."""
     where = "the request body" if name is None else f"'{name}'"
     what = "is nested too deeply" if isinstance(exc, RecursionError) else "is not valid UTF-8"
     return bad_request(f"{where} {what}", "invalid_json", name)
-
-
-def _invalid(name: str, exc: msgspec.MsgspecError) -> Exception:
-    what, where = _AT.match(str(exc)).groups()  # type: ignore[union-attr]
-    param = name + (where or "")
-    return bad_request(f"invalid value for '{param}': {what}", "invalid_type", param)
-
-
-def _too_deep() -> Exception:
-    return _undecodable(RecursionError())
-
-
-class JsonBody:
-    """A JSON object request body whose top-level fields stay raw JSON until read or set."""
-
-    __slots__ = ("_fields", "_raw", "_changed")
-
-    def __init__(self, fields: dict[str, Any], raw: bytes | None = None) -> None:
-        self._fields = fields
-        self._raw = raw
-        self._changed = raw is None
-
-    @classmethod
-    def decode(cls, data: bytes, deep: bool = False) -> JsonBody:
-        """Parse a request body; anything but a JSON object in UTF-8 is a 400, and so is a
-        key named twice in an object the gateway reads (`repeated_keys`; `deep`: in any
-        object)."""
-        if not data.isascii():
-            try:  # checked here: fields kept raw are not decoded (and forwarded as sent)
-                data.decode()
-            except UnicodeDecodeError as exc:
-                raise bad_request(f"the request body is not valid UTF-8 (byte {exc.start})",
-                                  "invalid_json") from None
-        try:
-            fields = _envelope.decode(data)
-        except msgspec.ValidationError:
-            raise bad_request("the request body must be a JSON object", "invalid_json") from None
-        except msgspec.DecodeError as exc:
-            raise bad_request(f"the request body is not valid JSON: {exc}", "invalid_json") from None
-        except RecursionError:  # msgspec's depth limit: Python's recursion limit
-            raise _too_deep() from None
-        if deep:
-            repeated_keys.check_deep(data)
-        else:
-            repeated_keys.check(data, fields)
-        return cls(fields, data)
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._fields
-
-    def __len__(self) -> int:
-        return len(self._fields)
-
-    def is_list(self, name: str) -> bool:
-        """Whether the field is a JSON array (read without decoding it)."""
-        value = self._fields.get(name)
-        if isinstance(value, Raw):
-            return memoryview(value)[:1] == b"["  # a Raw holds the value as sent, trimmed
-        return isinstance(value, list)
-
-    def get(self, name: str, tp: type[T] | Any = Any, default: Any = None) -> Any:
-        """The field decoded as `tp`, or `default` when absent; a mistyped field is a 400."""
-        value = self._fields.get(name, default)
-        if not isinstance(value, Raw):
-            return value
-        try:
-            return _decoder(tp).decode(value)
-        except msgspec.MsgspecError as exc:
-            raise _invalid(name, exc) from None
-        except (RecursionError, UnicodeDecodeError) as exc:
-            raise _undecodable(exc, name) from None
-
-    def set(self, name: str, value: Any) -> None:
-        self._fields[name] = value
-        self._changed = True
-
-    def pop(self, name: str) -> None:
-        if self._fields.pop(name, None) is not None:
-            self._changed = True
-
-    def typed(self, cls: type[S]) -> S:
-        """The fields `cls` names, decoded into it; missing or mistyped fields are a 400."""
-        values = {}
-        fields = self._fields
-        for name, attr, tp, decoder, required in _struct_fields(cls):
-            value = fields.get(name, _MISSING)
-            if value is _MISSING:
-                if required:
-                    raise bad_request(f"missing required parameter '{name}'",
-                                      "missing_required_parameter", name)
-                continue
-            try:
-                # Raw JSON as the client sent it, or a value set since (customSettings).
-                values[attr] = (decoder.decode(value) if isinstance(value, Raw)
-                                else msgspec.convert(value, tp))
-            except msgspec.MsgspecError as exc:
-                raise _invalid(name, exc) from None
-            except (RecursionError, UnicodeDecodeError) as exc:
-                raise _undecodable(exc, name) from None
-        return cls(**values)
-
-    def encode(self) -> bytes:
-        """The body as JSON: the original bytes when nothing changed."""
-        if not self._changed and self._raw is not None:
-            return self._raw
-        try:
-            return _encoder.encode(self._fields)
-        except RecursionError as exc:  # a value decoded less deep in the stack than this call
-            raise _undecodable(exc) from None
-
-
-def ask_for_usage(body: JsonBody) -> bool:
-    """Make a streamed chat body ask for the final usage chunk (the gateway reads the
-    request's tokens from it), and say whether the client wants that chunk relayed: only
-    when it set `stream_options.include_usage: true` itself, as OpenAI has it (a chunk with
-    no choices breaks clients that did not ask for one)."""
-    options = body.get("stream_options")
-    if not isinstance(options, dict):
-        options = {}
-    wanted = options.get("include_usage") is True
-    if options.get("include_usage") is not True:
-        body.set("stream_options", {**options, "include_usage": True})
-    return wanted
 
 
 def encode(value: Any) -> bytes:
@@ -427,4 +268,4 @@ def encode(value: Any) -> bytes:
     try:
         return _encoder.encode(value)
     except RecursionError as exc:
-        raise _undecodable(exc) from None
+        raise undecodable(exc) from None
