@@ -116,8 +116,10 @@ class Responder:
         if self.api == COUNT_TOKENS and first.api is Api.PATH:
             # before the body is read: no provider call can follow
             count_tokens_path(first.provider, first.provider.name)
-        data = await read_body(receive, scope["headers"], max(r.max_body for r in self.routes),
-                               True, self.services.read_deadlines)
+        routes = self.routes
+        limit = routes[0].max_body if len(routes) == 1 else max(r.max_body for r in routes)
+        data = await read_body(receive, scope["headers"], limit, True,
+                               self.services.read_deadlines)
         route, view = self._select(scope, data)
         self.route = route
         if route.observe.payloads:
@@ -135,8 +137,9 @@ class Responder:
 
     def _check_method(self, scope: Scope) -> None:
         method = scope["method"]
-        if any(r.methods.allows(method) for r in self.routes):
-            return
+        for r in self.routes:
+            if r.methods.allows(method):
+                return
         allowed = ", ".join(sorted({m for r in self.routes for m in r.methods.allowed or ()}))
         raise ProxyError(405, f"method {method} is not allowed on {scope['path']}; use {allowed}",
                          "invalid_request_error", "method_not_allowed",
