@@ -28,12 +28,16 @@ import re
 import traceback
 import weakref
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import httpx
 
-    from aiproxy_middleware.provider import Provider
+
+class Provider(Protocol):
+    """What this module needs of a provider (the provider layer sits above this one)."""
+
+    def secrets(self) -> list[str]: ...
 
 MIN_LENGTH = 8
 MASK = "***"
