@@ -45,8 +45,9 @@ class CandidateRelay(Relay):
 class Turns:
     """The candidates of one request, in the order its attempts take them."""
 
+    __slots__ = ("candidate", "count")
     candidate: Candidate
-    count = 1
+    count: int
     """How many candidates the request may try."""
 
     async def token(self, call: Call, scope: Scope) -> str:
@@ -75,6 +76,8 @@ class Turns:
 
 class TokenTurns(Turns):
     """One provider, another of its tokens at each attempt."""
+
+    __slots__ = ("pool", "tried")
 
     def __init__(self, route: Route, pool: TokenPool) -> None:
         self.candidate = route.candidates[0]
@@ -114,6 +117,8 @@ class TokenTurns(Turns):
 
 class InstanceTurns(Turns):
     """A route's instances, in the balancer's order for this request."""
+
+    __slots__ = ("candidates", "order", "at")
 
     def __init__(self, route: Route, order: list[int]) -> None:
         self.candidates = route.candidates

@@ -61,6 +61,10 @@ class Responder:
     """Handles one request on a path served by `routes` (one Higress route, or the APISIX
     routes of one path in config order), from checks to the relayed answer."""
 
+    # (slots: a request in flight holds fewer objects for the garbage collector to walk)
+    __slots__ = ("routes", "services", "route", "trace", "relay", "call", "candidate",
+                 "attempts", "anthropic", "api")
+
     def __init__(self, routes: Sequence[Route], services: Services) -> None:
         self.routes = routes
         self.services = services
