@@ -93,6 +93,14 @@ def _offered(route: Route, candidate: Candidate, endpoint: Endpoint) -> None:
         api=endpoint.value.rsplit("/", 1)[-1]), "invalid_request_error", "unsupported_endpoint")
 
 
+def _as_chat(provider: Provider, body: JsonBody) -> JsonBody | None:
+    """An Anthropic Messages body for `provider`: None when the provider has its own Messages
+    API (the body is relayed there), else the body converted to a chat request."""
+    if provider.anthropic_path is not None:
+        return None
+    return JsonBody(to_chat(body.typed(MessagesRequest)))
+
+
 def _requested(body: JsonBody) -> str:
     model = body.get("model") if "model" in body else ""
     return model if isinstance(model, str) else ""
@@ -107,13 +115,12 @@ async def _higress(route: Route, shaping: HigressBody, provider: Provider, reque
     raw: bytes | None = request.data  # as the client sent it, while the body is the client's
     endpoint = request.api if isinstance(request.api, Endpoint) else None
     if request.anthropic:
-        if provider.anthropic_path is not None:
+        chat = _as_chat(provider, body)
+        if chat is None:
             path = (count_tokens_path(provider, provider.name) if request.api == COUNT_TOKENS
                     else provider.anthropic_path)
-            return _original(route, shaping, scope, body, path)
-        body = JsonBody(to_chat(body.typed(MessagesRequest)))
-        endpoint = Endpoint.CHAT
-        raw = None
+            return _original(route, shaping, scope, body, path)  # type: ignore[arg-type]
+        body, endpoint, raw = chat, Endpoint.CHAT, None
     if shaping.settings:
         shaping.settings.apply(body)
     if route.api is Api.ORIGINAL or endpoint is None:
@@ -167,17 +174,16 @@ def _apisix(route: Route, shaping: ApisixBody, target: Candidate, request: Reque
         return _count_tokens(target, scope, body, request.image_policy)
     provider = target.provider
     knobs = target.knobs
-    requested = body.get("model")
-    requested = requested if isinstance(requested, str) else ""
+    requested = _requested(body)
     endpoint = request.api if isinstance(request.api, Endpoint) else None
     key = _PROTOCOLS.get(endpoint, PASSTHROUGH)  # type: ignore[arg-type]
     path = scope["path"]
     if endpoint is Endpoint.MESSAGES:
-        if provider.anthropic_path is not None:
-            endpoint, path = None, provider.anthropic_path
+        chat = _as_chat(provider, body)
+        if chat is None:
+            endpoint, path = None, provider.anthropic_path  # type: ignore[assignment]
         else:
-            body = JsonBody(to_chat(body.typed(MessagesRequest)))
-            endpoint, key = Endpoint.CHAT, _PROTOCOLS[Endpoint.CHAT]
+            body, endpoint, key = chat, Endpoint.CHAT, _PROTOCOLS[Endpoint.CHAT]
     if shaping.schema_311 and endpoint is Endpoint.CHAT:
         _check_old_schema(body)
     client_stream = body.get("stream") is True
