@@ -9,6 +9,7 @@ core handles one family of exceptions whatever the transport.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,8 +21,10 @@ from multidict import CIMultiDict
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """An httpx transport that sends requests with one shared `aiohttp.ClientSession`."""
 
-    def __init__(self, max_connections: int = 1000, keepalive_expiry: float = 30.0) -> None:
+    def __init__(self, max_connections: int = 1000, keepalive_expiry: float = 30.0,
+                 verify: ssl.SSLContext | bool = True) -> None:
         self._max_connections = max_connections
+        self._verify = verify
         self._keepalive_expiry = keepalive_expiry
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
@@ -30,7 +33,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         # Created on first use: aiohttp needs a running event loop.
         connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0,
                                          keepalive_timeout=self._keepalive_expiry,
-                                         ttl_dns_cache=300)
+                                         ttl_dns_cache=300,
+                                         ssl=self._verify)
         self._session = aiohttp.ClientSession(
             connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=None), skip_auto_headers=("User-Agent",))
@@ -150,6 +154,8 @@ class GatewayClient(httpx.AsyncClient):
         return response
 
 
-def default_client() -> httpx.AsyncClient:
-    """The client the middleware opens when none is injected."""
-    return GatewayClient(transport=AiohttpTransport(), timeout=120.0, trust_env=False)
+def default_client(verify: ssl.SSLContext | bool = True) -> GatewayClient:
+    """The client the middleware opens when none is injected. `verify`: the TLS context
+    upstream certificates are checked with (the system's CAs by default)."""
+    return GatewayClient(transport=AiohttpTransport(verify=verify), timeout=120.0,
+                         trust_env=False)
