@@ -20,6 +20,7 @@ from aiproxy_middleware.errors import (ProxyError, upstream_invalid, upstream_ti
                                        upstream_unreachable)
 from aiproxy_middleware.pipeline.upstream_response import (failure_reason, framing, read_raw,
                                                            relayed_headers)
+from aiproxy_middleware.runtime.transport import DirectRequest, GatewayClient
 from aiproxy_middleware.wire.encodings import (ACCEPT_ENCODING, Decoder, TooBig, Undecodable,
                                                decoded, decoder_for)
 from aiproxy_middleware.wire.streams import DisconnectWatcher
@@ -106,6 +107,9 @@ class UpstreamExchange:
             headers.setdefault("Accept", "text/event-stream")
         client = self.provider.client(shared)
         limits = self.limits
+        if type(client) is GatewayClient:  # the gateway's own: no httpx objects per call
+            return client, DirectRequest(up.method, up.url, headers, up.body,  # type: ignore[return-value]
+                                         limits.idle or limits.total)
         # (an OpenAI-protocol call's URL is the provider's, from config and the model; a
         # client's own path and query under protocol original are parsed each time)
         url = parsed_url(up.url) if call.endpoint is not None else up.url

@@ -7,6 +7,8 @@ from typing import Any
 
 import httpx
 
+from aiproxy_middleware.runtime.transport import Answer
+
 # Upstream response headers that describe the upstream connection, not the answer. The
 # gateway asks for an uncompressed answer and decodes one that comes compressed anyway
 # (encodings.py): what it relays is never encoded, so no Content-Encoding goes with it.
@@ -55,6 +57,8 @@ async def one_chunk(data: bytes) -> Any:
 
 async def read_raw(response: httpx.Response) -> bytes:
     """The whole answer as the upstream sent it (one with no Content-Encoding)."""
+    if type(response) is Answer:
+        return await response.raw_body()
     chunks = [chunk async for chunk in response.aiter_raw()]
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 

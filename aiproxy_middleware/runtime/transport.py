@@ -1,25 +1,168 @@
-"""The default upstream transport: httpx's interface over aiohttp's connection pool.
+"""The gateway's own upstream client: aiohttp's connection pool, reached directly for
+the gateway's calls and through httpx's interface for everything else.
 
-Users inject any `httpx.AsyncClient`; when they do not, the gateway uses this transport,
-because httpx's own pool costs several times more per request under concurrency (see
-`benchmarks/README.md` for the figures). aiohttp's errors are raised as httpx's, so the
-core handles one family of exceptions whatever the transport.
+Users inject any `httpx.AsyncClient`; when they do not, the gateway uses this client,
+because httpx's own pool and its Request/Response objects cost several times more per
+call under concurrency (see `benchmarks/README.md` for the figures). aiohttp's errors are
+raised as httpx's, so the core handles one family of exceptions whatever the client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
 import httpx
+import yarl
 from multidict import CIMultiDict
 
 
+class DirectRequest:
+    """An upstream request for the gateway's own client, as the exchange built it: sent by
+    aiohttp as it is, with no httpx objects in between."""
+
+    __slots__ = ("method", "url", "headers", "body", "timeout")
+
+    def __init__(self, method: str, url: str, headers: dict[str, str], body: bytes,
+                 timeout: float | None) -> None:
+        self.method = method
+        self.url = url
+        self.headers = SentHeaders(headers)
+        self.body = body
+        self.timeout = timeout
+
+
+class SentHeaders:
+    """A direct request's headers; `raw` as httpx's Headers give it (the scrubber reads the
+    credentials a request carried from it, only when an answer needs scrubbing)."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: dict[str, str]) -> None:
+        self.items = items
+
+    @property
+    def raw(self) -> list[tuple[bytes, bytes]]:
+        return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.items.items()]
+
+
+class AnswerHeaders:
+    """An answer's headers: `raw` (bytes pairs, as sent) and case-blind `get`, the parts
+    of httpx's Headers the pipeline reads."""
+
+    __slots__ = ("raw", "_parsed")
+
+    def __init__(self, raw: list[tuple[bytes, bytes]], parsed: Any) -> None:
+        self.raw = raw
+        self._parsed = parsed
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        values = self._parsed.getall(name, ())
+        if not values:
+            return default
+        return values[0] if len(values) == 1 else ", ".join(values)
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+
+class Answer:
+    """An upstream answer on the direct path: the parts of `httpx.Response` the pipeline
+    reads (status, headers, the raw body read by read, closing)."""
+
+    __slots__ = ("status_code", "headers", "request", "_response")
+
+    is_stream_consumed = False
+    """(Always read from the connection: never a mock's decoded body.)"""
+
+    def __init__(self, response: aiohttp.ClientResponse, request: DirectRequest) -> None:
+        self._response = response
+        self.status_code = response.status
+        self.headers = AnswerHeaders(list(response.raw_headers), response.headers)
+        self.request = request
+
+    async def aiter_raw(self) -> AsyncIterator[bytes]:
+        with _read_errors():
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+
+    async def raw_body(self) -> bytes:
+        """The whole body as sent."""
+        with _read_errors():
+            return await self._response.read()
+
+    async def aclose(self) -> None:
+        _settle(self._response)
+
+
+def _settle(response: aiohttp.ClientResponse) -> None:
+    # An answer read to its end returns its connection to the pool; one abandoned part
+    # way (a client that went away) closes it, which stops the upstream generating.
+    if response.content.at_eof():
+        response.release()
+    else:
+        response.close()
+
+
+@contextlib.contextmanager
+def _read_errors() -> Iterator[None]:
+    """aiohttp's errors while an answer is read, raised as httpx's."""
+    try:
+        yield
+    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+        raise httpx.ReadTimeout("timed out reading the answer") from None
+    except aiohttp.ClientPayloadError:
+        raise httpx.RemoteProtocolError("the answer was cut short") from None
+    except aiohttp.ClientError as exc:
+        raise httpx.ReadError(type(exc).__name__) from None
+
+
+@contextlib.contextmanager
+def _send_errors() -> Iterator[None]:
+    """aiohttp's errors while a request is sent and its answer's head read, as httpx's."""
+    try:
+        yield
+    except aiohttp.ClientConnectorDNSError as exc:
+        raise httpx.ConnectError(f"name resolution failed: {exc.os_error}") from None
+    except aiohttp.ClientConnectorError as exc:
+        raise httpx.ConnectError(_connect_failure(exc.os_error)) from None
+    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+        raise httpx.ReadTimeout("timed out waiting for the answer") from None
+    except aiohttp.ServerDisconnectedError:
+        raise httpx.RemoteProtocolError("server disconnected") from None
+    except aiohttp.ClientError as exc:
+        raise httpx.NetworkError(type(exc).__name__) from None
+
+
+_URLS: dict[str, yarl.URL] = {}
+_URLS_MAX = 256
+_URL_LONGEST = 2048
+
+
+def _parsed(url: str) -> yarl.URL | str:
+    """yarl's parse of an upstream URL, kept: a route calls the same few URLs again and
+    again. Bounded: at most `_URLS_MAX` URLs of up to `_URL_LONGEST` characters."""
+    parsed = _URLS.get(url)
+    if parsed is None:
+        if len(url) > _URL_LONGEST:
+            return url
+        if len(_URLS) >= _URLS_MAX:
+            _URLS.clear()
+        parsed = _URLS[url] = yarl.URL(url)
+    return parsed
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
-    """An httpx transport that sends requests with one shared `aiohttp.ClientSession`."""
+    """Sends requests with one shared `aiohttp.ClientSession`: `open` for the gateway's
+    own direct requests, and httpx's transport interface for everything else its client
+    sends (a provider's token fetch, say)."""
 
     def __init__(self, max_connections: int = 1000, keepalive_expiry: float = 30.0,
                  verify: ssl.SSLContext | bool = True) -> None:
@@ -33,21 +176,31 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         # Created on first use: aiohttp needs a running event loop.
         connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0,
                                          keepalive_timeout=self._keepalive_expiry,
-                                         ttl_dns_cache=300,
-                                         ssl=self._verify)
+                                         ttl_dns_cache=300, ssl=self._verify)
         self._session = aiohttp.ClientSession(
             connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=None), skip_auto_headers=("User-Agent",))
         return self._session
 
-    def _timeout(self, request: httpx.Request) -> aiohttp.ClientTimeout:
-        t = request.extensions.get("timeout") or {}
-        key = (t.get("connect"), t.get("read"))
+    def _timeout(self, connect: float | None, read: float | None) -> aiohttp.ClientTimeout:
+        key = (connect, read)
         timeout = self._timeouts.get(key)
         if timeout is None:
             timeout = self._timeouts[key] = aiohttp.ClientTimeout(
-                total=None, sock_connect=key[0], sock_read=key[1])
+                total=None, sock_connect=connect, sock_read=read)
         return timeout
+
+    async def open(self, request: DirectRequest) -> Answer:
+        """Sends `request`; its answer, once its head has come."""
+        session = self._session
+        if session is None or session.closed:
+            session = self._open()
+        with _send_errors():
+            response = await session._request(
+                request.method, _parsed(request.url), headers=request.headers.items,
+                data=request.body, allow_redirects=False,
+                timeout=self._timeout(request.timeout, request.timeout))
+        return Answer(response, request)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self._session
@@ -56,20 +209,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         headers = CIMultiDict((k.decode("latin-1"), v.decode("latin-1"))
                               for k, v in request.headers.raw)
         body = request.content if isinstance(request.stream, httpx.ByteStream) else await request.aread()
+        t = request.extensions.get("timeout") or {}
         try:
-            response = await session.request(request.method, str(request.url), headers=headers,
-                                             data=body, allow_redirects=False,
-                                             timeout=self._timeout(request))
-        except aiohttp.ClientConnectorDNSError as exc:
-            raise httpx.ConnectError(f"name resolution failed: {exc.os_error}", request=request) from None
-        except aiohttp.ClientConnectorError as exc:
-            raise httpx.ConnectError(_connect_failure(exc.os_error), request=request) from None
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
-            raise httpx.ReadTimeout("timed out waiting for the answer", request=request) from None
-        except aiohttp.ServerDisconnectedError:
-            raise httpx.RemoteProtocolError("server disconnected", request=request) from None
-        except aiohttp.ClientError as exc:
-            raise httpx.NetworkError(type(exc).__name__, request=request) from None
+            with _send_errors():
+                response = await session.request(
+                    request.method, str(request.url), headers=headers, data=body,
+                    allow_redirects=False,
+                    timeout=self._timeout(t.get("connect"), t.get("read")))
+        except httpx.RequestError as exc:
+            exc.request = request
+            raise
         return httpx.Response(response.status, headers=list(response.raw_headers),
                               stream=_ResponseStream(response, request),
                               extensions={"http_version": b"HTTP/1.1"})
@@ -93,30 +242,25 @@ class _ResponseStream(httpx.AsyncByteStream):
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
-            async for chunk in self._response.content.iter_any():
-                yield chunk
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
-            raise httpx.ReadTimeout("timed out reading the answer", request=self._request) from None
-        except aiohttp.ClientPayloadError:
-            raise httpx.RemoteProtocolError("the answer was cut short", request=self._request) from None
-        except aiohttp.ClientError as exc:
-            raise httpx.ReadError(type(exc).__name__, request=self._request) from None
+            with _read_errors():
+                async for chunk in self._response.content.iter_any():
+                    yield chunk
+        except httpx.RequestError as exc:
+            exc.request = self._request
+            raise
 
     async def aclose(self) -> None:
-        # An answer read to its end returns its connection to the pool; one abandoned part
-        # way (a client that went away) closes it, which stops the upstream generating.
-        if self._response.content.at_eof():
-            self._response.release()
-        else:
-            self._response.close()
+        _settle(self._response)
 
 
 class GatewayClient(httpx.AsyncClient):
-    """The middleware's own client: its requests go straight to the transport.
+    """The middleware's own client.
 
-    The gateway uses no cookies, auth flows, redirects or event hooks on its own client,
-    so `send` skips that machinery, and `build_request` makes the request directly for the
-    arguments the relay passes. Injected clients keep all of httpx's behaviour.
+    The exchange sends its calls as `DirectRequest`s, which go to aiohttp as they are and
+    come back as `Answer`s: no httpx Request or Response per call. What else goes through
+    it (a provider fetching a token) is httpx's, on the same aiohttp pool; as the gateway
+    uses no cookies, auth flows, redirects or event hooks on its own client, `send` skips
+    that machinery. An injected client keeps all of httpx's behaviour.
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -142,6 +286,8 @@ class GatewayClient(httpx.AsyncClient):
 
     async def send(self, request: httpx.Request, *, stream: bool = False,  # type: ignore[override]
                    **other: Any) -> httpx.Response:
+        if type(request) is DirectRequest:
+            return await self._transport.open(request)  # type: ignore[attr-defined, return-value]
         if other:
             return await super().send(request, stream=stream, **other)
         response = await self._transport.handle_async_request(request)
