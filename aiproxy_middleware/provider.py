@@ -8,6 +8,7 @@ the upstream's answer back. A provider that speaks OpenAI's format converts noth
 from __future__ import annotations
 
 import enum
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
@@ -140,6 +141,12 @@ S = TypeVar("S", bound=Struct)
 """A provider's settings Struct."""
 
 
+_CONFIGURED_SECRETS: weakref.WeakKeyDictionary[Any, tuple[tuple[str, ...], tuple[str, ...]]] = \
+    weakref.WeakKeyDictionary()
+"""Each provider's configured secrets, worked out once (kept outside the provider, whose
+state is its config's)."""
+
+
 class Provider(Generic[S]):
     """One configured upstream service. Subclasses live in `providers/`, one per module.
 
@@ -191,12 +198,20 @@ class Provider(Generic[S]):
         """The credentials configured for this provider (its apiTokens, its own keys, and
         `extra_secrets`): kept out of relayed error bodies and out of the logs (see
         `secrets.py`). A provider with keys of its own adds them."""
+        # (worked out once: every answer's scrubber asks; `extra_secrets` is set after
+        # __init__, so the result is kept with the tuple it was made from)
+        kept = _CONFIGURED_SECRETS.get(self)
+        if kept is not None and kept[0] is self.extra_secrets:
+            return list(kept[1])
         found = [*(t for t in self.config.api_tokens if t), *self.extra_secrets]
         try:
             password = urlsplit(self.base_url()).password
         except (NotImplementedError, ValueError):
             password = None
-        return found + [password] if password else found
+        if password:
+            found.append(password)
+        _CONFIGURED_SECRETS[self] = (self.extra_secrets, tuple(found))
+        return found
 
     @property
     def host(self) -> str:

@@ -76,6 +76,12 @@ class Observer:
         `keep_text`: payload logging)."""
         return RequestTrace(self.metrics, keep_text)
 
+    def listening(self, log: bool, extra_hooks: Sequence[SummaryHook] = ()) -> bool:
+        """Whether a summary would go anywhere (a log record that is not dropped, metrics,
+        a hook): when not, none is made, and a stream's usage is not read for it."""
+        return bool(self.metrics is not None or self.hooks or extra_hooks
+                    or (log and summary_logger.isEnabledFor(logging.INFO)))
+
     async def emit(self, summary: Summary, log: bool,
                    extra_hooks: Sequence[SummaryHook] = ()) -> None:
         """Logs the summary (when `log`), counts it into the metrics, then gives it to each

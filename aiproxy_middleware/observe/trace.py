@@ -25,7 +25,7 @@ class RequestTrace(RequestObserver):
     """Where one request's time went, and what its answer held (for its summary)."""
 
     __slots__ = ("start", "upstream_wait", "first_byte_at", "tap", "streamed", "metrics",
-                 "_sent_at")
+                 "quiet", "_sent_at")
 
     def __init__(self, metrics: Metrics | None = None, keep_text: bool = False) -> None:
         super().__init__()
@@ -38,6 +38,8 @@ class RequestTrace(RequestObserver):
         self.streamed = False
         self.metrics = metrics
         """Where the active-streams gauge is kept, if metrics are on."""
+        self.quiet = False
+        """No summary will be made (nothing listens): the answer is only checked, not read."""
         self._sent_at = 0.0
 
     def keep_text(self) -> None:
@@ -60,9 +62,13 @@ class RequestTrace(RequestObserver):
         self.upstream_wait += seconds
 
     def answer(self, body: bytes) -> bool:
+        if self.quiet:
+            return RequestObserver.answer(self, body)
         return self.tap.json(body)  # (the tap's parse is the relay's JSON check: no other)
 
-    def stream_reader(self) -> Callable[[bytes], None]:
+    def stream_reader(self) -> Callable[[bytes], None] | None:
+        if self.quiet:
+            return None
         return self.tap.sse  # (bound once: the tap's own method is the per-chunk call)
 
     def responding(self, status: int, stream: bool = False) -> None:

@@ -34,7 +34,7 @@ logger = logging.getLogger("aiproxy_middleware")
 
 USER_AGENT = "aiproxy-middleware"
 WATCH_AFTER = 0.1
-"""Seconds into a whole-answer call before the client's connection is watched (a quick
+"""Seconds into a call (whole or streamed) before the client's connection is watched (a quick
 call is spared the watching task; a client gone by then is noticed then)."""
 
 
@@ -108,8 +108,7 @@ class UpstreamExchange:
         client = self.provider.client(shared)
         limits = self.limits
         if type(client) is GatewayClient:  # the gateway's own: no httpx objects per call
-            return client, DirectRequest(up.method, up.url, headers, up.body,  # type: ignore[return-value]
-                                         limits.idle or limits.total)
+            return client, DirectRequest(up.method, up.url, headers, up.body)  # type: ignore[return-value]
         # (an OpenAI-protocol call's URL is the provider's, from config and the model; a
         # client's own path and query under protocol original are parsed each time)
         url = parsed_url(up.url) if call.endpoint is not None else up.url

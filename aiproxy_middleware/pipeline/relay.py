@@ -13,7 +13,8 @@ import httpx
 from aiproxy_middleware.config.higress import DEFAULT_MAX_RESPONSE_SIZE
 from aiproxy_middleware.errors import ProxyError
 from aiproxy_middleware.observe.request import RequestObserver
-from aiproxy_middleware.pipeline.exchange import Limits, UpstreamExchange, UpstreamFailure
+from aiproxy_middleware.pipeline.exchange import (WATCH_AFTER, Limits, UpstreamExchange,
+                                                  UpstreamFailure)
 from aiproxy_middleware.pipeline.upstream_response import (framing, is_json, is_sse, not_a_stream,
                                                            one_chunk)
 from aiproxy_middleware.pipeline.writer import JSON, ResponseWriter, StreamPlan
@@ -112,7 +113,9 @@ class Relay:
         observer = self.trace
         response: httpx.Response | None = None
         error: ProxyError | None = None
-        watcher = DisconnectWatcher(receive)
+        # (a stream over within WATCH_AFTER costs a timer, not a task: most of a watcher's
+        # cost is the task, and a client gone by then is noticed then)
+        watcher = DisconnectWatcher(receive, WATCH_AFTER)
         loop = asyncio.get_running_loop()
         stream_end = (loop.time() + limits.stream_duration if limits.stream_duration
                       else None)

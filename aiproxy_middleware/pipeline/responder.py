@@ -91,7 +91,7 @@ class Responder:
             logger.exception("aiproxy: unexpected error on %s %r", scope["method"], scope["path"])
             error = "the gateway failed to handle this request"
             await self._fail(send, ProxyError(500, error, "server_error", "internal_error"))
-        if self.route is not None and self.call is not None:
+        if self.route is not None and self.call is not None and not self.trace.quiet:
             await self._emit(self.route, error)
 
     def _detect(self, path: str) -> None:
@@ -126,8 +126,11 @@ class Responder:
                                self.services.read_deadlines)
         route, view = self._select(scope, data)
         self.route = route
-        if route.observe.payloads:
+        observe = route.observe
+        if observe.payloads:
             self.trace.keep_text()
+        if not self.services.observer.listening(bool(observe.summaries), observe.hooks):
+            self.trace.quiet = True
         if len(data) > route.max_body:  # (the largest route's limit was read)
             raise too_large(route.max_body)
         request = self._request(route, scope, data)

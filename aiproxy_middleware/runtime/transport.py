@@ -23,31 +23,31 @@ from multidict import CIMultiDict
 
 class DirectRequest:
     """An upstream request for the gateway's own client, as the exchange built it: sent by
-    aiohttp as it is, with no httpx objects in between."""
+    aiohttp as it is, with no httpx objects in between. Its time limits are the caller's
+    (the exchange bounds the whole call, or each read, with one asyncio timeout): aiohttp
+    keeps no timers of its own for it."""
 
-    __slots__ = ("method", "url", "headers", "body", "timeout")
+    __slots__ = ("method", "url", "headers", "body")
 
-    def __init__(self, method: str, url: str, headers: dict[str, str], body: bytes,
-                 timeout: float | None) -> None:
+    def __init__(self, method: str, url: str, headers: dict[str, str], body: bytes) -> None:
         self.method = method
         self.url = url
         self.headers = SentHeaders(headers)
         self.body = body
-        self.timeout = timeout
 
 
 class SentHeaders:
-    """A direct request's headers; `raw` as httpx's Headers give it (the scrubber reads the
-    credentials a request carried from it, only when an answer needs scrubbing)."""
+    """A direct request's headers: `sent`, the dict it was built with (the scrubber reads
+    the credentials a request carried from it), and `raw` as httpx's Headers give it."""
 
-    __slots__ = ("items",)
+    __slots__ = ("sent",)
 
-    def __init__(self, items: dict[str, str]) -> None:
-        self.items = items
+    def __init__(self, sent: dict[str, str]) -> None:
+        self.sent = sent
 
     @property
     def raw(self) -> list[tuple[bytes, bytes]]:
-        return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.items.items()]
+        return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.sent.items()]
 
 
 class AnswerHeaders:
@@ -196,10 +196,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if session is None or session.closed:
             session = self._open()
         with _send_errors():
-            response = await session._request(
-                request.method, _parsed(request.url), headers=request.headers.items,
-                data=request.body, allow_redirects=False,
-                timeout=self._timeout(request.timeout, request.timeout))
+            response = await session.request(
+                request.method, _parsed(request.url), headers=request.headers.sent,
+                data=request.body, allow_redirects=False)
         return Answer(response, request)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:

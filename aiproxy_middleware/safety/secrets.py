@@ -44,6 +44,7 @@ MASK = "***"
 # Request headers whose values are credentials.
 CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "api-key", "x-api-key",
                       "x-goog-api-key", "x-amz-security-token")
+_CREDENTIAL_NAMES = frozenset(CREDENTIAL_HEADERS)
 _CREDENTIAL_BYTES = frozenset(h.encode() for h in CREDENTIAL_HEADERS)
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9-]*\s+(\S.*)$")
 _SIGNATURE = re.compile(r"Signature=([0-9A-Za-z+/=_-]+)")
@@ -136,6 +137,9 @@ def request_credentials(request: httpx.Request | None) -> list[str]:
     """The credential header values a request carried (as sent: after any signing)."""
     if request is None:
         return []
+    sent = getattr(request.headers, "sent", None)
+    if sent is not None:  # the gateway's own direct request: its headers as it built them
+        return [v for name, v in sent.items() if name.lower() in _CREDENTIAL_NAMES]
     return [v.decode("latin-1") for name, v in request.headers.raw
             if name.lower() in _CREDENTIAL_BYTES]
 
