@@ -53,3 +53,11 @@ def as_int(value: Any) -> int:
     if type(value) is float and math.isfinite(value):
         return int(value)
     return 0
+
+
+USAGE_TAIL = 4 << 10
+"""How far from the end of a block of whole stream events a usage chunk is looked for.
+OpenAI's usage-only chunk is the last event before `[DONE]`, and a stream that reports
+usage in several events (Anthropic's, vLLM's running totals) ends with the one that
+counts, so only a block's last events need reading: a search of a whole 20 KB stream
+costs more than the rest of relaying it."""

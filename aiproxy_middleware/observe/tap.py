@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from aiproxy_middleware.shapes import SKIM_ABOVE
+from aiproxy_middleware.shapes import SKIM_ABOVE, USAGE_TAIL
 
 if TYPE_CHECKING:
     from aiproxy_middleware.observe.record import Summary
@@ -240,7 +240,8 @@ class AnswerTap:
         """After the first token (text not kept) only usage and tool calls are news: find
         the events that name them, with a few searches over the whole block, and read just
         those."""
-        at = block.find(_USAGE)
+        # (usage: only in the block's last events, where the one that counts comes)
+        at = block.find(_USAGE, max(len(block) - USAGE_TAIL, 0))
         while at >= 0:
             value = block[at + 7:at + 24].lstrip(b" \t:")
             if value.startswith((b"null", b"[]", b"{}")):  # OpenAI's, in every chunk

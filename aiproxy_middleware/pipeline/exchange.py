@@ -159,11 +159,13 @@ class UpstreamExchange:
             if cap is not None and len(data) > cap:
                 raise self.too_big(cap)
             return data
-        if cap is None and idle is None and decoder is None:
+        if decoder is None and length is not None and length.isdigit():
+            if cap is not None and int(length) > cap:
+                raise self.too_big(cap)
+            if idle is None:  # framed, within the cap: read as it comes (it can hold no more)
+                return await read_raw(response)
+        elif cap is None and idle is None and decoder is None:
             return await read_raw(response)
-        if decoder is None and cap is not None and length is not None and length.isdigit() \
-                and int(length) > cap:
-            raise self.too_big(cap)
         chunks, size = [], 0
         loop = asyncio.get_running_loop()
         raw = response.aiter_raw()

@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from aiproxy_middleware.shapes import USAGE_TAIL
 from aiproxy_middleware.wire.sse import DEFAULT_MAX_EVENT_SIZE, event_too_large
 
 
@@ -36,7 +37,8 @@ class Tapped:
 
 class NoUsage:
     """Drops the usage-only chunk from an OpenAI chunk stream (for a client that asked for
-    none: the gateway asked the upstream for it, to count the tokens)."""
+    none: the gateway asked the upstream for it, to count the tokens). It is the stream's
+    last event, so only the end of each block is searched (`USAGE_TAIL`)."""
 
     __slots__ = ("inner", "_rest")
 
@@ -47,7 +49,7 @@ class NoUsage:
     def feed(self, data: bytes) -> bytes:
         if self.inner is not None:
             data = self.inner.feed(data)
-        if not self._rest and b'"usage"' not in data:
+        if not self._rest and data.find(b'"usage"', max(len(data) - USAGE_TAIL, 0)) < 0:
             return data  # the common case: nothing held back, nothing to drop
         data, self._rest = self._rest + data, b""
         end = max(data.rfind(b"\n\n"), data.rfind(b"\r\n\r\n"))
