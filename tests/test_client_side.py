@@ -1,12 +1,13 @@
-"""The client's side, on real sockets: the middleware served by uvicorn on 127.0.0.1 (with
-its default client) in front of a `RawServer` upstream, driven with raw sockets so that a
-real disconnect, or a client that stops reading, happens.
+"""The client's side, on real sockets: the middleware served by uvicorn on 127.0.0.1 (on
+both ways its upstream calls go, upstream_paths.py: its own default client, and an injected
+httpx client) in front of a `RawServer` upstream, driven with raw sockets so that a real
+disconnect, or a client that stops reading, happens.
 
 - A client that hangs up mid-stream, or while a non-streamed call is waiting, cancels the
   upstream call: the upstream sees its connection closed within a second, and nothing is
   logged as an error.
 - A client that stops reading holds the upstream back (uvicorn's flow control, then
-  aiohttp's read buffer, then TCP's windows): the upstream's writes stall at a bounded
+  the upstream client's read buffer, then TCP's windows): the upstream's writes stall at a bounded
   total instead of the gateway buffering an endless answer.
 """
 
@@ -21,8 +22,7 @@ from typing import Any
 
 import pytest
 
-from aiproxy_middleware import AIProxyMiddleware
-from helpers import inner_app
+from upstream_paths import upstream_path  # noqa: F401 (a fixture)
 from upstream_server import RawServer, Served, chunk, response_head
 
 TOKEN = "sk-fault-SECRET"
@@ -96,9 +96,10 @@ async def never_answers(server: RawServer, reader: Any, writer: Any) -> None:
 
 
 @pytest.mark.parametrize("dialect", ["higress", "apisix"])
-async def test_hanging_up_mid_stream_closes_the_upstream_connection(dialect, caplog):
+async def test_hanging_up_mid_stream_closes_the_upstream_connection(dialect, caplog,
+                                                                  upstream_path):
     async with RawServer(endless_events) as up:
-        app = AIProxyMiddleware(inner_app(), config=config(dialect, up.url))
+        app = upstream_path.middleware(config(dialect, up.url))
         async with serving(app, caplog) as gateway:
             reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
             writer.write(request(stream=True))
@@ -107,16 +108,18 @@ async def test_hanging_up_mid_stream_closes_the_upstream_connection(dialect, cap
             writer.close()  # hang up mid-stream
             await writer.wait_closed()
             assert await up.wait_peer_closed(within=1.0) is not None
+        upstream_path.check(app)
         await app.aclose()
     assert up.opened == 1
 
 
 @pytest.mark.parametrize("dialect", ["higress", "apisix"])
-async def test_hanging_up_during_a_whole_answer_call_cancels_it(dialect, caplog):
+async def test_hanging_up_during_a_whole_answer_call_cancels_it(dialect, caplog,
+                                                                upstream_path):
     """The upstream has not answered yet; the client leaves: the call is dropped (the
     upstream sees its connection closed within a second), quietly."""
     async with RawServer(never_answers) as up:
-        app = AIProxyMiddleware(inner_app(), config=config(dialect, up.url))
+        app = upstream_path.middleware(config(dialect, up.url))
         async with serving(app, caplog) as gateway:
             reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
             writer.write(request(stream=False))
@@ -125,6 +128,7 @@ async def test_hanging_up_during_a_whole_answer_call_cancels_it(dialect, caplog)
             await writer.wait_closed()
             took = await up.wait_peer_closed(within=1.0)
             assert took is not None
+        upstream_path.check(app)
         await app.aclose()
 
 
@@ -143,10 +147,10 @@ def firehose(written: list[int]) -> Any:
     return handler
 
 
-async def test_a_client_that_stops_reading_holds_the_upstream_back(caplog):
+async def test_a_client_that_stops_reading_holds_the_upstream_back(caplog, upstream_path):
     written = [0]
     async with RawServer(firehose(written)) as up:
-        app = AIProxyMiddleware(inner_app(), config=config("higress", up.url))
+        app = upstream_path.middleware(config("higress", up.url))
         async with serving(app, caplog) as gateway:
             loop = asyncio.get_running_loop()
             client = socket.socket()
@@ -177,4 +181,5 @@ async def test_a_client_that_stops_reading_holds_the_upstream_back(caplog):
             assert written[0] > stalled_at
             client.close()
             assert await up.wait_peer_closed(within=1.0) is not None
+        upstream_path.check(app)
         await app.aclose()

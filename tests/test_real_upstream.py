@@ -1,5 +1,6 @@
-"""The middleware with its own default client (aiohttp transport) against a real socket on
-127.0.0.1, driven by the official openai SDK: what the SDK parses is what users get."""
+"""The middleware against a real socket on 127.0.0.1, on both ways its upstream calls go
+(upstream_paths.py: its own default client, and an injected httpx client), driven by the
+official openai SDK: what the SDK parses is what users get."""
 
 from __future__ import annotations
 
@@ -13,8 +14,7 @@ from asgi_lifespan import LifespanManager
 from starlette.applications import Starlette
 
 from aiproxy_middleware import AIProxyMiddleware
-from aiproxy_middleware.runtime.transport import AiohttpTransport
-from helpers import inner_app
+from upstream_paths import REFUSED_GAP, UpstreamPath, upstream_path  # noqa: F401
 from upstream_server import Served, Upstream, free_port
 
 
@@ -26,8 +26,8 @@ async def upstream():
         yield app
 
 
-def gateway_for(url: str, **provider) -> AIProxyMiddleware:
-    return AIProxyMiddleware(inner_app(), config={"provider": {
+def gateway_for(path: UpstreamPath, url: str, **provider) -> AIProxyMiddleware:
+    return path.middleware({"provider": {
         "type": "openai", "apiTokens": ["sk-local"], "openaiCustomUrl": url, **provider}})
 
 
@@ -36,10 +36,10 @@ def sdk(app) -> openai.AsyncOpenAI:
                               http_client=httpx.AsyncClient(transport=httpx.ASGITransport(app)))
 
 
-async def test_sdk_chat_stream_and_embeddings(upstream):
-    app = gateway_for(f"{upstream.url}/v1", modelMapping={"gpt-4o": "local-1"})
+async def test_sdk_chat_stream_and_embeddings(upstream, upstream_path):
+    app = gateway_for(upstream_path, f"{upstream.url}/v1", modelMapping={"gpt-4o": "local-1"})
     async with LifespanManager(app):
-        assert isinstance(app._client._transport, AiohttpTransport)
+        upstream_path.check(app)
         client = sdk(app)
         answer = await client.chat.completions.create(
             model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
@@ -60,32 +60,35 @@ async def test_sdk_chat_stream_and_embeddings(upstream):
     assert sent["headers"]["authorization"] == "Bearer sk-local"
     assert sent["headers"]["accept-encoding"] == "identity"
     assert upstream.requests[1]["json"]["stream_options"] == {"include_usage": True}
-    assert app._client is None  # closed at lifespan shutdown
+    upstream_path.check_closed(app)  # at lifespan shutdown
 
 
-async def test_connection_refused_is_502():
-    app = gateway_for(f"http://127.0.0.1:{free_port()}/v1")
+async def test_connection_refused_is_502(upstream_path, request):
+    upstream_path.known_gap("httpx", request, REFUSED_GAP)
+    app = gateway_for(upstream_path, f"http://127.0.0.1:{free_port()}/v1")
     with pytest.raises(openai.APIStatusError) as err:
         try:
             await sdk(app).with_options(max_retries=0).chat.completions.create(
                 model="m", messages=[{"role": "user", "content": "hi"}])
         finally:
+            upstream_path.check(app)
             await app.aclose()
     assert err.value.status_code == 502
     assert "connection refused" in err.value.message and "sk-local" not in err.value.message
 
 
-async def test_slow_upstream_is_504(upstream):
-    app = gateway_for(f"{upstream.url}/slow/v1", timeout=300)
+async def test_slow_upstream_is_504(upstream, upstream_path):
+    app = gateway_for(upstream_path, f"{upstream.url}/slow/v1", timeout=300)
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://gw")
     r = await client.post("/v1/chat/completions", json={
         "model": "m", "messages": [{"role": "user", "content": "hi"}]})
     assert r.status_code == 504 and r.json()["error"]["code"] == "upstream_timeout"
+    upstream_path.check(app)
     await app.aclose()
 
 
-async def test_client_disconnect_closes_the_upstream_connection(upstream):
-    app = gateway_for(f"{upstream.url}/endless/v1")
+async def test_client_disconnect_closes_the_upstream_connection(upstream, upstream_path):
+    app = gateway_for(upstream_path, f"{upstream.url}/endless/v1")
     async with Served(app) as gateway:
         async with httpx.AsyncClient() as client:
             async with client.stream("POST", f"{gateway.url}/v1/chat/completions", json={
@@ -98,6 +101,7 @@ async def test_client_disconnect_closes_the_upstream_connection(upstream):
                 break
             await asyncio.sleep(0.01)
         assert upstream.open_streams == 1 and upstream.closed_streams == 1
+        upstream_path.check(app)
     await app.aclose()
 
 

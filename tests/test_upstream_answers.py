@@ -24,6 +24,7 @@ import respx
 
 from aiproxy_middleware import AIProxyMiddleware, ConfigError, load_config
 from helpers import CHAT, OPENAI_ANSWER, SSE_ANSWER, inner_app
+from upstream_paths import upstream_path  # noqa: F401 (a fixture)
 from upstream_server import Served, Upstream
 
 try:  # anthropic >= 2.12 takes clients of httpx2 (httpx's successor), not httpx
@@ -410,23 +411,24 @@ def test_apisix_endpoint_with_password_is_a_config_error(auth, multi):
     assert PASSWORD not in message and KEY not in message
 
 
-async def test_url_password_on_the_default_client(sdks):
-    """With the gateway's own client (aiohttp) and a 127.0.0.1 upstream: `user:pw@` with
-    apiTokens was a 500 on every call (now refused at load); the openai provider with no
-    apiTokens sends the URL's Basic auth, not the client's key as well (was a 500)."""
+async def test_url_password_on_a_real_socket(upstream_path):
+    """On both ways upstream calls go (the gateway's own client, an injected httpx client)
+    and a 127.0.0.1 upstream: `user:pw@` with apiTokens was a 500 on every call (now refused
+    at load); the openai provider with no apiTokens sends the URL's Basic auth, not the
+    client's key as well (was a 500)."""
     up = Upstream()
     async with Served(up) as server:
         url = server.url.replace("http://", f"http://user:{PASSWORD}@") + "/v1"
         with pytest.raises(ConfigError):
-            AIProxyMiddleware(inner_app(), config={"provider": {
+            upstream_path.middleware({"provider": {
                 "type": "openai", "apiTokens": [KEY], "openaiCustomUrl": url}})
-        app = AIProxyMiddleware(inner_app(), config={"provider": {
-            "type": "openai", "openaiCustomUrl": url}})
+        app = upstream_path.middleware({"provider": {"type": "openai", "openaiCustomUrl": url}})
         try:
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http:
                 sdk = openai.AsyncOpenAI(base_url="http://gw/v1", api_key="client-key",
                                          http_client=http, max_retries=0)
                 answer = await sdk.chat.completions.create(**CHAT)
+            upstream_path.check(app)
         finally:
             await app.aclose()
     assert answer.choices[0].message.content == "from local"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -94,6 +95,14 @@ class Upstream:
         await send({"type": "http.response.body", "body": data})
 
 
+def assert_no_secret_or_traceback(caplog: Any, secret: str) -> None:
+    """No log record of a test's setup or call carries `secret` or a traceback (whatever
+    failed upstream, the gateway says so in a line of its own)."""
+    for record in caplog.get_records("setup") + caplog.get_records("call"):
+        assert secret not in record.getMessage()
+        assert record.exc_info is None, record.getMessage()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -143,12 +152,15 @@ def response_head(status: int = 200, content_type: bytes = b"application/json",
 class RawServer:
     """A TCP server on 127.0.0.1 whose `handler(server, reader, writer)` writes whatever
     bytes a test needs (a stalled answer, a cut stream, ...) after the request is read.
+    With `tls` (a server-side SSLContext) it speaks HTTPS, and `url` says so; a connection
+    whose handshake fails never reaches the handler.
 
     It counts connections `opened`, `closed` (the handler is done, the socket closed) and
     `peer_closed` (seen closed by the other end, the gateway, in `until_peer_closes`)."""
 
-    def __init__(self, handler: Any) -> None:
+    def __init__(self, handler: Any, tls: ssl.SSLContext | None = None) -> None:
         self.handler = handler
+        self.tls = tls
         self.opened = 0
         self.closed = 0
         self.peer_closed = 0
@@ -156,9 +168,9 @@ class RawServer:
         self._tasks: set[asyncio.Task] = set()
 
     async def __aenter__(self) -> RawServer:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
         self.port = self.server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
         return self
 
     async def __aexit__(self, *exc: object) -> None:
