@@ -24,13 +24,6 @@ from helpers import TLS, inner_app
 
 PATHS = ["default", "httpx"]
 
-# Known gaps (reported, to be fixed in the middleware; see `known_gap`):
-# httpx (anyio) raises a refused connection as ConnectError("All connection attempts
-# failed"), the ConnectionRefusedError only in its __cause__ chain, and the gateway says
-# "connection failed" where the default client's error says "connection refused".
-REFUSED_GAP = "an injected httpx client's refused connection is reported as 'connection failed'"
-
-
 class UpstreamPath:
     """Builds middlewares whose upstream calls go one way (`kind`, one of PATHS)."""
 
@@ -59,13 +52,6 @@ class UpstreamPath:
             assert app._client is None
         else:
             assert app._client is self.injected and not self.injected.is_closed
-
-    def known_gap(self, kind: str, request: pytest.FixtureRequest, reason: str) -> None:
-        """This test is known to fail on path `kind` (a bug reported, not yet fixed): its
-        assertions stay as they are, and the run is an expected failure there. Strict: once
-        the bug is fixed the run fails, so the mark is not left behind."""
-        if self.kind == kind:
-            request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
 
     async def aclose(self) -> None:
         if self.injected is not None:

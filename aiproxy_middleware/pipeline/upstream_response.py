@@ -3,6 +3,8 @@ framing, content type, which headers may be relayed, and why a connection failed
 
 from __future__ import annotations
 
+import socket
+import ssl
 from typing import Any
 
 import httpx
@@ -20,10 +22,17 @@ _DROP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content
 def failure_reason(exc: httpx.TransportError) -> str:
     """A short account of a transport failure that cannot carry a secret."""
     if isinstance(exc, httpx.ConnectError):
-        text = str(exc).lower()
-        if "refused" in text:
+        # (what the error says, and what it was raised from: an injected httpx client's
+        # says "All connection attempts failed", its cause says why)
+        causes = _causes(exc)
+        text = " ".join(str(e) for e in causes).lower()
+        if any(isinstance(e, ssl.SSLCertVerificationError) for e in causes) \
+                or "certificate" in text:
+            return "its TLS certificate could not be verified"
+        if any(isinstance(e, ConnectionRefusedError) for e in causes) or "refused" in text:
             return "connection refused"
-        if "name" in text or "resolve" in text or "nodename" in text or "getaddrinfo" in text:
+        if any(isinstance(e, socket.gaierror) for e in causes) or "name resolution" in text \
+                or "resolve" in text or "nodename" in text or "getaddrinfo" in text:
             return "host name could not be resolved"
         return "connection failed"
     if isinstance(exc, httpx.RemoteProtocolError):
@@ -33,6 +42,17 @@ def failure_reason(exc: httpx.TransportError) -> str:
     if isinstance(exc, httpx.WriteError):
         return "the connection broke while sending the request"
     return type(exc).__name__
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """`exc` and what it was raised from (a few levels: enough for httpx's layers)."""
+    found = [exc]
+    while len(found) < 8:
+        cause = found[-1].__cause__ or found[-1].__context__
+        if cause is None or cause in found:
+            break
+        found.append(cause)
+    return found
 
 
 def framing(response: httpx.Response) -> tuple[bytes | None, bytes | None]:

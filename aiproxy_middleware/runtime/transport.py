@@ -129,6 +129,8 @@ def _send_errors() -> Iterator[None]:
     """aiohttp's errors while a request is sent and its answer's head read, as httpx's."""
     try:
         yield
+    except aiohttp.ClientConnectorCertificateError:
+        raise httpx.ConnectError("certificate verify failed") from None
     except aiohttp.ClientConnectorDNSError as exc:
         raise httpx.ConnectError(f"name resolution failed: {exc.os_error}") from None
     except aiohttp.ClientConnectorError as exc:
