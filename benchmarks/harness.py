@@ -159,13 +159,18 @@ def _stat_fields(pid: int) -> list[str]:
 def cpu_seconds(pid: int) -> float:
     """User+system CPU time of a process and its descendants, all summed (2 uvicorn workers
     count as the target's CPU just as one worker does)."""
+    return sum(cpu_by_process(pid).values())
+
+
+def cpu_by_process(pid: int) -> dict[int, float]:
+    """User+system CPU time of a process and of each of its descendants."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    got = {}
     for p in process_tree(pid):
         with contextlib.suppress(OSError, IndexError, ValueError):
             fields = _stat_fields(p)
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+            got[p] = (int(fields[11]) + int(fields[12])) / tick
+    return got
 
 
 def rss_bytes(pid: int) -> int:

@@ -56,7 +56,7 @@ from typing import Any, NamedTuple
 from bench_apps import (CHAT_ANSWER, STREAM_EVENTS, request_body, serve_python_upstream,
                         serve_target, stream_answer)
 from harness import (HERE, HOST, ROOT, Abort, Procs, children_cpu_seconds, child_env,
-                     cpu_seconds, free_port, machine_busy_seconds, process_tree,
+                     cpu_by_process, free_port, machine_busy_seconds, process_tree,
                      run_with_children, tail, wait_port)
 # soak.py takes these from here.
 from bench_apps import app_404, server_impls  # noqa: F401
@@ -215,7 +215,7 @@ def run_wrk(procs: Procs, url: str, lua: Path, connections: int, seconds: float,
             cpus: set[int] | None, watch: dict[str, int]) -> dict[str, Any]:
     args = [WRK or "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
             "--timeout", "10s", "-s", str(lua), url]
-    before = {k: cpu_seconds(pid) for k, pid in watch.items()}
+    before = {k: cpu_by_process(pid) for k, pid in watch.items()}
     machine_before, kids_before = machine_busy_seconds(), children_cpu_seconds()
     start = time.monotonic()
     proc = procs.start(args, cpus, None, stdout=subprocess.PIPE)
@@ -237,8 +237,12 @@ def run_wrk(procs: Procs, url: str, lua: Path, connections: int, seconds: float,
     stats["errors"] = sum(v for k, v in stats.items() if k.startswith("err_"))
     ours = wrk_cpu
     for k, pid in watch.items():
-        used = cpu_seconds(pid) - before[k]
+        after = cpu_by_process(pid)
+        split = sorted((t - before[k].get(p, 0.0) for p, t in after.items()), reverse=True)
+        used = sum(split)
         ours += used
+        if len(after) > 2:  # uvicorn's supervisor and its workers: how evenly they shared
+            stats[f"{k}_cpu_pct_by_process"] = [round(100.0 * x / wall, 1) for x in split]
         stats[f"{k}_cpu_pct"] = 100.0 * used / wall
         stats[f"{k}_cpu_us_per_req"] = 1e6 * used / stats["requests"] if stats["requests"] else None
     stats["wrk_cpu_pct"] = 100.0 * wrk_cpu / wall
@@ -364,6 +368,9 @@ def report_line(scen: str, target: str, r: dict[str, Any]) -> None:
           + (f"  target CPU {r['target_cpu_pct']:.0f}%"
              f" ({r['target_cpu_us_per_req']:.0f} µs/req)"
              if "target_cpu_pct" in r else ""), flush=True)
+    if r.get("workers", 1) > 1 and "target_cpu_pct_by_process" in r:
+        print("    target CPU by process (workers first): "
+              + ", ".join(f"{x:.0f}%" for x in r["target_cpu_pct_by_process"]))
     if r["errors"]:
         print(f"    warning: {r['errors']} errors (non-2xx or socket)")
     if r.get("other_cpu_pct", 0) > 15:
