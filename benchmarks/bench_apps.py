@@ -1,0 +1,283 @@
+"""What the benchmark's child processes serve: the canned answers, the targets (the
+middleware, the hand-written forwarders it is measured against, uvicorn answering alone) and
+the Python stand-in upstream. run.py starts each as `run.py --serve ...`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from harness import HERE, HOST, raise_fd_limit, serve_protocol, split_request
+
+STREAM_EVENTS = 100
+API_TOKEN = "sk-bench"
+
+# --------------------------------------------------------------------------- payloads
+
+CHAT_ANSWER = json.dumps({
+    "id": "chatcmpl-bench0000000000000000000001",
+    "object": "chat.completion",
+    "created": 1700000000,
+    "model": "gpt-4o-mini-2024-07-18",
+    "system_fingerprint": "fp_bench000",
+    "choices": [{
+        "index": 0,
+        "message": {"role": "assistant", "refusal": None,
+                    "content": "Hello! This is the fixed answer of the local benchmark "
+                               "upstream, about as long as a short real reply."},
+        "logprobs": None,
+        "finish_reason": "stop",
+    }],
+    "usage": {"prompt_tokens": 24, "completion_tokens": 18, "total_tokens": 42,
+              "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+              "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0}},
+}, separators=(",", ":"))
+
+
+def stream_answer() -> str:
+    events = []
+    for i in range(STREAM_EVENTS):
+        delta: dict[str, Any] = {"content": f"tok{i} "}
+        if i == 0:
+            delta = {"role": "assistant", "content": ""}
+        chunk = {"id": "chatcmpl-bench0000000000000000000001", "object": "chat.completion.chunk",
+                 "created": 1700000000, "model": "gpt-4o-mini-2024-07-18",
+                 "system_fingerprint": "fp_bench000",
+                 "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                              "finish_reason": "stop" if i == STREAM_EVENTS - 1 else None}]}
+        events.append("data: " + json.dumps(chunk, separators=(",", ":")) + "\n\n")
+    events.append("data: [DONE]\n\n")
+    return "".join(events)
+
+
+def request_body(stream: bool) -> str:
+    body: dict[str, Any] = {"model": "gpt-4o-mini", "messages": [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "Say hello in one short sentence."}]}
+    if stream:
+        body["stream"] = True
+    return json.dumps(body, separators=(",", ":"))
+
+
+# =========================================================================== child processes
+# Everything below up to the driver runs inside the child processes (`--serve`).
+
+HEADERS_OUT = {"content-type": "application/json", "authorization": f"Bearer {API_TOKEN}"}
+
+
+async def _read_body(receive: Any) -> bytes:
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body", False):
+            return body
+
+
+async def _lifespan(receive: Any, send: Any, startup: Any = None, shutdown: Any = None) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            if startup is not None:
+                await startup()
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            if shutdown is not None:
+                await shutdown()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def floor_app(kind: str, upstream: str, stream: bool) -> Any:
+    """The minimal forwarder: read the body, POST it upstream, relay status and body."""
+    url = upstream + "/chat/completions"
+    state: dict[str, Any] = {}
+
+    async def startup() -> None:
+        import httpx
+        if kind == "floor-httpx":
+            state["client"] = httpx.AsyncClient()
+        elif kind == "floor-httpx-tuned":
+            state["client"] = httpx.AsyncClient(limits=httpx.Limits(
+                max_connections=1000, max_keepalive_connections=1000))
+        elif kind == "floor-httpx-aiohttp":
+            from aiproxy_middleware.runtime.transport import AiohttpTransport
+            state["client"] = httpx.AsyncClient(transport=AiohttpTransport())
+        elif kind == "floor-aiohttp":
+            import aiohttp
+            state["client"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000))
+        else:
+            raise SystemExit(f"unknown floor {kind}")
+
+    async def shutdown() -> None:
+        client = state.pop("client", None)
+        if client is not None:
+            await (client.close() if kind == "floor-aiohttp" else client.aclose())
+
+    sse_headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+
+    if kind == "floor-aiohttp":
+        async def forward(body: bytes, send: Any) -> None:
+            async with state["client"].post(url, data=body, headers=HEADERS_OUT) as r:
+                if stream:
+                    await send({"type": "http.response.start", "status": r.status,
+                                "headers": sse_headers})
+                    async for chunk in r.content.iter_any():
+                        await send({"type": "http.response.body", "body": chunk,
+                                    "more_body": True})
+                    await send({"type": "http.response.body", "body": b""})
+                    return
+                data = await r.read()
+            await send({"type": "http.response.start", "status": r.status,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(data)).encode())]})
+            await send({"type": "http.response.body", "body": data})
+    else:
+        async def forward(body: bytes, send: Any) -> None:
+            client = state["client"]
+            if stream:
+                async with client.stream("POST", url, content=body, headers=HEADERS_OUT) as r:
+                    await send({"type": "http.response.start", "status": r.status_code,
+                                "headers": sse_headers})
+                    async for chunk in r.aiter_raw():
+                        await send({"type": "http.response.body", "body": chunk,
+                                    "more_body": True})
+                    await send({"type": "http.response.body", "body": b""})
+                return
+            r = await client.post(url, content=body, headers=HEADERS_OUT)
+            data = r.content
+            await send({"type": "http.response.start", "status": r.status_code,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(data)).encode())]})
+            await send({"type": "http.response.body", "body": data})
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send, startup, shutdown)
+            return
+        await forward(await _read_body(receive), send)
+
+    return app
+
+
+async def app_404(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The app behind the middleware: answers 404 to everything the middleware passes on."""
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+        return
+    await send({"type": "http.response.start", "status": 404,
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"9")]})
+    await send({"type": "http.response.body", "body": b"not found"})
+
+
+def server_only_app(stream: bool) -> Any:
+    """No forwarding at all: the same answer from the target itself (uvicorn's own cost)."""
+    body = (stream_answer() if stream else CHAT_ANSWER).encode()
+    headers = [(b"content-type", b"text/event-stream" if stream else b"application/json"),
+               (b"content-length", str(len(body)).encode())]
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        await _read_body(receive)
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+def middleware_app(upstream: str) -> Any:
+    from aiproxy_middleware import AIProxyMiddleware
+    return AIProxyMiddleware(app_404, config={"provider": {
+        "type": "openai", "apiTokens": [API_TOKEN], "openaiCustomUrl": upstream}})
+
+
+def middleware_apisix_app(upstream: str) -> Any:
+    from aiproxy_middleware import AIProxyMiddleware
+    return AIProxyMiddleware(app_404, config={"routes": [{
+        "path": "/v1/chat/completions", "provider": "openai-compatible",
+        "auth": {"header": {"Authorization": f"Bearer {API_TOKEN}"}},
+        "override": {"endpoint": upstream + "/chat/completions"}}]})
+
+
+def target_app(kind: str, upstream: str, stream: bool) -> Any:
+    if kind == "middleware":
+        return middleware_app(upstream)
+    if kind == "middleware-apisix":
+        return middleware_apisix_app(upstream)
+    if kind == "server-only":
+        return server_only_app(stream)
+    return floor_app(kind, upstream, stream)
+
+
+WORKER_ENV = "AIPROXY_BENCH_TARGET"
+"""How `--workers N` hands each worker process its target: JSON of kind, upstream, stream and
+the directory where each worker leaves a file once it has built its app."""
+
+
+def worker_app() -> Any:
+    """The app factory each uvicorn worker process calls (`bench_apps:worker_app`), as
+    `aiproxy serve --workers N` has each worker build its own gateway."""
+    spec = json.loads(os.environ[WORKER_ENV])
+    app = target_app(spec["kind"], spec["upstream"], spec["stream"])
+    (Path(spec["ready"]) / str(os.getpid())).touch()
+    return app
+
+
+def serve_target(kind: str, port: int, upstream: str, stream: bool, workers: int = 1,
+                 ready: str | None = None) -> None:
+    import uvicorn
+    raise_fd_limit()
+    loop, http_impl = server_impls()
+    # The same server settings for every Python target: only the forwarding differs.
+    settings: dict[str, Any] = dict(host=HOST, port=port, loop=loop, http=http_impl,
+                                    access_log=False, log_level="warning", lifespan="on",
+                                    backlog=2048)
+    if workers == 1:
+        uvicorn.run(target_app(kind, upstream, stream), **settings)
+        return
+    # uvicorn's own supervisor: one listening socket, N spawned workers accepting on it.
+    os.environ[WORKER_ENV] = json.dumps({"kind": kind, "upstream": upstream, "stream": stream,
+                                         "ready": ready})
+    uvicorn.run("bench_apps:worker_app", factory=True, workers=workers, app_dir=str(HERE),
+                **settings)
+
+
+def server_impls() -> tuple[str, str]:
+    import importlib.util
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http_impl = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    return loop, http_impl
+
+
+def serve_python_upstream(port: int) -> None:
+    """Fallback upstream when nginx is missing: a bare asyncio protocol, no framework."""
+    import asyncio
+
+    def response(body: bytes, ctype: bytes) -> bytes:
+        return (b"HTTP/1.1 200 OK\r\nContent-Type: " + ctype + b"\r\nContent-Length: "
+                + str(len(body)).encode() + b"\r\nConnection: keep-alive\r\n\r\n" + body)
+
+    chat = response(CHAT_ANSWER.encode(), b"application/json")
+    sse = response(stream_answer().encode(), b"text/event-stream")
+    not_found = response(b"not found", b"text/plain").replace(b"200 OK", b"404 Not Found", 1)
+
+    class Upstream(asyncio.Protocol):
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport
+            self.buf = b""
+
+        def data_received(self, data: bytes) -> None:
+            self.buf += data
+            while True:
+                request = split_request(self.buf)
+                if request is None:
+                    return
+                path, _, self.buf = request
+                self.transport.write(sse if path == b"/stream/v1/chat/completions"
+                                     else chat if path == b"/v1/chat/completions" else not_found)
+
+    serve_protocol(Upstream, port)
