@@ -20,7 +20,7 @@ from aiproxy_middleware.errors import (ProxyError, upstream_invalid, upstream_ti
                                        upstream_unreachable)
 from aiproxy_middleware.pipeline.upstream_response import (failure_reason, framing, read_raw,
                                                            relayed_headers)
-from aiproxy_middleware.runtime.transport import DirectRequest, GatewayClient
+from aiproxy_middleware.runtime.transport import USER_AGENT, DirectRequest, GatewayClient
 from aiproxy_middleware.wire.encodings import (ACCEPT_ENCODING, Decoder, TooBig, Undecodable,
                                                decoded, decoder_for)
 from aiproxy_middleware.wire.streams import DisconnectWatcher
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("aiproxy_middleware")
 
-USER_AGENT = "aiproxy-middleware"
 WATCH_AFTER = 0.1
 """Seconds into a call (whole or streamed) before the client's connection is watched (a quick
 call is spared the watching task; a client gone by then is noticed then)."""

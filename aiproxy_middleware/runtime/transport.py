@@ -21,6 +21,10 @@ import yarl
 from multidict import CIMultiDict
 
 
+USER_AGENT = "aiproxy-middleware"
+"""What the gateway's own requests say they come from, unless they say otherwise."""
+
+
 class DirectRequest:
     """An upstream request for the gateway's own client, as the exchange built it: sent by
     aiohttp as it is, with no httpx objects in between. Its time limits are the caller's
@@ -181,7 +185,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                                          ttl_dns_cache=300, ssl=self._verify)
         self._session = aiohttp.ClientSession(
             connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
-            timeout=aiohttp.ClientTimeout(total=None), skip_auto_headers=("User-Agent",))
+            timeout=aiohttp.ClientTimeout(total=None))
+        # (no skip_auto_headers: aiohttp copies and merges header sets on every request
+        # when it has some; the gateway's calls always name their User-Agent)
         return self._session
 
     def _timeout(self, connect: float | None, read: float | None) -> aiohttp.ClientTimeout:
@@ -209,6 +215,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             session = self._open()
         headers = CIMultiDict((k.decode("latin-1"), v.decode("latin-1"))
                               for k, v in request.headers.raw)
+        headers.setdefault("User-Agent", USER_AGENT)
         body = request.content if isinstance(request.stream, httpx.ByteStream) else await request.aread()
         t = request.extensions.get("timeout") or {}
         try:
