@@ -34,6 +34,12 @@ def _settle_heap() -> None:
     gc.collect()
     gc.freeze()
 
+
+def _unsettle_heap() -> None:
+    """At shutdown: what was set aside at start-up may be collected again (a process that
+    starts apps again and again, a test suite, keeps no cycles of the old ones)."""
+    gc.unfreeze()
+
 Scope = dict[str, Any]
 Message = dict[str, Any]
 
@@ -171,6 +177,7 @@ class AIProxyMiddleware:
         async def app_send(message: Message) -> None:
             if message["type"].startswith("lifespan.shutdown."):
                 await self.aclose()
+                _unsettle_heap()
             await send(message)
             if message["type"] == "lifespan.startup.complete":
                 _settle_heap()
@@ -191,5 +198,6 @@ class AIProxyMiddleware:
                 _settle_heap()
             elif message["type"] == "lifespan.shutdown":
                 await self.aclose()
+                _unsettle_heap()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

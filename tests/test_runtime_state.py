@@ -5,9 +5,11 @@ config is the same after serving."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 from helpers import CHAT, OPENAI_ANSWER, inner_app
 
 from aiproxy_middleware import AIProxyMiddleware, load_config
@@ -114,3 +116,29 @@ async def test_405_lists_the_methods_a_route_takes():
         assert r.status_code == 405 and r.headers.get_list("allow") == ["PATCH, PUT"]
         r = await client.put("/ai/v1/chat/completions", json=CHAT)
         assert r.status_code == 405 and r.headers.get_list("allow") == ["POST"]
+
+
+async def test_the_heap_is_set_aside_once_started_and_given_back_at_shutdown():
+    """After lifespan start-up what start-up built is out of the collector's sight (its full
+    collections walk only what requests make); at shutdown it is collectable again."""
+    gc.unfreeze()
+    app = AIProxyMiddleware(inner_app(), config={"provider": CONFIG["routes"][0]["provider"]})
+    async with LifespanManager(app):
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0
+
+
+async def test_a_hook_added_after_start_up_gets_the_summaries():
+    """With nothing listening the gateway makes no summary; a hook added later (or a log
+    level raised later) is heard from the next request on, usage included."""
+    seen: list[str] = []
+    app = AIProxyMiddleware(inner_app(), config={"provider": {
+        "type": "openai", "apiTokens": ["sk-a"]}}, http_client=upstream(set(), seen))
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://gw")
+    assert (await client.post("/v1/chat/completions", json=CHAT)).status_code == 200
+    summaries: list = []
+    app.add_summary_hook(summaries.append)
+    assert (await client.post("/v1/chat/completions", json=CHAT)).status_code == 200
+    assert len(summaries) == 1
+    assert summaries[0].status == 200
+    assert summaries[0].total_tokens == OPENAI_ANSWER["usage"]["total_tokens"]
