@@ -17,6 +17,9 @@ from aiproxy_middleware import AIProxyMiddleware
 from aiproxy_middleware.transforms import fetch_policy
 from helpers import PUBLIC_IP, TLS, inner_app
 
+# upstream_paths.py's `upstream_path` fixture, for every module without importing it there
+pytest_plugins = ["upstream_paths"]
+
 
 @pytest.fixture(autouse=True)
 def dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:

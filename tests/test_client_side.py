@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 
-from upstream_paths import upstream_path  # noqa: F401 (a fixture)
 from upstream_server import RawServer, Served, chunk, response_head
 
 TOKEN = "sk-fault-SECRET"

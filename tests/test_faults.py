@@ -32,7 +32,7 @@ from asgi_lifespan import LifespanManager
 
 from aiproxy_middleware import AIProxyMiddleware
 from helpers import chat, inner_app
-from upstream_paths import UpstreamPath, upstream_path  # noqa: F401
+from upstream_paths import UpstreamPath
 from upstream_server import (RawServer, assert_no_secret_or_traceback, chunk, free_port,
                              response_head)
 

@@ -9,8 +9,10 @@
 - A large whole answer is skimmed by the usage tap, not decoded object by object: the event
   loop keeps running while one is relayed, and its usage is still counted.
 
-Upstreams are `RawServer`s on 127.0.0.1 (see upstream_server.py). A stream the gateway
-would relay for ever on today's main is bounded here by `HANG`, not by the CPU's speed.
+Upstreams are `RawServer`s on 127.0.0.1 (see upstream_server.py), reached both ways the
+middleware's upstream calls go (upstream_paths.py: its own default client, and an injected
+httpx client). A stream the gateway would relay for ever on today's main is bounded here by
+`HANG`, not by the CPU's speed.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from aiproxy_middleware.wire.sse import EventParser
 from aiproxy_middleware.wire.streams import WholeEvents
 from aiproxy_middleware.observe.tap import AnswerTap
 from helpers import inner_app
+from upstream_paths import UpstreamPath
 from upstream_server import RawServer, chunk, response_head
 
 TOKEN = "sk-bounds-SECRET"
@@ -233,10 +236,11 @@ def test_many_small_events_are_not_over_the_limit():
 # ---- streams through the gateway ---------------------------------------------------------
 
 @contextlib.asynccontextmanager
-async def gateway(config: dict) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of the middleware with its own (real) upstream client."""
-    app = AIProxyMiddleware(inner_app(), config=config)
+async def gateway(upstream_path: UpstreamPath, config: dict) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the middleware, whose upstream calls go `upstream_path`'s (real) way."""
+    app = upstream_path.middleware(config)
     async with LifespanManager(app):
+        upstream_path.check(app)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app),
                                      base_url="http://gateway.test", timeout=HANG) as client:
             yield client
@@ -295,9 +299,9 @@ def openai_error(body: bytes) -> dict:
 @pytest.mark.parametrize("kind", ["higress", "apisix", "dify"])
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
 async def test_an_oversized_line_or_event_ends_the_stream_and_closes_the_upstream(
-        spelling, kind, path):
+        spelling, kind, path, upstream_path):
     async with RawServer(endless_tail(kind, HUGE[spelling])) as up:
-        async with gateway(config_for(kind, up.url)) as client:
+        async with gateway(upstream_path, config_for(kind, up.url)) as client:
             r = await asyncio.wait_for(client.post(
                 path, json=MESSAGES if path == "/v1/messages" else STREAM), HANG)
         assert r.status_code == 200
@@ -315,11 +319,12 @@ async def test_an_oversized_line_or_event_ends_the_stream_and_closes_the_upstrea
 
 
 @pytest.mark.parametrize("kind", ["higress", "apisix", "dify"])
-async def test_max_sse_event_size_is_the_limit(kind):
+async def test_max_sse_event_size_is_the_limit(kind, upstream_path):
     """8 KiB lines: relayed under the default, an error with `maxSseEventSize: 4096`."""
     tail = b"data: " + b"x" * 8192 + b"\n\n"
     async with RawServer(endless_tail(kind, tail)) as up:
-        async with gateway(config_for(kind, up.url, maxSseEventSize=4096)) as client:
+        async with gateway(upstream_path,
+                           config_for(kind, up.url, maxSseEventSize=4096)) as client:
             r = await asyncio.wait_for(client.post("/v1/chat/completions", json=STREAM), HANG)
         assert openai_error(r.content)["code"] == "bad_upstream_response"
         assert await up.wait_peer_closed(within=5) is not None
@@ -340,14 +345,14 @@ def small_events(kind: str) -> bytes:
 
 
 @pytest.mark.parametrize("kind", ["higress", "apisix", "dify"])
-async def test_many_small_events_stream_as_before(kind):
+async def test_many_small_events_stream_as_before(kind, upstream_path):
     async def handler(server: RawServer, reader: Any, writer: Any) -> None:
         writer.write(response_head(content_type=b"text/event-stream"))
         writer.write(small_events(kind))
         await writer.drain()
 
     async with RawServer(handler) as up:
-        async with gateway(config_for(kind, up.url)) as client:
+        async with gateway(upstream_path, config_for(kind, up.url)) as client:
             r = await asyncio.wait_for(client.post("/v1/chat/completions", json=STREAM), HANG)
     assert r.status_code == 200
     assert r.content.count(b"z" * 1000) == 3000 and b'"error"' not in r.content
@@ -404,7 +409,7 @@ def test_a_skimmed_answer_reads_as_a_decoded_one(answer, want):
             tap.has_tool_calls) == want
 
 
-async def test_the_loop_keeps_running_while_a_large_answer_is_relayed():
+async def test_the_loop_keeps_running_while_a_large_answer_is_relayed(upstream_path):
     """A ticker runs while a 35 MB answer of 3 million keys is relayed: on today's main
     the tap held the loop for seconds; the generous bound is not about CPU speed."""
     body = many_keys(3_000_000)
@@ -427,9 +432,10 @@ async def test_the_loop_keeps_running_while_a_large_answer_is_relayed():
     seen: list[Summary] = []
     async with RawServer(handler) as up:
         app = AIProxyMiddleware(inner_app(), config=config_for("higress", up.url),
-                                on_summary=seen.append)
+                                on_summary=seen.append, http_client=upstream_path.injected)
         async with LifespanManager(app), httpx.AsyncClient(
                 transport=httpx.ASGITransport(app), base_url="http://gateway.test") as client:
+            upstream_path.check(app)
             task = asyncio.create_task(ticker())
             r = await asyncio.wait_for(client.post("/v1/chat/completions", json={
                 "model": "m", "messages": [{"role": "user", "content": "hi"}]}), HANG)

@@ -14,7 +14,7 @@ from asgi_lifespan import LifespanManager
 from starlette.applications import Starlette
 
 from aiproxy_middleware import AIProxyMiddleware
-from upstream_paths import UpstreamPath, upstream_path  # noqa: F401
+from upstream_paths import UpstreamPath
 from upstream_server import Served, Upstream, free_port
 
 

@@ -24,7 +24,6 @@ import respx
 
 from aiproxy_middleware import AIProxyMiddleware, ConfigError, load_config
 from helpers import CHAT, OPENAI_ANSWER, SSE_ANSWER, inner_app
-from upstream_paths import upstream_path  # noqa: F401 (a fixture)
 from upstream_server import Served, Upstream
 
 try:  # anthropic >= 2.12 takes clients of httpx2 (httpx's successor), not httpx
