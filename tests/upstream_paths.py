@@ -5,9 +5,9 @@
 - "httpx": an injected `httpx.AsyncClient` with httpx's own connection pool, which the
   middleware keeps going through httpx; the test closes it.
 
-A test module imports the `upstream_path` fixture (`from upstream_paths import
-upstream_path`) and takes it as an argument: the test then runs once per path, and its id
-names the path (`test_x[default-...]`, `test_x[httpx-...]`).
+The `upstream_path` fixture reaches every test module through `pytest_plugins` in
+conftest.py: a test takes it as an argument and then runs once per path, its id naming the
+path (`test_x[default-...]`, `test_x[httpx-...]`).
 """
 
 from __future__ import annotations
