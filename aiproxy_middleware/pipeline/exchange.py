@@ -18,6 +18,7 @@ import httpx
 from aiproxy_middleware.config.model import Limits
 from aiproxy_middleware.errors import (ProxyError, upstream_invalid, upstream_timeout,
                                        upstream_unreachable)
+from aiproxy_middleware.pipeline.call_clock import CallTimer, call_timer
 from aiproxy_middleware.pipeline.upstream_response import (failure_reason, framing, read_raw,
                                                            relayed_headers)
 from aiproxy_middleware.runtime.transport import USER_AGENT, DirectRequest, GatewayClient
@@ -121,31 +122,34 @@ class UpstreamExchange:
         client went away meanwhile (its call is dropped, quietly)."""
         limits = self.limits
         observer = self.observer
-        watcher = DisconnectWatcher(receive, WATCH_AFTER)
+        watcher = DisconnectWatcher(receive, None)
+        clock, timer = call_timer(limits.idle or limits.total, watcher, WATCH_AFTER)
         try:
-            async with asyncio.timeout(limits.idle or limits.total) as deadline:
-                observer.sent()
-                response = await client.send(request, stream=True)
-                observer.first_byte()
-                try:
-                    data = await self.read(response, deadline)
-                finally:
-                    await response.aclose()
-                    observer.received()
+            observer.sent()
+            response = await client.send(request, stream=True)
+            observer.first_byte()
+            try:
+                data = await self.read(response, timer)
+            finally:
+                await response.aclose()
+                observer.received()
         except (TimeoutError, httpx.TimeoutException):
             raise self.timeout() from None
         except httpx.TransportError as exc:
             raise self.unreachable(exc) from None
         except asyncio.CancelledError:
+            if timer.timed_out():
+                raise self.timeout() from None
             if not watcher.disconnected:
                 raise
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             return None
         finally:
+            clock.stop(timer)
             watcher.stop()
         return response, data
 
-    async def read(self, response: httpx.Response, deadline: asyncio.Timeout | None = None
+    async def read(self, response: httpx.Response, deadline: CallTimer | None = None
                    ) -> bytes:
         """The whole answer, decoded, within `max_bytes` (of decoded bytes); with `deadline`,
         an `idle` timeout applies to each read (APISIX's per-operation timeout)."""

@@ -13,6 +13,7 @@ import httpx
 from aiproxy_middleware.config.higress import DEFAULT_MAX_RESPONSE_SIZE
 from aiproxy_middleware.errors import ProxyError
 from aiproxy_middleware.observe.request import RequestObserver
+from aiproxy_middleware.pipeline.call_clock import CallTimer, call_timer
 from aiproxy_middleware.pipeline.exchange import (WATCH_AFTER, Limits, UpstreamExchange,
                                                   UpstreamFailure)
 from aiproxy_middleware.pipeline.upstream_response import (framing, is_json, is_sse, not_a_stream,
@@ -113,30 +114,27 @@ class Relay:
         observer = self.trace
         response: httpx.Response | None = None
         error: ProxyError | None = None
-        # (a stream over within WATCH_AFTER costs a timer, not a task: most of a watcher's
-        # cost is the task, and a client gone by then is noticed then)
-        watcher = DisconnectWatcher(receive, WATCH_AFTER)
+        # (a stream over within WATCH_AFTER costs no task: most of a watcher's cost is the
+        # task, and a client gone by then is noticed then)
+        watcher = DisconnectWatcher(receive, None)
         loop = asyncio.get_running_loop()
         stream_end = (loop.time() + limits.stream_duration if limits.stream_duration
                       else None)
+        clock, timer = call_timer(limits.idle or limits.total, watcher, WATCH_AFTER)
         try:
-            async with asyncio.timeout(limits.idle or limits.total) as deadline:
-                observer.sent()
-                response = await client.send(request, stream=True)
-                observer.first_byte()
-                if response.status_code < 400 and call.endpoint is not None \
-                        and not_a_stream(response, plan.plain):
-                    raise exchange.not_a_stream(response)
-                if response.status_code >= 400 or is_json(response) or (
-                        plan.plain and not is_sse(response)):
-                    await self._answer(call, response, await exchange.read(response))
-                else:
-                    await self._pump(response, plan, deadline, stream_end)
-        except (TimeoutError, httpx.TimeoutException):
-            if stream_end is not None and loop.time() >= stream_end:
-                error = exchange.overran()
+            observer.sent()
+            response = await client.send(request, stream=True)
+            observer.first_byte()
+            if response.status_code < 400 and call.endpoint is not None \
+                    and not_a_stream(response, plan.plain):
+                raise exchange.not_a_stream(response)
+            if response.status_code >= 400 or is_json(response) or (
+                    plan.plain and not is_sse(response)):
+                await self._answer(call, response, await exchange.read(response))
             else:
-                error = exchange.timeout()
+                await self._pump(response, plan, timer, stream_end)
+        except (TimeoutError, httpx.TimeoutException):
+            error = self._timed_out(stream_end)
         except ProxyError as exc:
             if not self.writer.started:
                 raise
@@ -144,18 +142,28 @@ class Relay:
         except httpx.TransportError as exc:
             error = exchange.unreachable(exc)
         except asyncio.CancelledError:
-            if not watcher.disconnected:
+            if timer.timed_out():
+                error = self._timed_out(stream_end)
+            elif not watcher.disconnected:
                 raise
-            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            else:
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
         finally:
+            clock.stop(timer)
             watcher.stop()
             if response is not None:
                 await response.aclose()
         if error is not None:
             await self.writer.fail_stream(error)
 
+    def _timed_out(self, stream_end: float | None) -> ProxyError:
+        """The error of a stream whose time ran out: its whole duration, or a timeout."""
+        if stream_end is not None and asyncio.get_running_loop().time() >= stream_end:
+            return self.exchange.overran()
+        return self.exchange.timeout()
+
     async def _pump(self, response: httpx.Response, plan: StreamPlan,
-                    deadline: asyncio.Timeout, stream_end: float | None) -> None:
+                    deadline: CallTimer, stream_end: float | None) -> None:
         """Relays a streamed answer, read by read: each within the limits, passed on in
         whole events, read by the observer, converted, scrubbed, then sent."""
         exchange = self.exchange

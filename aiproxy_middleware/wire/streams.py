@@ -173,24 +173,27 @@ class DisconnectWatcher:
     uvicorn drops what is sent after a disconnect without an error, so a relay learns that
     its client is gone only from `receive`. With `delay`, watching starts that many seconds
     later (a call over by then costs a timer, not a task; a disconnect before then is seen
-    when watching starts).
+    when watching starts); with None, when the caller says `watch()` (the call clock does,
+    call_clock.py).
     """
 
     __slots__ = ("disconnected", "_done", "_task", "_watch", "_receive")
 
-    def __init__(self, receive: Any, delay: float = 0.0) -> None:
+    def __init__(self, receive: Any, delay: float | None = 0.0) -> None:
         self.disconnected = False
         self._done = False
         self._task = asyncio.current_task()
         self._receive = receive
-        self._watch: asyncio.Future[None] | asyncio.TimerHandle
+        self._watch: asyncio.Future[None] | asyncio.TimerHandle | None = None
         if delay:
-            self._watch = asyncio.get_running_loop().call_later(delay, self._start)
-        else:
-            self._start()
+            self._watch = asyncio.get_running_loop().call_later(delay, self.watch)
+        elif delay is not None:
+            self.watch()
 
-    def _start(self) -> None:
-        self._watch = asyncio.ensure_future(self._run(self._receive))
+    def watch(self) -> None:
+        """Starts watching (once; not after `stop`)."""
+        if not self._done and not isinstance(self._watch, asyncio.Future):
+            self._watch = asyncio.ensure_future(self._run(self._receive))
 
     async def _run(self, receive: Any) -> None:
         while (await receive())["type"] != "http.disconnect":
@@ -201,4 +204,5 @@ class DisconnectWatcher:
 
     def stop(self) -> None:
         self._done = True
-        self._watch.cancel()
+        if self._watch is not None:
+            self._watch.cancel()

@@ -1,0 +1,107 @@
+"""One coarse timer for all the upstream calls in flight on an event loop: each call's
+deadline (its route's timeout: for the whole call, or moved on at every read) and when its
+client's connection starts being watched.
+
+`asyncio.timeout` and `call_later` set and cancel a timer handle each on every call (some
+8 µs of a relayed chat request, a tenth of the gateway's own work), and nearly every call
+ends long before either would fire. So a call is only noted here, and one timer, armed
+while calls are in flight, sweeps them every `TICK`: a deadline fires, and watching starts,
+at most one tick late. (`read_deadline.py` does the same for request bodies.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from typing import Any
+
+TICK = 0.02
+"""Seconds between sweeps: how late a timeout may fire."""
+
+
+class CallTimer:
+    """The deadline of one call (and the start of its client's watching). `reschedule`
+    moves the deadline, as `asyncio.Timeout.reschedule` does."""
+
+    __slots__ = ("task", "deadline", "watch_at", "watcher", "expired")
+
+    def __init__(self, task: asyncio.Task[Any], deadline: float | None,
+                 watch_at: float | None, watcher: Any) -> None:
+        self.task = task
+        self.deadline = deadline
+        self.watch_at = watch_at
+        self.watcher = watcher
+        self.expired = False
+        """Whether the deadline passed (the task was cancelled for it)."""
+
+    def reschedule(self, when: float) -> None:
+        self.deadline = when
+
+    def timed_out(self) -> bool:
+        """Called on the `CancelledError` the task is handling: whether it is this
+        deadline's alone (then it is taken back: the caller answers a timeout)."""
+        if not self.expired:
+            return False
+        self.expired = False
+        return self.task.uncancel() == 0
+
+
+class CallClock:
+    """The calls in flight on one event loop, swept by one timer."""
+
+    __slots__ = ("_loop", "_calls", "_handle", "_busy", "__weakref__")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._calls: dict[CallTimer, None] = {}
+        self._handle: asyncio.TimerHandle | None = None
+        self._busy = False
+
+    def start(self, timeout: float | None, watcher: Any = None,
+              watch_after: float | None = None) -> CallTimer:
+        """Notes the current task's call: cancelled `timeout` seconds from now (None:
+        never), and `watcher.watch()` called `watch_after` seconds from now."""
+        now = self._loop.time()
+        timer = CallTimer(asyncio.current_task(),  # type: ignore[arg-type]
+                          None if timeout is None else now + timeout,
+                          None if watch_after is None else now + watch_after, watcher)
+        self._calls[timer] = None
+        self._busy = True
+        if self._handle is None:
+            self._handle = self._loop.call_later(TICK, self._sweep)
+        return timer
+
+    def stop(self, timer: CallTimer) -> None:
+        self._calls.pop(timer, None)
+
+    def _sweep(self) -> None:
+        now = self._loop.time()
+        for timer in list(self._calls):
+            if timer.watch_at is not None and now >= timer.watch_at:
+                timer.watch_at = None
+                timer.watcher.watch()
+            deadline = timer.deadline
+            if deadline is not None and now >= deadline and not timer.expired:
+                timer.expired = True
+                timer.deadline = None
+                timer.task.cancel()
+        # kept armed for one idle tick so a busy server does not re-arm it per call
+        if self._calls or self._busy:
+            self._busy = False
+            self._handle = self._loop.call_later(TICK, self._sweep)
+        else:
+            self._handle = None
+
+
+_CLOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CallClock] = \
+    weakref.WeakKeyDictionary()
+
+
+def call_timer(timeout: float | None, watcher: Any = None,
+               watch_after: float | None = None) -> tuple[CallClock, CallTimer]:
+    """The running loop's clock, and the current task's call noted on it."""
+    loop = asyncio.get_running_loop()
+    clock = _CLOCKS.get(loop)
+    if clock is None:
+        clock = _CLOCKS[loop] = CallClock(loop)
+    return clock, clock.start(timeout, watcher, watch_after)
