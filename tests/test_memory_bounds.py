@@ -449,20 +449,20 @@ async def test_the_loop_keeps_running_while_a_large_answer_is_relayed(upstream_p
 # --- the parsed-URL cache: bounded however many models clients name ------------------------
 
 async def test_parsed_upstream_urls_are_bounded_by_count_and_length(gateway, respx_mock):
-    from aiproxy_middleware.pipeline import exchange
+    from aiproxy_middleware.pipeline.exchange import parsed_url as urls
 
     respx_mock.route(host="generativelanguage.googleapis.com").respond(json={
         "candidates": [{"content": {"role": "model", "parts": [{"text": "ok"}]},
                         "finishReason": "STOP"}]})
-    exchange._PARSED.clear()
+    urls.kept.clear()
     async with gateway({"provider": {"type": "gemini", "apiTokens": ["g-key"]}}) as client:
-        for i in range(exchange._PARSED_MAX + 40):  # each model is a URL of its own
+        for i in range(urls.most + 40):  # each model is a URL of its own
             r = await client.post("/v1/chat/completions", json={
                 "model": f"gemini-{i}", "messages": [{"role": "user", "content": "hi"}]})
             assert r.status_code == 200
-            assert len(exchange._PARSED) <= exchange._PARSED_MAX
-        long_model = "m" * (exchange._PARSED_LONGEST + 1)
+            assert len(urls.kept) <= urls.most
+        long_model = "m" * (urls.longest + 1)
         r = await client.post("/v1/chat/completions", json={
             "model": long_model, "messages": [{"role": "user", "content": "hi"}]})
         assert r.status_code == 200
-    assert not any(long_model in url for url in exchange._PARSED)
+    assert not any(long_model in url for url in urls.kept)

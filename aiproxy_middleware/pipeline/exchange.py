@@ -21,7 +21,8 @@ from aiproxy_middleware.errors import (ProxyError, upstream_invalid, upstream_ti
 from aiproxy_middleware.pipeline.call_clock import CallTimer, call_timer
 from aiproxy_middleware.pipeline.upstream_response import (failure_reason, framing, read_raw,
                                                            relayed_headers)
-from aiproxy_middleware.runtime.transport import USER_AGENT, DirectRequest, GatewayClient
+from aiproxy_middleware.runtime.transport import (USER_AGENT, DirectRequest, GatewayClient,
+                                                   ParsedUrls)
 from aiproxy_middleware.wire.encodings import (ACCEPT_ENCODING, Decoder, TooBig, Undecodable,
                                                decoded, decoder_for)
 from aiproxy_middleware.wire.streams import DisconnectWatcher
@@ -38,24 +39,8 @@ WATCH_AFTER = 0.1
 call is spared the watching task; a client gone by then is noticed then)."""
 
 
-_PARSED: dict[str, httpx.URL] = {}
-_PARSED_MAX = 256
-_PARSED_LONGEST = 2048
-
-
-def parsed_url(url: str) -> httpx.URL | str:
-    """httpx's parse of an upstream URL, kept: a route calls the same few URLs again and
-    again, and parsing one costs about a tenth of a request's time in the gateway.
-    httpx.URL is immutable. Bounded: at most `_PARSED_MAX` URLs of up to `_PARSED_LONGEST`
-    characters (a model name is part of some), then the cache starts afresh."""
-    parsed = _PARSED.get(url)
-    if parsed is None:
-        if len(url) > _PARSED_LONGEST:
-            return url
-        if len(_PARSED) >= _PARSED_MAX:
-            _PARSED.clear()
-        parsed = _PARSED[url] = httpx.URL(url)
-    return parsed
+parsed_url = ParsedUrls(httpx.URL)
+"""httpx's parse of an upstream URL (for a client other than the gateway's own), kept."""
 
 
 class UpstreamFailure(Exception):

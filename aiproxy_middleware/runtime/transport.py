@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -147,22 +147,33 @@ def _send_errors() -> Iterator[None]:
         raise httpx.NetworkError(type(exc).__name__) from None
 
 
-_URLS: dict[str, yarl.URL] = {}
-_URLS_MAX = 256
-_URL_LONGEST = 2048
+class ParsedUrls:
+    """A URL parser's results, kept: a route calls the same few upstream URLs again and
+    again, and a parse costs about a tenth of a request's time in the gateway (the parsed
+    URLs are immutable). Bounded: at most `most` URLs of up to `longest` characters (a
+    model name is part of some), then it starts afresh; a longer URL is not parsed here."""
+
+    __slots__ = ("_parse", "kept", "most", "longest")
+
+    def __init__(self, parse: Callable[[str], Any], most: int = 256, longest: int = 2048
+                 ) -> None:
+        self._parse = parse
+        self.kept: dict[str, Any] = {}
+        self.most = most
+        self.longest = longest
+
+    def __call__(self, url: str) -> Any:
+        parsed = self.kept.get(url)
+        if parsed is None:
+            if len(url) > self.longest:
+                return url
+            if len(self.kept) >= self.most:
+                self.kept.clear()
+            parsed = self.kept[url] = self._parse(url)
+        return parsed
 
 
-def _parsed(url: str) -> yarl.URL | str:
-    """yarl's parse of an upstream URL, kept: a route calls the same few URLs again and
-    again. Bounded: at most `_URLS_MAX` URLs of up to `_URL_LONGEST` characters."""
-    parsed = _URLS.get(url)
-    if parsed is None:
-        if len(url) > _URL_LONGEST:
-            return url
-        if len(_URLS) >= _URLS_MAX:
-            _URLS.clear()
-        parsed = _URLS[url] = yarl.URL(url)
-    return parsed
+_parsed = ParsedUrls(yarl.URL)
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
