@@ -28,7 +28,7 @@ USER_AGENT = "aiproxy-middleware"
 class DirectRequest:
     """An upstream request for the gateway's own client, as the exchange built it: sent by
     aiohttp as it is, with no httpx objects in between. Its time limits are the caller's
-    (the exchange bounds the whole call, or each read, with one asyncio timeout): aiohttp
+    (the call clock bounds the whole call, or each read; pipeline/call_clock.py): aiohttp
     keeps no timers of its own for it."""
 
     __slots__ = ("method", "url", "headers", "body")
