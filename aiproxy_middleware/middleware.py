@@ -22,6 +22,7 @@ from aiproxy_middleware.provider import Endpoint
 from aiproxy_middleware.runtime.tokens import TokenStore
 from aiproxy_middleware.runtime.transport import default_client
 from aiproxy_middleware.safety.urls import request_path_problem
+from aiproxy_middleware.state.store import MemoryStore, SharedStore
 
 logger = logging.getLogger("aiproxy_middleware")
 
@@ -81,9 +82,11 @@ class AIProxyMiddleware:
         self.states = RouteStates([*self.config.all_apisix(), *self.config.routes], token_store,
                                   lambda: self.http_client)
         self.health = self.states.health
+        self.store: SharedStore = MemoryStore()
+        """Limit counters and quota balances (issue 14: Redis when configured)."""
         self.services = Services(lambda: self.http_client, self.observer,
                                  self.read_deadlines, self.catalog, self.states,
-                                 self.config.image_fetch.policy, app)
+                                 self.config.image_fetch.policy, app, self.store)
 
     def add_summary_hook(self, hook: SummaryHook) -> None:
         """Call `hook` with the summary of every AI request from now on."""

@@ -32,6 +32,7 @@ from aiproxy_middleware.pipeline.route_state import RouteStates
 from aiproxy_middleware.pipeline.shaping import PASSTHROUGH, Request, shape
 from aiproxy_middleware.pipeline.summaries import summarize
 from aiproxy_middleware.provider import Call, Endpoint
+from aiproxy_middleware.state.store import SharedStore
 from aiproxy_middleware.transforms.fetch_policy import ImagePolicy
 from aiproxy_middleware.wire.json_body import JsonBody
 
@@ -55,6 +56,8 @@ class Services:
     """The config's `imageFetch`: which image URLs `prepare` may fetch."""
     app: Any
     """The wrapped app (APISIX 3.11 `passthrough` hands it the answer)."""
+    store: SharedStore
+    """Where limit counters and quota balances live (this process, or Redis)."""
 
 
 class Responder:

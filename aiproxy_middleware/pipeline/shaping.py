@@ -44,6 +44,8 @@ class Request:
     """Repeated keys are looked for at every depth (a logged body: the log shows what ran)."""
     bodiless: bool = False
     """An empty body is no body (protocol original forwards `GET /v1/files` as it is)."""
+    consumer: str | None = None
+    """The caller's consumer name, once identified (None: no identity is configured)."""
 
     def body(self) -> JsonBody:
         """A body of its own for an attempt (each shapes it differently)."""
