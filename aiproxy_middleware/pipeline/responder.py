@@ -192,7 +192,8 @@ class Responder:
                     else JsonBody({}, b""))
         check_request(scope["headers"], body)
         return Request(scope, data, self.api, self.anthropic, body,
-                       self.services.image_policy, payloads, route.api is Api.ORIGINAL)
+                       self.services.image_policy, payloads, route.api is Api.ORIGINAL,
+                       consumer=_consumer_header(scope["headers"]))
 
     async def _attempts(self, route: Route, turns: Turns, request: Request,
                         client: httpx.AsyncClient, receive: Any, send: Any) -> None:
@@ -294,6 +295,15 @@ def _api_of(path: str, body: JsonBody, route: Route) -> Endpoint | str:
         raise bad_request("no matching AI protocol for the request: send `messages` (chat)"
                           " or `input` (embeddings)", "invalid_request")
     return PASSTHROUGH
+
+
+def _consumer_header(headers: Sequence[tuple[bytes, bytes]]) -> str | None:
+    """Higress's convention when the gateway itself identifies no one: the consumer an
+    auth layer in front named in `x-mse-consumer`."""
+    for name, value in headers:
+        if name == b"x-mse-consumer" and value:
+            return value.decode("latin-1")
+    return None
 
 
 def _schema_311(route: Route) -> bool:
