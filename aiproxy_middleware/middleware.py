@@ -120,6 +120,9 @@ class AIProxyMiddleware:
                 return
             route = self.config.route_for(path)
             if route is not None:
+                if route.guards is not None and route.guards.admin_action(path):
+                    await Responder((route,), self.services).quota_admin(scope, receive, send)
+                    return
                 self.health.start()
                 endpoint = Endpoint.for_path(path)
                 asked = None if endpoint is not None else asked_for(path)

@@ -19,8 +19,9 @@ import msgspec
 import yaml
 from msgspec import Meta, Struct
 
-from aiproxy_middleware.config.apisix.compile import build_route, is_apisix_entry
+from aiproxy_middleware.config.apisix.compile import is_apisix_entry
 from aiproxy_middleware.config.fields import convert
+from aiproxy_middleware.config.guards import apisix_route, with_higress_limits
 from aiproxy_middleware.config.model import (Api, Candidate, HigressBody, Limits, Match,
                                              MethodPolicy, Observe, RetryPolicy, Route, Unsupported)
 from aiproxy_middleware.errors import ConfigError
@@ -73,11 +74,17 @@ class _TopLevel(Struct, rename="camel", forbid_unknown_fields=True):
     """A `module:function` called with every request's summary."""
     image_fetch: ImageFetch = msgspec.field(default_factory=ImageFetch)
     request_read_timeout: Annotated[int, Meta(ge=1, le=3600000)] = DEFAULT_REQUEST_READ_TIMEOUT
+    token_rate_limit: dict[str, Any] | None = None
+    quota: dict[str, Any] | None = None
 
 
-class _RouteEntry(Struct, forbid_unknown_fields=True):
+class _RouteEntry(Struct, rename="camel", forbid_unknown_fields=True):
     path: str
     provider: dict[str, Any]
+    token_rate_limit: dict[str, Any] | None = None
+    """Higress ai-token-ratelimit's fields (config/guards.py)."""
+    quota: dict[str, Any] | None = None
+    """Higress ai-quota's fields."""
 
 
 # The dialect's choices where the two differ (the README says them too):
@@ -182,12 +189,16 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any] | Config) -> Con
     apisix: dict[str, tuple[Route, ...]] = {}
     prefixed: list[Route] = []
     if top.provider is not None:
-        routes = [_route("/", top.provider, "provider", top)]
+        routes = [with_higress_limits(_route("/", top.provider, "provider", top),
+                                      top.token_rate_limit, top.quota, "")]
     else:
+        if top.token_rate_limit is not None or top.quota is not None:
+            raise ConfigError(f"{'tokenRateLimit' if top.token_rate_limit is not None else 'quota'}"
+                              ": with `routes`, give it in the route entries it limits")
         routes, seen = [], set()
         for i, raw in enumerate(top.routes or ()):
             if is_apisix_entry(raw):
-                route = build_route(raw, f"routes[{i}]", top.max_sse_event_size)
+                route = apisix_route(raw, f"routes[{i}]", top.max_sse_event_size)
                 if route.match is Match.STARTS:
                     prefixed.append(route)
                 else:
@@ -198,7 +209,9 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any] | Config) -> Con
             if prefix in seen:
                 raise ConfigError(f"routes[{i}].path: prefix {prefix!r} is configured twice")
             seen.add(prefix)
-            routes.append(_route(prefix, entry.provider, f"routes[{i}].provider", top))
+            routes.append(with_higress_limits(
+                _route(prefix, entry.provider, f"routes[{i}].provider", top),
+                entry.token_rate_limit, entry.quota, f"routes[{i}]"))
         if not routes and not apisix and not prefixed:
             raise ConfigError("routes: must list at least one route")
     routes.sort(key=lambda r: len(r.prefix), reverse=True)

@@ -24,6 +24,7 @@ from aiproxy_middleware.wire.sse import DEFAULT_MAX_EVENT_SIZE
 if TYPE_CHECKING:
     from aiproxy_middleware.config.apisix.exprs import Vars
     from aiproxy_middleware.config.apisix.schema import ActiveCheck, Override
+    from aiproxy_middleware.limits.guard import RouteLimits
     from aiproxy_middleware.observe.summary import SummaryHook
     from aiproxy_middleware.provider import Provider, UpstreamRequest
     from aiproxy_middleware.runtime.tokens import TokenRules
@@ -252,6 +253,9 @@ class Route:
     """Connection settings that differ from the gateway's shared client's, if any."""
     passthrough: bool = False
     """APISIX 3.11 `passthrough`: the answer becomes the body the wrapped app gets."""
+    guards: RouteLimits | None = None
+    """Token rate limits and quotas (Higress `tokenRateLimit`, `quota`; APISIX
+    `ai-rate-limiting`); None: the route counts nothing."""
 
     @property
     def provider(self) -> Provider:

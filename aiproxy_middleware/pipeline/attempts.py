@@ -4,6 +4,7 @@ relay that sends one attempt to its candidate."""
 
 from __future__ import annotations
 
+from collections.abc import Container
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -63,6 +64,11 @@ class Turns:
 
     async def report(self, token: str, status: int) -> None:
         """Count an attempt's answer (token health, under `failover`)."""
+
+    def without(self, names: Container[str]) -> bool:
+        """Drops the candidates named in `names` (instances over their token rate limit,
+        APISIX `fallback_strategy: rate_limiting`); whether any is left."""
+        return self.candidate.name not in names
 
     def catches(self, policy: RetryPolicy, attempts: int) -> bool:
         """Whether a retryable failure of this attempt is held back (to move on, or to end
@@ -126,6 +132,14 @@ class InstanceTurns(Turns):
         self.at = 0
         self.count = len(order)
         self.candidate = route.candidates[order[0]]
+
+    def without(self, names: Container[str]) -> bool:
+        order = [i for i in self.order[self.at:] if self.candidates[i].name not in names]
+        if not order:
+            return False
+        self.order, self.at, self.count = order, 0, len(order)
+        self.candidate = self.candidates[order[0]]
+        return True
 
     def has_next(self) -> bool:
         return self.at + 1 < len(self.order)

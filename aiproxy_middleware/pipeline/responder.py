@@ -18,6 +18,8 @@ import httpx
 from aiproxy_middleware.config.apisix.exprs import RequestView
 from aiproxy_middleware.config.model import Api, ApisixBody, Candidate, RetryPolicy, Route
 from aiproxy_middleware.errors import ProxyError, bad_request, upstream_unreachable
+from aiproxy_middleware.limits.guard import admit
+from aiproxy_middleware.limits.quota import MAX_ADMIN_BODY
 from aiproxy_middleware.observe.summary import Observer
 from aiproxy_middleware.pipeline.attempts import (CandidateRelay, Turns, decoded, retry_after,
                                                   turns_for)
@@ -97,6 +99,23 @@ class Responder:
         if self.route is not None and self.call is not None and not self.trace.quiet:
             await self._emit(self.route, error)
 
+    async def quota_admin(self, scope: Scope, receive: Any, send: Any) -> None:
+        """Higress ai-quota's admin endpoint (query, refresh, delta) of a route's `quota`."""
+        guards = self.routes[0].guards
+        try:
+            data = await read_body(receive, scope["headers"], MAX_ADMIN_BODY, False,
+                                   self.services.read_deadlines)
+            kind, body = await guards.quota.admin(  # type: ignore[union-attr]
+                guards.admin_action(scope["path"]), scope["method"],  # type: ignore[union-attr]
+                scope.get("query_string", b""), data, _consumer_header(scope["headers"]),
+                self.services.store)
+        except ProxyError as exc:
+            await self._fail(send, exc)
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", kind), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
     def _detect(self, path: str) -> None:
         """The API the path names (Higress), or the Messages API's answer format (APISIX)."""
         route = self.routes[0]
@@ -132,16 +151,24 @@ class Responder:
         observe = route.observe
         if observe.payloads:
             self.trace.keep_text()
-        if not self.services.observer.listening(bool(observe.summaries), observe.hooks):
+        if not self.services.observer.listening(bool(observe.summaries), observe.hooks) \
+                and route.guards is None:  # (limits count the answer's usage: it is read)
             self.trace.quiet = True
         if len(data) > route.max_body:  # (the largest route's limit was read)
             raise too_large(route.max_body)
         request = self._request(route, scope, data)
         state = self.services.states[route]
+        turns = turns_for(route, state, view, data)
+        guard = None
+        if route.guards is not None:  # token rate limits, quotas (limits/guard.py)
+            guard = await admit(route.guards, request, self.services.store)
+            send = guard.steer(turns, send, lambda: self.candidate)
         capture = Capture(send) if route.passthrough else None
-        await self._attempts(route, turns_for(route, state, view, data), request,
+        await self._attempts(route, turns, request,
                              state.http_client(self.services.http_client()), receive,
                              capture or send)
+        if guard is not None:
+            await guard.settle(self.trace.tap, self.candidate)
         if capture is not None:
             await pass_on(capture, scope, self.services.app)
 

@@ -1,0 +1,53 @@
+"""Fixtures the limit tests share (tests/test_token_ratelimit.py, test_quota.py,
+test_ai_rate_limiting.py): the shared store, and a gateway counting in it.
+
+`store` is the one place the store is made, so it can be parametrized over other
+`SharedStore`s (Redis) without touching the tests. Test files import these by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from aiproxy_middleware import AIProxyMiddleware
+from aiproxy_middleware.state.store import MemoryStore, SharedStore
+from helpers import inner_app
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[SharedStore]:
+    shared = MemoryStore()
+    yield shared
+    await shared.aclose()
+
+
+def counting_in(middleware: AIProxyMiddleware, shared: SharedStore) -> AIProxyMiddleware:
+    """`middleware` with its limits and quotas kept in `shared`."""
+    middleware.store = shared
+    middleware.services = dataclasses.replace(middleware.services, store=shared)
+    return middleware
+
+
+@pytest.fixture
+async def limited(upstream: httpx.AsyncClient,
+                  store: SharedStore) -> AsyncIterator[Any]:
+    """`limited(config)` -> a client of a middleware built on `config`, counting in `store`
+    (upstream calls go through `upstream`, for respx)."""
+    clients: list[httpx.AsyncClient] = []
+
+    def make(config: Any, **client: Any) -> httpx.AsyncClient:
+        middleware = counting_in(AIProxyMiddleware(inner_app(), config=config,
+                                                   http_client=upstream), store)
+        made = httpx.AsyncClient(transport=httpx.ASGITransport(middleware, **client),
+                                 base_url="http://gateway.test")
+        clients.append(made)
+        return made
+
+    yield make
+    for made in clients:
+        await made.aclose()
