@@ -17,8 +17,9 @@ from aiproxy_middleware import AIProxyMiddleware
 from aiproxy_middleware.transforms import fetch_policy
 from helpers import PUBLIC_IP, TLS, inner_app
 
-# upstream_paths.py's `upstream_path` fixture, for every module without importing it there
-pytest_plugins = ["upstream_paths"]
+# upstream_paths.py's `upstream_path` fixture and limit_fixtures.py's `store`/`limited`, for every
+# module without importing them there
+pytest_plugins = ["upstream_paths", "limit_fixtures"]
 
 
 @pytest.fixture(autouse=True)

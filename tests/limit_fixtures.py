@@ -2,7 +2,8 @@
 test_ai_rate_limiting.py): the shared store, and a gateway counting in it.
 
 `store` is the one place the store is made, so it can be parametrized over other
-`SharedStore`s (Redis) without touching the tests. Test files import these by name.
+`SharedStore`s (Redis) without touching the tests. conftest.py loads this module as a
+plugin (`pytest_plugins`), so every test file has them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,16 @@ import pytest
 from aiproxy_middleware import AIProxyMiddleware
 from aiproxy_middleware.state.store import MemoryStore, SharedStore
 from helpers import inner_app
+
+
+def chat_answer(total: int, completion: int = 1) -> dict[str, Any]:
+    """An upstream's chat answer whose usage counts `total` tokens (`completion` of them
+    the answer's)."""
+    return {"id": "c1", "object": "chat.completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": total - completion, "completion_tokens": completion,
+                      "total_tokens": total}}
 
 
 @pytest.fixture

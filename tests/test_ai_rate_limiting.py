@@ -10,18 +10,10 @@ import pytest
 
 from aiproxy_middleware import load_config
 from aiproxy_middleware.errors import ConfigError
-from helpers import chat, sse
-from limit_fixtures import limited, store  # noqa: F401 - fixtures
+from helpers import chat, openai_stream
+from limit_fixtures import chat_answer
 
 CHAT = chat("m")
-
-
-def answer(prompt: int, completion: int) -> dict[str, Any]:
-    return {"id": "c1", "object": "chat.completion", "created": 1, "model": "m",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
-                         "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                      "total_tokens": prompt + completion}}
 
 
 def instance(name: str, priority: int = 0) -> dict[str, Any]:
@@ -48,7 +40,7 @@ def single(limits: dict[str, Any]) -> dict[str, Any]:
 
 async def test_ai_proxy_limit_and_headers(limited, respx_mock):
     up = respx_mock.post("https://api.openai.com/v1/chat/completions").respond(
-        json=answer(6, 4))
+        json=chat_answer(10, 4))
     client = limited(single({"limit": 10, "time_window": 60}))
     r = await client.post("/chat", json=CHAT)
     assert r.status_code == 200
@@ -64,7 +56,7 @@ async def test_ai_proxy_limit_and_headers(limited, respx_mock):
 
 
 async def test_remaining_counts_down(limited, respx_mock):
-    respx_mock.post("https://api.openai.com/v1/chat/completions").respond(json=answer(2, 1))
+    respx_mock.post("https://api.openai.com/v1/chat/completions").respond(json=chat_answer(3, 1))
     client = limited(single({"limit": 10, "time_window": 60}))
     seen = [(await client.post("/chat", json=CHAT)).headers.get(
         "x-ai-ratelimit-remaining-ai-proxy-openai") for _ in range(5)]
@@ -72,7 +64,7 @@ async def test_remaining_counts_down(limited, respx_mock):
 
 
 async def test_headers_can_be_off_and_strategy_counts_one_side(limited, respx_mock, store):
-    respx_mock.post("https://api.openai.com/v1/chat/completions").respond(json=answer(50, 3))
+    respx_mock.post("https://api.openai.com/v1/chat/completions").respond(json=chat_answer(53, 3))
     client = limited(single({"limit": 5, "time_window": 60, "limit_strategy": "completion_tokens",
                              "show_limit_quota_header": False, "rejected_code": 429,
                              "rejected_msg": "enough"}))
@@ -86,8 +78,8 @@ async def test_headers_can_be_off_and_strategy_counts_one_side(limited, respx_mo
 
 
 async def test_over_instance_is_skipped_under_rate_limiting_fallback(limited, respx_mock):
-    a = respx_mock.post(url("a")).respond(json=answer(8, 2))
-    b = respx_mock.post(url("b")).respond(json=answer(1, 1))
+    a = respx_mock.post(url("a")).respond(json=chat_answer(10, 2))
+    b = respx_mock.post(url("b")).respond(json=chat_answer(2, 1))
     client = limited(multi({"instances": [{"name": "a", "limit": 10, "time_window": 60},
                                           {"name": "b", "limit": 4, "time_window": 60}]},
                            instance("a", 10), instance("b", 0),
@@ -105,8 +97,8 @@ async def test_over_instance_is_skipped_under_rate_limiting_fallback(limited, re
 
 
 async def test_string_strategy_skips_too(limited, respx_mock):
-    a = respx_mock.post(url("a")).respond(json=answer(5, 5))
-    b = respx_mock.post(url("b")).respond(json=answer(1, 1))
+    a = respx_mock.post(url("a")).respond(json=chat_answer(10, 5))
+    b = respx_mock.post(url("b")).respond(json=chat_answer(2, 1))
     client = limited(multi({"instances": [{"name": "a", "limit": 10, "time_window": 60}]},
                            instance("a", 10), instance("b", 0),
                            fallback_strategy="instance_health_and_rate_limiting"))
@@ -116,8 +108,8 @@ async def test_string_strategy_skips_too(limited, respx_mock):
 
 
 async def test_without_fallback_the_over_instance_refuses(limited, respx_mock):
-    a = respx_mock.post(url("a")).respond(json=answer(5, 5))
-    b = respx_mock.post(url("b")).respond(json=answer(1, 1))
+    a = respx_mock.post(url("a")).respond(json=chat_answer(10, 5))
+    b = respx_mock.post(url("b")).respond(json=chat_answer(2, 1))
     client = limited(multi({"instances": [{"name": "a", "limit": 10, "time_window": 60}],
                             "rejected_code": 429},
                            instance("a", 10), instance("b", 0)))
@@ -127,8 +119,8 @@ async def test_without_fallback_the_over_instance_refuses(limited, respx_mock):
 
 
 async def test_instances_without_their_own_share_the_route_window(limited, respx_mock):
-    respx_mock.post(url("a")).respond(json=answer(3, 3))
-    respx_mock.post(url("b")).respond(json=answer(3, 3))
+    respx_mock.post(url("a")).respond(json=chat_answer(6, 3))
+    respx_mock.post(url("b")).respond(json=chat_answer(6, 3))
     client = limited(multi({"limit": 6, "time_window": 60}, instance("a", 10), instance("b", 0),
                            fallback_strategy=["rate_limiting"]))
     assert (await client.post("/chat", json=CHAT)).status_code == 200
@@ -137,11 +129,8 @@ async def test_instances_without_their_own_share_the_route_window(limited, respx
 
 
 async def test_streamed_and_messages_usage_counted(limited, respx_mock, store):
-    stream = sse({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
-                  "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}]},
-                 {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
-                  "choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 3,
-                                           "total_tokens": 5}}, "[DONE]")
+    stream = openai_stream({"content": "hi"}, usage={"prompt_tokens": 2, "completion_tokens": 3,
+                                                     "total_tokens": 5})
     respx_mock.post(url("a")).respond(content=stream, headers={"content-type": "text/event-stream"})
     client = limited({"routes": [{"id": "r1", "uri": "/v1/messages", "plugins": {
         "ai-proxy-multi": {"instances": [instance("a")]},
@@ -156,7 +145,7 @@ async def test_streamed_and_messages_usage_counted(limited, respx_mock, store):
 
 
 async def test_flat_entry_form(limited, respx_mock):
-    respx_mock.post("https://api.openai.com/v1/chat/completions").respond(json=answer(5, 5))
+    respx_mock.post("https://api.openai.com/v1/chat/completions").respond(json=chat_answer(10, 5))
     client = limited({"routes": [{"path": "/chat", "provider": "openai",
                                   "auth": {"header": {"Authorization": "Bearer k"}},
                                   "ai-rate-limiting": {"limit": 10, "time_window": 60,

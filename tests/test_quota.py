@@ -10,19 +10,12 @@ import pytest
 
 from aiproxy_middleware import load_config
 from aiproxy_middleware.errors import ConfigError
-from helpers import CHAT, chat, sse
-from limit_fixtures import limited, store  # noqa: F401 - fixtures
+from helpers import CHAT, chat, openai_stream
+from limit_fixtures import chat_answer
 
 URL = "https://api.openai.com/v1/chat/completions"
 ADMIN = {"x-mse-consumer": "root"}
 FORM = {"content-type": "application/x-www-form-urlencoded"}
-
-
-def answer(total: int) -> dict[str, Any]:
-    return {"id": "c1", "object": "chat.completion", "created": 1, "model": "m",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
-                         "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": total - 1, "completion_tokens": 1, "total_tokens": total}}
 
 
 def config(**quota: Any) -> dict[str, Any]:
@@ -51,7 +44,7 @@ async def test_admin_sets_queries_and_adds(limited):
 
 
 async def test_quota_is_spent_then_refused(limited, respx_mock, store):
-    up = respx_mock.post(URL).respond(json=answer(30))
+    up = respx_mock.post(URL).respond(json=chat_answer(30))
     client = limited(config())
     await store.balance_set("chat_quota:alice", 50)
     assert (await client.post("/v1/chat/completions", json=CHAT, headers=as_("alice"))
@@ -67,7 +60,7 @@ async def test_quota_is_spent_then_refused(limited, respx_mock, store):
 
 
 async def test_unset_or_zero_balance_is_refused(limited, respx_mock, store):
-    up = respx_mock.post(URL).respond(json=answer(1))
+    up = respx_mock.post(URL).respond(json=chat_answer(1))
     client = limited(config())
     assert (await client.post("/v1/chat/completions", json=CHAT, headers=as_("bob"))
             ).status_code == 403
@@ -78,7 +71,7 @@ async def test_unset_or_zero_balance_is_refused(limited, respx_mock, store):
 
 
 async def test_no_consumer_is_401(limited, respx_mock):
-    up = respx_mock.post(URL).respond(json=answer(1))
+    up = respx_mock.post(URL).respond(json=chat_answer(1))
     client = limited(config())
     r = await client.post("/v1/chat/completions", json=CHAT)
     assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
@@ -88,11 +81,8 @@ async def test_no_consumer_is_401(limited, respx_mock):
 
 
 async def test_streamed_and_anthropic_answers_are_spent(limited, respx_mock, store):
-    stream = sse({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
-                  "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}]},
-                 {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
-                  "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4,
-                                           "total_tokens": 7}}, "[DONE]")
+    stream = openai_stream({"content": "hi"}, usage={"prompt_tokens": 3, "completion_tokens": 4,
+                                                     "total_tokens": 7})
     respx_mock.post(URL).respond(content=stream, headers={"content-type": "text/event-stream"})
     client = limited(config(redis_key_prefix="q:"))
     await store.balance_set("q:alice", 100)
@@ -149,7 +139,7 @@ async def test_bad_admin_calls(limited, store, path, method, data, status):
 
 
 async def test_admin_on_a_route_entry(limited, respx_mock, store):
-    respx_mock.post(URL).respond(json=answer(5))
+    respx_mock.post(URL).respond(json=chat_answer(5))
     client = limited({"routes": [{"path": "/team", "provider": {"type": "openai", "apiTokens": ["k"]},
                                   "quota": {"admin_consumer": "root"}},
                                  {"path": "/open", "provider": {"type": "openai", "apiTokens": ["k"]}}]})

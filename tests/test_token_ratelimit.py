@@ -12,18 +12,11 @@ import pytest
 
 from aiproxy_middleware import load_config
 from aiproxy_middleware.errors import ConfigError
-from helpers import CHAT, chat, sent_json, sse
-from limit_fixtures import limited, store  # noqa: F401 - fixtures
+from helpers import CHAT, chat, openai_stream, sent_json
+from limit_fixtures import chat_answer
 
 URL = "https://api.openai.com/v1/chat/completions"
 CLAUDE_URL = "https://api.anthropic.com/v1/messages"
-
-
-def answer(total: int = 10) -> dict[str, Any]:
-    return {"id": "c1", "object": "chat.completion", "created": 1, "model": "m",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
-                         "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": total - 1, "completion_tokens": 1, "total_tokens": total}}
 
 
 def config(**limit: Any) -> dict[str, Any]:
@@ -41,7 +34,7 @@ def as_(consumer: str) -> dict[str, str]:
 
 
 async def test_refused_before_upstream_with_retry_after(limited, respx_mock):
-    up = respx_mock.post(URL).respond(json=answer(10))
+    up = respx_mock.post(URL).respond(json=chat_answer(10))
     client = limited(by_consumer(token_per_minute=10))
     assert (await client.post("/v1/chat/completions", json=CHAT, headers=as_("alice"))
             ).status_code == 200
@@ -57,7 +50,7 @@ async def test_refused_before_upstream_with_retry_after(limited, respx_mock):
 
 
 async def test_under_the_limit_is_served(limited, respx_mock, store):
-    respx_mock.post(URL).respond(json=answer(4))
+    respx_mock.post(URL).respond(json=chat_answer(4))
     client = limited(by_consumer(token_per_minute=10))
     for _ in range(3):  # 0, 4, 8 tokens held before each: all under 10
         assert (await client.post("/v1/chat/completions", json=CHAT, headers=as_("alice"))
@@ -69,7 +62,7 @@ async def test_under_the_limit_is_served(limited, respx_mock, store):
 
 
 async def test_anthropic_error_shape_on_messages(limited, respx_mock):
-    respx_mock.post(URL).respond(json=answer(10))
+    respx_mock.post(URL).respond(json=chat_answer(10))
     client = limited(by_consumer(token_per_minute=10))
     body = {"model": "gpt-4o", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
     first = await client.post("/v1/messages", json=body, headers=as_("alice"))
@@ -80,15 +73,8 @@ async def test_anthropic_error_shape_on_messages(limited, respx_mock):
                                                    "message": "Too many requests"}}
 
 
-def _chunk(choices: list[Any], usage: Any = None) -> dict[str, Any]:
-    return {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
-            "choices": choices, "usage": usage}
-
-
 async def test_streamed_usage_is_counted(limited, respx_mock, store):
-    stream = sse(_chunk([{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}]),
-                 _chunk([], {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}),
-                 "[DONE]")
+    stream = openai_stream({"content": "hi"})  # (19 tokens)
     up = respx_mock.post(URL).respond(content=stream,
                                       headers={"content-type": "text/event-stream"})
     client = limited(by_consumer(token_per_minute=100))
@@ -124,7 +110,7 @@ async def test_answers_without_usage_count_nothing(limited, respx_mock, store):
 
 
 async def test_window_resets(limited, respx_mock):
-    up = respx_mock.post(URL).respond(json=answer(5))
+    up = respx_mock.post(URL).respond(json=chat_answer(5))
     client = limited(config(global_threshold={"token_per_second": 5}))
     assert (await client.post("/v1/chat/completions", json=CHAT)).status_code == 200
     r = await client.post("/v1/chat/completions", json=CHAT)
@@ -135,7 +121,7 @@ async def test_window_resets(limited, respx_mock):
 
 
 async def test_global_threshold_covers_every_caller(limited, respx_mock):
-    respx_mock.post(URL).respond(json=answer(10))
+    respx_mock.post(URL).respond(json=chat_answer(10))
     client = limited(config(global_threshold={"token_per_hour": 10}))
     assert (await client.post("/v1/chat/completions", json=CHAT, headers=as_("alice"))
             ).status_code == 200
@@ -144,7 +130,7 @@ async def test_global_threshold_covers_every_caller(limited, respx_mock):
 
 
 async def test_star_key_gives_each_value_its_own_window(limited, respx_mock):
-    respx_mock.post(URL).respond(json=answer(3))
+    respx_mock.post(URL).respond(json=chat_answer(3))
     client = limited(config(rule_items=[{"limit_by_per_header": "X-User", "limit_keys": [
         {"key": "*", "token_per_minute": 3}]}]))
     ok = await client.post("/v1/chat/completions", json=CHAT, headers={"x-user": "a"})
@@ -158,7 +144,7 @@ async def test_star_key_gives_each_value_its_own_window(limited, respx_mock):
 
 
 async def test_regexp_keys_and_first_match_per_item(limited, respx_mock):
-    respx_mock.post(URL).respond(json=answer(3))
+    respx_mock.post(URL).respond(json=chat_answer(3))
     client = limited(config(rule_items=[{"limit_by_per_param": "apikey", "limit_keys": [
         {"key": "regexp:^a", "token_per_minute": 3},
         {"key": "*", "token_per_minute": 100}]}]))
@@ -171,7 +157,7 @@ async def test_regexp_keys_and_first_match_per_item(limited, respx_mock):
 
 
 async def test_exact_keys(limited, respx_mock):
-    respx_mock.post(URL).respond(json=answer(3))
+    respx_mock.post(URL).respond(json=chat_answer(3))
     client = limited(config(rule_items=[{"limit_by_cookie": "team", "limit_keys": [
         {"key": 42, "token_per_minute": 3}]}]))
     cookie = {"cookie": "a=1; team=42"}
@@ -184,7 +170,7 @@ async def test_exact_keys(limited, respx_mock):
 
 
 async def test_per_ip_from_peer_and_header(limited, respx_mock, store):
-    respx_mock.post(URL).respond(json=answer(3))
+    respx_mock.post(URL).respond(json=chat_answer(3))
     peer = limited(config(rule_items=[{"limit_by_per_ip": "from-remote-addr", "limit_keys": [
         {"key": "10.0.0.0/8", "token_per_minute": 3}]}]), client=("10.1.2.3", 5000))
     assert (await peer.post("/v1/chat/completions", json=CHAT)).status_code == 200
@@ -208,7 +194,7 @@ async def test_per_ip_from_peer_and_header(limited, respx_mock, store):
 
 
 async def test_rejected_code_and_message(limited, respx_mock):
-    respx_mock.post(URL).respond(json=answer(10))
+    respx_mock.post(URL).respond(json=chat_answer(10))
     cfg = config(global_threshold={"token_per_minute": 10}, rejected_code=503,
                  rejected_msg="slow down")
     client = limited(cfg)
@@ -218,7 +204,7 @@ async def test_rejected_code_and_message(limited, respx_mock):
 
 
 async def test_request_limit_type_counts_requests(limited, respx_mock):
-    up = respx_mock.post(URL).respond(json=answer(1000))
+    up = respx_mock.post(URL).respond(json=chat_answer(1000))
     client = limited(config(rule_items=[{"limit_by_header": "x-app", "limit_keys": [
         {"key": "cli", "token_per_minute": 2, "limit_type": "request"}]}]))
     codes = [(await client.post("/v1/chat/completions", json=CHAT, headers={"x-app": "cli"})
@@ -227,7 +213,7 @@ async def test_request_limit_type_counts_requests(limited, respx_mock):
 
 
 async def test_route_entries_and_hostile_values(limited, respx_mock, store):
-    respx_mock.post(URL).respond(json=answer(1))
+    respx_mock.post(URL).respond(json=chat_answer(1))
     client = limited({"routes": [{"path": "/ai", "provider": {"type": "openai", "apiTokens": ["k"]},
                                   "tokenRateLimit": {"rule_name": "r", "rule_items": [
                                       {"limit_by_per_header": "x-user",

@@ -9,6 +9,7 @@ with the request's turns, and `Admission.settle` after the answer; a route witho
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from aiproxy_middleware.state.store import SharedStore
 
 Send = Callable[[dict[str, Any]], Any]
+logger = logging.getLogger("aiproxy_middleware")
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +136,12 @@ class Admission:
 
     async def settle(self, tap: AnswerTap, candidate: Candidate | None) -> None:
         """Counts the answer's tokens (answers without usage count nothing)."""
+        try:
+            await self._settle(tap, candidate)
+        except Exception as exc:  # noqa: BLE001 - the answer is already the client's
+            logger.warning("aiproxy: an answer's tokens were not counted: %s", type(exc).__name__)
+
+    async def _settle(self, tap: AnswerTap, candidate: Candidate | None) -> None:
         tap.close()  # (an event left without its blank line at the end of a stream)
         if not tap.has_usage:
             return
