@@ -5,6 +5,7 @@ streamed, converted or not) are counted after it."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from typing import Any
 
@@ -12,7 +13,8 @@ import pytest
 
 from aiproxy_middleware import load_config
 from aiproxy_middleware.errors import ConfigError
-from helpers import CHAT, chat, openai_stream, sent_json
+from aiproxy_middleware.state.store import MemoryStore
+from helpers import CHAT, chat, named_sse, openai_stream, sent_json
 from limit_fixtures import chat_answer
 
 URL = "https://api.openai.com/v1/chat/completions"
@@ -97,6 +99,31 @@ async def test_converting_provider_usage_is_counted(limited, respx_mock, store):
     assert r.status_code == 200 and r.json()["usage"]["total_tokens"] == 12
     key = "higress-token-ratelimit:{chat}:limit_by_consumer:60:x-mse-consumer:alice"
     assert (await store.window_get(key))[0] == 12
+
+
+async def test_converting_provider_stream_usage_is_counted(limited, respx_mock, store):
+    stream = named_sse(
+        {"type": "message_start", "message": {
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
+            "content": [], "stop_reason": None, "usage": {"input_tokens": 6, "output_tokens": 1}}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+         "usage": {"output_tokens": 9}},
+        {"type": "message_stop"})
+    respx_mock.post(CLAUDE_URL).respond(content=stream,
+                                        headers={"content-type": "text/event-stream"})
+    cfg = by_consumer(token_per_minute=15)
+    cfg["provider"] = {"type": "claude", "apiTokens": ["sk-ant"]}
+    client = limited(cfg)
+    r = await client.post("/v1/chat/completions", json=chat("claude-x", stream=True),
+                          headers=as_("alice"))
+    assert r.status_code == 200 and b"data: [DONE]" in r.content
+    key = "higress-token-ratelimit:{chat}:limit_by_consumer:60:x-mse-consumer:alice"
+    assert (await store.window_get(key))[0] == 15
+    assert (await client.post("/v1/chat/completions", json=chat("claude-x"),
+                              headers=as_("alice"))).status_code == 429
 
 
 async def test_answers_without_usage_count_nothing(limited, respx_mock, store):
@@ -221,8 +248,19 @@ async def test_route_entries_and_hostile_values(limited, respx_mock, store):
     long = "x" * 5000
     r = await client.post("/ai/v1/chat/completions", json=CHAT, headers={"x-user": long})
     assert r.status_code == 200
-    [key] = [k for k in store._windows]  # (MemoryStore's own table: the one key made)
-    assert len(key) < 200 and long not in key
+    named = "sha256:" + hashlib.sha256(long.encode()).hexdigest()  # not the value itself
+    key = f"higress-token-ratelimit:{{r}}:limit_by_per_header:86400:x-user:{named}"
+    assert (await store.window_get(key))[0] == 1
+
+
+async def test_memory_store_drops_closed_windows():
+    shared, clock = MemoryStore(), [0.0]
+    shared._now = lambda: clock[0]
+    for i in range(20000):  # one window per value, each closed a second later
+        await shared.window_add(f"v{i}", 1, 1)
+        clock[0] += 0.01
+    assert len(shared._windows) < 5000
+    assert (await shared.window_get("v19999"))[0] == 1
 
 
 @pytest.mark.parametrize(("limit", "where"), [

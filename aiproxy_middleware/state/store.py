@@ -43,6 +43,9 @@ class SharedStore(Protocol):
         ...
 
 
+_SWEEP_FLOOR = 4096
+
+
 class MemoryStore:
     """`SharedStore` in this process: one worker's own counts."""
 
@@ -51,6 +54,7 @@ class MemoryStore:
         self._windows: dict[str, tuple[int, float]] = {}
         """key -> (count, the monotonic time its window ends)"""
         self._balances: dict[str, int] = {}
+        self._sweep_at = _SWEEP_FLOOR
 
     def _open(self, key: str) -> tuple[int, float] | None:
         entry = self._windows.get(key)
@@ -68,9 +72,17 @@ class MemoryStore:
     async def window_add(self, key: str, amount: int, window: float) -> tuple[int, float]:
         entry = self._open(key)
         now = self._now()
+        if entry is None and len(self._windows) >= self._sweep_at:
+            self._sweep(now)
         count, ends = (amount, now + window) if entry is None else (entry[0] + amount, entry[1])
         self._windows[key] = (count, ends)
         return count, ends - now
+
+    def _sweep(self, now: float) -> None:
+        """Drops every closed window, once the table has doubled since the last sweep: the
+        windows of values seen once (a per-value `*` rule's) do not pile up."""
+        self._windows = {k: v for k, v in self._windows.items() if v[1] > now}
+        self._sweep_at = max(_SWEEP_FLOOR, 2 * len(self._windows))
 
     async def balance_get(self, key: str) -> int | None:
         return self._balances.get(key)
