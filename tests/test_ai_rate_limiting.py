@@ -55,6 +55,16 @@ async def test_ai_proxy_limit_and_headers(limited, respx_mock):
     assert r.json()["error"]["message"]
 
 
+async def test_ai_proxy_instance_by_its_apisix_name(limited, respx_mock):
+    respx_mock.post("https://api.openai.com/v1/chat/completions").respond(json=chat_answer(5))
+    client = limited(single({"instances": [{"name": "ai-proxy-openai", "limit": 5,
+                                            "time_window": 60}]}))
+    assert (await client.post("/chat", json=CHAT)).status_code == 200
+    assert (await client.post("/chat", json=CHAT)).status_code == 503
+    with pytest.raises(ConfigError, match=r"'openai' is not an instance of this route"):
+        load_config(single({"instances": [{"name": "openai", "limit": 5, "time_window": 60}]}))
+
+
 async def test_remaining_counts_down(limited, respx_mock):
     respx_mock.post("https://api.openai.com/v1/chat/completions").respond(json=chat_answer(3, 1))
     client = limited(single({"limit": 10, "time_window": 60}))

@@ -63,6 +63,16 @@ async def test_under_the_limit_is_served(limited, respx_mock, store):
             ).status_code == 429
 
 
+async def test_two_gateways_on_one_store_share_a_limit(limited, respx_mock):
+    up = respx_mock.post(URL).respond(json=chat_answer(10))
+    one, two = limited(by_consumer(token_per_minute=10)), limited(by_consumer(token_per_minute=10))
+    assert (await one.post("/v1/chat/completions", json=CHAT, headers=as_("alice"))
+            ).status_code == 200
+    assert (await two.post("/v1/chat/completions", json=CHAT, headers=as_("alice"))
+            ).status_code == 429
+    assert up.call_count == 1
+
+
 async def test_anthropic_error_shape_on_messages(limited, respx_mock):
     respx_mock.post(URL).respond(json=chat_answer(10))
     client = limited(by_consumer(token_per_minute=10))
