@@ -206,9 +206,39 @@ def middleware_apisix_app(upstream: str) -> Any:
         "override": {"endpoint": upstream + "/chat/completions"}}]})
 
 
+CONSUMER_KEY = "ck-bench-7LmQ2vRt9XwZ4pNs8KdF3hJy6BcGa5Ue"
+"""The credential every benchmark request carries (`Authorization: Bearer`): the guarded
+targets check it; the others ignore it."""
+REDIS_ENV = "AIPROXY_BENCH_REDIS"
+"""The URL of the run's redis-server, for the target that keeps its counts there."""
+
+
+def middleware_guarded_app(upstream: str, redis_url: str | None = None) -> Any:
+    """The plain route plus what issue 14 adds to each request: the caller identified by its
+    key (one of 100 consumers), a route allow list, and a per-consumer token limit high
+    enough never to refuse (each request is checked, then its usage counted), kept in this
+    process or, with `redis_url`, in Redis."""
+    from aiproxy_middleware import AIProxyMiddleware
+    consumers = [{"name": f"team-{i}", "credential": f"ck-bench-{i:02d}-{'x' * 24}"}
+                 for i in range(99)] + [{"name": "bench", "credential": CONSUMER_KEY}]
+    config: dict[str, Any] = {"consumers": consumers, "routes": [{
+        "path": "/v1", "allow": ["bench", "team-1"],
+        "provider": {"type": "openai", "apiTokens": [API_TOKEN], "openaiCustomUrl": upstream},
+        "tokenRateLimit": {"rule_name": "bench", "rule_items": [{
+            "limit_by_per_consumer": "",
+            "limit_keys": [{"key": "*", "token_per_minute": 10 ** 12}]}]}}]}
+    if redis_url:
+        config["redis"] = {"url": redis_url}
+    return AIProxyMiddleware(app_404, config=config)
+
+
 def target_app(kind: str, upstream: str, stream: bool) -> Any:
     if kind == "middleware":
         return middleware_app(upstream)
+    if kind == "middleware-guarded":
+        return middleware_guarded_app(upstream)
+    if kind == "middleware-guarded-redis":
+        return middleware_guarded_app(upstream, os.environ[REDIS_ENV])
     if kind == "middleware-apisix":
         return middleware_apisix_app(upstream)
     if kind == "server-only":

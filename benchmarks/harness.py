@@ -108,6 +108,20 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], what: str, log: Path | N
                 + (f"; its log:\n{tail(log)}" if log else ""))
 
 
+def start_redis(procs: Procs, tmp: Path, cpus: set[int] | None) -> str:
+    """A throwaway redis-server on 127.0.0.1 (Debian's package; nothing saved to disk) for
+    the targets that share state through Redis; its URL."""
+    server = shutil.which("redis-server")
+    if server is None:
+        raise Abort("redis-server is missing: install Debian's redis-server package")
+    port = free_port()
+    log = tmp / "redis.log"
+    proc = procs.start([server, "--port", str(port), "--bind", HOST, "--save", "",
+                        "--appendonly", "no", "--dir", str(tmp)], cpus, log)
+    wait_port(port, proc, "redis-server", log)
+    return f"redis://{HOST}:{port}/0"
+
+
 def tail(path: Path | None, n: int = 30) -> str:
     if path is None or not path.exists():
         return "(no log)"

@@ -139,7 +139,40 @@ def key_figures(results: Results, workers: dict[str, str],
                                  f" {a.get('p99_us')} vs {b.get('p99_us')} us)")
     if len(secondary) > 1:
         lines += secondary
+    lines += guarded_figures(results, workers)
     return lines, checks
+
+
+GUARDED = ("middleware-guarded", "middleware-guarded-redis")
+
+
+def guarded_figures(results: Results, workers: dict[str, str]) -> list[str]:
+    """Issue 14's figures: what identifying the caller and checking and counting its token
+    limit cost per request (in this process, and in Redis), as each guarded target's req/s
+    against the plain route's in the same scenario; and how the Redis-backed target scales
+    with workers that share one Redis."""
+    lines = []
+    for scen, per in results.items():
+        plain = per.get("middleware")
+        for target in GUARDED:
+            r = per.get(target)
+            if plain and r:
+                lines.append(f"  {scen:<10} {target} / middleware"
+                             f" {fmt_ratio(ratio(r['rps'], plain['rps']))} req/s"
+                             f" (p99 {r['p99_us'] / 1000:.2f} vs {plain['p99_us'] / 1000:.2f} ms)")
+    for many, one in workers.items():
+        for target in GUARDED:
+            x = ratio(results.get(many, {}).get(target, {}).get("rps"),
+                      results.get(one, {}).get(target, {}).get("rps"))
+            if x is not None:
+                shared = ("state shared in one Redis" if target.endswith("redis")
+                          else "each worker its own counts")
+                lines.append(f"  {many:<10} {target}: {many.rsplit('-w', 1)[-1]} workers / 1"
+                             f" {fmt_ratio(x)} req/s ({shared})")
+    if lines:
+        lines.insert(0, "Issue 14: consumers and a token limit per request, against the plain"
+                        " route (middleware) in this run:")
+    return lines
 
 
 def table(results: Results, markdown: bool) -> str:

@@ -53,11 +53,11 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from bench_apps import (CHAT_ANSWER, STREAM_EVENTS, request_body, serve_python_upstream,
-                        serve_target, stream_answer)
+from bench_apps import (CHAT_ANSWER, CONSUMER_KEY, REDIS_ENV, STREAM_EVENTS, request_body,
+                        serve_python_upstream, serve_target, stream_answer)
 from harness import (HERE, HOST, ROOT, Abort, Procs, children_cpu_seconds, child_env,
                      cpu_by_process, free_port, machine_busy_seconds, process_tree,
-                     run_with_children, tail, wait_port)
+                     run_with_children, start_redis, tail, wait_port)
 # soak.py takes these from here.
 from bench_apps import app_404, server_impls  # noqa: F401
 from harness import split_request  # noqa: F401
@@ -67,7 +67,9 @@ from report import FLOOR, FLOORS, key_figures, ratio, table
 # Every target; DEFAULT_TARGETS are those a run measures unless told (issue 13's floor,
 # floor-aiohttp, and the middleware's, floor-httpx-aiohttp, among them).
 TARGETS = ["direct", "server-only", "floor-httpx", "floor-httpx-tuned", "floor-httpx-aiohttp",
-           "floor-aiohttp", "middleware", "middleware-apisix"]
+           "floor-aiohttp", "middleware", "middleware-apisix", "middleware-guarded",
+           "middleware-guarded-redis"]
+REDIS_TARGETS = {"middleware-guarded-redis"}  # a run with one of these starts a redis-server
 DEFAULT_TARGETS = ["direct", "server-only", "floor-httpx-aiohttp", "floor-aiohttp", "middleware",
                    "middleware-apisix"]
 BASELINES = {"baseline": "middleware", "baseline-apisix": "middleware-apisix"}
@@ -165,7 +167,8 @@ def check_answer(port: int, path: str, mode: str, what: str) -> None:
     conn = http.client.HTTPConnection(HOST, port, timeout=10)
     try:
         conn.request("POST", path, body=request_body(mode == "stream").encode(),
-                     headers={"Content-Type": "application/json"})
+                     headers={"Content-Type": "application/json",
+                              "Authorization": f"Bearer {CONSUMER_KEY}"})
         resp = conn.getresponse()
         body = resp.read()
     except OSError as exc:
@@ -197,6 +200,7 @@ WRK_LUA = """\
 wrk.method = "POST"
 wrk.body = [[{body}]]
 wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {key}"
 
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -400,6 +404,9 @@ class Bench:
                 self.procs, self.tmp, self.load_cpus, args.python_upstream)
             self.up_pid = up_proc.pid
             self.loop_impl, self.http_impl = server_impls_in_child()
+            if REDIS_TARGETS & set(args.targets):
+                # beside the upstream and wrk: the load side of the machine
+                os.environ[REDIS_ENV] = start_redis(self.procs, self.tmp, self.load_cpus)
             print(f"upstream: {self.upstream_kind} on 127.0.0.1:{self.up_port}; targets:"
                   f" uvicorn, loop={self.loop_impl}, http={self.http_impl}, no access log")
             print(f"pinning: {self.pinning()}; {args.duration:g} s per measurement (best of"
@@ -432,7 +439,7 @@ class Bench:
         upstream = f"http://{HOST}:{self.up_port}" + ("/stream/v1" if group.mode == "stream"
                                                       else "/v1")
         lua = self.tmp / f"{group.mode}.lua"
-        lua.write_text(WRK_LUA.format(body=request_body(group.mode == "stream")))
+        lua.write_text(WRK_LUA.format(body=request_body(group.mode == "stream"), key=CONSUMER_KEY))
         for target in self.args.targets:
             if target == "direct" and not group.pinned:
                 continue  # workers mean nothing for wrk straight at nginx
