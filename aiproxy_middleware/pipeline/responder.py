@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from aiproxy_middleware.access.gate import Authenticate, admit
 from aiproxy_middleware.config.apisix.exprs import RequestView
 from aiproxy_middleware.config.model import Api, ApisixBody, Candidate, RetryPolicy, Route
 from aiproxy_middleware.errors import ProxyError, bad_request, upstream_unreachable
@@ -58,6 +59,8 @@ class Services:
     """The wrapped app (APISIX 3.11 `passthrough` hands it the answer)."""
     store: SharedStore
     """Where limit counters and quota balances live (this process, or Redis)."""
+    authenticate: Authenticate | None = None
+    """The app's `authenticate` hook (access/gate.py), if any."""
 
 
 class Responder:
@@ -66,7 +69,7 @@ class Responder:
 
     # (slots: a request in flight holds fewer objects for the garbage collector to walk)
     __slots__ = ("routes", "services", "route", "trace", "relay", "call", "candidate",
-                 "attempts", "anthropic", "api")
+                 "attempts", "anthropic", "api", "consumer", "identified")
 
     def __init__(self, routes: Sequence[Route], services: Services) -> None:
         self.routes = routes
@@ -81,6 +84,9 @@ class Responder:
         self.anthropic = False
         """Answered in Anthropic's Messages format (the gateway's errors too)."""
         self.api: Endpoint | str | None = None
+        self.consumer: str | None = None
+        self.identified = False
+        """The gateway identified the caller (`consumer`; else the `x-mse-consumer` header)."""
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         error = None
@@ -117,6 +123,11 @@ class Responder:
     async def _serve(self, scope: Scope, receive: Any, send: Any) -> None:
         first = self.routes[0]
         path = scope["path"]
+        # The credential's places are gone from what the pipeline sees from here on (the
+        # route's `vars` still see the request as it came). One route: before anything else.
+        asked = scope
+        if len(self.routes) == 1:
+            scope = await self._admit(first, scope)
         if first.api is Api.PATH and self.api is None:
             raise self.services.catalog.unknown_path(first, path)
         self._check_method(scope)
@@ -127,8 +138,12 @@ class Responder:
         limit = routes[0].max_body if len(routes) == 1 else max(r.max_body for r in routes)
         data = await read_body(receive, scope["headers"], limit, True,
                                self.services.read_deadlines)
-        route, view = self._select(scope, data)
+        route, view = self._select(asked, data)
         self.route = route
+        if len(self.routes) > 1:
+            scope = await self._admit(route, asked)
+        if view is not None and self.identified:
+            view.consumer = self.consumer
         observe = route.observe
         if observe.payloads:
             self.trace.keep_text()
@@ -144,6 +159,19 @@ class Responder:
                              capture or send)
         if capture is not None:
             await pass_on(capture, scope, self.services.app)
+
+    async def _admit(self, route: Route, scope: Scope) -> Scope:
+        """Who is calling (a 401 or 403 for a refused caller), and the scope without the
+        credential."""
+        hook = self.services.authenticate
+        if route.gate is None and hook is None:
+            return scope
+        admitted = await admit(route.gate, hook, scope)
+        if admitted is None:
+            return scope
+        self.consumer, scope = admitted
+        self.identified = True
+        return scope
 
     def _check_method(self, scope: Scope) -> None:
         method = scope["method"]
@@ -193,7 +221,8 @@ class Responder:
         check_request(scope["headers"], body)
         return Request(scope, data, self.api, self.anthropic, body,
                        self.services.image_policy, payloads, route.api is Api.ORIGINAL,
-                       consumer=_consumer_header(scope["headers"]))
+                       consumer=(self.consumer if self.identified
+                                 else _consumer_header(scope["headers"])))
 
     async def _attempts(self, route: Route, turns: Turns, request: Request,
                         client: httpx.AsyncClient, receive: Any, send: Any) -> None:
@@ -212,6 +241,7 @@ class Responder:
             relay = self.relay = CandidateRelay(candidate, request.scope, send, self.anthropic,
                                                 answers, route.limits, self.trace)
             call = self.call = await shape(route, candidate, request, client)
+            call.consumer = request.consumer
             if route.passthrough:
                 call.stream = False
             call.token = await turns.token(call, request.scope)
