@@ -272,7 +272,8 @@ def hash_key(hash_on: str, key: str | None, view: RequestView) -> str:
 
     An absent value gives ""; `consumer` is the consumer the gateway identified, else the
     `x-consumer-username` header, else the client address; `vars_combinations` replaces
-    `$name` / `${name}` (and `\\$` with `$`). An unknown `hash_on` is a ConfigError (validate it against HASH_ON when loading the config).
+    `$name` / `${name}` (and `\\$` with `$`). An unknown `hash_on` is a ConfigError (validate
+    it against HASH_ON when loading the config).
     """
     def text(var: str) -> str:
         return "" if (value := lookup(var, view)) is None else _text(value)
