@@ -10,8 +10,10 @@ from typing import Any
 
 import httpx
 
+from aiproxy_middleware.access.gate import Authenticate, admit_any, refuse
 from aiproxy_middleware.config.higress import Config, load_config
-from aiproxy_middleware.config.model import Api
+from aiproxy_middleware.config.model import Api, Route
+from aiproxy_middleware.errors import ProxyError
 from aiproxy_middleware.observe.summary import Metrics, Observer, SummaryHook
 from aiproxy_middleware.pipeline.discovery import Catalog, Kind, asked_for
 from aiproxy_middleware.pipeline.intake import refuse_path
@@ -61,20 +63,27 @@ class AIProxyMiddleware:
     lifespan start-up (or on first use) and closes it at shutdown. `on_summary` is called
     with each AI request's `Summary` (as are the config's hooks and `add_summary_hook`'s).
     `token_store` keeps the health of API tokens under `failover` (in this process by
-    default; a store shared between workers makes them agree).
+    default; a store shared between workers makes them agree). `authenticate`, when given,
+    is called with each AI request's scope (sync or async) and returns the caller's
+    consumer name, or None for a 401 (with `consumers` configured, a request carrying a
+    consumer's credential is admitted first; see access/gate.py).
     """
 
     def __init__(self, app: Any, config: str | dict[str, Any] | Config,
                  http_client: httpx.AsyncClient | None = None,
                  on_summary: SummaryHook | None = None,
-                 token_store: TokenStore | None = None) -> None:
+                 token_store: TokenStore | None = None,
+                 authenticate: Authenticate | None = None) -> None:
         self.app = app
         self.config = load_config(config)
         self._client = http_client
         self._owns_client = http_client is None
         hooks = list(self.config.hooks) + ([on_summary] if on_summary else [])
-        self.metrics = (Metrics(self.config.metrics_max_label_values, self.config.model_names())
+        consumers = self.config.consumers
+        self.metrics = (Metrics(self.config.metrics_max_label_values, self.config.model_names(),
+                                consumers.names if consumers else ())
                         if self.config.metrics_path else None)
+        self.authenticate = authenticate
         self.observer = Observer(self.metrics, hooks)
         self.read_deadlines = ReadDeadlines(self.config.request_read_timeout / 1000)
         self.catalog = Catalog(self.config)
@@ -86,7 +95,8 @@ class AIProxyMiddleware:
         """Limit counters and quota balances (issue 14: Redis when configured)."""
         self.services = Services(lambda: self.http_client, self.observer,
                                  self.read_deadlines, self.catalog, self.states,
-                                 self.config.image_fetch.policy, app, self.store)
+                                 self.config.image_fetch.policy, app, self.store,
+                                 authenticate)
 
     def add_summary_hook(self, hook: SummaryHook) -> None:
         """Call `hook` with the summary of every AI request from now on."""
@@ -112,7 +122,7 @@ class AIProxyMiddleware:
                     if isinstance(served, tuple):
                         self.health.start()
                         await Responder(served, self.services)(scope, receive, send)
-                    else:
+                    elif await self._admitted(self._listed(asked.base), scope, send):
                         await served.serve(asked, scope, send)
                     return
             if path == self.config.metrics_path and self.metrics is not None:
@@ -128,7 +138,8 @@ class AIProxyMiddleware:
                 asked = None if endpoint is not None else asked_for(path)
                 if (asked is not None and asked.kind is not Kind.COUNT_TOKENS
                         and route.api is not Api.ORIGINAL):  # the route's model list
-                    await self.catalog.routes[route.prefix].serve(asked, scope, send)
+                    if await self._admitted((route,), scope, send):
+                        await self.catalog.routes[route.prefix].serve(asked, scope, send)
                     return
                 if endpoint is not None or asked is not None or not self.config.catch_all:
                     await Responder((route,), self.services)(scope, receive, send)
@@ -137,6 +148,23 @@ class AIProxyMiddleware:
             await self._lifespan(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+    async def _admitted(self, routes: tuple[Route, ...], scope: Scope, send: Any) -> bool:
+        """Whether a model list may be answered: its routes' gates (and the hook) admit
+        the caller; when not, the refusal is answered here."""
+        if self.authenticate is None and all(r.gate is None for r in routes):
+            return True
+        try:
+            return await admit_any([r.gate for r in routes], self.authenticate, scope)
+        except ProxyError as exc:
+            await refuse(send, exc, scope)
+            return False
+
+    def _listed(self, base: str) -> tuple[Route, ...]:
+        """The APISIX routes whose models `<base>/v1/models` lists."""
+        apisix = self.config.apisix
+        return (apisix.get(base + "/v1/chat/completions", ())
+                + apisix.get(base + "/v1/messages", ()))
 
     @property
     def http_client(self) -> httpx.AsyncClient:

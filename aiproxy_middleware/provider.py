@@ -84,6 +84,9 @@ class Call:
     """The client's method (protocol `original` forwards it: `GET /v1/files`)."""
     image_policy: ImagePolicy = DEFAULT_POLICY
     """Which image URLs `prepare` may fetch (the config's `imageFetch`)."""
+    consumer: str | None = None
+    """The caller's consumer name, when known (the gateway's key auth, the app's
+    `authenticate` hook, or an `x-mse-consumer` header from an auth layer in front)."""
 
 
 @dataclass(slots=True)

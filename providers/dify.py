@@ -17,7 +17,7 @@
   `{inputs: {<inputVariable>: query}, response_mode, user}`. `response_mode` is
   `streaming` when the client streams, else `blocking`; Agent apps only stream, so an
   Agent request always streams and a non-streamed call gets the events gathered into one
-  answer. `user` is the request's `user`, else `api-user`.
+  answer. `user` is the request's `user`, else the caller's consumer name, else `api-user`.
 - Response: `answer` (Workflow: `data.outputs[<outputVariable>]`, JSON-encoded when not a
   string) is the content, finish_reason `stop`, `created` = `created_at`, usage =
   `metadata.usage` (Workflow: only `data.total_tokens`, as total_tokens). The `id` is
@@ -98,7 +98,7 @@ class Dify(Provider[Settings]):
         body: dict[str, Any] = {
             "inputs": {},
             "response_mode": "streaming" if call.stream or self.bot == "Agent" else "blocking",
-            "user": call.request.user or DEFAULT_USER}
+            "user": call.request.user or call.consumer or DEFAULT_USER}
         if chat:
             body["query"] = query
             body["auto_generate_name"] = False

@@ -19,9 +19,12 @@ import msgspec
 import yaml
 from msgspec import Meta, Struct
 
+from aiproxy_middleware.access.consumers import ConsumerTable
 from aiproxy_middleware.config.apisix.compile import is_apisix_entry
 from aiproxy_middleware.config.fields import convert
 from aiproxy_middleware.config.guards import apisix_route, with_higress_limits
+from aiproxy_middleware.config.identity import (HigressAccess, apisix_route_gate, gated,
+                                                load_consumers)
 from aiproxy_middleware.config.model import (Api, Candidate, HigressBody, Limits, Match,
                                              MethodPolicy, Observe, RetryPolicy, Route, Unsupported)
 from aiproxy_middleware.errors import ConfigError
@@ -76,6 +79,12 @@ class _TopLevel(Struct, rename="camel", forbid_unknown_fields=True):
     request_read_timeout: Annotated[int, Meta(ge=1, le=3600000)] = DEFAULT_REQUEST_READ_TIMEOUT
     token_rate_limit: dict[str, Any] | None = None
     quota: dict[str, Any] | None = None
+    consumers: list[Any] | None = None
+    """Who may call (config/identity.py): Higress `{name, credential}` or APISIX `{username,
+    plugins: {key-auth: {key}}}` entries."""
+    key_auth: dict[str, Any] | None = None
+    allow: list[str] | None = None
+    """The single `provider` form's allow list (a `routes` entry has its own)."""
 
 
 class _RouteEntry(Struct, rename="camel", forbid_unknown_fields=True):
@@ -85,6 +94,7 @@ class _RouteEntry(Struct, rename="camel", forbid_unknown_fields=True):
     """Higress ai-token-ratelimit's fields (config/guards.py)."""
     quota: dict[str, Any] | None = None
     """Higress ai-quota's fields."""
+    allow: list[str] | None = None
 
 
 # The dialect's choices where the two differ (the README says them too):
@@ -123,6 +133,8 @@ class Config:
     """Bytes one SSE line or event of a streamed answer may have (every route)."""
     metrics_max_label_values: int = DEFAULT_MAX_LABEL_VALUES
     """Model names from requests the metrics keep as labels before `other`."""
+    consumers: ConsumerTable | None = None
+    """The configured consumers (their credentials hashed); None: none configured."""
 
     def model_names(self) -> set[str]:
         """The model names the configuration holds (modelMapping's exact keys and its
@@ -188,17 +200,23 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any] | Config) -> Con
                           " or `routes` (a provider per path prefix)")
     apisix: dict[str, tuple[Route, ...]] = {}
     prefixed: list[Route] = []
+    table = load_consumers(top.consumers)
+    access = HigressAccess(table, top.key_auth)
     if top.provider is not None:
-        routes = [with_higress_limits(_route("/", top.provider, "provider", top),
+        routes = [with_higress_limits(gated(_route("/", top.provider, "provider", top),
+                                            access.gate(top.allow, "allow")),
                                       top.token_rate_limit, top.quota, "")]
     else:
         if top.token_rate_limit is not None or top.quota is not None:
             raise ConfigError(f"{'tokenRateLimit' if top.token_rate_limit is not None else 'quota'}"
                               ": with `routes`, give it in the route entries it limits")
+        if top.allow is not None:
+            raise ConfigError("allow: with `routes`, each route entry has its own `allow`")
         routes, seen = [], set()
         for i, raw in enumerate(top.routes or ()):
             if is_apisix_entry(raw):
-                route = apisix_route(raw, f"routes[{i}]", top.max_sse_event_size)
+                route = gated(apisix_route(raw, f"routes[{i}]", top.max_sse_event_size),
+                              apisix_route_gate(raw, table, f"routes[{i}]"))
                 if route.match is Match.STARTS:
                     prefixed.append(route)
                 else:
@@ -210,7 +228,8 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any] | Config) -> Con
                 raise ConfigError(f"routes[{i}].path: prefix {prefix!r} is configured twice")
             seen.add(prefix)
             routes.append(with_higress_limits(
-                _route(prefix, entry.provider, f"routes[{i}].provider", top),
+                gated(_route(prefix, entry.provider, f"routes[{i}].provider", top),
+                      access.gate(entry.allow, f"routes[{i}].allow")),
                 entry.token_rate_limit, entry.quota, f"routes[{i}]"))
         if not routes and not apisix and not prefixed:
             raise ConfigError("routes: must list at least one route")
@@ -224,7 +243,7 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any] | Config) -> Con
                   hooks, image_fetch=top.image_fetch, max_sse_event_size=top.max_sse_event_size,
                   metrics_max_label_values=(top.metrics.max_label_values if top.metrics
                                             else DEFAULT_MAX_LABEL_VALUES),
-                  request_read_timeout=top.request_read_timeout)
+                  request_read_timeout=top.request_read_timeout, consumers=table)
 
 
 def _yaml_error(exc: yaml.YAMLError) -> str:

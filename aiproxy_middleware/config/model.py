@@ -22,6 +22,7 @@ import httpx
 from aiproxy_middleware.wire.sse import DEFAULT_MAX_EVENT_SIZE
 
 if TYPE_CHECKING:
+    from aiproxy_middleware.access.gate import Gate
     from aiproxy_middleware.config.apisix.exprs import Vars
     from aiproxy_middleware.config.apisix.schema import ActiveCheck, Override
     from aiproxy_middleware.limits.guard import RouteLimits
@@ -241,6 +242,8 @@ class Route:
     observe: Observe = Observe()
     vars: Vars | None = None
     """APISIX `vars`: conditions a request must meet (None: none)."""
+    gate: Gate | None = None
+    """Who may call the route (its consumers' credentials, allow lists); None: anyone."""
     tokens: TokenRules | None = None
     """Higress: the provider's API tokens, their health and retry rules."""
     balancer: str | None = None

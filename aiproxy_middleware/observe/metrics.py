@@ -66,11 +66,15 @@ class Metrics:
     """Prometheus metrics for AI requests, in their own CollectorRegistry.
 
     The `model` label comes from requests: it takes the configured model names (`known`)
-    and at most `max_label_values` others, then `other`."""
+    and at most `max_label_values` others, then `other`. The `consumer` label of the
+    `aiproxy_consumer_*` series likewise: the configured consumers always, at most
+    `max_label_values` other names (an `authenticate` hook's, an `x-mse-consumer` header's),
+    then `other`."""
 
     def __init__(self, max_label_values: int = DEFAULT_MAX_LABEL_VALUES,
-                 known: Iterable[str] = ()) -> None:
+                 known: Iterable[str] = (), consumers: Iterable[str] = ()) -> None:
         self.models = LabelValues(max_label_values, known)
+        self.consumers = LabelValues(max_label_values, consumers)
         self.registry = CollectorRegistry(auto_describe=True)
         model = ("route", "provider", "model")
         reg = self.registry
@@ -96,6 +100,16 @@ class Metrics:
                                         registry=reg)
         self.cost = Counter("aiproxy_cost", "Cost of AI requests, in the configured prices' unit.",
                             model, registry=reg)
+        who = ("route", "consumer")
+        self.consumer_requests = Counter("aiproxy_consumer_requests",
+                                         "AI requests of identified consumers, by status.",
+                                         (*who, "status"), registry=reg)
+        self.consumer_prompt_tokens = Counter("aiproxy_consumer_prompt_tokens",
+                                              "Prompt (input) tokens, by consumer.", who,
+                                              registry=reg)
+        self.consumer_completion_tokens = Counter("aiproxy_consumer_completion_tokens",
+                                                  "Completion (output) tokens, by consumer.",
+                                                  who, registry=reg)
         self.active_streams = Gauge("aiproxy_active_streams",
                                     "Streamed answers being relayed now.", registry=reg)
         self._children: dict[tuple[str, str, str], tuple[Any, ...]] = {}
@@ -138,6 +152,16 @@ class Metrics:
             reasoning.inc(s.reasoning_tokens)
         if s.cost is not None and s.cost >= 0:
             cost.inc(s.cost)
+        if s.consumer is not None:
+            self._by_consumer(s)
+
+    def _by_consumer(self, s: Summary) -> None:
+        who = (label(s.route), self.consumers(s.consumer))  # type: ignore[arg-type]
+        self.consumer_requests.labels(*who, str(s.status)).inc()
+        if s.prompt_tokens > 0:
+            self.consumer_prompt_tokens.labels(*who).inc(s.prompt_tokens)
+        if s.completion_tokens > 0:
+            self.consumer_completion_tokens.labels(*who).inc(s.completion_tokens)
 
     def stream_started(self) -> None:
         """A streamed answer began: one more active stream."""

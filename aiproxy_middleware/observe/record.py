@@ -41,6 +41,7 @@ class Summary:
     error: str | None = None       # the error message the client got, if any
     request: Any = None            # the request payload, only when payload logging is on
     response_text: str | None = None  # the answer's text, only when payload logging is on
+    consumer: str | None = None    # who called (key auth, the authenticate hook, x-mse-consumer)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-safe fields: times rounded to 3 decimals, None fields left out, the request
@@ -90,7 +91,8 @@ def cost_of(prompt_tokens: int, completion_tokens: int, input_cost: float | None
 
 _BARE = re.compile(r"[^\s\"=\\]+")
 # (summary field, log key); left out of the line when None, or falsy for the optional ones
-_LINE_ALWAYS = (("route", "route"), ("provider", "provider"), ("instance", "instance"),
+_LINE_ALWAYS = (("route", "route"), ("consumer", "consumer"), ("provider", "provider"),
+                ("instance", "instance"),
                 ("endpoint", "endpoint"), ("model", "model"), ("status", "status"),
                 ("stream", "stream"), ("time_to_first_byte_ms", "ttfb_ms"),
                 ("time_to_first_token_ms", "ttft_ms"), ("total_ms", "total_ms"),

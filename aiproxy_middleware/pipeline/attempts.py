@@ -103,12 +103,10 @@ class TokenTurns(Turns):
         return token
 
     def _sticky(self, call: Call, scope: Scope) -> str | None:
-        """A consumer (`x-mse-consumer`) of a stateful API (files, batches, fine-tuning,
-        responses) keeps to one token."""
-        if call.endpoint is None and STATEFUL.search(call.path):
-            for name, value in scope["headers"]:
-                if name == b"x-mse-consumer" and value:
-                    return self.pool.sticky(value.decode("latin-1"))
+        """A consumer (the one identified, else `x-mse-consumer`) of a stateful API (files,
+        batches, fine-tuning, responses) keeps to one token."""
+        if call.consumer and call.endpoint is None and STATEFUL.search(call.path):
+            return self.pool.sticky(call.consumer)
         return None
 
     def has_next(self) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from aiproxy_middleware.access.gate import Authenticate, identify
 from aiproxy_middleware.config.apisix.exprs import RequestView
 from aiproxy_middleware.config.model import Api, ApisixBody, Candidate, RetryPolicy, Route
 from aiproxy_middleware.errors import ProxyError, bad_request, upstream_unreachable
@@ -60,6 +61,8 @@ class Services:
     """The wrapped app (APISIX 3.11 `passthrough` hands it the answer)."""
     store: SharedStore
     """Where limit counters and quota balances live (this process, or Redis)."""
+    authenticate: Authenticate | None = None
+    """The app's `authenticate` hook (access/gate.py), if any."""
 
 
 class Responder:
@@ -68,7 +71,7 @@ class Responder:
 
     # (slots: a request in flight holds fewer objects for the garbage collector to walk)
     __slots__ = ("routes", "services", "route", "trace", "relay", "call", "candidate",
-                 "attempts", "anthropic", "api")
+                 "attempts", "anthropic", "api", "consumer", "identified")
 
     def __init__(self, routes: Sequence[Route], services: Services) -> None:
         self.routes = routes
@@ -83,6 +86,9 @@ class Responder:
         self.anthropic = False
         """Answered in Anthropic's Messages format (the gateway's errors too)."""
         self.api: Endpoint | str | None = None
+        self.consumer: str | None = None
+        self.identified = False
+        """The gateway identified the caller (`consumer`; else the `x-mse-consumer` header)."""
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         error = None
@@ -101,14 +107,17 @@ class Responder:
 
     async def quota_admin(self, scope: Scope, receive: Any, send: Any) -> None:
         """Higress ai-quota's admin endpoint (query, refresh, delta) of a route's `quota`."""
-        guards = self.routes[0].guards
+        route = self.routes[0]
+        guards = route.guards
         try:
+            # the caller as the gateway identifies it; else the header an auth layer set
+            scope = await self._admit(route, scope)
+            caller = self.consumer if self.identified else _consumer_header(scope["headers"])
             data = await read_body(receive, scope["headers"], MAX_ADMIN_BODY, False,
                                    self.services.read_deadlines)
             kind, body = await guards.quota.admin(  # type: ignore[union-attr]
                 guards.admin_action(scope["path"]), scope["method"],  # type: ignore[union-attr]
-                scope.get("query_string", b""), data, _consumer_header(scope["headers"]),
-                self.services.store)
+                scope.get("query_string", b""), data, caller, self.services.store)
         except ProxyError as exc:
             await self._fail(send, exc)
             return
@@ -136,6 +145,11 @@ class Responder:
     async def _serve(self, scope: Scope, receive: Any, send: Any) -> None:
         first = self.routes[0]
         path = scope["path"]
+        # The credential's places are gone from what the pipeline sees from here on (the
+        # route's `vars` still see the request as it came). One route: before anything else.
+        asked = scope
+        if len(self.routes) == 1:
+            scope = await self._admit(first, scope)
         if first.api is Api.PATH and self.api is None:
             raise self.services.catalog.unknown_path(first, path)
         self._check_method(scope)
@@ -146,8 +160,12 @@ class Responder:
         limit = routes[0].max_body if len(routes) == 1 else max(r.max_body for r in routes)
         data = await read_body(receive, scope["headers"], limit, True,
                                self.services.read_deadlines)
-        route, view = self._select(scope, data)
+        route, view = self._select(asked, data)
         self.route = route
+        if len(self.routes) > 1:
+            scope = await self._admit(route, asked)
+        if view is not None and self.identified:
+            view.consumer = self.consumer
         observe = route.observe
         if observe.payloads:
             self.trace.keep_text()
@@ -171,6 +189,19 @@ class Responder:
             await guard.settle(self.trace.tap, self.candidate)
         if capture is not None:
             await pass_on(capture, scope, self.services.app)
+
+    async def _admit(self, route: Route, scope: Scope) -> Scope:
+        """Who is calling (a 401 or 403 for a refused caller), and the scope without the
+        credential."""
+        hook = self.services.authenticate
+        if route.gate is None and hook is None:
+            return scope
+        admitted = await identify(route.gate, hook, scope)
+        if admitted is None:
+            return scope
+        self.consumer, scope = admitted
+        self.identified = True
+        return scope
 
     def _check_method(self, scope: Scope) -> None:
         method = scope["method"]
@@ -220,7 +251,8 @@ class Responder:
         check_request(scope["headers"], body)
         return Request(scope, data, self.api, self.anthropic, body,
                        self.services.image_policy, payloads, route.api is Api.ORIGINAL,
-                       consumer=_consumer_header(scope["headers"]))
+                       consumer=(self.consumer if self.identified
+                                 else _consumer_header(scope["headers"])))
 
     async def _attempts(self, route: Route, turns: Turns, request: Request,
                         client: httpx.AsyncClient, receive: Any, send: Any) -> None:
@@ -239,6 +271,7 @@ class Responder:
             relay = self.relay = CandidateRelay(candidate, request.scope, send, self.anthropic,
                                                 answers, route.limits, self.trace)
             call = self.call = await shape(route, candidate, request, client)
+            call.consumer = request.consumer
             if route.passthrough:
                 call.stream = False
             call.token = await turns.token(call, request.scope)

@@ -30,7 +30,7 @@ def summarize(trace: RequestObserver, call: Call, route: str, provider: str,
         endpoint=endpoint or _ENDPOINTS.get(call.endpoint) or (  # type: ignore[arg-type]
             "count_tokens" if call.path.endswith("/count_tokens") else "original"),
         requested_model=call.requested_model or "", model=call.model, stream=call.stream,
-        instance=instance, attempts=attempts, error=error)
+        instance=instance, attempts=attempts, error=error, consumer=call.consumer)
     trace.finish(summary)
     request = call.request
     if isinstance(request, ChatCompletionRequest) and request.tools:

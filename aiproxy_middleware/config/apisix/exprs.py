@@ -35,6 +35,7 @@ class RequestView:
     headers: list[tuple[bytes, bytes]]   # ASGI headers, names lower-case
     body: Any = None                     # the decoded JSON body (usually a dict), or None
     client: str | None = None            # remote address
+    consumer: str | None = None          # the consumer the gateway identified, if any
 
 
 def _header(view: RequestView, name: str, sep: str = ", ") -> str | None:
@@ -269,15 +270,16 @@ def hash_key_uses_body(hash_on: str, key: str | None) -> bool:
 def hash_key(hash_on: str, key: str | None, view: RequestView) -> str:
     """The chash key for APISIX's `hash_on` = vars | header | cookie | consumer | vars_combinations.
 
-    An absent value gives ""; `consumer` is the `x-consumer-username` header, else the client
-    address; `vars_combinations` replaces `$name` / `${name}` (and `\\$` with `$`). An unknown
-    `hash_on` is a ConfigError (validate it against HASH_ON when loading the config).
+    An absent value gives ""; `consumer` is the consumer the gateway identified, else the
+    `x-consumer-username` header, else the client address; `vars_combinations` replaces
+    `$name` / `${name}` (and `\\$` with `$`). An unknown `hash_on` is a ConfigError (validate
+    it against HASH_ON when loading the config).
     """
     def text(var: str) -> str:
         return "" if (value := lookup(var, view)) is None else _text(value)
 
     if hash_on == "consumer":
-        return _header(view, "x-consumer-username") or view.client or ""
+        return view.consumer or _header(view, "x-consumer-username") or view.client or ""
     if hash_on == "vars_combinations":
         return _TEMPLATE.sub(lambda m: "$" if m.group(0) == "\\$"
                              else text(m.group(1) or m.group(2) or ""), key or "")
