@@ -17,8 +17,9 @@ from aiproxy_middleware import AIProxyMiddleware
 from aiproxy_middleware.transforms import fetch_policy
 from helpers import PUBLIC_IP, TLS, inner_app
 
-# upstream_paths.py's `upstream_path` fixture, for every module without importing it there
-pytest_plugins = ["upstream_paths"]
+# upstream_paths.py's `upstream_path` fixture, for every module without importing it there;
+# redis_server.py's `redis_server` (a real redis-server on 127.0.0.1) likewise
+pytest_plugins = ["upstream_paths", "redis_server"]
 
 
 @pytest.fixture(autouse=True)

@@ -23,6 +23,7 @@ from aiproxy_middleware.config.apisix.compile import build_route, is_apisix_entr
 from aiproxy_middleware.config.fields import convert
 from aiproxy_middleware.config.model import (Api, Candidate, HigressBody, Limits, Match,
                                              MethodPolicy, Observe, RetryPolicy, Route, Unsupported)
+from aiproxy_middleware.config.redis_section import redis_settings
 from aiproxy_middleware.errors import ConfigError
 from aiproxy_middleware.observe.metrics import DEFAULT_MAX_LABEL_VALUES
 from aiproxy_middleware.observe.summary import SummaryHook, load_hook
@@ -31,6 +32,7 @@ from aiproxy_middleware.provider_config import ProviderConfig
 # The registry: provider classes by config `type` (the core names no provider itself).
 from aiproxy_middleware.providers import get_provider, provider_names
 from aiproxy_middleware.runtime.tokens import TokenRules
+from aiproxy_middleware.state.redis_link import RedisSettings
 from aiproxy_middleware.transforms.context import ContextFile
 from aiproxy_middleware.transforms.fetch_policy import ImageFetch
 from aiproxy_middleware.transforms.mapping import ModelMapper, SettingsApplier
@@ -73,6 +75,8 @@ class _TopLevel(Struct, rename="camel", forbid_unknown_fields=True):
     """A `module:function` called with every request's summary."""
     image_fetch: ImageFetch = msgspec.field(default_factory=ImageFetch)
     request_read_timeout: Annotated[int, Meta(ge=1, le=3600000)] = DEFAULT_REQUEST_READ_TIMEOUT
+    redis: dict[str, Any] | None = None
+    """Shared state (config/redis_section.py; its fields are snake_case, as in Higress)."""
 
 
 class _RouteEntry(Struct, forbid_unknown_fields=True):
@@ -116,6 +120,8 @@ class Config:
     """Bytes one SSE line or event of a streamed answer may have (every route)."""
     metrics_max_label_values: int = DEFAULT_MAX_LABEL_VALUES
     """Model names from requests the metrics keep as labels before `other`."""
+    redis: RedisSettings | None = None
+    """Where limit counters, quotas and token health are shared (None: in each process)."""
 
     def model_names(self) -> set[str]:
         """The model names the configuration holds (modelMapping's exact keys and its
@@ -211,7 +217,8 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any] | Config) -> Con
                   hooks, image_fetch=top.image_fetch, max_sse_event_size=top.max_sse_event_size,
                   metrics_max_label_values=(top.metrics.max_label_values if top.metrics
                                             else DEFAULT_MAX_LABEL_VALUES),
-                  request_read_timeout=top.request_read_timeout)
+                  request_read_timeout=top.request_read_timeout,
+                  redis=redis_settings(top.redis) if top.redis is not None else None)
 
 
 def _yaml_error(exc: yaml.YAMLError) -> str:

@@ -9,6 +9,7 @@ warning itself, at most once per interval.
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Protocol
 
@@ -43,14 +44,28 @@ class SharedStore(Protocol):
         ...
 
 
-class MemoryStore:
-    """`SharedStore` in this process: one worker's own counts."""
+MAX_WINDOWS = 100_000
+"""Windows a `MemoryStore` keeps at most: one per key, and keys may come from requests
+(`limit_by_per_ip`), so a flood of distinct keys must not grow memory without bound."""
+MAX_BALANCES = 100_000
 
-    def __init__(self) -> None:
+
+class MemoryStore:
+    """`SharedStore` in this process: one worker's own counts.
+
+    At most `max_windows` windows: when full, a new key first drops every window that has
+    ended, then the oldest tenth (those keys start a new window when next counted). At most
+    `max_balances` balances: when full, `balance_add` keeps no new key (it answers as if the
+    key had been kept), while `balance_set` (an admin's) drops the oldest to make room.
+    """
+
+    def __init__(self, max_windows: int = MAX_WINDOWS, max_balances: int = MAX_BALANCES) -> None:
         self._now = time.monotonic
         self._windows: dict[str, tuple[int, float]] = {}
-        """key -> (count, the monotonic time its window ends)"""
+        """key -> (count, the monotonic time its window ends), oldest first"""
         self._balances: dict[str, int] = {}
+        self.max_windows = max(1, max_windows)
+        self.max_balances = max(1, max_balances)
 
     def _open(self, key: str) -> tuple[int, float] | None:
         entry = self._windows.get(key)
@@ -58,6 +73,15 @@ class MemoryStore:
             del self._windows[key]
             return None
         return entry
+
+    def _make_room(self) -> None:
+        now = self._now()
+        windows = self._windows
+        for key in [k for k, (_, ends) in windows.items() if ends <= now]:
+            del windows[key]
+        if len(windows) >= self.max_windows:  # a tenth at once: the sweep above is rare
+            for key in list(itertools.islice(windows, max(1, self.max_windows // 10))):
+                del windows[key]
 
     async def window_get(self, key: str) -> tuple[int, float]:
         entry = self._open(key)
@@ -68,7 +92,12 @@ class MemoryStore:
     async def window_add(self, key: str, amount: int, window: float) -> tuple[int, float]:
         entry = self._open(key)
         now = self._now()
-        count, ends = (amount, now + window) if entry is None else (entry[0] + amount, entry[1])
+        if entry is None:
+            if len(self._windows) >= self.max_windows:
+                self._make_room()
+            count, ends = amount, now + window
+        else:
+            count, ends = entry[0] + amount, entry[1]
         self._windows[key] = (count, ends)
         return count, ends - now
 
@@ -76,10 +105,16 @@ class MemoryStore:
         return self._balances.get(key)
 
     async def balance_set(self, key: str, value: int) -> None:
-        self._balances[key] = value
+        balances = self._balances
+        if key not in balances and len(balances) >= self.max_balances:
+            del balances[next(iter(balances))]
+        balances[key] = value
 
     async def balance_add(self, key: str, delta: int) -> int:
-        value = self._balances[key] = self._balances.get(key, 0) + delta
+        balances = self._balances
+        value = balances.get(key, 0) + delta
+        if key in balances or len(balances) < self.max_balances:
+            balances[key] = value
         return value
 
     async def aclose(self) -> None:
