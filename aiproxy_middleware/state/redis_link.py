@@ -27,7 +27,7 @@ T = TypeVar("T")
 DEFAULT_TIMEOUT_MS = 1000
 DEFAULT_KEY_PREFIX = "aiproxy:"
 DEFAULT_MAX_CONNECTIONS = 64
-"""Connections one worker opens to Redis at most (a request waits for a free one, within the
+"""Connections one worker opens to Redis at most (a call waits for a free one, within the
 timeout)."""
 WARN_INTERVAL = 30.0
 RETRY_AFTER = 1.0
@@ -67,6 +67,7 @@ class RedisLink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scripts: dict[str, str] = {}
         self._scripts_bound: dict[str, Any] = {}
+        self._slots = asyncio.Semaphore(DEFAULT_MAX_CONNECTIONS)
         self._down_until = 0.0
         self._warned_at: float | None = None
         self.outages = 0
@@ -85,21 +86,25 @@ class RedisLink:
             return self._client
         # A client's connections belong to the loop that opened them: a middleware used
         # from another loop (a second test client, a restarted server) opens its own.
-        from redis.asyncio import BlockingConnectionPool, Redis
+        from redis.asyncio import ConnectionPool, Redis
         from redis.asyncio.connection import Connection, SSLConnection
+        from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
-        from redis.retry import Retry
 
         s = self.settings
-        pool = BlockingConnectionPool(
+        # (Not redis-py's BlockingConnectionPool: in the oldest redis-py this package allows,
+        # it never hands out a connection. The semaphore makes calls queue for one instead,
+        # within the timeout, rather than fail with "too many connections".)
+        pool = ConnectionPool(
             connection_class=SSLConnection if s.tls else Connection,
-            max_connections=DEFAULT_MAX_CONNECTIONS, timeout=self.timeout,
+            max_connections=DEFAULT_MAX_CONNECTIONS,
             host=s.host, port=s.port, db=s.database, username=s.username, password=s.password,
             socket_timeout=self.timeout, socket_connect_timeout=self.timeout,
             retry=Retry(NoBackoff(), 0),  # no retries: the timeout is the whole wait
             client_name="aiproxy-middleware")
         client = Redis(connection_pool=pool)
         self._client, self._loop = client, loop
+        self._slots = asyncio.Semaphore(DEFAULT_MAX_CONNECTIONS)
         self._scripts_bound = {}
         return client
 
@@ -109,7 +114,9 @@ class RedisLink:
             return fallback
         try:
             async with asyncio.timeout(self.timeout):
-                answer = await op(self._open())
+                client = self._open()
+                async with self._slots:
+                    answer = await op(client)
         except Exception as exc:  # noqa: BLE001 - whatever failed, the request goes on
             self._failed(exc)
             return fallback
