@@ -2,9 +2,9 @@
 `redis-server` package; CI's .ci/run installs it), and its fixtures (a pytest plugin that
 conftest.py names in `pytest_plugins`).
 
-`redis_server` starts one per test and kills it after: `stop()` / `start()` (same port, same
-data when started with `dir`), `pause()` / `resume()` (SIGSTOP: it accepts connections and
-never answers), `command(...)` for a test's own look at what it holds.
+`redis_server` starts one per test and kills it after: `stop()` / `start()` (same port, empty
+again), `pause()` / `resume()` (SIGSTOP: it accepts connections and never answers),
+`command(...)` for a test's own look at what it holds.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -29,15 +28,14 @@ MISSING = ("redis-server is not installed: the shared-state tests need a real on
 
 
 class RedisServer:
-    """A `redis-server` process on 127.0.0.1; `dir` keeps its data across a restart."""
+    """A `redis-server` process on 127.0.0.1 that keeps nothing on disk."""
 
-    def __init__(self, dir: Path | None = None, password: str | None = None) -> None:
+    def __init__(self, password: str | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.fail(MISSING, pytrace=False)
         self.binary = binary
         self.port = free_port()
-        self.dir = dir
         self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -49,8 +47,6 @@ class RedisServer:
     def start(self) -> RedisServer:
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
                 "--save", "", "--appendonly", "no", "--protected-mode", "no"]
-        if self.dir is not None:  # written at stop (SIGTERM saves), read at start
-            args += ["--dir", str(self.dir), "--save", "3600 1", "--dbfilename", "dump.rdb"]
         if self.password:
             args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -135,12 +131,3 @@ def redis_server() -> Iterator[RedisServer]:
     finally:
         server.stop()
 
-
-@pytest.fixture
-def redis_server_with_data(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server that keeps its data across `stop()` and `start()`."""
-    server = RedisServer(dir=tmp_path).start()
-    try:
-        yield server
-    finally:
-        server.stop()

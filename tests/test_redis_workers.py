@@ -3,7 +3,6 @@ redis-server, so a token one worker takes out of rotation is out for the other t
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any

@@ -221,6 +221,21 @@ async def _counts(store: RedisStore, key: str) -> bool:
     return (await store.window_add(key, 1, 60))[0] > 0
 
 
+async def test_a_wrong_password_is_a_warning_without_it(redis_server, caplog):
+    redis_server.stop()
+    redis_server.password = "the-right-one"
+    redis_server.start()
+    store = RedisStore(RedisSettings("127.0.0.1", redis_server.port, password="a-wrong-one"))
+    caplog.set_level(logging.WARNING, "aiproxy_middleware")
+    try:
+        assert await store.window_add("k", 1, 60) == (0, 0.0)
+    finally:
+        await store.aclose()
+    [warning] = redis_warnings(caplog)
+    assert "authentication failed" in warning.getMessage()
+    assert "a-wrong-one" not in warning.getMessage() and warning.exc_info is None
+
+
 async def test_one_warning_per_interval(caplog):
     link = RedisLink(RedisSettings("127.0.0.1", _closed_port(), timeout_ms=200),
                      warn_interval=0.3, retry_after=0)

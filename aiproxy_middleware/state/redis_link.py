@@ -75,6 +75,16 @@ class RedisLink:
         with each outage)."""
         self.down = False
 
+    @classmethod
+    def given(cls, settings: RedisSettings | None, link: RedisLink | None) -> RedisLink:
+        """A store's link: the one it is given (shared with the middleware's other store), or
+        its own to `settings`."""
+        if link is not None:
+            return link
+        if settings is None:
+            raise TypeError("a Redis store needs settings or a link")
+        return cls(settings)
+
     def script(self, name: str, source: str) -> None:
         """Register a Lua script under `name` (run with `eval`: EVALSHA, EVAL when the server
         does not know it yet, as after a restart)."""

@@ -43,11 +43,7 @@ class RedisStore:
 
     def __init__(self, settings: RedisSettings | None = None, *,
                  link: RedisLink | None = None) -> None:
-        if link is None:
-            if settings is None:
-                raise TypeError("RedisStore needs settings or a link")
-            link = RedisLink(settings)
-        self.link = link
+        self.link = link = RedisLink.given(settings, link)
         self._prefix = link.prefix
         link.script("window_add", _WINDOW_ADD)
         link.script("window_get", _WINDOW_GET)

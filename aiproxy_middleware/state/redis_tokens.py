@@ -65,11 +65,7 @@ class RedisTokenStore:
 
     def __init__(self, settings: RedisSettings | None = None, *,
                  link: RedisLink | None = None) -> None:
-        if link is None:
-            if settings is None:
-                raise TypeError("RedisTokenStore needs settings or a link")
-            link = RedisLink(settings)
-        self.link = link
+        self.link = link = RedisLink.given(settings, link)
         self._prefix = link.prefix + "failover:"
         self._tokens: dict[str, dict[str, str]] = {}
         """pool -> digest -> token: the tokens this worker can name."""
