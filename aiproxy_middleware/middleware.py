@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from aiproxy_middleware.config.higress import Config, load_config
-from aiproxy_middleware.config.model import Api
+from aiproxy_middleware.config.model import Api, Route
 from aiproxy_middleware.observe.summary import Metrics, Observer, SummaryHook
 from aiproxy_middleware.pipeline.discovery import Catalog, Kind, asked_for
 from aiproxy_middleware.pipeline.intake import refuse_path
@@ -22,7 +22,7 @@ from aiproxy_middleware.provider import Endpoint
 from aiproxy_middleware.runtime.tokens import TokenStore
 from aiproxy_middleware.runtime.transport import default_client
 from aiproxy_middleware.safety.urls import request_path_problem
-from aiproxy_middleware.state.redis_link import shared_link
+from aiproxy_middleware.state.redis_link import RedisLink, shared_link
 from aiproxy_middleware.state.redis_store import RedisStore
 from aiproxy_middleware.state.redis_tokens import RedisTokenStore
 from aiproxy_middleware.state.store import MemoryStore, SharedStore
@@ -47,6 +47,24 @@ def _unsettle_heap() -> None:
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
+
+
+def _shared_state(config: Config, routes: list[Route], store: SharedStore | None,
+                  token_store: TokenStore | None
+                  ) -> tuple[RedisLink | None, SharedStore, TokenStore | None]:
+    """The stores a middleware uses: those given, else Redis ones (one link) when the config
+    has `redis:`, else in-process ones (None: each token pool keeps its own)."""
+    link = shared_link(config.redis, store, token_store)
+    if token_store is None and link is not None:
+        token_store = RedisTokenStore(link=link)
+    know = getattr(token_store, "know", None)  # a shared store names tokens by digest
+    if know is not None:
+        for route in routes:
+            if route.tokens is not None:
+                know(route.tokens.name, route.tokens.tokens)
+    if store is None:
+        store = RedisStore(link=link) if link is not None else MemoryStore()
+    return link, store, token_store
 
 
 class AIProxyMiddleware:
@@ -85,21 +103,13 @@ class AIProxyMiddleware:
         self.read_deadlines = ReadDeadlines(self.config.request_read_timeout / 1000)
         self.catalog = Catalog(self.config)
         routes = [*self.config.all_apisix(), *self.config.routes]
-        self._redis = shared_link(self.config.redis, store, token_store)
-        if token_store is None and self._redis is not None:
-            token_store = RedisTokenStore(link=self._redis)
-        know = getattr(token_store, "know", None)  # a shared store names tokens by digest
-        if know is not None:
-            for route in routes:
-                if route.tokens is not None:
-                    know(route.tokens.name, route.tokens.tokens)
+        # `store`: limit counters and quota balances, in this process or in Redis
+        self._owns_store = store is None
+        self._redis, self.store, token_store = _shared_state(self.config, routes, store,
+                                                             token_store)
         # This middleware's own state for each route (the config is never written).
         self.states = RouteStates(routes, token_store, lambda: self.http_client)
         self.health = self.states.health
-        self._owns_store = store is None
-        self.store: SharedStore = store if store is not None else (
-            RedisStore(link=self._redis) if self._redis is not None else MemoryStore())
-        """Limit counters and quota balances: in this process, or in Redis (`redis:`)."""
         self.services = Services(lambda: self.http_client, self.observer,
                                  self.read_deadlines, self.catalog, self.states,
                                  self.config.image_fetch.policy, app, self.store)
