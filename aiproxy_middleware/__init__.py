@@ -8,7 +8,12 @@ from aiproxy_middleware.errors import ConfigError
 from aiproxy_middleware.middleware import AIProxyMiddleware
 from aiproxy_middleware.observe.summary import Summary, SummaryHook
 from aiproxy_middleware.runtime.tokens import MemoryTokenStore, TokenStore
+from aiproxy_middleware.state.redis_link import RedisSettings
+from aiproxy_middleware.state.redis_store import RedisStore
+from aiproxy_middleware.state.redis_tokens import RedisTokenStore
+from aiproxy_middleware.state.store import MemoryStore, SharedStore
 
-__all__ = ["AIProxyMiddleware", "Config", "ConfigError", "MemoryTokenStore", "Summary",
+__all__ = ["AIProxyMiddleware", "Config", "ConfigError", "MemoryStore", "MemoryTokenStore",
+           "RedisSettings", "RedisStore", "RedisTokenStore", "SharedStore", "Summary",
            "SummaryHook", "TokenStore", "load_config"]
 __version__ = "0.1.0"

@@ -24,6 +24,9 @@ from aiproxy_middleware.provider import Endpoint
 from aiproxy_middleware.runtime.tokens import TokenStore
 from aiproxy_middleware.runtime.transport import default_client
 from aiproxy_middleware.safety.urls import request_path_problem
+from aiproxy_middleware.state.redis_link import RedisLink, shared_link
+from aiproxy_middleware.state.redis_store import RedisStore
+from aiproxy_middleware.state.redis_tokens import RedisTokenStore
 from aiproxy_middleware.state.store import MemoryStore, SharedStore
 
 logger = logging.getLogger("aiproxy_middleware")
@@ -48,6 +51,24 @@ Scope = dict[str, Any]
 Message = dict[str, Any]
 
 
+def _shared_state(config: Config, routes: list[Route], store: SharedStore | None,
+                  token_store: TokenStore | None
+                  ) -> tuple[RedisLink | None, SharedStore, TokenStore | None]:
+    """The stores a middleware uses: those given, else Redis ones (one link) when the config
+    has `redis:`, else in-process ones (None: each token pool keeps its own)."""
+    link = shared_link(config.redis, store, token_store)
+    if token_store is None and link is not None:
+        token_store = RedisTokenStore(link=link)
+    know = getattr(token_store, "know", None)  # a shared store names tokens by digest
+    if know is not None:
+        for route in routes:
+            if route.tokens is not None:
+                know(route.tokens.name, route.tokens.tokens)
+    if store is None:
+        store = RedisStore(link=link) if link is not None else MemoryStore()
+    return link, store, token_store
+
+
 class AIProxyMiddleware:
     """Serves OpenAI's chat and embeddings APIs (and Anthropic's Messages API) from
     configured LLM providers.
@@ -63,17 +84,20 @@ class AIProxyMiddleware:
     lifespan start-up (or on first use) and closes it at shutdown. `on_summary` is called
     with each AI request's `Summary` (as are the config's hooks and `add_summary_hook`'s).
     `token_store` keeps the health of API tokens under `failover` (in this process by
-    default; a store shared between workers makes them agree). `authenticate`, when given,
-    is called with each AI request's scope (sync or async) and returns the caller's
-    consumer name, or None for a 401 (with `consumers` configured, a request carrying a
-    consumer's credential is admitted first; see access/gate.py).
+    default; a store shared between workers makes them agree). `store` keeps limit counters
+    and quota balances (a `SharedStore`). With the config's `redis:`, both default to Redis,
+    and the middleware closes the connection at shutdown; stores passed in are left open.
+    `authenticate`, when given, is called with each AI request's scope (sync or async) and
+    returns the caller's consumer name, or None for a 401 (with `consumers` configured, a
+    request carrying a consumer's credential is admitted first; see access/gate.py).
     """
 
     def __init__(self, app: Any, config: str | dict[str, Any] | Config,
                  http_client: httpx.AsyncClient | None = None,
                  on_summary: SummaryHook | None = None,
                  token_store: TokenStore | None = None,
-                 authenticate: Authenticate | None = None) -> None:
+                 authenticate: Authenticate | None = None,
+                 store: SharedStore | None = None) -> None:
         self.app = app
         self.config = load_config(config)
         self._client = http_client
@@ -87,12 +111,14 @@ class AIProxyMiddleware:
         self.observer = Observer(self.metrics, hooks)
         self.read_deadlines = ReadDeadlines(self.config.request_read_timeout / 1000)
         self.catalog = Catalog(self.config)
+        routes = [*self.config.all_apisix(), *self.config.routes]
+        # `store`: limit counters and quota balances, in this process or in Redis
+        self._owns_store = store is None
+        self._redis, self.store, token_store = _shared_state(self.config, routes, store,
+                                                             token_store)
         # This middleware's own state for each route (the config is never written).
-        self.states = RouteStates([*self.config.all_apisix(), *self.config.routes], token_store,
-                                  lambda: self.http_client)
+        self.states = RouteStates(routes, token_store, lambda: self.http_client)
         self.health = self.states.health
-        self.store: SharedStore = MemoryStore()
-        """Limit counters and quota balances (issue 14: Redis when configured)."""
         self.services = Services(lambda: self.http_client, self.observer,
                                  self.read_deadlines, self.catalog, self.states,
                                  self.config.image_fetch.policy, app, self.store,
@@ -182,10 +208,14 @@ class AIProxyMiddleware:
         await send({"type": "http.response.body", "body": body})
 
     async def aclose(self) -> None:
-        """Stop the health checks and close the middleware's own HTTP client (an injected
-        client is left open)."""
+        """Stop the health checks and close the middleware's own HTTP client and shared-state
+        connection (an injected client or store is left open)."""
         await self.states.aclose()
         self.read_deadlines.close()
+        if self._owns_store:
+            await self.store.aclose()
+        if self._redis is not None:
+            await self._redis.aclose()
         client, self._client = self._client, None
         if client is not None and self._owns_client:
             await client.aclose()

@@ -17,9 +17,10 @@ from aiproxy_middleware import AIProxyMiddleware
 from aiproxy_middleware.transforms import fetch_policy
 from helpers import PUBLIC_IP, TLS, inner_app
 
-# upstream_paths.py's `upstream_path` fixture and limit_fixtures.py's `store`/`limited`, for every
-# module without importing them there
-pytest_plugins = ["upstream_paths", "limit_fixtures"]
+# upstream_paths.py's `upstream_path` fixture, limit_fixtures.py's `store`/`limited` and
+# redis_server.py's `redis_server` (a real redis-server on 127.0.0.1), for every module
+# without importing them there
+pytest_plugins = ["upstream_paths", "limit_fixtures", "redis_server"]
 
 
 @pytest.fixture(autouse=True)

@@ -27,6 +27,7 @@ from aiproxy_middleware.config.identity import (HigressAccess, apisix_route_gate
                                                 load_consumers)
 from aiproxy_middleware.config.model import (Api, Candidate, HigressBody, Limits, Match,
                                              MethodPolicy, Observe, RetryPolicy, Route, Unsupported)
+from aiproxy_middleware.config.redis_section import redis_settings
 from aiproxy_middleware.errors import ConfigError
 from aiproxy_middleware.observe.metrics import DEFAULT_MAX_LABEL_VALUES
 from aiproxy_middleware.observe.summary import SummaryHook, load_hook
@@ -35,6 +36,7 @@ from aiproxy_middleware.provider_config import ProviderConfig
 # The registry: provider classes by config `type` (the core names no provider itself).
 from aiproxy_middleware.providers import get_provider, provider_names
 from aiproxy_middleware.runtime.tokens import TokenRules
+from aiproxy_middleware.state.redis_link import RedisSettings
 from aiproxy_middleware.transforms.context import ContextFile
 from aiproxy_middleware.transforms.fetch_policy import ImageFetch
 from aiproxy_middleware.transforms.mapping import ModelMapper, SettingsApplier
@@ -85,6 +87,8 @@ class _TopLevel(Struct, rename="camel", forbid_unknown_fields=True):
     key_auth: dict[str, Any] | None = None
     allow: list[str] | None = None
     """The single `provider` form's allow list (a `routes` entry has its own)."""
+    redis: dict[str, Any] | None = None
+    """Shared state (config/redis_section.py; its fields are snake_case, as in Higress)."""
 
 
 class _RouteEntry(Struct, rename="camel", forbid_unknown_fields=True):
@@ -135,6 +139,8 @@ class Config:
     """Model names from requests the metrics keep as labels before `other`."""
     consumers: ConsumerTable | None = None
     """The configured consumers (their credentials hashed); None: none configured."""
+    redis: RedisSettings | None = None
+    """Where limit counters, quotas and token health are shared (None: in each process)."""
 
     def model_names(self) -> set[str]:
         """The model names the configuration holds (modelMapping's exact keys and its
@@ -243,7 +249,8 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any] | Config) -> Con
                   hooks, image_fetch=top.image_fetch, max_sse_event_size=top.max_sse_event_size,
                   metrics_max_label_values=(top.metrics.max_label_values if top.metrics
                                             else DEFAULT_MAX_LABEL_VALUES),
-                  request_read_timeout=top.request_read_timeout, consumers=table)
+                  request_read_timeout=top.request_read_timeout, consumers=table,
+                  redis=redis_settings(top.redis) if top.redis is not None else None)
 
 
 def _yaml_error(exc: yaml.YAMLError) -> str:

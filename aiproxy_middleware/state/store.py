@@ -9,6 +9,7 @@ warning itself, at most once per interval.
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Protocol
 
@@ -43,17 +44,31 @@ class SharedStore(Protocol):
         ...
 
 
+MAX_WINDOWS = 100_000
+"""Windows a `MemoryStore` keeps at most: one per key, and keys may come from requests
+(`limit_by_per_ip`), so a flood of distinct keys must not grow memory without bound."""
+MAX_BALANCES = 100_000
 _SWEEP_FLOOR = 4096
 
 
 class MemoryStore:
-    """`SharedStore` in this process: one worker's own counts."""
+    """`SharedStore` in this process: one worker's own counts.
 
-    def __init__(self) -> None:
+    Windows that have ended are dropped whenever the table has doubled since the last sweep
+    (the windows of values seen once, a per-value `*` rule's, do not pile up). At most
+    `max_windows` windows: when full, a new key first drops every window that has ended,
+    then the oldest tenth (those keys start a new window when next counted). At most
+    `max_balances` balances: when full, `balance_add` keeps no new key (it answers as if the
+    key had been kept), while `balance_set` (an admin's) drops the oldest to make room.
+    """
+
+    def __init__(self, max_windows: int = MAX_WINDOWS, max_balances: int = MAX_BALANCES) -> None:
         self._now = time.monotonic
         self._windows: dict[str, tuple[int, float]] = {}
-        """key -> (count, the monotonic time its window ends)"""
+        """key -> (count, the monotonic time its window ends), oldest first"""
         self._balances: dict[str, int] = {}
+        self.max_windows = max(1, max_windows)
+        self.max_balances = max(1, max_balances)
         self._sweep_at = _SWEEP_FLOOR
 
     def _open(self, key: str) -> tuple[int, float] | None:
@@ -62,6 +77,16 @@ class MemoryStore:
             del self._windows[key]
             return None
         return entry
+
+    def _make_room(self) -> None:
+        now = self._now()
+        windows = self._windows
+        for key in [k for k, (_, ends) in windows.items() if ends <= now]:
+            del windows[key]
+        self._sweep_at = max(_SWEEP_FLOOR, 2 * len(windows))
+        if len(windows) >= self.max_windows:  # a tenth at once: the sweep above is rare
+            for key in list(itertools.islice(windows, max(1, self.max_windows // 10))):
+                del windows[key]
 
     async def window_get(self, key: str) -> tuple[int, float]:
         entry = self._open(key)
@@ -72,26 +97,30 @@ class MemoryStore:
     async def window_add(self, key: str, amount: int, window: float) -> tuple[int, float]:
         entry = self._open(key)
         now = self._now()
-        if entry is None and len(self._windows) >= self._sweep_at:
-            self._sweep(now)
-        count, ends = (amount, now + window) if entry is None else (entry[0] + amount, entry[1])
+        if entry is None:
+            size = len(self._windows)
+            if size >= self._sweep_at or size >= self.max_windows:
+                self._make_room()
+            count, ends = amount, now + window
+        else:
+            count, ends = entry[0] + amount, entry[1]
         self._windows[key] = (count, ends)
         return count, ends - now
-
-    def _sweep(self, now: float) -> None:
-        """Drops every closed window, once the table has doubled since the last sweep: the
-        windows of values seen once (a per-value `*` rule's) do not pile up."""
-        self._windows = {k: v for k, v in self._windows.items() if v[1] > now}
-        self._sweep_at = max(_SWEEP_FLOOR, 2 * len(self._windows))
 
     async def balance_get(self, key: str) -> int | None:
         return self._balances.get(key)
 
     async def balance_set(self, key: str, value: int) -> None:
-        self._balances[key] = value
+        balances = self._balances
+        if key not in balances and len(balances) >= self.max_balances:
+            del balances[next(iter(balances))]
+        balances[key] = value
 
     async def balance_add(self, key: str, delta: int) -> int:
-        value = self._balances[key] = self._balances.get(key, 0) + delta
+        balances = self._balances
+        value = balances.get(key, 0) + delta
+        if key in balances or len(balances) < self.max_balances:
+            balances[key] = value
         return value
 
     async def aclose(self) -> None:
