@@ -20,7 +20,7 @@ from helpers import PUBLIC_IP, TLS, inner_app
 # upstream_paths.py's `upstream_path` fixture, limit_fixtures.py's `store`/`limited` and
 # redis_server.py's `redis_server` (a real redis-server on 127.0.0.1), for every module
 # without importing them there
-pytest_plugins = ["upstream_paths", "limit_fixtures", "redis_server"]
+pytest_plugins = ["upstream_paths", "redis_server", "limit_fixtures"]
 
 
 @pytest.fixture(autouse=True)

@@ -9,15 +9,18 @@ plugin (`pytest_plugins`), so every test file has them.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from aiproxy_middleware import AIProxyMiddleware
+from aiproxy_middleware.state.redis_link import RedisSettings
+from aiproxy_middleware.state.redis_store import RedisStore
 from aiproxy_middleware.state.store import MemoryStore, SharedStore
 from helpers import inner_app
+from redis_server import RedisServer
 
 
 def chat_answer(total: int, completion: int = 1) -> dict[str, Any]:
@@ -30,9 +33,26 @@ def chat_answer(total: int, completion: int = 1) -> dict[str, Any]:
                       "total_tokens": total}}
 
 
-@pytest.fixture
-async def store() -> AsyncIterator[SharedStore]:
-    shared = MemoryStore()
+@pytest.fixture(scope="session")
+def shared_redis() -> Iterator[RedisServer]:
+    """One redis-server for the limit tests (each test starts on an emptied database)."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[SharedStore]:
+    """Every limit test runs twice: counting in this process, and in a real Redis."""
+    shared: SharedStore
+    if request.param == "memory":
+        shared = MemoryStore()
+    else:
+        server = request.getfixturevalue("shared_redis")
+        server.command("FLUSHALL")
+        shared = RedisStore(RedisSettings("127.0.0.1", server.port, timeout_ms=5000))
     yield shared
     await shared.aclose()
 

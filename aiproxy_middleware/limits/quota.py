@@ -79,6 +79,8 @@ class Quota:
             raise ProxyError(401, NO_CONSUMER, "authentication_error", "no_consumer")
         key = self.key(consumer)
         balance = await store.balance_get(key)
+        if balance is None and not store.reachable:
+            return key  # the store is down: quotas are not enforced meanwhile
         if balance is None or balance <= 0:
             raise ProxyError(403, NO_QUOTA, "permission_error", "quota_exhausted")
         return key
@@ -103,15 +105,25 @@ class Quota:
         key = self.key(name)
         if action == "query":
             balance = await store.balance_get(key)
+            _stored(store)
             return b"application/json", msgspec.json.encode(
                 {"consumer": name, "quota": balance or 0})
         field = "quota" if action == "refresh" else "value"
         amount = _integer(form.get(field), field)
         if action == "refresh":
             await store.balance_set(key, amount)
+            _stored(store)
             return b"text/plain; charset=utf-8", b"refresh quota successful"
         await store.balance_add(key, amount)
+        _stored(store)
         return b"text/plain; charset=utf-8", b"delta quota successful"
+
+
+def _stored(store: SharedStore) -> None:
+    """An admin's call the store could not carry out is a 503, never a false success."""
+    if not store.reachable:
+        raise ProxyError(503, "the quota store is unreachable; the quota was not read or"
+                         " changed, try again", "server_error", "quota_store_unavailable")
 
 
 def _form(data: bytes) -> dict[str, str]:

@@ -48,6 +48,10 @@ class RedisStore:
         link.script("window_add", _WINDOW_ADD)
         link.script("window_get", _WINDOW_GET)
 
+    @property
+    def reachable(self) -> bool:
+        return not self.link.down
+
     async def window_get(self, key: str) -> tuple[int, float]:
         async def op(client: Any) -> tuple[int, float]:
             count, left = await self.link.eval(client, "window_get", [self._prefix + key], [])

@@ -17,6 +17,12 @@ from typing import Protocol
 class SharedStore(Protocol):
     """Counters in fixed windows, and balances."""
 
+    @property
+    def reachable(self) -> bool:
+        """False once a call has had to answer without its backend (until one succeeds
+        again): a `None` balance then means "unknown", not "never set"."""
+        ...
+
     async def window_get(self, key: str) -> tuple[int, float]:
         """The count in `key`'s current window and the seconds until that window ends
         ((0, 0.0) when no window is open)."""
@@ -61,6 +67,8 @@ class MemoryStore:
     `max_balances` balances: when full, `balance_add` keeps no new key (it answers as if the
     key had been kept), while `balance_set` (an admin's) drops the oldest to make room.
     """
+
+    reachable = True  # (always: it is this process)
 
     def __init__(self, max_windows: int = MAX_WINDOWS, max_balances: int = MAX_BALANCES) -> None:
         self._now = time.monotonic
