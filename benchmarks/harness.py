@@ -82,7 +82,7 @@ class Procs:
 def child_env(source: Path = ROOT) -> dict[str, str]:
     """The child's environment: no proxy settings, and `source` (this checkout, or the
     baseline's) first on the import path."""
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source), env.get("PYTHONPATH")]))
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     return env

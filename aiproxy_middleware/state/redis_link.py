@@ -109,7 +109,7 @@ class RedisLink:
             connection_class=SSLConnection if s.tls else Connection,
             max_connections=DEFAULT_MAX_CONNECTIONS,
             host=s.host, port=s.port, db=s.database, username=s.username, password=s.password,
-            socket_timeout=self.timeout, socket_connect_timeout=self.timeout,
+            socket_timeout=None, socket_connect_timeout=self.timeout,
             retry=Retry(NoBackoff(), 0),  # no retries: the timeout is the whole wait
             client_name="aiproxy-middleware")
         client = Redis(connection_pool=pool)
