@@ -102,6 +102,36 @@ async def test_concurrent_adds_are_never_lost(redis_server):
 
 # --- two middlewares, one Redis -------------------------------------------------------------
 
+async def test_calls_of_one_loop_turn_share_one_pipeline_and_survive_a_script_flush(
+        redis_server):
+    """The window calls requests make together go as one pipeline (one round trip); a Redis
+    that forgot the scripts (restarted, or SCRIPT FLUSH) has them loaded again, and no
+    count is lost or doubled."""
+    store = RedisStore(RedisSettings("127.0.0.1", redis_server.port))
+    try:
+        await store.window_get("warm")  # the worker's connection is open
+        opened = _stat(redis_server, "total_connections_received")
+        answers = await asyncio.gather(*(store.window_add(f"w{i % 4}", 1, 60) for i in range(40)))
+        assert sorted(count for count, _ in answers) == sorted([*range(1, 11)] * 4)
+        # 40 calls at once, and still the one connection: they went as one pipeline (one
+        # command at a time would have taken a connection each); +1: this look's own
+        assert _stat(redis_server, "total_connections_received") == opened + 1
+        redis_server.command("SCRIPT", "FLUSH")
+        answers = await asyncio.gather(*(store.window_add("w0", 1, 60) for _ in range(5)),
+                                       store.window_get("w1"))
+        assert [count for count, _ in answers[:5]] == [11, 12, 13, 14, 15]
+        assert answers[5][0] == 10 and 0 < answers[5][1] <= 60
+        assert store.reachable
+    finally:
+        await store.aclose()
+
+
+def _stat(server, name: str) -> int:
+    stats = server.command("INFO", "stats")
+    line = next(x for x in stats.split("\n") if x.startswith(name + ":"))
+    return int(line.split(":")[1])
+
+
 async def test_two_middlewares_from_one_config_share_counts_and_token_health(
         redis_server, respx_mock, upstream):
     route = respx_mock.post(URL).mock(side_effect=by_token({TOKENS[0]: 401}))

@@ -120,7 +120,7 @@ class RedisLink:
 
     async def call(self, op: Callable[[Any], Awaitable[T]], fallback: T) -> T:
         """`op(client)`'s answer, or `fallback` when Redis is down, slow or failing."""
-        if self._down_until and time.monotonic() < self._down_until:
+        if self.resting():
             return fallback
         try:
             async with asyncio.timeout(self.timeout):
@@ -128,14 +128,41 @@ class RedisLink:
                 async with self._slots:
                     answer = await op(client)
         except Exception as exc:  # noqa: BLE001 - whatever failed, the request goes on
-            self._failed(exc)
+            self.failed(exc)
             return fallback
+        self.answered()
+        return answer
+
+    def resting(self) -> bool:
+        """Whether calls answer their fallback at once (Redis failed less than
+        `retry_after` seconds ago)."""
+        return bool(self._down_until) and time.monotonic() < self._down_until
+
+    def answered(self) -> None:
+        """A call succeeded: Redis is back if it was down."""
         if self.down:
             self.down = False
             self._down_until = 0.0
             logger.info("aiproxy: Redis at %s answers again; limits and token health are"
                         " shared again", self.settings.address)
-        return answer
+
+    def source(self, name: str) -> str:
+        return self._scripts[name]
+
+    async def pipelined(self, fill: Callable[[Any], None]) -> list[Any]:
+        """The answers of the commands `fill(pipeline)` queues, sent as one pipeline on one
+        connection (an error answer is its exception, in its place)."""
+        client = self._open()
+        async with self._slots:
+            pipe = client.pipeline(transaction=False)
+            fill(pipe)
+            return list(await pipe.execute(raise_on_error=False))
+
+    async def load_scripts(self, names: set[str]) -> None:
+        client = self._open()
+        async with self._slots:
+            for name in names:
+                await client.script_load(self._scripts[name])
 
     async def eval(self, client: Any, name: str, keys: list[str], args: list[Any]) -> Any:
         """Run the script registered as `name` (inside `call`'s `op`)."""
@@ -144,7 +171,8 @@ class RedisLink:
             script = self._scripts_bound[name] = client.register_script(self._scripts[name])
         return await script(keys=keys, args=args, client=client)
 
-    def _failed(self, exc: Exception) -> None:
+    def failed(self, exc: BaseException) -> None:
+        """A call failed: rest for `retry_after` seconds, warn at most once per interval."""
         now = time.monotonic()
         self._down_until = now + self.retry_after
         if not self.down:

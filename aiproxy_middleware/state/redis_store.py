@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiproxy_middleware.state.redis_batch import ScriptBatcher
 from aiproxy_middleware.state.redis_link import RedisLink, RedisSettings
 
 # INCRBY, then the expiry only when the key has none (it was just created): the window is
@@ -47,25 +48,22 @@ class RedisStore:
         self._prefix = link.prefix
         link.script("window_add", _WINDOW_ADD)
         link.script("window_get", _WINDOW_GET)
+        self._batch = ScriptBatcher(link)
 
     @property
     def reachable(self) -> bool:
         return not self.link.down
 
     async def window_get(self, key: str) -> tuple[int, float]:
-        async def op(client: Any) -> tuple[int, float]:
-            count, left = await self.link.eval(client, "window_get", [self._prefix + key], [])
-            return int(count), int(left) / 1000
-        return await self.link.call(op, (0, 0.0))
+        # (every request asks this: sent with the others of the same loop turn)
+        answer = await self._batch.run("window_get", [self._prefix + key], [], None)
+        return (0, 0.0) if answer is None else (int(answer[0]), int(answer[1]) / 1000)
 
     async def window_add(self, key: str, amount: int, window: float) -> tuple[int, float]:
         window_ms = max(1, round(window * 1000))
-
-        async def op(client: Any) -> tuple[int, float]:
-            count, left = await self.link.eval(client, "window_add", [self._prefix + key],
-                                               [int(amount), window_ms])
-            return int(count), int(left) / 1000
-        return await self.link.call(op, (0, 0.0))
+        answer = await self._batch.run("window_add", [self._prefix + key],
+                                       [int(amount), window_ms], None)
+        return (0, 0.0) if answer is None else (int(answer[0]), int(answer[1]) / 1000)
 
     async def balance_get(self, key: str) -> int | None:
         async def op(client: Any) -> int | None:
