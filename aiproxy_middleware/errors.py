@@ -34,6 +34,8 @@ class ProxyError(Exception):
         self.param = param
         self.headers = headers
         """Response headers the answer carries (a 405's `Allow`)."""
+        self.consumer: str | None = None
+        """The consumer refused, when the gateway knew who was calling (a 403)."""
 
     def body(self) -> bytes:
         return msgspec.json.encode(

@@ -402,3 +402,32 @@ def test_env_credentials(monkeypatch):
 
 
 _ = TLS  # (the shared upstream TLS context comes with `upstream`)
+
+
+# ---- refusals are summarized and counted -----------------------------------------------------
+
+async def test_refusals_are_summarized_and_counted_per_consumer(gw, respx_mock, summaries):
+    """A caller without a key, one the route does not allow, and one over its token limit:
+    nothing goes upstream, and each refusal is a summary (status, consumer, no credential)
+    and a metric, like any other answer."""
+    up = respx_mock.post(CHAT_URL).respond(json=OPENAI_ANSWER)  # 2 tokens of usage
+    client = gw({"consumers": CONSUMERS, "metrics": {"path": "/metrics"}, "routes": [{
+        "path": "/ai", "provider": PROVIDER, "allow": ["alice"],
+        "tokenRateLimit": {"rule_name": "r", "rule_items": [{
+            "limit_by_per_consumer": "",
+            "limit_keys": [{"key": "*", "token_per_minute": 2}]}]}}]})
+    url = "/ai/v1/chat/completions"
+    assert (await client.post(url, json=chat())).status_code == 401
+    assert (await client.post(url, json=chat(), headers=bearer(BOB))).status_code == 403
+    assert (await client.post(url, json=chat(), headers=bearer(ALICE))).status_code == 200
+    assert (await client.post(url, json=chat(), headers=bearer(ALICE))).status_code == 429
+    assert up.call_count == 1
+    seen = [(s.status, s.consumer, s.route, s.endpoint, s.attempts) for s in summaries]
+    assert seen == [(401, None, "/ai", "chat", 0), (403, "bob", "/ai", "chat", 0),
+                    (200, "alice", "/ai", "chat", 1), (429, "alice", "/ai", "chat", 0)]
+    assert summaries[3].requested_model == chat()["model"] and summaries[3].error
+    assert not any(ALICE in str(s.as_dict()) or BOB in str(s.as_dict()) for s in summaries)
+    metrics = (await client.get("/metrics")).text
+    assert ('aiproxy_consumer_requests_total{consumer="alice",route="/ai",status="429"} 1.0'
+            in metrics)
+    assert 'consumer="bob",route="/ai",status="403"' in metrics

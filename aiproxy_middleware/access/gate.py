@@ -118,7 +118,9 @@ async def identify(gate: Gate | None, hook: Authenticate | None,
     if name is None:
         raise gate.refuse(problem)
     if not gate.permits(name):
-        raise gate.refuse("forbidden", name)
+        refusal = gate.refuse("forbidden", name)
+        refusal.consumer = name  # (who was refused: for the request's summary)
+        raise refusal
     return name, (places.strip(scope) if places is not None else without_identity(scope))
 
 

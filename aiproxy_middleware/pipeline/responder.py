@@ -33,7 +33,7 @@ from aiproxy_middleware.pipeline.read_deadline import ReadDeadlines
 from aiproxy_middleware.pipeline.relay import Relay
 from aiproxy_middleware.pipeline.route_state import RouteStates
 from aiproxy_middleware.pipeline.shaping import PASSTHROUGH, Request, shape
-from aiproxy_middleware.pipeline.summaries import summarize
+from aiproxy_middleware.pipeline.summaries import endpoint_name, refusal_summary, summarize
 from aiproxy_middleware.provider import Call, Endpoint
 from aiproxy_middleware.state.store import SharedStore
 from aiproxy_middleware.transforms.fetch_policy import ImagePolicy
@@ -71,7 +71,7 @@ class Responder:
 
     # (slots: a request in flight holds fewer objects for the garbage collector to walk)
     __slots__ = ("routes", "services", "route", "trace", "relay", "call", "candidate",
-                 "attempts", "anthropic", "api", "consumer", "identified")
+                 "attempts", "anthropic", "api", "consumer", "identified", "refused")
 
     def __init__(self, routes: Sequence[Route], services: Services) -> None:
         self.routes = routes
@@ -89,6 +89,9 @@ class Responder:
         self.consumer: str | None = None
         self.identified = False
         """The gateway identified the caller (`consumer`; else the `x-mse-consumer` header)."""
+        self.refused: tuple[Route, int, str] | None = None
+        """The route that refused the caller (key auth, allow lists, limits, quotas), the
+        status and the model asked for: such a request is summarized too."""
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         error = None
@@ -104,6 +107,13 @@ class Responder:
             await self._fail(send, ProxyError(500, error, "server_error", "internal_error"))
         if self.route is not None and self.call is not None and not self.trace.quiet:
             await self._emit(self.route, error)
+        elif self.refused is not None:
+            route, status, model = self.refused
+            observe = route.observe
+            if self.services.observer.listening(bool(observe.summaries), observe.hooks):
+                await self.services.observer.emit(refusal_summary(
+                    self.trace, route, endpoint_name(self.api, self.anthropic), model,
+                    status, error, self.consumer), bool(observe.summaries), observe.hooks)
 
     async def quota_admin(self, scope: Scope, receive: Any, send: Any) -> None:
         """Higress ai-quota's admin endpoint (query, refresh, delta) of a route's `quota`."""
@@ -179,7 +189,12 @@ class Responder:
         turns = turns_for(route, state, view, data)
         guard = None
         if route.guards is not None:  # token rate limits, quotas (limits/guard.py)
-            guard = await admit(route.guards, request, self.services.store)
+            try:
+                guard = await admit(route.guards, request, self.services.store)
+            except ProxyError as exc:
+                model = request.first.get("model") if request.first is not None else None
+                self.refused = (route, exc.status, model if isinstance(model, str) else "")
+                raise
             send = guard.steer(turns, send, lambda: self.candidate)
         capture = Capture(send) if route.passthrough else None
         await self._attempts(route, turns, request,
@@ -196,7 +211,13 @@ class Responder:
         hook = self.services.authenticate
         if route.gate is None and hook is None:
             return scope
-        admitted = await identify(route.gate, hook, scope)
+        try:
+            admitted = await identify(route.gate, hook, scope)
+        except ProxyError as exc:
+            if exc.status < 500:
+                self.refused = (route, exc.status, "")
+                self.consumer = exc.consumer
+            raise
         if admitted is None:
             return scope
         self.consumer, scope = admitted

@@ -8,12 +8,15 @@ import msgspec
 
 from aiproxy_middleware.errors import ProxyError
 from aiproxy_middleware.observe.record import Summary, cost_of
+from aiproxy_middleware.pipeline.discovery import COUNT_TOKENS
+from aiproxy_middleware.pipeline.shaping import PASSTHROUGH
 from aiproxy_middleware.provider import Call, Endpoint
 from aiproxy_middleware.safety.secrets import Scrubber, upstream_scrubber
 from aiproxy_middleware.shapes import decode_json
 from aiproxy_middleware.wire.openai import ChatCompletionRequest
 
 if TYPE_CHECKING:
+    from aiproxy_middleware.config.model import Route
     from aiproxy_middleware.observe.request import RequestObserver
 
 _ENDPOINTS = {Endpoint.CHAT: "chat", Endpoint.EMBEDDINGS: "embeddings",
@@ -44,6 +47,32 @@ def summarize(trace: RequestObserver, call: Call, route: str, provider: str,
     if payloads:
         summary.request = _payload(call, scrub)
     return summary
+
+
+def refusal_summary(trace: RequestObserver, route: Route, endpoint: str, requested_model: str,
+                    status: int, error: str | None, consumer: str | None) -> Summary:
+    """The summary of a request the gateway refused before any upstream call (no key, not
+    allowed, over a limit or out of quota): operators count refusals per route and consumer
+    like any other answer."""
+    candidate = route.candidates[0]
+    summary = Summary(route=route.name, provider=candidate.kind, endpoint=endpoint,
+                      requested_model=upstream_scrubber(candidate.provider, None).text(
+                          requested_model),
+                      model="", stream=False, attempts=0, error=error, consumer=consumer)
+    summary.status = status
+    summary.total_ms = summary.overhead_ms = trace.elapsed() * 1000
+    return summary
+
+
+def endpoint_name(api: Endpoint | str | None, anthropic: bool) -> str:
+    """A summary's `endpoint` for a request refused before any call was made."""
+    if api == COUNT_TOKENS:
+        return "count_tokens"
+    if anthropic:
+        return "messages"
+    if isinstance(api, Endpoint):
+        return _ENDPOINTS.get(api, "original")
+    return "passthrough" if api == PASSTHROUGH else "original"
 
 
 def _scrub(summary: Summary, scrub: Scrubber) -> None:
