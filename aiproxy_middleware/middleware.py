@@ -5,6 +5,7 @@ state it owns (clients, token pools, health checks). Each request is answered by
 from __future__ import annotations
 
 import gc
+import os
 import logging
 from typing import Any
 
@@ -15,7 +16,7 @@ from aiproxy_middleware.config.higress import Config, load_config
 from aiproxy_middleware.config.model import Api, Route
 from aiproxy_middleware.errors import ProxyError
 from aiproxy_middleware.observe.summary import Metrics, Observer, SummaryHook
-from aiproxy_middleware.pipeline.discovery import Catalog, Kind, asked_for
+from aiproxy_middleware.pipeline.discovery import Asked, Catalog, Kind, asked_for
 from aiproxy_middleware.pipeline.intake import refuse_path
 from aiproxy_middleware.pipeline.read_deadline import ReadDeadlines
 from aiproxy_middleware.pipeline.responder import Responder, Services
@@ -92,7 +93,7 @@ class AIProxyMiddleware:
     request carrying a consumer's credential is admitted first; see access/gate.py).
     """
 
-    def __init__(self, app: Any, config: str | dict[str, Any] | Config,
+    def __init__(self, app: Any, config: str | os.PathLike[str] | dict[str, Any] | Config,
                  http_client: httpx.AsyncClient | None = None,
                  on_summary: SummaryHook | None = None,
                  token_store: TokenStore | None = None,
@@ -130,6 +131,7 @@ class AIProxyMiddleware:
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         kind = scope["type"]
+        asked: Asked | None  # a model-list request (both dialects' branches below)
         if kind == "http":
             path = scope["path"]
             problem = request_path_problem(path)
@@ -232,7 +234,7 @@ class AIProxyMiddleware:
 
         async def app_receive() -> Message:
             nonlocal received
-            message = await receive()
+            message: Message = await receive()
             received = True
             if message["type"] == "lifespan.startup":
                 _ = self.http_client

@@ -212,7 +212,7 @@ def shared_link(settings: RedisSettings | None, store: object, token_store: obje
     return RedisLink(settings)
 
 
-def _kind(exc: Exception) -> str:
+def _kind(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
     name = type(exc).__name__
