@@ -5,9 +5,10 @@ state it owns (clients, token pools, health checks). Each request is answered by
 from __future__ import annotations
 
 import gc
-import os
 import logging
-from typing import Any
+import os
+from collections.abc import MutableMapping
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -129,7 +130,7 @@ class AIProxyMiddleware:
         """Call `hook` with the summary of every AI request from now on."""
         self.observer.add_hook(hook)
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+    async def _call(self, scope: Scope, receive: Any, send: Any) -> None:
         kind = scope["type"]
         asked: Asked | None  # a model-list request (both dialects' branches below)
         if kind == "http":
@@ -176,6 +177,12 @@ class AIProxyMiddleware:
             await self._lifespan(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+    if TYPE_CHECKING:  # an ASGI app as Starlette's `Middleware` and others type one
+        async def __call__(self, scope: MutableMapping[str, Any], receive: Any,
+                           send: Any) -> None: ...
+    else:  # (servers pass a dict: `_call` is the method itself, no call in between)
+        __call__ = _call
 
     async def _admitted(self, routes: tuple[Route, ...], scope: Scope, send: Any) -> bool:
         """Whether a model list may be answered: its routes' gates (and the hook) admit

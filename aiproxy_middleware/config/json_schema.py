@@ -144,17 +144,16 @@ def _higress_providers(defs: dict[str, Any],
     chosen = []
     for name, cls in settings.items():
         own = defs[_component_name(cls, defs)]
-        schema = {"title": f"provider type {name}", "type": "object",
-                  "properties": {**copy.deepcopy(common["properties"]),
-                                 **copy.deepcopy(own.get("properties", {})),
-                                 "type": {"const": name}},
-                  "required": sorted({"type", *common.get("required", ()),
-                                      *own.get("required", ())}),
-                  "additionalProperties": False}
+        schema: dict[str, Any] = {
+            "title": f"provider type {name}", "type": "object",
+            "properties": {**copy.deepcopy(common["properties"]),
+                           **copy.deepcopy(own.get("properties", {})), "type": {"const": name}},
+            "required": sorted({"type", *common.get("required", ()), *own.get("required", ())}),
+            "additionalProperties": False}
         mode = schema["properties"].get("reasoningContentMode")
         if mode is not None and "enum" in mode:  # case-insensitive, as in Higress
-            mode["anyOf"] = [{"enum": mode.pop("enum")},
-                             {"type": "string", "pattern": _any_case(common, "reasoningContentMode")}]
+            pattern = _any_case(common, "reasoningContentMode")
+            mode["anyOf"] = [{"enum": mode.pop("enum")}, {"type": "string", "pattern": pattern}]
             mode.pop("type", None)
         out[f"provider.{name}"] = schema
         chosen.append({"if": {"properties": {"type": {"const": name}}},
