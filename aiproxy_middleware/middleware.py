@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import gc
 import logging
-from typing import Any
+import os
+from collections.abc import MutableMapping
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -15,7 +17,7 @@ from aiproxy_middleware.config.higress import Config, load_config
 from aiproxy_middleware.config.model import Api, Route
 from aiproxy_middleware.errors import ProxyError
 from aiproxy_middleware.observe.summary import Metrics, Observer, SummaryHook
-from aiproxy_middleware.pipeline.discovery import Catalog, Kind, asked_for
+from aiproxy_middleware.pipeline.discovery import Asked, Catalog, Kind, asked_for
 from aiproxy_middleware.pipeline.intake import refuse_path
 from aiproxy_middleware.pipeline.read_deadline import ReadDeadlines
 from aiproxy_middleware.pipeline.responder import Responder, Services
@@ -92,7 +94,7 @@ class AIProxyMiddleware:
     request carrying a consumer's credential is admitted first; see access/gate.py).
     """
 
-    def __init__(self, app: Any, config: str | dict[str, Any] | Config,
+    def __init__(self, app: Any, config: str | os.PathLike[str] | dict[str, Any] | Config,
                  http_client: httpx.AsyncClient | None = None,
                  on_summary: SummaryHook | None = None,
                  token_store: TokenStore | None = None,
@@ -128,8 +130,9 @@ class AIProxyMiddleware:
         """Call `hook` with the summary of every AI request from now on."""
         self.observer.add_hook(hook)
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+    async def _call(self, scope: Scope, receive: Any, send: Any) -> None:
         kind = scope["type"]
+        asked: Asked | None  # a model-list request (both dialects' branches below)
         if kind == "http":
             path = scope["path"]
             problem = request_path_problem(path)
@@ -174,6 +177,12 @@ class AIProxyMiddleware:
             await self._lifespan(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+    if TYPE_CHECKING:  # an ASGI app as Starlette's `Middleware` and others type one
+        async def __call__(self, scope: MutableMapping[str, Any], receive: Any,
+                           send: Any) -> None: ...
+    else:  # (servers pass a dict: `_call` is the method itself, no call in between)
+        __call__ = _call
 
     async def _admitted(self, routes: tuple[Route, ...], scope: Scope, send: Any) -> bool:
         """Whether a model list may be answered: its routes' gates (and the hook) admit
@@ -232,7 +241,7 @@ class AIProxyMiddleware:
 
         async def app_receive() -> Message:
             nonlocal received
-            message = await receive()
+            message: Message = await receive()
             received = True
             if message["type"] == "lifespan.startup":
                 _ = self.http_client

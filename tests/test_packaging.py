@@ -43,3 +43,9 @@ def test_providers_import_under_the_package() -> None:
 
     assert Path(providers.__file__).parent == ROOT / "providers"
     assert "qwen" in providers.provider_names()
+
+
+def test_the_wheel_says_the_package_is_typed() -> None:
+    # PEP 561: without py.typed in the wheel, type checkers ignore the package's annotations.
+    assert (ROOT / "aiproxy_middleware" / "py.typed").is_file()
+    assert "py.typed" in _setuptools()["package-data"]["aiproxy_middleware"]

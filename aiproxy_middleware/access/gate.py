@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,7 @@ from aiproxy_middleware.wire.anthropic_answers import error_json
 logger = logging.getLogger("aiproxy_middleware")
 
 Scope = dict[str, Any]
-Authenticate = Callable[[Scope], Any]
+Authenticate = Callable[[Scope], "str | None | Awaitable[str | None]"]
 """`fn(scope)`, sync or async: the consumer's name, or None (a 401)."""
 
 

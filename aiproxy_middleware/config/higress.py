@@ -325,7 +325,7 @@ def _route(prefix: str, raw: dict[str, Any], where: str, top: _TopLevel) -> Rout
         tokens=rules, answers=AnswerRules.build(common))
 
 
-def _one_credential(provider: Provider, raw: dict[str, Any], where: str) -> None:
+def _one_credential(provider: Provider[Any], raw: dict[str, Any], where: str) -> None:
     """A URL setting's `user:password@` is sent as HTTP Basic auth (a server behind a
     proxy that asks for it); with apiTokens too, one request would carry two credentials
     in one Authorization header (aiohttp refuses it: a 500 on every call; httpx sends

@@ -49,7 +49,8 @@ def load_hook(spec: str, where: str) -> SummaryHook:
             raise ConfigError(f"{where}: {module_name!r} has no attribute {attr!r}") from None
     if not callable(target):
         raise ConfigError(f"{where}: {spec!r} is not callable (it is a {type(target).__name__})")
-    return target
+    hook: SummaryHook = target
+    return hook
 
 
 def _hook_name(hook: Any) -> str:

@@ -116,17 +116,28 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="aiproxy", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_options(sub.add_parser("serve", help="serve a config file with uvicorn"))
-    check = sub.add_parser("check", help="validate a config file and exit")
+    check = sub.add_parser("check", help="validate a config file: print its routes, or its"
+                                         " problems (exit status 2)")
     check.add_argument("config")
+    sub.add_parser("schema", help="print the config's JSON Schema (for editors:"
+                                  " aiproxy schema > aiproxy.schema.json)")
     args = parser.parse_args(argv)
+    if args.command == "schema":
+        import json
+
+        from aiproxy_middleware.config.json_schema import config_schema
+
+        print(json.dumps(config_schema(), indent=1))
+        return 0
+    if args.command == "check":
+        from aiproxy_middleware.serve.check_report import check as check_config
+
+        return check_config(args.config, sys.stdout, sys.stderr)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"aiproxy: invalid config: {exc}", file=sys.stderr)
         return 2
-    if args.command == "check":
-        print(f"{args.config}: OK ({len(config.routes) + len(config.all_apisix())} route(s))")
-        return 0
     import uvicorn
 
     from aiproxy_middleware.middleware import AIProxyMiddleware

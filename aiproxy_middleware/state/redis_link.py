@@ -110,7 +110,8 @@ class RedisLink:
             max_connections=DEFAULT_MAX_CONNECTIONS,
             host=s.host, port=s.port, db=s.database, username=s.username, password=s.password,
             socket_timeout=None, socket_connect_timeout=self.timeout,
-            retry=Retry(NoBackoff(), 0),  # no retries: the timeout is the whole wait
+            # no retries: the timeout is the whole wait (redis 5.0's NoBackoff is untyped)
+            retry=Retry(NoBackoff(), 0),  # type: ignore[no-untyped-call, unused-ignore]
             client_name="aiproxy-middleware")
         client = Redis(connection_pool=pool)
         self._client, self._loop = client, loop
@@ -212,7 +213,7 @@ def shared_link(settings: RedisSettings | None, store: object, token_store: obje
     return RedisLink(settings)
 
 
-def _kind(exc: Exception) -> str:
+def _kind(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
     name = type(exc).__name__
