@@ -307,3 +307,23 @@ def test_tracing_without_opentelemetry_is_a_config_error(monkeypatch):
     with pytest.raises(ConfigError) as info:
         AIProxyMiddleware(inner_app(), {**openai_config(), "tracing": {"enabled": True}})
     assert "pip install 'aiproxy-middleware[otel]'" in str(info.value)
+
+
+async def test_the_fastapi_example_exports_its_spans(monkeypatch):
+    """examples/otel_fastapi.py builds and traces without a collector (its in-memory
+    exporter in place of OTLP)."""
+    import importlib
+    import sys
+    from pathlib import Path
+    monkeypatch.setenv("AIPROXY_OTEL_EXPORTER", "memory")
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
+    sys.modules.pop("examples.otel_fastapi", None)
+    example = importlib.import_module("examples.otel_fastapi")
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=example.app),
+                               base_url="http://example.test")
+    assert (await client.get("/items/1")).status_code == 200
+    r = await client.post("/v1/chat/completions", json=chat())
+    assert r.status_code == 200
+    [span] = request_spans(example.memory_exporter)
+    assert span.name == "chat mock-echo-1"
+    assert span.attributes["gen_ai.provider.name"] == "mock"
