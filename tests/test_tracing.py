@@ -86,10 +86,9 @@ async def test_openai_chat_span(respx_mock, upstream, provider, exporter):
     assert a["gen_ai.request.temperature"] == 0.2 and a["gen_ai.request.top_p"] == 0.9
     assert a["server.address"] == "api.openai.com" and a["server.port"] == 443
     assert "error.type" not in a and span.status.status_code is not StatusCode.ERROR
-    [attempt] = attempt_spans(exporter)
-    assert attempt.parent.span_id == span.context.span_id
-    assert attempt.attributes["aiproxy.instance"] and attempt.attributes["aiproxy.attempt"] == 1
-    assert attempt.attributes["aiproxy.token.index"] == 0
+    # answered at the first attempt: no child span; the request's names instance and token
+    assert not attempt_spans(exporter)
+    assert a["aiproxy.instance"] and a["aiproxy.token.index"] == 0
     assert not span.events  # no content unless asked
     no_secret_anywhere(exporter)
 
@@ -169,8 +168,11 @@ async def test_upstream_error(respx_mock, upstream, provider, exporter, status):
     [span] = request_spans(exporter)
     assert span.attributes["error.type"] == str(status)
     assert span.status.status_code is StatusCode.ERROR
-    [attempt] = attempt_spans(exporter)
+    [attempt] = attempt_spans(exporter)  # a failed attempt is a child span
+    assert attempt.parent.span_id == span.context.span_id
     assert attempt.attributes["error.type"] == str(status)
+    assert attempt.attributes["aiproxy.attempt"] == 1
+    assert attempt.attributes["server.address"] == "api.openai.com"
     no_secret_anywhere(exporter)
 
 
@@ -212,7 +214,7 @@ async def test_retry_shows_each_attempt(respx_mock, upstream, provider, exporter
             assert "error.type" not in span.attributes
         seen.add(len(attempts))
         no_secret_anywhere(exporter)
-    assert 2 in seen
+    assert 2 in seen and seen <= {0, 2}
 
 
 async def test_traceparent_continues_the_trace(respx_mock, upstream, provider, exporter):

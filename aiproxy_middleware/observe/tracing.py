@@ -128,7 +128,7 @@ def _carrier(headers: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
 class RequestSpan:
     """The span (and metrics) of one AI request, and of each of its attempts."""
 
-    __slots__ = ("tracing", "started", "parent", "span", "attempt_span", "operation",
+    __slots__ = ("tracing", "started", "parent", "span", "attempt_at", "attributes", "operation",
                  "provider", "server", "_clock")
 
     def __init__(self, tracing: Tracing, headers: Sequence[tuple[bytes, bytes]]) -> None:
@@ -138,7 +138,10 @@ class RequestSpan:
         self.parent = (tracing._extract(_carrier(headers)) if tracing.tracer is not None
                        else None)
         self.span: Any = None
-        self.attempt_span: Any = None
+        self.attempt_at: tuple[int, int] | None = None
+        """When the attempt in flight started, and its number."""
+        self.attributes: dict[str, Any] = {}
+        """The request span's attributes known before its end (set with the rest)."""
         self.operation: str | None = None
         self.provider = ""
         self.server: tuple[str | None, int | None] = (None, None)
@@ -172,33 +175,46 @@ class RequestSpan:
         if not self._open(api, kind):
             return
         self.server = self.tracing.server(provider)
-        span = self.span
-        if span is None:
+        if self.span is None:
             return
+        attributes = self.attributes
         if number == 1:
-            _request_attributes(span, body)
-        address, port = self.server
-        attributes: dict[str, Any] = {"aiproxy.attempt": number, "aiproxy.instance": instance}
+            _request_attributes(attributes, body)
+        attributes["aiproxy.instance"] = instance
         if token_index is not None:
             attributes["aiproxy.token.index"] = token_index
-        if address:
-            attributes["server.address"] = address
-        if port:
-            attributes["server.port"] = port
-        self.attempt_span = self.tracing.tracer.start_span(  # type: ignore[union-attr]
-            f"attempt {instance}", context=self.tracing._in_context(span),
-            kind=self.tracing._internal, attributes=attributes)
+        else:
+            attributes.pop("aiproxy.token.index", None)
+        self.attempt_at = (time.time_ns(), number)
 
     def attempt_ended(self, status: int) -> None:
-        """The attempt's answer: its status (a failure's `error.type` and an error status)."""
-        span, self.attempt_span = self.attempt_span, None
-        if span is None:
+        """The attempt's answer (its status). A request answered at its first attempt has no
+        child span (its span names the instance and token); once one fails, each attempt is
+        a child span, backdated to its start: the trace shows every retry and fallback."""
+        at, self.attempt_at = self.attempt_at, None
+        failed = status >= 400 or not status
+        if at is None or (at[1] == 1 and not failed):
             return
+        attributes = self.attributes
+        child: dict[str, Any] = {"aiproxy.attempt": at[1],
+                                 "aiproxy.instance": attributes["aiproxy.instance"]}
+        if "aiproxy.token.index" in attributes:
+            child["aiproxy.token.index"] = attributes["aiproxy.token.index"]
+        address, port = self.server
+        if address:
+            child["server.address"] = address
+        if port:
+            child["server.port"] = port
         if status:
-            span.set_attribute("http.response.status_code", status)
-        if status >= 400 or not status:
-            span.set_attribute("error.type", str(status) if status else "_OTHER")
-            span.set_status(self.tracing._error)
+            child["http.response.status_code"] = status
+        if failed:
+            child["error.type"] = str(status) if status else "_OTHER"
+        tracing = self.tracing
+        span = tracing.tracer.start_span(  # type: ignore[union-attr]
+            f"attempt {child['aiproxy.instance']}", context=tracing._in_context(self.span),
+            kind=tracing._internal, attributes=child, start_time=at[0])
+        if failed:
+            span.set_status(tracing._error)
         span.end()
 
     def end(self, api: str | None, kind: str, summary: Summary | None,
@@ -213,11 +229,12 @@ class RequestSpan:
         if scrub is None and trace.provider is not None:  # no answer came (an error)
             scrub = upstream_scrubber(trace.provider, None)
         scrub = scrub or None
-        if self.attempt_span is not None:  # (an attempt that raised out of the responder)
+        if self.attempt_at is not None:  # (an attempt that raised out of the responder)
             self.attempt_ended(status)
         if not self._open(api, kind):
             return
-        attributes = _answer_attributes(summary, tap, scrub)
+        attributes = self.attributes
+        attributes.update(_answer_attributes(summary, tap, scrub))
         address, port = self.server
         if address:
             attributes["server.address"] = address
@@ -279,14 +296,14 @@ _METRIC_ATTRIBUTES = ("gen_ai.request.model", "gen_ai.response.model", "server.a
                       "server.port")
 
 
-def _request_attributes(span: Any, body: Any) -> None:
+def _request_attributes(out: dict[str, Any], body: Any) -> None:
     """The sampling parameters the client asked for (`gen_ai.request.*`)."""
     try:
         get = body.get
         for field, name, kind in _PARAMETERS:
             value = get(field)
             if isinstance(value, kind) and not isinstance(value, bool):
-                span.set_attribute(name, value)
+                out[name] = value
     except Exception:  # noqa: BLE001 - a mistyped field is the request's 400, not ours
         pass
 
