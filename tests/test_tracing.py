@@ -329,3 +329,19 @@ async def test_the_fastapi_example_exports_its_spans(monkeypatch):
     [span] = request_spans(example.memory_exporter)
     assert span.name == "chat mock-echo-1"
     assert span.attributes["gen_ai.provider.name"] == "mock"
+
+
+@pytest.mark.parametrize("compact", [True, False])
+def test_the_detailed_tap_finds_a_streams_finish_reason(compact):
+    """After the first token the tap skims; the finishing chunk is still found, whether the
+    upstream's JSON has spaces after its colons or not."""
+    from aiproxy_middleware.observe.tap_details import DetailedTap
+    body = openai_stream(*({"content": f"w{i} "} for i in range(20)), finish="length", id="c9")
+    if compact:
+        body = body.replace(b": ", b":").replace(b", ", b",")
+    tap = DetailedTap()
+    for i in range(0, len(body), 97):  # pieces that split events anywhere
+        tap.sse(body[i:i + 97])
+    tap.close()
+    assert tap.finish_reasons == ["length"] and tap.response_id == "c9"
+    assert tap.response_model == "gpt-4o" and tap.completion_tokens == 7

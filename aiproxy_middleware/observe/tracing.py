@@ -151,11 +151,11 @@ class RequestSpan:
         reasons too (and its text when content is captured)."""
         return DetailedTap(keep_text or self.tracing.capture_content)
 
-    def _open(self, api: str | None, kind: str) -> bool:
+    def _open(self, api: Any, kind: str) -> bool:
         """Starts the request's span (backdated to the request's arrival); False when the
-        request is not an AI operation the conventions name."""
+        request is not an AI operation the conventions name (`api`: the Endpoint called)."""
         if self.operation is None:
-            self.operation = operation_of(api)
+            self.operation = operation_of(getattr(api, "value", None))
             if self.operation is None:
                 return False
             self.provider = provider_name(kind)
@@ -168,7 +168,7 @@ class RequestSpan:
                             "gen_ai.provider.name": self.provider})
         return True
 
-    def attempt(self, api: str | None, kind: str, provider: Any, instance: str, number: int,
+    def attempt(self, api: Any, kind: str, provider: Any, instance: str, number: int,
                 token_index: int | None, body: Any) -> None:
         """An attempt is about to go to `instance` (of provider type `kind`); `body` is the
         call's JSON body (a JsonBody), whose sampling parameters the span records."""
@@ -217,12 +217,19 @@ class RequestSpan:
             span.set_status(tracing._error)
         span.end()
 
-    def end(self, api: str | None, kind: str, summary: Summary | None,
-            trace: RequestObserver, error: str | None, request: Any = None) -> None:
+    def end(self, api: Any, kind: str, summary: Summary | None, trace: RequestObserver,
+            error: str | None, call: Any = None) -> None:
         """The request is over (its answer ended): the span gets what the answer held and
         ends; the metrics count it. `summary`: the request's (None when it failed before
         any call: then only the status and `error` are known); `trace`: its observer;
-        `request`: its JSON body (for captured content)."""
+        `call`: the provider's Call (its JSON body for captured content). Never raises."""
+        try:
+            self._end(api, kind, summary, trace, error, getattr(call, "body", None))
+        except Exception as exc:  # noqa: BLE001 - tracing never breaks a request
+            logger.warning("aiproxy: span not recorded: %s", type(exc).__name__)
+
+    def _end(self, api: Any, kind: str, summary: Summary | None, trace: RequestObserver,
+             error: str | None, request: Any) -> None:
         status = trace.status
         tap = getattr(trace, "tap", None)
         scrub = trace.scrubber  # (what keeps the provider's secrets out)

@@ -123,16 +123,8 @@ class Responder:
                     self.trace, route, endpoint_name(self.api, self.anthropic), model,
                     status, error, self.consumer), bool(observe.summaries), observe.hooks)
         if self.span is not None:
-            self._end_span(summary, error)
-
-    def _end_span(self, summary: Summary | None, error: str | None) -> None:
-        candidate = self.candidate or (self.route or self.routes[0]).candidates[0]
-        try:
-            self.span.end(  # type: ignore[union-attr]
-                self.api.value if isinstance(self.api, Endpoint) else None, candidate.kind,
-                summary, self.trace, error, self.call.body if self.call is not None else None)
-        except Exception as exc:  # noqa: BLE001 - tracing never breaks a request
-            logger.warning("aiproxy: span not recorded: %s", type(exc).__name__)
+            candidate = self.candidate or (self.route or self.routes[0]).candidates[0]
+            self.span.end(self.api, candidate.kind, summary, self.trace, error, self.call)
 
     async def quota_admin(self, scope: Scope, receive: Any, send: Any) -> None:
         """Higress ai-quota's admin endpoint (query, refresh, delta) of a route's `quota`."""
@@ -319,8 +311,7 @@ class Responder:
                 call.stream = False
             call.token = await turns.token(call, request.scope)
             if span is not None:
-                span.attempt(request.api.value if isinstance(request.api, Endpoint) else None,
-                             candidate.kind, candidate.provider, candidate.name,
+                span.attempt(request.api, candidate.kind, candidate.provider, candidate.name,
                              self.attempts, turns.index_of(call.token), call.body)
             relay.retry_on = policy.retryable if turns.catches(policy, self.attempts) else None
             started = loop.time()
