@@ -345,3 +345,29 @@ def test_the_detailed_tap_finds_a_streams_finish_reason(compact):
     tap.close()
     assert tap.finish_reasons == ["length"] and tap.response_id == "c9"
     assert tap.response_model == "gpt-4o" and tap.completion_tokens == 7
+
+
+async def test_apisix_fallback_names_each_instance(respx_mock, upstream, provider, exporter):
+    def instance(name: str, priority: int) -> dict:
+        return {"name": name, "provider": "openai-compatible", "weight": 1, "priority": priority,
+                "auth": {"header": {"Authorization": f"Bearer {SECRETS[1]}"}},
+                "override": {"endpoint": f"http://{name}.test:8080/v1/chat/completions"}}
+    respx_mock.post("http://hi.test:8080/v1/chat/completions").respond(
+        429, json={"error": {"message": "slow down"}})
+    respx_mock.post("http://lo.test:8080/v1/chat/completions").respond(json=OPENAI_ANSWER)
+    config = {"routes": [{"path": "/chat", "fallback_strategy": ["http_429"],
+                          "instances": [instance("lo", 0), instance("hi", 10)]}]}
+    client = client_for(config, upstream, tracer_provider=provider)
+    r = await client.post("/chat", json=chat())
+    assert r.status_code == 200
+    [span] = request_spans(exporter)
+    assert span.attributes["gen_ai.provider.name"] == "openai-compatible"
+    assert span.attributes["aiproxy.instance"] == "lo"
+    assert "error.type" not in span.attributes
+    first, second = sorted(attempt_spans(exporter), key=lambda s: s.start_time)
+    assert (first.name, second.name) == ("attempt hi", "attempt lo")
+    assert first.attributes["error.type"] == "429" and "error.type" not in second.attributes
+    assert (first.attributes["server.address"], first.attributes["server.port"]) == (
+        "hi.test", 8080)
+    assert second.attributes["server.address"] == "lo.test"
+    no_secret_anywhere(exporter)

@@ -317,6 +317,7 @@ def _request_attributes(out: dict[str, Any], body: Any) -> None:
 
 _PARAMETERS = (("max_tokens", "gen_ai.request.max_tokens", int),
                ("max_completion_tokens", "gen_ai.request.max_tokens", int),
+               ("max_output_tokens", "gen_ai.request.max_tokens", int),  # Responses API
                ("temperature", "gen_ai.request.temperature", (int, float)),
                ("top_p", "gen_ai.request.top_p", (int, float)))
 
