@@ -17,6 +17,7 @@ from aiproxy_middleware.config.higress import Config, load_config
 from aiproxy_middleware.config.model import Api, Route
 from aiproxy_middleware.errors import ProxyError
 from aiproxy_middleware.observe.summary import Metrics, Observer, SummaryHook
+from aiproxy_middleware.observe.tracing import make_tracing
 from aiproxy_middleware.pipeline.discovery import Asked, Catalog, Kind, asked_for
 from aiproxy_middleware.pipeline.intake import refuse_path
 from aiproxy_middleware.pipeline.read_deadline import ReadDeadlines
@@ -92,6 +93,9 @@ class AIProxyMiddleware:
     `authenticate`, when given, is called with each AI request's scope (sync or async) and
     returns the caller's consumer name, or None for a 401 (with `consumers` configured, a
     request carrying a consumer's credential is admitted first; see access/gate.py).
+    `tracer_provider` and `meter_provider` (OpenTelemetry's, with the `otel` extra) record
+    a span of each AI request and the GenAI metrics (the config's `tracing:` uses the
+    global ones; see observe/tracing.py).
     """
 
     def __init__(self, app: Any, config: str | os.PathLike[str] | dict[str, Any] | Config,
@@ -99,7 +103,8 @@ class AIProxyMiddleware:
                  on_summary: SummaryHook | None = None,
                  token_store: TokenStore | None = None,
                  authenticate: Authenticate | None = None,
-                 store: SharedStore | None = None) -> None:
+                 store: SharedStore | None = None,
+                 tracer_provider: Any = None, meter_provider: Any = None) -> None:
         self.app = app
         self.config = load_config(config)
         self._client = http_client
@@ -124,7 +129,8 @@ class AIProxyMiddleware:
         self.services = Services(lambda: self.http_client, self.observer,
                                  self.read_deadlines, self.catalog, self.states,
                                  self.config.image_fetch.policy, app, self.store,
-                                 authenticate)
+                                 authenticate, make_tracing(self.config.tracing,
+                                                            tracer_provider, meter_provider))
 
     def add_summary_hook(self, hook: SummaryHook) -> None:
         """Call `hook` with the summary of every AI request from now on."""

@@ -198,6 +198,26 @@ def middleware_app(upstream: str) -> Any:
         "type": "openai", "apiTokens": [API_TOKEN], "openaiCustomUrl": upstream}})
 
 
+def middleware_traced_app(upstream: str) -> Any:
+    """The plain route with a span of each request (and of its attempt) recorded through an
+    OpenTelemetry SDK tracer provider whose batch exporter drops what it is given: the cost
+    of tracing in the gateway, without a collector's."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    from aiproxy_middleware import AIProxyMiddleware
+
+    class Drop(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Drop()))
+    return AIProxyMiddleware(app_404, config={"provider": {
+        "type": "openai", "apiTokens": [API_TOKEN], "openaiCustomUrl": upstream}},
+        tracer_provider=provider)
+
+
 def middleware_apisix_app(upstream: str) -> Any:
     from aiproxy_middleware import AIProxyMiddleware
     return AIProxyMiddleware(app_404, config={"routes": [{
@@ -235,6 +255,8 @@ def middleware_guarded_app(upstream: str, redis_url: str | None = None) -> Any:
 def target_app(kind: str, upstream: str, stream: bool) -> Any:
     if kind == "middleware":
         return middleware_app(upstream)
+    if kind == "middleware-traced":
+        return middleware_traced_app(upstream)
     if kind == "middleware-guarded":
         return middleware_guarded_app(upstream)
     if kind == "middleware-guarded-redis":

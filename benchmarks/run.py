@@ -68,7 +68,7 @@ from report import FLOOR, FLOORS, key_figures, ratio, table
 # floor-aiohttp, and the middleware's, floor-httpx-aiohttp, among them).
 TARGETS = ["direct", "server-only", "floor-httpx", "floor-httpx-tuned", "floor-httpx-aiohttp",
            "floor-aiohttp", "middleware", "middleware-apisix", "middleware-guarded",
-           "middleware-guarded-redis"]
+           "middleware-guarded-redis", "middleware-traced"]
 REDIS_TARGETS = {"middleware-guarded-redis"}  # a run with one of these starts a redis-server
 DEFAULT_TARGETS = ["direct", "server-only", "floor-httpx-aiohttp", "floor-aiohttp", "middleware",
                    "middleware-apisix"]

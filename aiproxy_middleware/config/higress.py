@@ -28,6 +28,7 @@ from aiproxy_middleware.config.identity import (HigressAccess, apisix_route_gate
 from aiproxy_middleware.config.model import (Api, Candidate, HigressBody, Limits, Match,
                                              MethodPolicy, Observe, RetryPolicy, Route, Unsupported)
 from aiproxy_middleware.config.redis_section import redis_settings
+from aiproxy_middleware.config.tracing_section import TracingSettings, checked_tracing
 from aiproxy_middleware.errors import ConfigError
 from aiproxy_middleware.observe.metrics import DEFAULT_MAX_LABEL_VALUES
 from aiproxy_middleware.observe.summary import SummaryHook, load_hook
@@ -89,6 +90,8 @@ class _TopLevel(Struct, rename="camel", forbid_unknown_fields=True):
     """The single `provider` form's allow list (a `routes` entry has its own)."""
     redis: dict[str, Any] | None = None
     """Shared state (config/redis_section.py; its fields are snake_case, as in Higress)."""
+    tracing: TracingSettings | None = None
+    """OpenTelemetry spans and metrics (config/tracing_section.py)."""
 
 
 class _RouteEntry(Struct, rename="camel", forbid_unknown_fields=True):
@@ -141,6 +144,8 @@ class Config:
     """The configured consumers (their credentials hashed); None: none configured."""
     redis: RedisSettings | None = None
     """Where limit counters, quotas and token health are shared (None: in each process)."""
+    tracing: TracingSettings | None = None
+    """OpenTelemetry spans and metrics through the global providers (None: off)."""
 
     def model_names(self) -> set[str]:
         """The model names the configuration holds (modelMapping's exact keys and its
@@ -250,7 +255,8 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any] | Config) -> Con
                   metrics_max_label_values=(top.metrics.max_label_values if top.metrics
                                             else DEFAULT_MAX_LABEL_VALUES),
                   request_read_timeout=top.request_read_timeout, consumers=table,
-                  redis=redis_settings(top.redis) if top.redis is not None else None)
+                  redis=redis_settings(top.redis) if top.redis is not None else None,
+                  tracing=checked_tracing(top.tracing))
 
 
 def _yaml_error(exc: yaml.YAMLError) -> str:

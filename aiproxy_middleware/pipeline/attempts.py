@@ -58,6 +58,11 @@ class Turns:
     def has_next(self) -> bool:
         return False
 
+    def index_of(self, token: str) -> int | None:
+        """Which of the candidate's tokens `token` is (a trace names it so, never by
+        value); None when the candidate has no pool of them."""
+        return None
+
     def advance(self) -> Candidate | None:
         """The next candidate, after a failure (None: every one was tried)."""
         return None
@@ -111,6 +116,10 @@ class TokenTurns(Turns):
 
     def has_next(self) -> bool:
         return len(self.tried) < len(self.pool.tokens)
+
+    def index_of(self, token: str) -> int | None:
+        tokens = self.pool.tokens
+        return tokens.index(token) if token in tokens else None
 
     def advance(self) -> Candidate | None:
         return self.candidate if self.has_next() else None

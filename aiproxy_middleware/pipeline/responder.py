@@ -21,7 +21,8 @@ from aiproxy_middleware.config.model import Api, ApisixBody, Candidate, RetryPol
 from aiproxy_middleware.errors import ProxyError, bad_request, upstream_unreachable
 from aiproxy_middleware.limits.guard import admit
 from aiproxy_middleware.limits.quota import MAX_ADMIN_BODY
-from aiproxy_middleware.observe.summary import Observer
+from aiproxy_middleware.observe.summary import Observer, Summary
+from aiproxy_middleware.observe.tracing import RequestSpan, Tracing
 from aiproxy_middleware.pipeline.attempts import (CandidateRelay, Turns, decoded, retry_after,
                                                   turns_for)
 from aiproxy_middleware.pipeline.checks import check_request
@@ -63,6 +64,8 @@ class Services:
     """Where limit counters and quota balances live (this process, or Redis)."""
     authenticate: Authenticate | None = None
     """The app's `authenticate` hook (access/gate.py), if any."""
+    tracing: Tracing | None = None
+    """OpenTelemetry spans and metrics (observe/tracing.py), when asked for."""
 
 
 class Responder:
@@ -71,7 +74,7 @@ class Responder:
 
     # (slots: a request in flight holds fewer objects for the garbage collector to walk)
     __slots__ = ("routes", "services", "route", "trace", "relay", "call", "candidate",
-                 "attempts", "anthropic", "api", "consumer", "identified", "refused")
+                 "attempts", "anthropic", "api", "consumer", "identified", "refused", "span")
 
     def __init__(self, routes: Sequence[Route], services: Services) -> None:
         self.routes = routes
@@ -92,9 +95,13 @@ class Responder:
         self.refused: tuple[Route, int, str] | None = None
         """The route that refused the caller (key auth, allow lists, limits, quotas), the
         status and the model asked for: such a request is summarized too."""
+        self.span: RequestSpan | None = None
+        """The request's OpenTelemetry span, when tracing is on."""
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         error = None
+        if self.services.tracing is not None:
+            self.span = self.services.tracing.request(scope["headers"])
         self._detect(scope["path"])
         try:
             await self._serve(scope, receive, send)
@@ -105,8 +112,9 @@ class Responder:
             logger.exception("aiproxy: unexpected error on %s %r", scope["method"], scope["path"])
             error = "the gateway failed to handle this request"
             await self._fail(send, ProxyError(500, error, "server_error", "internal_error"))
+        summary = None
         if self.route is not None and self.call is not None and not self.trace.quiet:
-            await self._emit(self.route, error)
+            summary = await self._emit(self.route, error)
         elif self.refused is not None:
             route, status, model = self.refused
             observe = route.observe
@@ -114,6 +122,9 @@ class Responder:
                 await self.services.observer.emit(refusal_summary(
                     self.trace, route, endpoint_name(self.api, self.anthropic), model,
                     status, error, self.consumer), bool(observe.summaries), observe.hooks)
+        if self.span is not None:
+            candidate = self.candidate or (self.route or self.routes[0]).candidates[0]
+            self.span.end(self.api, candidate.kind, summary, self.trace, error, self.call)
 
     async def quota_admin(self, scope: Scope, receive: Any, send: Any) -> None:
         """Higress ai-quota's admin endpoint (query, refresh, delta) of a route's `quota`."""
@@ -179,7 +190,9 @@ class Responder:
         observe = route.observe
         if observe.payloads:
             self.trace.keep_text()
-        if not self.services.observer.listening(bool(observe.summaries), observe.hooks) \
+        if self.span is not None:  # a traced answer is read for its span
+            self.trace.tap = self.span.tap(self.trace.tap.keep_text)
+        elif not self.services.observer.listening(bool(observe.summaries), observe.hooks) \
                 and route.guards is None:  # (limits count the answer's usage: it is read)
             self.trace.quiet = True
         if len(data) > route.max_body:  # (the largest route's limit was read)
@@ -286,6 +299,7 @@ class Responder:
         answers = route.answers if request.api is Endpoint.CHAT and not self.anthropic else None
         failures: list[str] = []
         candidate: Candidate | None = turns.candidate
+        span = self.span
         while candidate is not None:
             self.attempts += 1
             self.candidate = candidate
@@ -296,6 +310,9 @@ class Responder:
             if route.passthrough:
                 call.stream = False
             call.token = await turns.token(call, request.scope)
+            if span is not None:
+                span.attempt(request.api, candidate.kind, candidate.provider, candidate.name,
+                             self.attempts, turns.index_of(call.token), call.body)
             relay.retry_on = policy.retryable if turns.catches(policy, self.attempts) else None
             started = loop.time()
             try:
@@ -308,8 +325,12 @@ class Responder:
                     raise
                 status, held = exc.status, exc  # type: ignore[assignment]
             else:
+                if span is not None:
+                    span.attempt_ended(self.trace.status)
                 await turns.report(call.token, self.trace.status)
                 return
+            if span is not None:
+                span.attempt_ended(status)
             await turns.report(call.token, status)
             failed = candidate
             failures.append(f"{failed.name}: {status}")
@@ -332,7 +353,7 @@ class Responder:
                 await asyncio.sleep(wait)
         raise upstream_unreachable(f"every instance failed ({'; '.join(failures)})")
 
-    async def _emit(self, route: Route, error: str | None) -> None:
+    async def _emit(self, route: Route, error: str | None) -> Summary:
         candidate = self.candidate
         observe = route.observe
         endpoint = None
@@ -343,7 +364,10 @@ class Responder:
                             route.name, candidate.kind if candidate else "",
                             candidate.name if candidate and observe.names_instance else None,
                             error, self.attempts, observe.payloads, observe.costs, endpoint)
+        if summary.response_text is not None and not observe.payloads:
+            summary.response_text = None  # (kept for a span's captured content only)
         await self.services.observer.emit(summary, bool(observe.summaries), observe.hooks)
+        return summary
 
 
 def _may_retry(policy: RetryPolicy, attempts: int, elapsed: float, wait: float,
