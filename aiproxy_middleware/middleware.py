@@ -190,7 +190,7 @@ class AIProxyMiddleware:
         """The APISIX routes whose models `<base>/v1/models` lists."""
         apisix = self.config.apisix
         return (apisix.get(base + "/v1/chat/completions", ())
-                + apisix.get(base + "/v1/messages", ()))
+                + apisix.get(base + "/v1/messages", ()) + apisix.get(base + "/v1/responses", ()))
 
     @property
     def http_client(self) -> httpx.AsyncClient:

@@ -31,6 +31,7 @@ from aiproxy_middleware.pipeline.intake import read_body, too_large
 from aiproxy_middleware.pipeline.passthrough import Capture, pass_on
 from aiproxy_middleware.pipeline.read_deadline import ReadDeadlines
 from aiproxy_middleware.pipeline.relay import Relay
+from aiproxy_middleware.pipeline.responses_bridge import ResponsesTurn
 from aiproxy_middleware.pipeline.route_state import RouteStates
 from aiproxy_middleware.pipeline.shaping import PASSTHROUGH, Request, shape
 from aiproxy_middleware.pipeline.summaries import summarize
@@ -63,6 +64,9 @@ class Services:
     """Where limit counters and quota balances live (this process, or Redis)."""
     authenticate: Authenticate | None = None
     """The app's `authenticate` hook (access/gate.py), if any."""
+    responses: Any = None
+    """The stored Responses (`ResponseRecords`: a bridged `/v1/responses` call's
+    `previous_response_id` and `store`), in `store`."""
 
 
 class Responder:
@@ -175,6 +179,8 @@ class Responder:
         if len(data) > route.max_body:  # (the largest route's limit was read)
             raise too_large(route.max_body)
         request = self._request(route, scope, data)
+        if request.api is Endpoint.RESPONSES and route.api is not Api.ORIGINAL:
+            request.responses = ResponsesTurn(data, self.services.responses, request.consumer)
         state = self.services.states[route]
         turns = turns_for(route, state, view, data)
         guard = None
@@ -271,6 +277,8 @@ class Responder:
             relay = self.relay = CandidateRelay(candidate, request.scope, send, self.anthropic,
                                                 answers, route.limits, self.trace)
             call = self.call = await shape(route, candidate, request, client)
+            if request.responses is not None and call.endpoint is Endpoint.CHAT:
+                relay.writer.responses = request.responses  # bridged: answered as a Response
             call.consumer = request.consumer
             if route.passthrough:
                 call.stream = False
@@ -317,7 +325,8 @@ class Responder:
         endpoint = None
         if observe.names_endpoint:
             endpoint = ("count_tokens" if self.api == COUNT_TOKENS else
-                        "messages" if self.anthropic else None)
+                        "messages" if self.anthropic else
+                        "responses" if self.api is Endpoint.RESPONSES else None)
         summary = summarize(self.trace, self.call,  # type: ignore[arg-type]
                             route.name, candidate.kind if candidate else "",
                             candidate.name if candidate and observe.names_instance else None,
@@ -337,11 +346,14 @@ def _may_retry(policy: RetryPolicy, attempts: int, elapsed: float, wait: float,
 
 
 def _api_of(path: str, body: JsonBody, route: Route) -> Endpoint | str:
-    """The API an APISIX request calls: by its path for Anthropic's, else by its body."""
+    """The API an APISIX request calls: by its path for Anthropic's and Responses, else by
+    its body."""
     if path.endswith(COUNT_TOKENS):
         return COUNT_TOKENS
     if path.endswith("/v1/messages"):
         return Endpoint.MESSAGES
+    if path.endswith("/v1/responses"):
+        return Endpoint.RESPONSES
     if body.is_list("messages"):
         return Endpoint.CHAT
     if _schema_311(route):
