@@ -27,6 +27,7 @@ from aiproxy_middleware.safety.urls import request_path_problem
 from aiproxy_middleware.state.redis_link import RedisLink, shared_link
 from aiproxy_middleware.state.redis_store import RedisStore
 from aiproxy_middleware.state.redis_tokens import RedisTokenStore
+from aiproxy_middleware.state.response_records import ResponseRecords
 from aiproxy_middleware.state.store import MemoryStore, SharedStore
 
 logger = logging.getLogger("aiproxy_middleware")
@@ -116,13 +117,15 @@ class AIProxyMiddleware:
         self._owns_store = store is None
         self._redis, self.store, token_store = _shared_state(self.config, routes, store,
                                                              token_store)
+        # stored responses (`store`, `previous_response_id`), in the same store
+        self.responses = ResponseRecords.configured(self.store, self.config.responses)
         # This middleware's own state for each route (the config is never written).
         self.states = RouteStates(routes, token_store, lambda: self.http_client)
         self.health = self.states.health
         self.services = Services(lambda: self.http_client, self.observer,
                                  self.read_deadlines, self.catalog, self.states,
                                  self.config.image_fetch.policy, app, self.store,
-                                 authenticate)
+                                 authenticate, self.responses)
 
     def add_summary_hook(self, hook: SummaryHook) -> None:
         """Call `hook` with the summary of every AI request from now on."""

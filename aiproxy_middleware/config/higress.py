@@ -28,6 +28,7 @@ from aiproxy_middleware.config.identity import (HigressAccess, apisix_route_gate
 from aiproxy_middleware.config.model import (Api, Candidate, HigressBody, Limits, Match,
                                              MethodPolicy, Observe, RetryPolicy, Route, Unsupported)
 from aiproxy_middleware.config.redis_section import redis_settings
+from aiproxy_middleware.config.responses_section import ResponsesSection
 from aiproxy_middleware.errors import ConfigError
 from aiproxy_middleware.observe.metrics import DEFAULT_MAX_LABEL_VALUES
 from aiproxy_middleware.observe.summary import SummaryHook, load_hook
@@ -37,6 +38,7 @@ from aiproxy_middleware.provider_config import ProviderConfig
 from aiproxy_middleware.providers import get_provider, provider_names
 from aiproxy_middleware.runtime.tokens import TokenRules
 from aiproxy_middleware.state.redis_link import RedisSettings
+from aiproxy_middleware.state.response_records import ResponsesSettings
 from aiproxy_middleware.transforms.context import ContextFile
 from aiproxy_middleware.transforms.fetch_policy import ImageFetch
 from aiproxy_middleware.transforms.mapping import ModelMapper, SettingsApplier
@@ -89,6 +91,8 @@ class _TopLevel(Struct, rename="camel", forbid_unknown_fields=True):
     """The single `provider` form's allow list (a `routes` entry has its own)."""
     redis: dict[str, Any] | None = None
     """Shared state (config/redis_section.py; its fields are snake_case, as in Higress)."""
+    responses: ResponsesSection = msgspec.field(default_factory=ResponsesSection)
+    """Stored responses' TTL and bounds (config/responses_section.py)."""
 
 
 class _RouteEntry(Struct, rename="camel", forbid_unknown_fields=True):
@@ -141,6 +145,8 @@ class Config:
     """The configured consumers (their credentials hashed); None: none configured."""
     redis: RedisSettings | None = None
     """Where limit counters, quotas and token health are shared (None: in each process)."""
+    responses: ResponsesSettings = field(default_factory=ResponsesSettings)
+    """How long and how many stored responses are kept (`responses:`)."""
 
     def model_names(self) -> set[str]:
         """The model names the configuration holds (modelMapping's exact keys and its
@@ -250,7 +256,8 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any] | Config) -> Con
                   metrics_max_label_values=(top.metrics.max_label_values if top.metrics
                                             else DEFAULT_MAX_LABEL_VALUES),
                   request_read_timeout=top.request_read_timeout, consumers=table,
-                  redis=redis_settings(top.redis) if top.redis is not None else None)
+                  redis=redis_settings(top.redis) if top.redis is not None else None,
+                  responses=top.responses.settings())
 
 
 def _yaml_error(exc: yaml.YAMLError) -> str:

@@ -36,6 +36,7 @@ from aiproxy_middleware.pipeline.route_state import RouteStates
 from aiproxy_middleware.pipeline.shaping import PASSTHROUGH, Request, shape
 from aiproxy_middleware.pipeline.summaries import summarize
 from aiproxy_middleware.provider import Call, Endpoint
+from aiproxy_middleware.state.response_records import ResponseRecords
 from aiproxy_middleware.state.store import SharedStore
 from aiproxy_middleware.transforms.fetch_policy import ImagePolicy
 from aiproxy_middleware.wire.json_body import JsonBody
@@ -64,9 +65,9 @@ class Services:
     """Where limit counters and quota balances live (this process, or Redis)."""
     authenticate: Authenticate | None = None
     """The app's `authenticate` hook (access/gate.py), if any."""
-    responses: Any = None
-    """The stored Responses (`ResponseRecords`: a bridged `/v1/responses` call's
-    `previous_response_id` and `store`), in `store`."""
+    responses: ResponseRecords | None = None
+    """Stored responses (`store`, `previous_response_id`), in `store`; the middleware
+    always sets it."""
 
 
 class Responder:

@@ -18,7 +18,6 @@ client, so a follow-up turn on any worker finds it.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ import msgspec
 
 from aiproxy_middleware.errors import ProxyError, upstream_invalid
 from aiproxy_middleware.shapes import decode_json
+from aiproxy_middleware.state.response_records import plain_id, previous_not_found
 from aiproxy_middleware.wire.json_body import JsonBody
 from aiproxy_middleware.wire.responses import input_items, new_response_id, parse_request, to_chat
 from aiproxy_middleware.wire.responses_answers import (ResponseStream, convert_answer,
@@ -37,10 +37,6 @@ if TYPE_CHECKING:
     from aiproxy_middleware.state.response_records import ResponseRecords
 
 logger = logging.getLogger("aiproxy_middleware")
-
-_PLAIN_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")
-"""A response id as the gateway or a provider makes them: anything else is found nowhere."""
-_SHOWN_ID = 64  # characters of an unknown id an error quotes
 
 
 def native(candidate: Candidate) -> bool:
@@ -96,15 +92,16 @@ class ResponsesTurn:
     async def _previous(self, previous_id: Any) -> Sequence[dict[str, Any]]:
         if previous_id is None:
             return ()
+        records = self.records
         record = None
-        if isinstance(previous_id, str) and _PLAIN_ID.fullmatch(previous_id) \
-                and self.records is not None:
-            record = await self.records.load(self.consumer, previous_id)
+        if plain_id(previous_id) and records is not None:
+            record = await records.load(self.consumer, previous_id)
+            if record is None and not records.reachable:  # unknown, not "not stored"
+                raise ProxyError(503, "stored responses cannot be read right now (the shared"
+                                 " store is unreachable); try again", "server_error",
+                                 "store_unavailable")
         if record is None:  # (OpenAI's answer: a 400 naming the field)
-            shown = previous_id[:_SHOWN_ID] if isinstance(previous_id, str) else ""
-            raise ProxyError(400, f"Previous response with id {shown!r} not found.",
-                             "invalid_request_error", "previous_response_not_found",
-                             "previous_response_id")
+            raise previous_not_found(previous_id if isinstance(previous_id, str) else "")
         return record.items
 
     def answer(self, status: int, data: bytes) -> bytes:
