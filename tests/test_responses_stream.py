@@ -1,0 +1,133 @@
+"""A chat chunk stream as the Responses API's event stream (`ResponseStream`): the events, in
+order, with increasing sequence numbers, and the openai SDK's `responses.stream()` helper
+(fed through httpx's MockTransport) assembling the final response from them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import openai
+import pytest
+
+from aiproxy_middleware.wire.responses import parse_request
+from aiproxy_middleware.wire.responses_answers import ResponseStream
+from helpers import STREAM_USAGE, openai_stream, sdk_httpx
+
+TOOL_DELTAS = (
+    {"role": "assistant", "content": "Let me check."},
+    {"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                     "function": {"name": "get_weather", "arguments": ""}}]},
+    {"tool_calls": [{"index": 0, "function": {"arguments": '{"city":'}}]},
+    {"tool_calls": [{"index": 0, "function": {"arguments": '"Oslo"}'}}]})
+
+
+def convert(sse: bytes, request: dict[str, Any] | None = None, pieces: int = 7) -> bytes:
+    """`sse` through a ResponseStream, fed in pieces of `pieces` bytes."""
+    stream = ResponseStream(parse_request(request or {"model": "m", "input": "Hi"}), "resp_1")
+    out = b"".join(stream.feed(sse[i:i + pieces]) for i in range(0, len(sse), pieces))
+    return out + stream.close()
+
+
+def events(data: bytes) -> list[dict[str, Any]]:
+    out = []
+    for block in data.decode().split("\n\n"):
+        if not block:
+            continue
+        name, payload = block.split("\n")
+        assert name.startswith("event: ") and payload.startswith("data: ")
+        event = json.loads(payload[6:])
+        assert event["type"] == name[7:]
+        out.append(event)
+    return out
+
+
+def sdk_stream(data: bytes) -> Any:
+    def handler(request: Any) -> Any:
+        return sdk_httpx.Response(200, content=data, headers={"content-type": "text/event-stream"})
+    client = openai.OpenAI(base_url="http://gateway/v1", api_key="x", max_retries=0,
+                           http_client=sdk_httpx.Client(transport=sdk_httpx.MockTransport(handler)))
+    return client.responses.stream(model="m", input="Hi")
+
+
+def test_text_events_in_order():
+    got = events(convert(openai_stream({"role": "assistant", "content": "Hel"},
+                                       {"content": "lo"})))
+    assert [e["type"] for e in got] == [
+        "response.created", "response.in_progress", "response.output_item.added",
+        "response.content_part.added", "response.output_text.delta",
+        "response.output_text.delta", "response.output_text.done",
+        "response.content_part.done", "response.output_item.done", "response.completed"]
+    assert [e["sequence_number"] for e in got] == list(range(len(got)))
+    delta = got[4]
+    item_id = got[2]["item"]["id"]
+    assert item_id.startswith("msg_")
+    assert (delta["item_id"], delta["output_index"], delta["content_index"],
+            delta["delta"]) == (item_id, 0, 0, "Hel")
+    assert got[6]["text"] == "Hello"
+    final = got[-1]["response"]
+    assert final["id"] == "resp_1" and final["status"] == "completed"
+    assert final["output"][0]["content"][0]["text"] == "Hello"
+    assert final["usage"]["input_tokens"] == STREAM_USAGE["prompt_tokens"]
+
+
+def test_the_sdk_assembles_text_a_function_call_and_usage():
+    with sdk_stream(convert(openai_stream(*TOOL_DELTAS, finish="tool_calls"))) as stream:
+        deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
+        response = stream.get_final_response()
+    assert deltas == ["Let me check."]
+    assert response.output_text == "Let me check."
+    message, call = response.output
+    assert call.type == "function_call" and call.call_id == "call_1"
+    assert call.name == "get_weather" and call.arguments == '{"city":"Oslo"}'
+    assert response.usage.total_tokens > 0
+
+
+def test_reasoning_is_streamed_as_a_summary():
+    got = events(convert(openai_stream({"reasoning_content": "Hmm"},
+                                       {"reasoning_content": "."}, {"content": "Yes"})))
+    kinds = [e["type"] for e in got]
+    assert kinds[2:9] == ["response.output_item.added", "response.reasoning_summary_part.added",
+                          "response.reasoning_summary_text.delta",
+                          "response.reasoning_summary_text.delta",
+                          "response.reasoning_summary_text.done",
+                          "response.reasoning_summary_part.done", "response.output_item.done"]
+    assert got[8]["item"]["summary"] == [{"type": "summary_text", "text": "Hmm."}]
+    assert got[-1]["response"]["output"][1]["content"][0]["text"] == "Yes"
+
+
+def test_length_ends_incomplete():
+    got = events(convert(openai_stream({"content": "Hel"}, finish="length")))
+    assert got[-1]["type"] == "response.incomplete"
+    assert got[-1]["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert got[-1]["response"]["output"][0]["status"] == "incomplete"
+
+
+def test_a_cut_stream_fails():
+    cut = openai_stream({"content": "Hel"}).split(b"data: ", 3)
+    data = convert(b"data: ".join(cut[:2]))  # before the finish_reason
+    got = events(data)
+    assert got[-1]["type"] == "response.failed"
+    assert got[-1]["response"]["status"] == "failed"
+    assert got[-1]["response"]["error"]["message"]
+    with sdk_stream(data) as stream, pytest.raises(RuntimeError):
+        stream.get_final_response()
+
+
+def test_error_after_start_and_before_any_chunk():
+    stream = ResponseStream(parse_request({"model": "m", "input": "Hi"}), "resp_1")
+    got = events(stream.error(429, "slow down"))
+    assert [e["type"] for e in got] == ["response.created", "response.in_progress",
+                                        "response.failed"]
+    assert got[-1]["response"]["error"] == {"code": "rate_limit_exceeded",
+                                            "message": "slow down"}
+    assert stream.close() == b"" and stream.response()["status"] == "failed"
+
+
+def test_response_is_the_final_object_for_storing():
+    request = {"model": "m", "input": "Hi", "stream": True}
+    stream = ResponseStream(parse_request(request), "resp_1")
+    stream.feed(openai_stream({"content": "Hi!"}))
+    stream.close()
+    stored = stream.response()
+    assert stored["status"] == "completed" and stored["output"][0]["content"][0]["text"] == "Hi!"
