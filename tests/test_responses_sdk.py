@@ -142,11 +142,12 @@ BRIDGED = [DeepSeek, Claude]
 
 @pytest.fixture
 def bridged(upstream, respx_mock) -> Callable[..., tuple[Any, Any]]:
-    """`bridged(provider, *turns, stream=False)` -> (openai SDK client, the respx route)."""
+    """`bridged(provider, *turns)` -> (openai SDK client, the respx route); each turn is
+    answered streamed when the upstream request asks for a stream."""
     def make(provider: Any, *turns: tuple, stream: bool = False) -> tuple[Any, Any]:
         answers = iter(turns)
-        route = respx_mock.post(provider.url).mock(
-            side_effect=lambda request: provider.answer(next(answers), stream))
+        route = respx_mock.post(provider.url).mock(side_effect=lambda request: provider.answer(
+            next(answers), json.loads(request.content).get("stream") is True))
         return openai_sdk(provider.config, upstream, max_retries=0), route
     return make
 

@@ -116,11 +116,11 @@ class ResponsesTurn:
         self.response = response_object(chat, self.request, self.response_id, self.created)
         return msgspec.json.encode(self.response)
 
-    def stream(self, inner: Any) -> Chained:
+    def stream(self, inner: Any) -> ResponseStream:
         """The converter of a streamed answer: the provider's (`inner`, may be None), then
         the chat chunks into Responses events."""
-        self.events = ResponseStream(self.request, self.response_id)
-        return Chained(inner, self.events)
+        self.events = ResponseStream(self.request, self.response_id, inner)
+        return self.events
 
     async def save(self) -> None:
         """Stores the answer with the conversation (unless `store: false`, or the answer
@@ -140,25 +140,3 @@ class ResponsesTurn:
         except Exception as exc:  # noqa: BLE001 - the answer goes on without its record
             logger.warning("aiproxy: response %s was not stored: %s", self.response_id,
                            type(exc).__name__)
-
-
-class Chained:
-    """The provider's stream converter (if any), then the Responses one."""
-
-    __slots__ = ("inner", "outer")
-
-    def __init__(self, inner: Any, outer: ResponseStream) -> None:
-        self.inner = inner
-        self.outer = outer
-
-    def feed(self, data: bytes) -> bytes:
-        if self.inner is not None:
-            data = self.inner.feed(data)
-        return self.outer.feed(data) if data else b""
-
-    def close(self) -> bytes:
-        out = self.outer.feed(self.inner.close()) if self.inner is not None else b""
-        return out + self.outer.close()
-
-    def error(self, status: int, message: str) -> bytes:
-        return self.outer.error(status, message)
