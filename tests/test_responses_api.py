@@ -312,3 +312,96 @@ async def test_another_consumers_response_is_not_found(gateway, respx_mock):
         "model": "x", "input": "more", "previous_response_id": first["id"]},
         headers={"x-mse-consumer": "alice"})
     assert r.status_code == 200
+
+
+# ---- limits, shared state, streams cut ----------------------------------------------------
+
+def _limited_config(provider: dict[str, Any]) -> dict[str, Any]:
+    return {"provider": provider, "tokenRateLimit": {"rule_name": "resp", "rule_items": [{
+        "limit_by_consumer": "", "limit_keys": [{"key": "alice", "token_per_minute": 20}]}]}}
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "bridged"])
+async def test_token_limit_counts_responses_usage(limited, respx_mock, native):
+    """19 tokens (the native Response's input_tokens + output_tokens, or the bridged chat
+    answer's usage) count against a 20-token window: the next call is refused upstream-free."""
+    if native:
+        up = respx_mock.post(OPENAI_RESPONSES).respond(json=native_response())
+        provider = NATIVE["provider"]
+    else:
+        up = respx_mock.post(DEEPSEEK_CHAT).respond(json={**OPENAI_ANSWER, "usage": {
+            "prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}})
+        provider = DEEPSEEK["provider"]
+    client = limited(_limited_config(provider))
+    alice = {"x-mse-consumer": "alice"}
+    body = {"model": "fast", "input": "hi"}
+    assert (await client.post("/v1/responses", json=body, headers=alice)).status_code == 200
+    assert (await client.post("/v1/responses", json=body, headers=alice)).status_code == 200
+    r = await client.post("/v1/responses", json=body, headers=alice)
+    assert r.status_code == 429 and up.call_count == 2
+
+
+async def test_follow_up_turn_on_another_worker_through_redis(redis_server, upstream,
+                                                            respx_mock):
+    import httpx
+
+    from aiproxy_middleware import AIProxyMiddleware, load_config
+    from helpers import inner_app
+    answers = iter(["Paris.", "About 2 million."])
+    up = respx_mock.post(DEEPSEEK_CHAT).mock(side_effect=lambda request: httpx.Response(
+        200, json={**OPENAI_ANSWER, "choices": [{"index": 0, "finish_reason": "stop",
+                                                  "message": {"role": "assistant",
+                                                              "content": next(answers)}}]}))
+    loaded = load_config({**DEEPSEEK, "redis": {"url": redis_server.url}})
+    apps = [AIProxyMiddleware(inner_app(), config=loaded, http_client=upstream)
+            for _ in range(2)]
+    first, second = (httpx.AsyncClient(transport=httpx.ASGITransport(a),
+                                       base_url="http://gateway.test") for a in apps)
+    try:
+        one = (await first.post("/v1/responses", json={"model": "x", "input": "Capital?"},
+                                headers={"x-mse-consumer": "alice"})).json()
+        r = await second.post("/v1/responses", json={
+            "model": "x", "input": "Population?", "previous_response_id": one["id"]},
+            headers={"x-mse-consumer": "alice"})
+        assert r.status_code == 200, r.text
+        assert [m["content"] for m in sent_json(up)["messages"]] == [
+            "Capital?", "Paris.", "Population?"]
+    finally:
+        for client in (first, second):
+            await client.aclose()
+        for app in apps:
+            await app.aclose()
+
+
+async def test_bridged_stream_cut_ends_with_response_failed(gateway, respx_mock):
+    cut = openai_stream({"role": "assistant", "content": "Hel"}).split(b"data: {\"id\"")[0:2]
+    body = b"data: {\"id\"".join(cut)  # the first chunk only: no finish, no [DONE]
+    respx_mock.post(DEEPSEEK_CHAT).respond(content=body, headers=SSE_HEADERS)
+    client = gateway(DEEPSEEK)
+    r = await client.post("/v1/responses", json={"model": "x", "input": "hi", "stream": True})
+    events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
+    assert events[-1]["type"] == "response.failed"
+    assert events[-1]["response"]["error"]["message"]
+    # a failed answer is not stored
+    r = await client.post("/v1/responses", json={
+        "model": "x", "input": "more", "previous_response_id": events[-1]["response"]["id"]})
+    assert r.status_code == 400
+
+
+@pytest.mark.parametrize(("endpoint", "native"), [
+    ("http://127.0.0.1:9/v1/responses", True),
+    ("http://127.0.0.1:9/v1/chat/completions", False),
+    ("http://127.0.0.1:9", True),
+])
+async def test_apisix_override_endpoint_decides(gateway, respx_mock, endpoint, native):
+    url = ("http://127.0.0.1:9/v1/responses" if native and endpoint.endswith("9")
+           else endpoint)
+    up = respx_mock.post(url).respond(json=native_response() if native else OPENAI_ANSWER)
+    client = gateway({"routes": [{"uri": "/v1/responses", "plugins": {"ai-proxy": {
+        "provider": "openai-compatible", "auth": {"header": {"Authorization": "Bearer k"}},
+        "options": {"model": "m1"}, "override": {"endpoint": endpoint}}}}]})
+    r = await client.post("/v1/responses", json={"model": "x", "input": "hi"})
+    assert r.status_code == 200, r.text
+    assert r.json()["object"] == "response"
+    sent = sent_json(up)
+    assert ("input" in sent) is native and ("messages" in sent) is not native
