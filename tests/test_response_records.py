@@ -13,6 +13,7 @@ import pytest
 
 from aiproxy_middleware import (AIProxyMiddleware, ConfigError, MemoryStore, RedisStore,
                                 load_config)
+from aiproxy_middleware.errors import ProxyError
 from aiproxy_middleware.state.redis_link import RedisSettings
 from aiproxy_middleware.state.response_records import (Record, ResponseRecords,
                                                        ResponsesSettings, previous_not_found)
@@ -222,6 +223,30 @@ async def test_a_store_without_blobs_keeps_responses_in_process():
     records = ResponseRecords(Old())
     await records.save("a", "resp_1", ITEMS, response("resp_1"))
     assert await records.load("a", "resp_1") is not None
+
+
+async def test_previous_is_the_record_or_a_400_naming_the_field(shared):
+    records = ResponseRecords(shared)
+    await records.save("alice", "resp_p", ITEMS, response("resp_p"))
+    assert (await records.previous("alice", "resp_p")).items == ITEMS
+    for consumer, rid in (("bob", "resp_p"), ("alice", "resp_q"), ("alice", "../x"),
+                          ("alice", 42)):
+        with pytest.raises(ProxyError) as caught:
+            await records.previous(consumer, rid)
+        assert caught.value.status == 400
+        assert caught.value.param == "previous_response_id"
+
+
+async def test_previous_while_redis_is_down_is_a_503(redis_server):
+    store = RedisStore(RedisSettings("127.0.0.1", redis_server.port, timeout_ms=500))
+    records = ResponseRecords(store)
+    try:
+        redis_server.stop()
+        with pytest.raises(ProxyError) as caught:
+            await records.previous("alice", "resp_p")
+        assert caught.value.status == 503
+    finally:
+        await store.aclose()
 
 
 def test_a_missing_previous_response_is_a_400_naming_the_field():

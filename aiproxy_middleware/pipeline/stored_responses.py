@@ -35,7 +35,8 @@ import msgspec
 
 from aiproxy_middleware.config.model import Api, Route
 from aiproxy_middleware.errors import ProxyError, bad_request
-from aiproxy_middleware.state.response_records import Record, ResponseRecords, plain_id
+from aiproxy_middleware.state.response_records import (Record, ResponseRecords, plain_id,
+                                                       store_unreachable)
 
 if TYPE_CHECKING:
     from aiproxy_middleware.config.higress import Config
@@ -118,8 +119,7 @@ async def stored_answer(records: ResponseRecords, scope: Scope,
 
 def _missing(records: ResponseRecords, response_id: str) -> ProxyError:
     if not records.reachable:
-        return ProxyError(503, "stored responses cannot be reached now (the shared store does"
-                          " not answer); try again later", "server_error", "store_unavailable")
+        return store_unreachable()
     return ProxyError(404, f"Response with id '{response_id}' not found.",
                       "invalid_request_error", "not_found", "response_id")
 
