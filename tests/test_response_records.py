@@ -166,6 +166,15 @@ async def test_each_consumer_keeps_its_last_n(shared):
     assert len(keys(shared)) == 2 + 1 + 2  # alice's two, bob's one, and their two groups
 
 
+async def test_concurrent_saves_keep_exactly_the_last_n(shared):
+    records = ResponseRecords(shared, max_per_consumer=5)
+    await asyncio.gather(*(records.save("alice", f"resp_{i}", ITEMS, response(f"resp_{i}"))
+                           for i in range(30)))
+    kept = [i for i in range(30) if await records.load("alice", f"resp_{i}") is not None]
+    assert len(kept) == 5
+    assert len(keys(shared)) == 5 + 1  # no record outside its group, none left behind
+
+
 async def test_records_expire(shared):
     records = ResponseRecords(shared, ttl=0.05)
     await records.save("alice", "resp_t", ITEMS, response("resp_t"))
