@@ -20,6 +20,7 @@ from aiproxy_middleware.pipeline.intake import refuse_path
 from aiproxy_middleware.pipeline.read_deadline import ReadDeadlines
 from aiproxy_middleware.pipeline.responder import Responder, Services
 from aiproxy_middleware.pipeline.route_state import RouteStates
+from aiproxy_middleware.pipeline.stored_responses import MARK, stored_routes
 from aiproxy_middleware.provider import Endpoint
 from aiproxy_middleware.runtime.tokens import TokenStore
 from aiproxy_middleware.runtime.transport import default_client
@@ -139,6 +140,11 @@ class AIProxyMiddleware:
             if problem is not None and path != "*":  # OPTIONS * is the app's to answer
                 await refuse_path(scope, send, problem)
                 return
+            if MARK in path:  # GET/DELETE /v1/responses/{id}: the caller's stored responses
+                stored = stored_routes(self.config, path)
+                if stored:
+                    await Responder(stored, self.services).stored_response(scope, receive, send)
+                    return
             apisix = self.config.apisix_for(path)
             if apisix:
                 self.health.start()

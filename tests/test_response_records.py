@@ -13,6 +13,7 @@ import pytest
 
 from aiproxy_middleware import (AIProxyMiddleware, ConfigError, MemoryStore, RedisStore,
                                 load_config)
+from aiproxy_middleware.errors import ProxyError
 from aiproxy_middleware.state.redis_link import RedisSettings
 from aiproxy_middleware.state.response_records import (Record, ResponseRecords,
                                                        ResponsesSettings, previous_not_found)
@@ -165,6 +166,15 @@ async def test_each_consumer_keeps_its_last_n(shared):
     assert len(keys(shared)) == 2 + 1 + 2  # alice's two, bob's one, and their two groups
 
 
+async def test_concurrent_saves_keep_exactly_the_last_n(shared):
+    records = ResponseRecords(shared, max_per_consumer=5)
+    await asyncio.gather(*(records.save("alice", f"resp_{i}", ITEMS, response(f"resp_{i}"))
+                           for i in range(30)))
+    kept = [i for i in range(30) if await records.load("alice", f"resp_{i}") is not None]
+    assert len(kept) == 5
+    assert len(keys(shared)) == 5 + 1  # no record outside its group, none left behind
+
+
 async def test_records_expire(shared):
     records = ResponseRecords(shared, ttl=0.05)
     await records.save("alice", "resp_t", ITEMS, response("resp_t"))
@@ -222,6 +232,30 @@ async def test_a_store_without_blobs_keeps_responses_in_process():
     records = ResponseRecords(Old())
     await records.save("a", "resp_1", ITEMS, response("resp_1"))
     assert await records.load("a", "resp_1") is not None
+
+
+async def test_previous_is_the_record_or_a_400_naming_the_field(shared):
+    records = ResponseRecords(shared)
+    await records.save("alice", "resp_p", ITEMS, response("resp_p"))
+    assert (await records.previous("alice", "resp_p")).items == ITEMS
+    for consumer, rid in (("bob", "resp_p"), ("alice", "resp_q"), ("alice", "../x"),
+                          ("alice", 42)):
+        with pytest.raises(ProxyError) as caught:
+            await records.previous(consumer, rid)
+        assert caught.value.status == 400
+        assert caught.value.param == "previous_response_id"
+
+
+async def test_previous_while_redis_is_down_is_a_503(redis_server):
+    store = RedisStore(RedisSettings("127.0.0.1", redis_server.port, timeout_ms=500))
+    records = ResponseRecords(store)
+    try:
+        redis_server.stop()
+        with pytest.raises(ProxyError) as caught:
+            await records.previous("alice", "resp_p")
+        assert caught.value.status == 503
+    finally:
+        await store.aclose()
 
 
 def test_a_missing_previous_response_is_a_400_naming_the_field():

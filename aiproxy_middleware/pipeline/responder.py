@@ -34,6 +34,7 @@ from aiproxy_middleware.pipeline.relay import Relay
 from aiproxy_middleware.pipeline.responses_bridge import ResponsesTurn
 from aiproxy_middleware.pipeline.route_state import RouteStates
 from aiproxy_middleware.pipeline.shaping import PASSTHROUGH, Request, shape
+from aiproxy_middleware.pipeline.stored_responses import admit_first, stored_answer
 from aiproxy_middleware.pipeline.summaries import summarize
 from aiproxy_middleware.provider import Call, Endpoint
 from aiproxy_middleware.state.response_records import ResponseRecords
@@ -128,6 +129,22 @@ class Responder:
             return
         await send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-type", kind), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def stored_response(self, scope: Scope, receive: Any, send: Any) -> None:
+        """GET and DELETE `/v1/responses/{id}` (and its `input_items`): the caller's stored
+        responses (pipeline/stored_responses.py), the caller identified as for a model call."""
+        try:
+            scope = await admit_first(self._admit, self.routes, scope)
+            caller = self.consumer if self.identified else _consumer_header(scope["headers"])
+            body = await stored_answer(self.services.responses,  # type: ignore[arg-type]
+                                       scope, caller)
+        except ProxyError as exc:
+            await self._fail(send, exc)
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
 
     def _detect(self, path: str) -> None:

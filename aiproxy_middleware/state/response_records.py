@@ -21,6 +21,10 @@ Limits (each has a default; the config's top-level `responses:` sets them): a re
 larger than `max_bytes` is not stored (a warning is logged): a later request naming it in
 `previous_response_id` is a 400 `previous_response_not_found`, and a GET of it a 404, as for
 an expired or deleted one. The store bounds its own total too (`MemoryStore`'s blob limits).
+
+Use: `save` after a stored answer; `previous(consumer, id)` for a request's
+`previous_response_id` (the record, or the 400 naming the field; a 503 while Redis is down);
+`load` and `delete` for the GET and DELETE endpoints (pipeline/stored_responses.py).
 """
 
 from __future__ import annotations
@@ -83,6 +87,11 @@ def previous_not_found(response_id: str) -> ProxyError:
     return ProxyError(400, f"Previous response with id '{shown}' not found.",
                       "invalid_request_error", "previous_response_not_found",
                       "previous_response_id")
+
+
+def store_unreachable() -> ProxyError:
+    return ProxyError(503, "stored responses cannot be reached now (the shared store does not"
+                      " answer); try again later", "server_error", "store_unavailable")
 
 
 def _digest(*parts: str) -> str:
@@ -154,6 +163,17 @@ class ResponseRecords:
                            " were not stored", response_id)
             return None
         return record if record.id == response_id else None
+
+    async def previous(self, consumer: str | None, response_id: object) -> Record:
+        """The record a request's `previous_response_id` names: a 400 naming the field when
+        `consumer` has none of that id, a 503 while the store cannot be reached."""
+        record = (await self.load(consumer, response_id) if isinstance(response_id, str)
+                  else None)
+        if record is not None:
+            return record
+        if not self.reachable:
+            raise store_unreachable()
+        raise previous_not_found(str(response_id))
 
     async def delete(self, consumer: str | None, response_id: str) -> bool:
         """Delete `consumer`'s response of that id; whether there was one."""

@@ -57,7 +57,8 @@ class SharedStore(Protocol):
         """Keep `value` under `key` for `ttl` seconds (replacing what was there). With
         `group`, `key` becomes its group's newest member, and the group's oldest members
         beyond `keep` are deleted with it, in one atomic step (the last N responses of a
-        consumer). Skipped when the backend is unreachable."""
+        consumer; a key is always given the same group). Skipped when the backend is
+        unreachable."""
         ...
 
     async def blob_delete(self, key: str, *, group: str | None = None) -> bool:
