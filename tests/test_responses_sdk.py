@@ -236,6 +236,11 @@ async def test_previous_response_id(bridged, provider):
         ("user", "Capital of France?"), ("assistant", "Paris."), ("user", "Its population?")]
     got = await client.responses.retrieve(first.id)
     assert got.id == first.id and got.output_text == "Paris."
+    await client.responses.delete(first.id)
+    import openai
+    with pytest.raises(openai.BadRequestError):  # deleted: no longer a conversation
+        await client.responses.create(model="any", input="x", previous_response_id=first.id)
+    assert route.call_count == 2
 
 
 async def test_previous_response_id_after_a_stream_and_a_tool_call(bridged):

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from aiproxy_middleware.errors import ProxyError, upstream_invalid
+from aiproxy_middleware.errors import upstream_invalid
 from aiproxy_middleware.shapes import decode_json
-from aiproxy_middleware.state.response_records import plain_id, previous_not_found
+from aiproxy_middleware.state.response_records import previous_not_found
 from aiproxy_middleware.wire.json_body import JsonBody
 from aiproxy_middleware.wire.responses import input_items, new_response_id, parse_request, to_chat
 from aiproxy_middleware.wire.responses_answers import (ResponseStream, convert_answer,
@@ -92,17 +92,11 @@ class ResponsesTurn:
     async def _previous(self, previous_id: Any) -> Sequence[dict[str, Any]]:
         if previous_id is None:
             return ()
-        records = self.records
-        record = None
-        if plain_id(previous_id) and records is not None:
-            record = await records.load(self.consumer, previous_id)
-            if record is None and not records.reachable:  # unknown, not "not stored"
-                raise ProxyError(503, "stored responses cannot be read right now (the shared"
-                                 " store is unreachable); try again", "server_error",
-                                 "store_unavailable")
-        if record is None:  # (OpenAI's answer: a 400 naming the field)
-            raise previous_not_found(previous_id if isinstance(previous_id, str) else "")
-        return record.items
+        if self.records is None:
+            raise previous_not_found(str(previous_id))
+        # (OpenAI's answer for an unknown one: a 400 naming the field; a 503 while the
+        # shared store is unreachable)
+        return (await self.records.previous(self.consumer, previous_id)).items
 
     def answer(self, status: int, data: bytes) -> bytes:
         """A whole chat answer (converted by the provider) as the Response object, or its
