@@ -405,3 +405,36 @@ async def test_apisix_override_endpoint_decides(gateway, respx_mock, endpoint, n
     assert r.json()["object"] == "response"
     sent = sent_json(up)
     assert ("input" in sent) is native and ("messages" in sent) is not native
+
+
+@pytest.mark.parametrize(("provider", "base"), [
+    (NATIVE["provider"], "https://api.openai.com/v1/responses"),
+    ({"type": "azure", "apiTokens": ["az"],
+      "azureServiceUrl": "https://r.openai.azure.com?api-version=2025-04-01-preview"},
+     "https://r.openai.azure.com/openai/responses"),
+])
+async def test_native_stored_calls_go_to_the_provider(gateway, respx_mock, provider, base):
+    """GET/DELETE /v1/responses/{id} on a native route: the provider's own responses, with
+    its auth (the gateway stores none of a native call's)."""
+    got = respx_mock.get(url__startswith=f"{base}/resp_n1").respond(json=native_response())
+    gone = respx_mock.delete(url__startswith=f"{base}/resp_n1").respond(
+        json={"id": "resp_n1", "object": "response", "deleted": True})
+    client = gateway({"provider": provider})
+    r = await client.get("/v1/responses/resp_n1/input_items?limit=5")
+    assert r.status_code == 200 and r.json() == native_response()
+    sent = got.calls[-1].request
+    assert sent.url.path.endswith("/resp_n1/input_items") and sent.url.params["limit"] == "5"
+    if provider["type"] == "azure":
+        assert sent.url.params["api-version"] == "2025-04-01-preview"
+        assert sent.headers["api-key"] == "az"
+    else:
+        assert sent.headers["authorization"] == "Bearer sk-openai"
+    r = await client.delete("/v1/responses/resp_n1")
+    assert r.status_code == 200 and r.json()["deleted"] is True and gone.called
+    for hostile in ("/v1/responses/..%2F..%2Fv1%2Ffiles", "/v1/responses/resp_a%00",
+                    "/v1/responses/" + "a" * 300):
+        r = await client.get(hostile)
+        assert r.status_code in (400, 404), hostile
+    r = await client.get("/v1/responses/resp_n1/other")
+    assert r.status_code == 404
+    assert got.call_count == 1 and gone.call_count == 1

@@ -310,6 +310,7 @@ def native_stream(text: str) -> bytes:
 
 
 async def test_native_openai(upstream, respx_mock):
+    got = respx_mock.get(f"{OPENAI_RESPONSES}/resp_n1").respond(json=native_response("Paris."))
     route = respx_mock.post(OPENAI_RESPONSES).mock(side_effect=[
         httpx.Response(200, json=native_response("Paris.")),
         httpx.Response(200, content=native_stream("2 million."), headers=SSE)])
@@ -326,6 +327,9 @@ async def test_native_openai(upstream, respx_mock):
     sent = sent_json(route)
     assert sent["previous_response_id"] == "resp_n1" and sent["model"] == "gpt-4.1-mini"
     assert route.calls[-1].request.headers["authorization"] == "Bearer sk-openai"
+    # the provider keeps its own responses: retrieving one asks it
+    assert (await client.responses.retrieve(first.id)).output_text == "Paris."
+    assert got.called
 
 
 # ---- the openai-agents SDK (its own extra: see pyproject.toml) ------------------------------

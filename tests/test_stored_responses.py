@@ -19,11 +19,12 @@ from aiproxy_middleware.state.redis_link import RedisSettings
 
 ALICE, BOB = "sk-alice-0123456789", "sk-bob-9876543210"
 CONSUMERS = [{"name": "alice", "credential": ALICE}, {"name": "bob", "credential": BOB}]
-PROVIDER = {"type": "openai", "apiTokens": ["sk-upstream"]}
+# (a bridged provider: a native one's stored-response calls go to it, tests/test_responses_api.py)
+PROVIDER = {"type": "deepseek", "apiTokens": ["sk-upstream"]}
 HIGRESS = {"consumers": CONSUMERS, "provider": PROVIDER}
 APISIX_CONSUMERS = [{"username": "alice", "plugins": {"key-auth": {"key": ALICE}}},
                     {"username": "bob", "plugins": {"key-auth": {"key": BOB}}}]
-AI_PROXY = {"provider": "openai", "auth": {"header": {"Authorization": "Bearer up"}}}
+AI_PROXY = {"provider": "deepseek", "auth": {"header": {"Authorization": "Bearer up"}}}
 
 
 def apisix(uri: str = "/v1/responses", **route: Any) -> dict[str, Any]:
@@ -264,7 +265,8 @@ async def test_a_protocol_original_route_forwards_these_calls(served, respx_mock
     up = respx_mock.get("https://api.openai.com/v1/responses/resp_native").respond(
         json=response("resp_native"))
     middleware, client = served({"routes": [
-        {"path": "/", "provider": {**PROVIDER, "protocol": "original"}}]})
+        {"path": "/", "provider": {"type": "openai", "apiTokens": ["sk-upstream"],
+                                   "protocol": "original"}}]})
     r = await client.get("/v1/responses/resp_native")
     assert r.status_code == 200 and up.called
     assert middleware.responses.store.keys == []
@@ -289,7 +291,7 @@ async def test_an_unreachable_redis_is_a_503(redis_server, upstream):
 
 
 async def test_chat_calls_are_unchanged(served, respx_mock):
-    respx_mock.post("https://api.openai.com/v1/chat/completions").respond(json=OPENAI_ANSWER)
+    respx_mock.post("https://api.deepseek.com/chat/completions").respond(json=OPENAI_ANSWER)
     _, client = served(HIGRESS)
     r = await client.post("/v1/chat/completions", headers=bearer(ALICE),
                           json={"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]})

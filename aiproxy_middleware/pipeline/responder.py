@@ -28,6 +28,7 @@ from aiproxy_middleware.pipeline.checks import check_request
 from aiproxy_middleware.pipeline.discovery import COUNT_TOKENS, Catalog, count_tokens_path
 from aiproxy_middleware.pipeline.exchange import UpstreamFailure
 from aiproxy_middleware.pipeline.intake import read_body, too_large
+from aiproxy_middleware.pipeline.native_stored import all_relayed, relay_stored
 from aiproxy_middleware.pipeline.passthrough import Capture, pass_on
 from aiproxy_middleware.pipeline.read_deadline import ReadDeadlines
 from aiproxy_middleware.pipeline.relay import Relay
@@ -137,6 +138,9 @@ class Responder:
         try:
             scope = await admit_first(self._admit, self.routes, scope)
             caller = self.consumer if self.identified else _consumer_header(scope["headers"])
+            if all_relayed(self.routes):  # a native provider's responses are its own
+                await relay_stored(self, scope, receive, send, caller)
+                return
             body = await stored_answer(self.services.responses,  # type: ignore[arg-type]
                                        scope, caller)
         except ProxyError as exc:
