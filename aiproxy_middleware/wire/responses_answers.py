@@ -206,6 +206,7 @@ class ResponseStream(ChunkReader):
         self.output: list[dict[str, Any]] = []
         self.current = -1  # the output index of the open message or reasoning item
         self.calls: dict[int, int] = {}  # chat tool-call index -> output index
+        self.renamed: dict[int, int] = {}  # chat index -> the key of its latest call
         self.open_calls: list[int] = []
         self.usage: Any = None
         self.final: dict[str, Any] | None = None
@@ -334,13 +335,19 @@ class ResponseStream(ChunkReader):
 
     def _call(self, call: dict[str, Any]) -> bytes:
         out = b""
-        key = as_int(call.get("index"))
+        index = as_int(call.get("index"))
         function = as_dict(call.get("function"))
+        call_id = as_str(call.get("id"))
+        key = self.renamed.get(index, index)
+        if key in self.calls and call_id and call_id != self.output[self.calls[key]]["call_id"]:
+            # a new call at an index already used (a provider that numbers no calls): its
+            # fragments go to it from now on
+            key = self.renamed[index] = min(0, *self.calls) - 1
         if key not in self.calls:
             out += self._close_current()
             added, index = self._add({
                 "id": _item_id("fc_"), "type": "function_call", "status": "in_progress",
-                "call_id": as_str(call.get("id")) or _item_id("call_"),
+                "call_id": call_id or _item_id("call_"),
                 "name": as_str(function.get("name")), "arguments": ""})
             self.calls[key] = index
             self.open_calls.append(index)
