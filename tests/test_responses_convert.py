@@ -350,7 +350,7 @@ def test_metadata_is_not_sent_upstream_and_has_openais_limits():
 
 @pytest.mark.parametrize(("field", "value"), [
     ("background", True), ("truncation", "auto"), ("prompt", {"id": "pmpt_1"}),
-    ("conversation", {"id": "conv_1"}), ("service_tier", "flex"), ("top_logprobs", 3),
+    ("conversation", {"id": "conv_1"}), ("service_tier", "flex"),
     ("max_tool_calls", 2), ("context_management", [{"type": "compaction"}]),
     ("moderation", {"model": "omni"}), ("prompt_cache_options", {"mode": "explicit"}),
 ])
@@ -498,3 +498,28 @@ def test_an_invalid_chat_completion_is_a_502():
         with pytest.raises(ProxyError) as caught:
             convert_answer(200, body, request, "resp_1")
         assert caught.value.status == 502
+
+
+LOGPROB = {"token": "Hi", "logprob": -0.1, "bytes": [72, 105],
+           "top_logprobs": [{"token": "Hi", "logprob": -0.1, "bytes": [72, 105]},
+                            {"token": "Yo", "logprob": -2.5}]}
+
+
+def test_logprobs_when_included():
+    body = chat({"input": "x", "include": ["message.output_text.logprobs"], "top_logprobs": 2})
+    assert body["logprobs"] is True and body["top_logprobs"] == 2
+    assert "logprobs" not in chat({"input": "x", "top_logprobs": 2})
+    assert refused({"input": "x", "top_logprobs": 21}).param == "top_logprobs"
+    request = parse_request({"model": "m", "input": "x", "top_logprobs": 2,
+                             "include": ["message.output_text.logprobs"]})
+    answer = completion({"content": "Hi"})
+    answer["choices"][0]["logprobs"] = {"content": [LOGPROB]}
+    response = openai.types.responses.Response.model_validate(
+        response_object(answer, request, "resp_1", 1))
+    [logprob] = response.output[0].content[0].logprobs
+    assert (logprob.token, logprob.bytes, logprob.logprob) == ("Hi", [72, 105], -0.1)
+    assert [(t.token, t.bytes) for t in logprob.top_logprobs] == [("Hi", [72, 105]),
+                                                                 ("Yo", [89, 111])]
+    assert response.top_logprobs == 2
+    plain = response_object(answer, parse_request({"model": "m", "input": "x"}), "resp_1", 1)
+    assert plain["output"][0]["content"][0]["logprobs"] == []

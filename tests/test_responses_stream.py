@@ -263,3 +263,18 @@ def test_the_sdk_streams_typed_events_from_create():
     assert got[0].type == "response.created" and got[-1].type == "response.completed"
     assert got[-1].response.output_text == "Hi"
     assert [e.sequence_number for e in got] == list(range(len(got)))
+
+
+def test_logprobs_stream_with_their_deltas():
+    logprob = {"token": "Hi", "logprob": -0.1, "bytes": [72, 105], "top_logprobs": []}
+    chunk = {"choices": [{"index": 0, "delta": {"content": "Hi"},
+                          "logprobs": {"content": [logprob]}}]}
+    data = b"data: " + json.dumps(chunk).encode() + b"\n\ndata: [DONE]\n\n"
+    request = {"model": "m", "input": "x", "include": ["message.output_text.logprobs"]}
+    got = checked(convert(data, request))
+    delta = next(e for e in got if e["type"] == "response.output_text.delta")
+    done = next(e for e in got if e["type"] == "response.output_text.done")
+    assert delta["logprobs"] == [logprob] and done["logprobs"] == [logprob]
+    assert got[-1]["response"]["output"][0]["content"][0]["logprobs"] == [logprob]
+    plain = events(convert(data))
+    assert next(e for e in plain if e["type"] == "response.output_text.delta")["logprobs"] == []
