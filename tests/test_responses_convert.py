@@ -498,6 +498,10 @@ def test_an_invalid_chat_completion_is_a_502():
         with pytest.raises(ProxyError) as caught:
             convert_answer(200, body, request, "resp_1")
         assert caught.value.status == 502
+    for chat_answer in ([], {"choices": None}, "text"):
+        with pytest.raises(ProxyError) as caught:
+            response_object(chat_answer, request, "resp_1", 1)  # type: ignore[arg-type]
+        assert caught.value.status == 502
 
 
 LOGPROB = {"token": "Hi", "logprob": -0.1, "bytes": [72, 105],

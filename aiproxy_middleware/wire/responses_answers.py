@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from aiproxy_middleware.errors import error_type
+from aiproxy_middleware.errors import error_type, upstream_invalid
 from aiproxy_middleware.shapes import as_dict, as_int, as_list, as_str, decode_json
 from aiproxy_middleware.wire.openai import completion_json, encode
 from aiproxy_middleware.wire.responses_object import (INCOMPLETE, envelope, item_id,
@@ -56,8 +56,10 @@ if TYPE_CHECKING:
 
 def response_object(chat: dict[str, Any], request: ResponsesRequest, response_id: str,
                     created: int) -> dict[str, Any]:
-    """The Response object for a decoded `chat.completion`."""
-    choices = as_list(chat.get("choices"))
+    """The Response object for a decoded `chat.completion` (anything else is a 502)."""
+    if not isinstance(chat, dict) or not isinstance(chat.get("choices"), list):
+        raise upstream_invalid("the provider answered with an invalid chat completion")
+    choices = chat["choices"]
     choice = as_dict(choices[0]) if choices else {}
     message = as_dict(choice.get("message"))
     finish = choice.get("finish_reason")
