@@ -8,14 +8,22 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import httpx
 import openai
+import openai.types.responses
 import pytest
 
 from aiproxy_middleware.errors import ProxyError
 from aiproxy_middleware.wire.responses import (input_items, new_response_id, parse_request,
                                                to_chat)
 from aiproxy_middleware.wire.responses_answers import convert_answer, response_object
-from helpers import sdk_httpx
+
+# The strict checks against the SDK's own types need its current Responses types (older
+# releases have an older reasoning item and no logprobs on output text).
+current_types = pytest.mark.skipif(
+    "logprobs" not in openai.types.responses.ResponseOutputText.model_fields
+    or not hasattr(openai.types.responses, "ResponseReasoningSummaryTextDeltaEvent"),
+    reason="this openai SDK has older Responses types")
 
 WEATHER = {"type": "function", "name": "get_weather", "description": "Weather in a city",
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
@@ -165,10 +173,10 @@ def test_values_that_ask_for_nothing_are_accepted():
 def sdk_parse(body: bytes, status: int = 200) -> Any:
     """The openai SDK's `responses.create` answered with `body`."""
     def handler(request: Any) -> Any:
-        return sdk_httpx.Response(status, content=body,
+        return httpx.Response(status, content=body,
                                   headers={"content-type": "application/json"})
     client = openai.OpenAI(base_url="http://gateway/v1", api_key="x", max_retries=0,
-                           http_client=sdk_httpx.Client(transport=sdk_httpx.MockTransport(handler)))
+                           http_client=httpx.Client(transport=httpx.MockTransport(handler)))
     return client.responses.create(model="m", input="Hi")
 
 
@@ -225,3 +233,307 @@ def test_an_upstream_error_keeps_its_status_in_openai_format():
     assert json.loads(page)["error"]["type"] == "server_error"
     with pytest.raises(openai.RateLimitError):
         sdk_parse(body, 429)
+
+
+# ---- request: every form of the mapped fields -------------------------------------------
+
+
+@pytest.mark.parametrize(("choice", "tools", "expected"), [
+    ("none", [WEATHER], "none"),
+    ("required", [WEATHER], "required"),
+    ({"type": "function", "name": "get_weather"}, [WEATHER],
+     {"type": "function", "function": {"name": "get_weather"}}),
+    ("auto", [], None),
+    ("none", [], None),
+])
+def test_tool_choice_forms(choice, tools, expected):
+    body = chat({"input": "x", "tools": tools, "tool_choice": choice})
+    assert body.get("tool_choice") == expected
+    assert ("tools" in body) == bool(tools)
+
+
+def test_allowed_tools_sends_only_those_tools_with_its_mode():
+    other = {**WEATHER, "name": "get_time", "strict": None}
+    body = chat({"input": "x", "tools": [WEATHER, other], "parallel_tool_calls": False,
+                 "tool_choice": {"type": "allowed_tools", "mode": "required",
+                                 "tools": [{"type": "function", "name": "get_time"}]}})
+    assert [t["function"]["name"] for t in body["tools"]] == ["get_time"]
+    assert "strict" not in body["tools"][0]["function"]  # only when the client gave one
+    assert body["tool_choice"] == "required" and body["parallel_tool_calls"] is False
+
+
+@pytest.mark.parametrize(("choice", "param"), [
+    ({"type": "function", "name": "nope"}, "tool_choice.name"),
+    ({"type": "file_search"}, "tool_choice"),
+    ({"type": "mcp", "server_label": "x"}, "tool_choice"),
+    ({"type": "allowed_tools", "mode": "auto", "tools": [{"type": "web_search"}]},
+     "tool_choice.tools[0]"),
+    ({"type": "allowed_tools", "mode": "none", "tools": []}, "tool_choice.mode"),
+    ("sometimes", "tool_choice"),
+])
+def test_tool_choices_without_an_equivalent(choice, param):
+    assert refused({"input": "x", "tools": [WEATHER], "tool_choice": choice}).param == param
+
+
+def test_required_without_tools_is_a_400():
+    assert refused({"input": "x", "tool_choice": "required"}).param == "tool_choice"
+
+
+@pytest.mark.parametrize(("tool", "param"), [
+    ({"type": "file_search", "vector_store_ids": ["vs_1"]}, "tools[0].type"),
+    ({"type": "computer_use_preview", "environment": "linux"}, "tools[0].type"),
+    ({"type": "code_interpreter", "container": {"type": "auto"}}, "tools[0].type"),
+    ({"type": "mcp", "server_label": "x"}, "tools[0].type"),
+    ({"type": "image_generation"}, "tools[0].type"),
+    ({"type": "custom", "name": "x"}, "tools[0].type"),
+    ({"type": "function"}, "tools[0].name"),
+    ({**WEATHER, "defer_loading": True}, "tools[0].defer_loading"),
+    ({**WEATHER, "output_schema": {"type": "object"}}, "tools[0].output_schema"),
+    ({**WEATHER, "allowed_callers": ["programmatic"]}, "tools[0].allowed_callers"),
+    ({**WEATHER, "parameters": "{}"}, "tools[0].parameters"),
+    ({**WEATHER, "colour": "red"}, "tools[0].colour"),
+])
+def test_tools_without_an_equivalent(tool, param):
+    assert refused({"input": "x", "tools": [tool]}).param == param
+
+
+def test_a_function_tool_without_parameters_gets_an_empty_object_schema():
+    body = chat({"input": "x", "tools": [{"type": "function", "name": "now",
+                                          "parameters": None, "strict": False,
+                                          "defer_loading": False}]})
+    assert body["tools"] == [{"type": "function", "function": {
+        "name": "now", "parameters": {"type": "object", "properties": {}}, "strict": False}}]
+
+
+SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"],
+          "additionalProperties": False}
+
+
+@pytest.mark.parametrize(("fmt", "expected"), [
+    ({"type": "text"}, None),
+    ({"type": "json_object"}, {"type": "json_object"}),
+    ({"type": "json_schema", "name": "person", "schema": SCHEMA, "strict": True,
+      "description": "A person"},
+     {"type": "json_schema", "json_schema": {"name": "person", "schema": SCHEMA,
+                                             "description": "A person", "strict": True}}),
+])
+def test_text_format_is_response_format(fmt, expected):
+    assert chat({"input": "x", "text": {"format": fmt}}).get("response_format") == expected
+
+
+@pytest.mark.parametrize(("text", "param"), [
+    ({"format": {"type": "json_schema", "schema": SCHEMA}}, "text.format.name"),
+    ({"format": {"type": "json_schema", "name": "p"}}, "text.format.schema"),
+    ({"format": {"type": "grammar"}}, "text.format.type"),
+    ({"verbosity": "loud"}, "text.verbosity"),
+    ({"shape": "round"}, "text"),
+])
+def test_bad_text_settings(text, param):
+    assert refused({"input": "x", "text": text}).param == param
+
+
+def test_verbosity_and_reasoning_effort():
+    body = chat({"input": "x", "text": {"verbosity": "low"},
+                 "reasoning": {"effort": "high", "summary": "auto"}})
+    assert body["verbosity"] == "low" and body["reasoning_effort"] == "high"
+    assert refused({"input": "x", "reasoning": {"effort": "galactic"}}).param == \
+        "reasoning.effort"
+    assert refused({"input": "x", "reasoning": {"summary": "long"}}).param == \
+        "reasoning.summary"
+
+
+def test_safety_identifier_is_the_user_when_no_user_is_given():
+    assert chat({"input": "x", "safety_identifier": "h1"})["user"] == "h1"
+    assert chat({"input": "x", "safety_identifier": "h1", "user": "u"})["user"] == "u"
+
+
+def test_metadata_is_not_sent_upstream_and_has_openais_limits():
+    assert "metadata" not in chat({"input": "x", "metadata": {"k": "v"}})
+    assert refused({"input": "x", "metadata": {str(i): "v" for i in range(17)}}).param == \
+        "metadata"
+    assert refused({"input": "x", "metadata": {"k" * 65: "v"}}).param == "metadata"
+    assert refused({"input": "x", "metadata": {"k": "v" * 513}}).param == "metadata"
+    assert refused({"input": "x", "metadata": {"k": 1}}).param.startswith("metadata")
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("background", True), ("truncation", "auto"), ("prompt", {"id": "pmpt_1"}),
+    ("conversation", {"id": "conv_1"}), ("service_tier", "flex"),
+    ("max_tool_calls", 2), ("context_management", [{"type": "compaction"}]),
+    ("moderation", {"model": "omni"}), ("prompt_cache_options", {"mode": "explicit"}),
+])
+def test_fields_with_no_chat_equivalent(field, value):
+    error = refused({"input": "x", field: value})
+    assert error.param == field and error.code == "unsupported_parameter"
+
+
+@pytest.mark.parametrize("name", ["x" * 5000, "input\u0000", "__class__", "messages",
+                                  "max_tokens", "n"])
+def test_hostile_and_chat_only_field_names_are_unknown(name):
+    error = refused({"input": "x", name: 1})
+    assert error.code == "unknown_parameter" and len(error.param) <= 100
+    assert len(error.message) < 200
+
+
+@pytest.mark.parametrize(("data", "param"), [
+    ({"input": ""}, "input"),
+    ({"input": []}, "input"),
+    ({}, "input"),
+    ({"input": 5}, "input"),
+    ({"input": ["text"]}, "input[0]"),
+    ({"input": "x", "max_output_tokens": 0}, "max_output_tokens"),
+    ({"input": "x", "temperature": "warm"}, "temperature"),
+    ({"input": "x", "stream": "yes"}, "stream"),
+    ({"input": "x", "include": "all"}, "include"),
+    ({"input": "x", "stream_options": {"include_usage": True}}, "stream_options"),
+])
+def test_bad_values_name_their_field(data, param):
+    assert refused(data).param == param
+
+
+def test_a_body_that_is_not_an_object():
+    with pytest.raises(ProxyError) as caught:
+        parse_request(["input"])  # type: ignore[arg-type]
+    assert caught.value.status == 400
+
+
+@pytest.mark.parametrize(("item", "param"), [
+    ({"type": "item_reference", "id": "msg_1"}, "input[0].type"),
+    ({"type": "web_search_call", "id": "ws_1"}, "input[0].type"),
+    ({"type": "message", "role": "tool", "content": "x"}, "input[0].role"),
+    ({"role": "user", "content": 5}, "input[0].content"),
+    ({"role": "user", "content": [{"type": "output_text", "text": "x"}]},
+     "input[0].content[0].type"),
+    ({"role": "user", "content": [{"type": "input_image", "file_id": "file_1"}]},
+     "input[0].content[0].file_id"),
+    ({"role": "user", "content": [{"type": "input_file", "file_url": "https://x/a.pdf"}]},
+     "input[0].content[0].file_url"),
+    ({"role": "user", "content": [{"type": "input_file", "filename": "a.pdf"}]},
+     "input[0].content[0].file_data"),
+    ({"role": "user", "content": [{"type": "input_text", "text": 5}]},
+     "input[0].content[0].text"),
+    ({"role": "system", "content": [{"type": "input_image", "image_url": "x"}]},
+     "input[0].content[0].type"),
+    ({"type": "function_call", "call_id": "c", "name": "f", "arguments": {}},
+     "input[0].arguments"),
+    ({"type": "function_call", "name": "f", "arguments": "{}"}, "input[0].call_id"),
+    ({"type": "function_call_output", "call_id": "missing", "output": "x"},
+     "input[0].call_id"),
+    ({"type": "reasoning", "summary": "thought"}, "input[0].summary"),
+])
+def test_bad_input_items_name_their_place(item, param):
+    assert refused({"input": [item]}).param == param
+
+
+def test_a_bad_stored_item_names_previous_response_id():
+    with pytest.raises(ProxyError) as caught:
+        chat({"input": "x", "previous_response_id": "resp_1"},
+             [{"type": "computer_call", "id": "cu_1"}])
+    assert caught.value.param == "previous_response_id.type"
+
+
+def test_images_of_a_tool_output_follow_the_tool_messages():
+    body = chat({"input": [
+        {"type": "function_call", "call_id": "a", "name": "shot", "arguments": "{}"},
+        {"type": "function_call", "call_id": "b", "name": "shot", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "a", "output": [
+            {"type": "input_text", "text": "here"},
+            {"type": "input_image", "image_url": "https://x/a.png"}]},
+        {"type": "function_call_output", "call_id": "b", "output": "none"},
+        {"type": "message", "role": "user", "content": "Compare"}]})
+    assert [m["role"] for m in body["messages"]] == ["assistant", "tool", "tool", "user", "user"]
+    assert body["messages"][1]["content"] == "here"
+    assert body["messages"][3] == {"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "https://x/a.png"}}]}
+
+
+def test_assistant_turns_gather_reasoning_text_and_calls():
+    body = chat({"input": [
+        {"role": "user", "content": "x"},
+        {"type": "reasoning", "id": "rs_1", "summary": [],
+         "content": [{"type": "reasoning_text", "text": "raw"}]},
+        {"type": "reasoning", "id": "rs_2", "summary": [], "encrypted_content": "gAAA"},
+        {"role": "assistant", "content": "Checking."},
+        {"type": "message", "role": "assistant", "status": "completed", "id": "msg_2",
+         "content": [{"type": "refusal", "refusal": " Not that."}]},
+        {"type": "function_call", "call_id": "a", "name": "f", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "a", "output": "ok"},
+        {"type": "reasoning", "id": "rs_3", "summary": [{"type": "summary_text",
+                                                          "text": "alone"}]}]})
+    assert body["messages"][1:] == [
+        {"role": "assistant", "content": "Checking. Not that.", "reasoning_content": "raw",
+         "tool_calls": [{"id": "a", "type": "function",
+                         "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "a", "content": "ok"}]
+
+
+def test_a_previous_response_id_without_input_sends_the_stored_turns():
+    previous = [{"type": "message", "role": "user", "content": "Hi"}]
+    body = chat({"previous_response_id": "resp_1"}, previous)
+    assert body["messages"] == [{"role": "user", "content": "Hi"}]
+
+
+@current_types
+def test_answers_validate_against_the_sdk_types():
+    request = parse_request({"model": "m", "input": "Hi", "tools": [WEATHER],
+                             "tool_choice": {"type": "function", "name": "get_weather"},
+                             "text": {"format": {"type": "json_schema", "name": "p",
+                                                 "schema": SCHEMA}},
+                             "reasoning": {"effort": "low"}, "parallel_tool_calls": False,
+                             "temperature": 0.5, "top_p": 0.5, "user": "u", "store": False,
+                             "previous_response_id": "resp_0"})
+    answer = completion({"content": '{"name": "Ada"}', "reasoning_content": "r",
+                         "refusal": "no", "tool_calls": [
+                             {"id": "c1", "type": "function",
+                              "function": {"name": "get_weather", "arguments": "{}"}}]},
+                        usage={"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14,
+                               "prompt_tokens_details": {"cached_tokens": 4},
+                               "completion_tokens_details": {"reasoning_tokens": 2}})
+    data = response_object(answer, request, "resp_1", 1)
+    response = openai.types.responses.Response.model_validate(data)
+    assert [item.type for item in response.output] == ["reasoning", "message", "function_call"]
+    assert response.output[1].content[1].refusal == "no"
+    assert response.usage.input_tokens_details.cached_tokens == 4
+    assert response.usage.output_tokens_details.reasoning_tokens == 2
+    assert response.tool_choice.name == "get_weather" and response.parallel_tool_calls is False
+    assert response.temperature == 0.5 and response.top_p == 0.5 and response.user == "u"
+    assert response.store is False and response.previous_response_id == "resp_0"
+    assert response.text.format.type == "json_schema" and response.reasoning.effort == "low"
+
+
+def test_an_invalid_chat_completion_is_a_502():
+    request = parse_request({"model": "m", "input": "Hi"})
+    for body in (b"not json", b"[]", b'{"choices": 5}'):
+        with pytest.raises(ProxyError) as caught:
+            convert_answer(200, body, request, "resp_1")
+        assert caught.value.status == 502
+    for chat_answer in ([], {"choices": None}, "text"):
+        with pytest.raises(ProxyError) as caught:
+            response_object(chat_answer, request, "resp_1", 1)  # type: ignore[arg-type]
+        assert caught.value.status == 502
+
+
+LOGPROB = {"token": "Hi", "logprob": -0.1, "bytes": [72, 105],
+           "top_logprobs": [{"token": "Hi", "logprob": -0.1, "bytes": [72, 105]},
+                            {"token": "Yo", "logprob": -2.5}]}
+
+
+@current_types
+def test_logprobs_when_included():
+    body = chat({"input": "x", "include": ["message.output_text.logprobs"], "top_logprobs": 2})
+    assert body["logprobs"] is True and body["top_logprobs"] == 2
+    assert "logprobs" not in chat({"input": "x", "top_logprobs": 2})
+    assert refused({"input": "x", "top_logprobs": 21}).param == "top_logprobs"
+    request = parse_request({"model": "m", "input": "x", "top_logprobs": 2,
+                             "include": ["message.output_text.logprobs"]})
+    answer = completion({"content": "Hi"})
+    answer["choices"][0]["logprobs"] = {"content": [LOGPROB]}
+    response = openai.types.responses.Response.model_validate(
+        response_object(answer, request, "resp_1", 1))
+    [logprob] = response.output[0].content[0].logprobs
+    assert (logprob.token, logprob.bytes, logprob.logprob) == ("Hi", [72, 105], -0.1)
+    assert [(t.token, t.bytes) for t in logprob.top_logprobs] == [("Hi", [72, 105]),
+                                                                 ("Yo", [89, 111])]
+    assert response.top_logprobs == 2
+    plain = response_object(answer, parse_request({"model": "m", "input": "x"}), "resp_1", 1)
+    assert plain["output"][0]["content"][0]["logprobs"] == []

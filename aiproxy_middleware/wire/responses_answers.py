@@ -14,6 +14,9 @@ as the Responses API answers (the request's way in is `responses.py`).
   `message` item (`msg_...`) with `output_text` / `refusal` parts; each tool call -> a
   `function_call` item (`fc_...`) whose `call_id` is the chat tool call's id (so the next
   turn's `function_call_output` names the id the provider gave).
+- Log probabilities, when the request's `include` asks for them: the chat choice's
+  `logprobs.content` -> the `output_text` part's `logprobs` (`token`, `bytes`, `logprob`,
+  `top_logprobs`), and each chunk's to its `output_text.delta` event.
 - Usage: prompt_tokens -> input_tokens (`input_tokens_details.cached_tokens` from
   prompt_tokens_details), completion_tokens -> output_tokens
   (`output_tokens_details.reasoning_tokens`), total_tokens.
@@ -33,118 +36,62 @@ as the Responses API answers (the request's way in is `responses.py`).
 from __future__ import annotations
 
 import time
-import uuid
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from aiproxy_middleware.errors import error_type
+from aiproxy_middleware.errors import error_type, upstream_invalid
 from aiproxy_middleware.shapes import as_dict, as_int, as_list, as_str, decode_json
 from aiproxy_middleware.wire.openai import completion_json, encode
+from aiproxy_middleware.wire.responses_object import (INCOMPLETE, envelope, item_id,
+                                                      output_logprobs, response_status,
+                                                      response_usage)
 from aiproxy_middleware.wire.sse import ChunkReader
 
 if TYPE_CHECKING:
     from aiproxy_middleware.wire.responses import ResponsesRequest
-
-INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
-
-
-def _item_id(prefix: str) -> str:
-    return prefix + uuid.uuid4().hex
-
-
-def _usage(usage: Any) -> dict[str, Any] | None:
-    if not isinstance(usage, dict):
-        return None
-    prompt, completion = as_int(usage.get("prompt_tokens")), as_int(usage.get("completion_tokens"))
-    total = usage.get("total_tokens")
-    details = as_dict(usage.get("prompt_tokens_details"))
-    return {"input_tokens": prompt,
-            "input_tokens_details": {"cached_tokens": as_int(details.get("cached_tokens")),
-                                     "cache_write_tokens": as_int(
-                                         details.get("cache_write_tokens"))},
-            "output_tokens": completion,
-            "output_tokens_details": {"reasoning_tokens": as_int(as_dict(
-                usage.get("completion_tokens_details")).get("reasoning_tokens"))},
-            "total_tokens": as_int(total) if total is not None else prompt + completion}
-
-
-def envelope(request: ResponsesRequest, response_id: str, created: int, model: str,
-             status: str, output: list[dict[str, Any]], usage: dict[str, Any] | None = None,
-             finish: str | None = None, error: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A Response object: the answer's own fields and the request's settings echoed."""
-    text = request.text
-    reasoning = request.reasoning
-    return {
-        "id": response_id, "object": "response", "created_at": created, "status": status,
-        "background": False, "completed_at": int(time.time()) if status == "completed" else None,
-        "error": error,
-        "incomplete_details": {"reason": INCOMPLETE[finish]} if status == "incomplete"
-        and finish in INCOMPLETE else None,
-        "instructions": request.instructions, "max_output_tokens": request.max_output_tokens,
-        "max_tool_calls": None, "model": model, "output": output,
-        "parallel_tool_calls": (True if request.parallel_tool_calls is None
-                                else request.parallel_tool_calls),
-        "previous_response_id": request.previous_response_id,
-        "prompt_cache_key": request.prompt_cache_key,
-        "prompt_cache_retention": request.prompt_cache_retention,
-        "reasoning": {"effort": reasoning.effort if reasoning else None,
-                      "summary": (reasoning.summary or reasoning.generate_summary)
-                      if reasoning else None},
-        "safety_identifier": request.safety_identifier,
-        "service_tier": request.service_tier or "default",
-        "store": True if request.store is None else request.store,
-        "temperature": request.temperature,
-        "text": {"format": (text.format if text and text.format else {"type": "text"}),
-                 "verbosity": (text.verbosity if text and text.verbosity else "medium")},
-        "tool_choice": "auto" if request.tool_choice is None else request.tool_choice,
-        "tools": request.tools or [], "top_logprobs": request.top_logprobs or 0,
-        "top_p": request.top_p, "truncation": request.truncation or "disabled",
-        "usage": usage, "user": request.user, "metadata": request.metadata or {}}
-
-
-def _status(finish: Any) -> str:
-    return "incomplete" if finish in INCOMPLETE else "completed"
-
 
 # ---- whole answers ----------------------------------------------------------------------
 
 
 def response_object(chat: dict[str, Any], request: ResponsesRequest, response_id: str,
                     created: int) -> dict[str, Any]:
-    """The Response object for a decoded `chat.completion`."""
-    choices = as_list(chat.get("choices"))
+    """The Response object for a decoded `chat.completion` (anything else is a 502)."""
+    if not isinstance(chat, dict) or not isinstance(chat.get("choices"), list):
+        raise upstream_invalid("the provider answered with an invalid chat completion")
+    choices = chat["choices"]
     choice = as_dict(choices[0]) if choices else {}
     message = as_dict(choice.get("message"))
     finish = choice.get("finish_reason")
-    status = _status(finish)
+    status = response_status(finish)
     output: list[dict[str, Any]] = []
     reasoning = as_str(message.get("reasoning_content")) or as_str(message.get("reasoning"))
     if reasoning:
-        output.append({"id": _item_id("rs_"), "type": "reasoning",
+        output.append({"id": item_id("rs_"), "type": "reasoning",
                        "summary": [{"type": "summary_text", "text": reasoning}]})
     parts = []
     text = as_str(message.get("content"))
     if text:
-        parts.append({"type": "output_text", "text": text, "annotations": [], "logprobs": []})
+        parts.append({"type": "output_text", "text": text, "annotations": [],
+                      "logprobs": output_logprobs(choice) if request.logprobs() else []})
     refusal = as_str(message.get("refusal"))
     if refusal:
         parts.append({"type": "refusal", "refusal": refusal})
     if parts:
-        output.append({"id": _item_id("msg_"), "type": "message", "role": "assistant",
+        output.append({"id": item_id("msg_"), "type": "message", "role": "assistant",
                        "status": status, "content": parts})
     for call in as_list(message.get("tool_calls")):
         if not isinstance(call, dict):
             continue
         function = as_dict(call.get("function"))
         arguments = function.get("arguments")
-        output.append({"id": _item_id("fc_"), "type": "function_call", "status": "completed",
-                       "call_id": as_str(call.get("id")) or _item_id("call_"),
+        output.append({"id": item_id("fc_"), "type": "function_call", "status": "completed",
+                       "call_id": as_str(call.get("id")) or item_id("call_"),
                        "name": as_str(function.get("name")),
                        "arguments": arguments if isinstance(arguments, str)
                        else encode(arguments or {}).decode()})
     return envelope(request, response_id, created, as_str(chat.get("model"), request.model),
-                    status, output, _usage(chat.get("usage")), as_str(finish) or None)
+                    status, output, response_usage(chat.get("usage")), as_str(finish) or None)
 
 
 def error_json(status: int, message: str, code: str | None = None,
@@ -206,6 +153,7 @@ class ResponseStream(ChunkReader):
         self.output: list[dict[str, Any]] = []
         self.current = -1  # the output index of the open message or reasoning item
         self.calls: dict[int, int] = {}  # chat tool-call index -> output index
+        self.renamed: dict[int, int] = {}  # chat index -> the key of its latest call
         self.open_calls: list[int] = []
         self.usage: Any = None
         self.final: dict[str, Any] | None = None
@@ -234,7 +182,7 @@ class ResponseStream(ChunkReader):
         return b"event: " + kind.encode() + b"\ndata: " + encode(data) + b"\n\n"
 
     def _response(self, status: str, **extra: Any) -> dict[str, Any]:
-        usage = _usage(self.usage) if status != "in_progress" else None
+        usage = response_usage(self.usage) if status != "in_progress" else None
         return envelope(self.request, self.id, self.created, self.model, status,
                         list(self.output), usage, self.finish, **extra)
 
@@ -251,7 +199,7 @@ class ResponseStream(ChunkReader):
             out += self._close_call(index)
         self.open_calls = []
         self.ended = True
-        status = _status(self.finish)
+        status = response_status(self.finish)
         self.final = self._response(status)
         kind = "response.completed" if status == "completed" else "response.incomplete"
         return out + self._event(kind, {"response": self.final})
@@ -265,12 +213,13 @@ class ResponseStream(ChunkReader):
         for choice in as_list(chunk.get("choices")):
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
-            out += self._delta(as_dict(choice.get("delta")))
+            logprobs = output_logprobs(choice) if self.request.logprobs() else []
+            out += self._delta(as_dict(choice.get("delta")), logprobs)
             if choice.get("finish_reason"):
                 self.finish = as_str(choice["finish_reason"], "stop")
         return out
 
-    def _delta(self, delta: dict[str, Any]) -> bytes:
+    def _delta(self, delta: dict[str, Any], logprobs: list[dict[str, Any]]) -> bytes:
         out = b""
         reasoning = as_str(delta.get("reasoning_content")) or as_str(delta.get("reasoning"))
         if reasoning:
@@ -278,7 +227,8 @@ class ResponseStream(ChunkReader):
         for kind in ("content", "refusal"):
             text = as_str(delta.get(kind))
             if text:
-                out += self._text("output_text" if kind == "content" else "refusal", text)
+                out += (self._text("output_text", text, logprobs) if kind == "content"
+                        else self._text("refusal", text))
         for call in as_list(delta.get("tool_calls")):
             if isinstance(call, dict):
                 out += self._call(call)
@@ -299,7 +249,7 @@ class ResponseStream(ChunkReader):
         out = b""
         if self.current < 0 or self.output[self.current]["type"] != "reasoning":
             out += self._close_current()
-            added, self.current = self._add({"id": _item_id("rs_"), "type": "reasoning",
+            added, self.current = self._add({"id": item_id("rs_"), "type": "reasoning",
                                              "summary": [{"type": "summary_text", "text": ""}]})
             out += added + self._event("response.reasoning_summary_part.added", {
                 **self._where(self.current), "summary_index": 0,
@@ -308,11 +258,11 @@ class ResponseStream(ChunkReader):
         return out + self._event("response.reasoning_summary_text.delta", {
             **self._where(self.current), "summary_index": 0, "delta": text})
 
-    def _text(self, kind: str, text: str) -> bytes:
+    def _text(self, kind: str, text: str, logprobs: list[dict[str, Any]] | None = None) -> bytes:
         out = b""
         if self.current < 0 or self.output[self.current]["type"] != "message":
             out += self._close_current()
-            added, self.current = self._add({"id": _item_id("msg_"), "type": "message",
+            added, self.current = self._add({"id": item_id("msg_"), "type": "message",
                                              "role": "assistant", "status": "in_progress",
                                              "content": []})
             out += added
@@ -328,19 +278,28 @@ class ResponseStream(ChunkReader):
         key = "text" if kind == "output_text" else "refusal"
         parts[-1][key] += text
         name = "response.output_text.delta" if kind == "output_text" else "response.refusal.delta"
-        extra = {"logprobs": []} if kind == "output_text" else {}
+        extra = {}
+        if kind == "output_text":
+            parts[-1]["logprobs"].extend(logprobs or ())
+            extra = {"logprobs": logprobs or []}
         return out + self._event(name, {**self._where(self.current),
                                         "content_index": len(parts) - 1, "delta": text, **extra})
 
     def _call(self, call: dict[str, Any]) -> bytes:
         out = b""
-        key = as_int(call.get("index"))
+        index = as_int(call.get("index"))
         function = as_dict(call.get("function"))
+        call_id = as_str(call.get("id"))
+        key = self.renamed.get(index, index)
+        if key in self.calls and call_id and call_id != self.output[self.calls[key]]["call_id"]:
+            # a new call at an index already used (a provider that numbers no calls): its
+            # fragments go to it from now on
+            key = self.renamed[index] = min(0, *self.calls) - 1
         if key not in self.calls:
             out += self._close_current()
             added, index = self._add({
-                "id": _item_id("fc_"), "type": "function_call", "status": "in_progress",
-                "call_id": as_str(call.get("id")) or _item_id("call_"),
+                "id": item_id("fc_"), "type": "function_call", "status": "in_progress",
+                "call_id": call_id or item_id("call_"),
                 "name": as_str(function.get("name")), "arguments": ""})
             self.calls[key] = index
             self.open_calls.append(index)
@@ -358,7 +317,7 @@ class ResponseStream(ChunkReader):
         part, where = parts[-1], {**self._where(index), "content_index": len(parts) - 1}
         if part["type"] == "output_text":
             out = self._event("response.output_text.done",
-                              {**where, "text": part["text"], "logprobs": []})
+                              {**where, "text": part["text"], "logprobs": part["logprobs"]})
         else:
             out = self._event("response.refusal.done", {**where, "refusal": part["refusal"]})
         return out + self._event("response.content_part.done", {**where, "part": dict(part)})

@@ -23,7 +23,11 @@ text.format and metadata to OpenAI's chat request (used by `responses.py`).
   stream events), `include: ["reasoning.encrypted_content"]` (reasoning comes back as its
   summary text, which a later turn sends back as it is), and fields at their default
   (`background: false`, `truncation: "disabled"`, `service_tier: "auto"`/`"default"`,
-  `top_logprobs: 0`, nulls).
+  nulls).
+- Log probabilities: `include: ["message.output_text.logprobs"]` -> `logprobs: true`, with
+  `top_logprobs` (0 to 20) as it is; the answer's token logprobs go to the `output_text`
+  parts and the `output_text.delta` / `.done` events. `top_logprobs` without that include
+  asks for nothing shown: not sent.
 """
 
 from __future__ import annotations
@@ -40,11 +44,13 @@ CHOICE_MODES = ("none", "auto", "required")
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 SUMMARIES = ("auto", "concise", "detailed")
 VERBOSITIES = ("low", "medium", "high")
-ACCEPTED_INCLUDES = ("reasoning.encrypted_content",)
+LOGPROBS = "message.output_text.logprobs"
+ACCEPTED_INCLUDES = ("reasoning.encrypted_content", LOGPROBS)
+MAX_TOP_LOGPROBS = 20
 
 NO_EQUIVALENT = {
     "background": (False,), "truncation": ("disabled",), "service_tier": ("auto", "default"),
-    "top_logprobs": (0,), "conversation": (), "prompt": (), "max_tool_calls": (),
+    "conversation": (), "prompt": (), "max_tool_calls": (),
     "context_management": (), "moderation": (), "image": (), "access_programs": (),
     "background_options": (), "prompt_cache_options": ()}
 """Fields the gateway cannot serve through a chat provider, with the values that ask for
@@ -53,7 +59,7 @@ nothing (null is always one): any other value is a 400 naming the field."""
 REASONS = {"background": "background responses", "truncation": "truncation: auto",
            "conversation": "stored conversations (use previous_response_id)",
            "prompt": "stored prompt templates", "service_tier": "service tiers",
-           "top_logprobs": "log probabilities", "max_tool_calls": "a cap on built-in tool calls"}
+           "max_tool_calls": "a cap on built-in tool calls"}
 
 
 def check_unserved(data: dict[str, Any]) -> None:
