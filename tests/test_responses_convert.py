@@ -537,3 +537,23 @@ def test_logprobs_when_included():
     assert response.top_logprobs == 2
     plain = response_object(answer, parse_request({"model": "m", "input": "x"}), "resp_1", 1)
     assert plain["output"][0]["content"][0]["logprobs"] == []
+
+
+def test_an_answers_output_is_the_next_turns_history():
+    """What the pipeline stores (input items, then the Response's output) becomes the chat
+    history of the next turn: the provider sees its own call id and its reasoning back."""
+    request = parse_request({"model": "m", "input": "Weather?", "tools": [WEATHER]})
+    answer = completion({"content": "Checking.", "reasoning_content": "Need a tool.",
+                         "tool_calls": [{"id": "call_7", "type": "function", "function": {
+                             "name": "get_weather", "arguments": '{"city":"Oslo"}'}}]},
+                        "tool_calls")
+    stored = input_items(request) + response_object(answer, request, "resp_1", 1)["output"]
+    body = chat({"input": [{"type": "function_call_output", "call_id": "call_7",
+                            "output": "cold"}],
+                 "previous_response_id": "resp_1", "tools": [WEATHER]}, stored)
+    assert body["messages"] == [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": "Checking.", "reasoning_content": "Need a tool.",
+         "tool_calls": [{"id": "call_7", "type": "function", "function": {
+             "name": "get_weather", "arguments": '{"city":"Oslo"}'}}]},
+        {"role": "tool", "tool_call_id": "call_7", "content": "cold"}]

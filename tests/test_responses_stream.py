@@ -14,7 +14,7 @@ import pydantic
 import pytest
 from openai.types.responses import Response, ResponseStreamEvent
 
-from aiproxy_middleware.wire.responses import parse_request
+from aiproxy_middleware.wire.responses import input_items, parse_request, to_chat
 from aiproxy_middleware.wire.responses_answers import ResponseStream
 from helpers import STREAM_USAGE, openai_stream
 from test_responses_convert import current_types
@@ -293,3 +293,20 @@ def test_logprobs_stream_with_their_deltas():
     assert got[-1]["response"]["output"][0]["content"][0]["logprobs"] == [logprob]
     plain = events(convert(data))
     assert next(e for e in plain if e["type"] == "response.output_text.delta")["logprobs"] == []
+
+
+def test_a_streamed_answer_is_the_next_turns_history():
+    request = parse_request({"model": "m", "input": "Hi", "stream": True, "tools": [WEATHER]})
+    stream = ResponseStream(request, "resp_1")
+    stream.feed(openai_stream({"reasoning_content": "Hmm"}, *TOOL_DELTAS, finish="tool_calls"))
+    stream.close()
+    stored = input_items(request) + stream.response()["output"]
+    follow_up = parse_request({"model": "m", "previous_response_id": "resp_1",
+                               "input": [{"type": "function_call_output", "call_id": "call_1",
+                                          "output": "cold"}]})
+    assert to_chat(follow_up, stored)["messages"] == [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Let me check.", "reasoning_content": "Hmm",
+         "tool_calls": [{"id": "call_1", "type": "function", "function": {
+             "name": "get_weather", "arguments": '{"city":"Oslo"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "cold"}]
