@@ -406,3 +406,35 @@ async def test_agents_streaming(agents_model):
             deltas.append(event.data.delta)
     assert result.final_output == "Noon." and "".join(deltas) == "Noon."
     assert DeepSeek.conversation(sent_json(route))[-1] == ("tool", "call_s1", "12:00")
+
+
+# ---- every converting provider, through its own chat conversion ----------------------------
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+@pytest.mark.parametrize("name", ["claude", "gemini", "vertex", "bedrock"])
+async def test_converting_providers(upstream, respx_mock, name, stream):
+    """Claude, Gemini, Vertex and Bedrock answers (in their own formats: the chat
+    conversion tests' upstreams) become Responses: text, reasoning, two tool calls."""
+    from test_sdk_converting import PROVIDERS, TEXT, THINKING, TWO_TOOLS
+    provider = PROVIDERS[name]
+    client = openai_sdk({"provider": provider.config}, upstream, max_retries=0)
+
+    async def ask(**fields: Any) -> Any:
+        if not stream:
+            return await client.responses.create(model=provider.model, input="hi", **fields)
+        async with client.responses.stream(model=provider.model, input="hi", **fields) as s:
+            return await s.get_final_response()
+
+    provider.routes(respx_mock, TEXT, stream)
+    assert (await ask()).output_text == "Hello there"
+    provider.routes(respx_mock, THINKING, stream)
+    answer = await ask(reasoning={"effort": "low"})
+    assert answer.output_text == "42"
+    assert [i.type for i in answer.output] == ["reasoning", "message"]
+    provider.routes(respx_mock, TWO_TOOLS, stream)
+    tools = [{**WEATHER, "name": n, "strict": False} for n in ("get_weather", "get_time")]
+    answer = await ask(tools=tools)
+    calls = [(i.name, json.loads(i.arguments)) for i in answer.output
+             if i.type == "function_call"]
+    assert calls == [("get_weather", {"city": "Paris"}), ("get_time", {"tz": "CET"})]
+    assert all(i.call_id for i in answer.output if i.type == "function_call")
