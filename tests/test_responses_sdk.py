@@ -427,10 +427,14 @@ async def test_converting_providers(upstream, respx_mock, name, stream):
 
     provider.routes(respx_mock, TEXT, stream)
     assert (await ask()).output_text == "Hello there"
-    provider.routes(respx_mock, THINKING, stream)
-    answer = await ask(reasoning={"effort": "low"})
-    assert answer.output_text == "42"
-    assert [i.type for i in answer.output] == ["reasoning", "message"]
+    # (a reasoning item's current shape, `summary`, came after openai 1.66, whose
+    # `responses.stream()` cannot read it)
+    import openai.types.responses as types
+    if hasattr(types, "ResponseReasoningItem"):
+        provider.routes(respx_mock, THINKING, stream)
+        answer = await ask(reasoning={"effort": "low"})
+        assert answer.output_text == "42"
+        assert [i.type for i in answer.output] == ["reasoning", "message"]
     provider.routes(respx_mock, TWO_TOOLS, stream)
     tools = [{**WEATHER, "name": n, "strict": False} for n in ("get_weather", "get_time")]
     answer = await ask(tools=tools)
