@@ -23,6 +23,7 @@ from aiproxy_middleware.pipeline.intake import refuse_path
 from aiproxy_middleware.pipeline.read_deadline import ReadDeadlines
 from aiproxy_middleware.pipeline.responder import Responder, Services
 from aiproxy_middleware.pipeline.route_state import RouteStates
+from aiproxy_middleware.pipeline.stored_responses import MARK, stored_routes
 from aiproxy_middleware.provider import Endpoint
 from aiproxy_middleware.runtime.tokens import TokenStore
 from aiproxy_middleware.runtime.transport import default_client
@@ -30,6 +31,7 @@ from aiproxy_middleware.safety.urls import request_path_problem
 from aiproxy_middleware.state.redis_link import RedisLink, shared_link
 from aiproxy_middleware.state.redis_store import RedisStore
 from aiproxy_middleware.state.redis_tokens import RedisTokenStore
+from aiproxy_middleware.state.response_records import ResponseRecords
 from aiproxy_middleware.state.store import MemoryStore, SharedStore
 
 logger = logging.getLogger("aiproxy_middleware")
@@ -123,6 +125,8 @@ class AIProxyMiddleware:
         self._owns_store = store is None
         self._redis, self.store, token_store = _shared_state(self.config, routes, store,
                                                              token_store)
+        # stored responses (`store`, `previous_response_id`), in the same store
+        self.responses = ResponseRecords.configured(self.store, self.config.responses)
         # This middleware's own state for each route (the config is never written).
         self.states = RouteStates(routes, token_store, lambda: self.http_client)
         self.health = self.states.health
@@ -130,7 +134,8 @@ class AIProxyMiddleware:
                                  self.read_deadlines, self.catalog, self.states,
                                  self.config.image_fetch.policy, app, self.store,
                                  authenticate, make_tracing(self.config.tracing,
-                                                            tracer_provider, meter_provider))
+                                                            tracer_provider, meter_provider),
+                                 self.responses)
 
     def add_summary_hook(self, hook: SummaryHook) -> None:
         """Call `hook` with the summary of every AI request from now on."""
@@ -145,6 +150,11 @@ class AIProxyMiddleware:
             if problem is not None and path != "*":  # OPTIONS * is the app's to answer
                 await refuse_path(scope, send, problem)
                 return
+            if MARK in path:  # GET/DELETE /v1/responses/{id}: the caller's stored responses
+                stored = stored_routes(self.config, path)
+                if stored:
+                    await Responder(stored, self.services).stored_response(scope, receive, send)
+                    return
             apisix = self.config.apisix_for(path)
             if apisix:
                 self.health.start()
@@ -205,7 +215,7 @@ class AIProxyMiddleware:
         """The APISIX routes whose models `<base>/v1/models` lists."""
         apisix = self.config.apisix
         return (apisix.get(base + "/v1/chat/completions", ())
-                + apisix.get(base + "/v1/messages", ()))
+                + apisix.get(base + "/v1/messages", ()) + apisix.get(base + "/v1/responses", ()))
 
     @property
     def http_client(self) -> httpx.AsyncClient:

@@ -38,11 +38,15 @@ class Endpoint(enum.Enum):
 
     MESSAGES is Anthropic's Messages API, answered natively by a provider with an
     `anthropic_path`, and through its chat API (converted both ways) by any other.
+    RESPONSES is OpenAI's Responses API: a provider whose `responses_path()` names one gets
+    the call as it is (a `Call` with this endpoint); any other is bridged through its chat
+    API (pipeline/responses_bridge.py).
     """
 
     CHAT = "/v1/chat/completions"
     EMBEDDINGS = "/v1/embeddings"
     MESSAGES = "/v1/messages"
+    RESPONSES = "/v1/responses"
 
     @classmethod
     def for_path(cls, path: str) -> Endpoint | None:
@@ -52,6 +56,8 @@ class Endpoint(enum.Enum):
             return cls.EMBEDDINGS
         if path.endswith("/v1/messages"):
             return cls.MESSAGES
+        if path.endswith("/v1/responses"):
+            return cls.RESPONSES
         return None
 
 
@@ -229,6 +235,13 @@ class Provider(Generic[S]):
     async def prepare(self, call: Call, client: httpx.AsyncClient) -> None:
         """Work a call needs before `request` that waits on the network (fetching images, or
         the upstream calls themselves when one client request takes several: `call.answer`)."""
+
+    def responses_path(self) -> str | None:
+        """The path (and query) of the provider's own OpenAI Responses API, if it has one:
+        inbound `/v1/responses` calls go there as sent but for the model and auth (a `Call`
+        with `Endpoint.RESPONSES`, which `request` then serves). None (the default) bridges
+        them through the provider's chat API."""
+        return None
 
     def request(self, call: Call) -> UpstreamRequest:
         """The upstream request for an OpenAI-protocol call."""

@@ -55,10 +55,15 @@ def stream_answer() -> str:
     return "".join(events)
 
 
-def request_body(stream: bool) -> str:
+def request_body(stream: bool, responses: bool = False) -> str:
+    """The benchmark's request: a chat one, or (`responses`) the same question to the
+    Responses API (`/v1/responses`)."""
     body: dict[str, Any] = {"model": "gpt-4o-mini", "messages": [
         {"role": "system", "content": "You are a helpful assistant."},
         {"role": "user", "content": "Say hello in one short sentence."}]}
+    if responses:
+        body = {"model": "gpt-4o-mini", "instructions": "You are a helpful assistant.",
+                "input": "Say hello in one short sentence."}
     if stream:
         body["stream"] = True
     return json.dumps(body, separators=(",", ":"))
@@ -218,6 +223,16 @@ def middleware_traced_app(upstream: str) -> Any:
         tracer_provider=provider)
 
 
+def middleware_responses_app(upstream: str) -> Any:
+    """The plain route, called on `/v1/responses`: a custom URL naming the chat endpoint has
+    no Responses API, so each call is bridged (parsed, converted to chat, its answer or
+    stream converted back, stored): against `middleware`, what the bridge costs."""
+    from aiproxy_middleware import AIProxyMiddleware
+    return AIProxyMiddleware(app_404, config={"provider": {
+        "type": "openai", "apiTokens": [API_TOKEN],
+        "openaiCustomUrl": upstream + "/chat/completions"}})
+
+
 def middleware_apisix_app(upstream: str) -> Any:
     from aiproxy_middleware import AIProxyMiddleware
     return AIProxyMiddleware(app_404, config={"routes": [{
@@ -263,6 +278,8 @@ def target_app(kind: str, upstream: str, stream: bool) -> Any:
         return middleware_guarded_app(upstream, os.environ[REDIS_ENV])
     if kind == "middleware-apisix":
         return middleware_apisix_app(upstream)
+    if kind == "middleware-responses":
+        return middleware_responses_app(upstream)
     if kind == "server-only":
         return server_only_app(stream)
     return floor_app(kind, upstream, stream)

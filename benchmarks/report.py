@@ -140,10 +140,27 @@ def key_figures(results: Results, workers: dict[str, str],
     if len(secondary) > 1:
         lines += secondary
     lines += guarded_figures(results, workers)
+    lines += responses_figures(results)
     return lines, checks
 
 
 GUARDED = ("middleware-guarded", "middleware-guarded-redis")
+
+
+def responses_figures(results: Results) -> list[str]:
+    """Issue 15's figure: a bridged `/v1/responses` call (converted to chat and back, and
+    stored) against a plain chat call, same question and upstream, in the same run."""
+    lines = []
+    for scen, per in results.items():
+        plain, r = per.get("middleware"), per.get("middleware-responses")
+        if plain and r:
+            lines.append(f"  {scen:<10} middleware-responses / middleware"
+                         f" {fmt_ratio(ratio(r['rps'], plain['rps']))} req/s"
+                         f" (p99 {r['p99_us'] / 1000:.2f} vs {plain['p99_us'] / 1000:.2f} ms)")
+    if lines:
+        lines.insert(0, "Issue 15: a bridged Responses call against a plain chat call"
+                        " (middleware) in this run:")
+    return lines
 
 
 def guarded_figures(results: Results, workers: dict[str, str]) -> list[str]:

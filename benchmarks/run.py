@@ -20,6 +20,9 @@ One run starts, all on 127.0.0.1 and each as its own process:
     * middleware           AIProxyMiddleware(app_404, config=...) with its default client
     * middleware-apisix    the same, configured with an APISIX ai-proxy route
                            (openai-compatible, auth.header, override.endpoint)
+      middleware-responses the same question to `/v1/responses`, bridged to the same chat
+                           upstream (`--targets middleware,middleware-responses` compares
+                           a Responses call with a plain chat call in one run)
       baseline, baseline-apisix
                            middleware and middleware-apisix from another checkout
                            (`--baseline DIR`, e.g. a `git worktree` of an older commit),
@@ -68,7 +71,8 @@ from report import FLOOR, FLOORS, key_figures, ratio, table
 # floor-aiohttp, and the middleware's, floor-httpx-aiohttp, among them).
 TARGETS = ["direct", "server-only", "floor-httpx", "floor-httpx-tuned", "floor-httpx-aiohttp",
            "floor-aiohttp", "middleware", "middleware-apisix", "middleware-guarded",
-           "middleware-guarded-redis", "middleware-traced"]
+           "middleware-guarded-redis", "middleware-traced", "middleware-responses"]
+RESPONSES_TARGETS = {"middleware-responses"}  # called on /v1/responses, with its own body
 REDIS_TARGETS = {"middleware-guarded-redis"}  # a run with one of these starts a redis-server
 DEFAULT_TARGETS = ["direct", "server-only", "floor-httpx-aiohttp", "floor-aiohttp", "middleware",
                    "middleware-apisix"]
@@ -162,11 +166,11 @@ def nginx_version(path: str) -> str:
     return out.rsplit("/", 1)[-1] if "/" in out else out
 
 
-def check_answer(port: int, path: str, mode: str, what: str) -> None:
+def check_answer(port: int, path: str, mode: str, what: str, responses: bool = False) -> None:
     """One real request: status 200 and a body that looks like the expected answer."""
     conn = http.client.HTTPConnection(HOST, port, timeout=10)
     try:
-        conn.request("POST", path, body=request_body(mode == "stream").encode(),
+        conn.request("POST", path, body=request_body(mode == "stream", responses).encode(),
                      headers={"Content-Type": "application/json",
                               "Authorization": f"Bearer {CONSUMER_KEY}"})
         resp = conn.getresponse()
@@ -178,6 +182,9 @@ def check_answer(port: int, path: str, mode: str, what: str) -> None:
     text = body.decode("utf-8", "replace")
     if resp.status != 200:
         raise Abort(f"{what}: expected status 200, got {resp.status}: {text[:300]}")
+    if responses:
+        check_response(text, mode, what)
+        return
     if mode == "chat":
         try:
             doc = json.loads(text)
@@ -194,6 +201,20 @@ def check_answer(port: int, path: str, mode: str, what: str) -> None:
         raise Abort(f"{what}: expected text/event-stream with {STREAM_EVENTS} chunks and"
                     f" [DONE], got {ctype!r}, {chunks} chunks, last event"
                     f" {events[-1][:80] if events else None!r}")
+
+
+def check_response(text: str, mode: str, what: str) -> None:
+    """A Responses answer: a completed Response object, or an event stream ending in
+    `response.completed` with a text delta for each upstream chunk that had text."""
+    if mode == "chat":
+        ok = '"object":"response"' in text.replace(" ", "") and '"completed"' in text
+    else:
+        events = [line[7:] for line in text.split("\n") if line.startswith("event: ")]
+        deltas = events.count("response.output_text.delta")
+        ok = bool(events) and events[-1] == "response.completed" \
+            and deltas == STREAM_EVENTS - 1
+    if not ok:
+        raise Abort(f"{what}: not the expected Responses answer: {text[:300]}")
 
 
 WRK_LUA = """\
@@ -438,11 +459,13 @@ class Bench:
             set_affinity(self.up_pid, self.load_cpus if pinned else set(self.cpus))
         upstream = f"http://{HOST}:{self.up_port}" + ("/stream/v1" if group.mode == "stream"
                                                       else "/v1")
-        lua = self.tmp / f"{group.mode}.lua"
-        lua.write_text(WRK_LUA.format(body=request_body(group.mode == "stream"), key=CONSUMER_KEY))
         for target in self.args.targets:
             if target == "direct" and not group.pinned:
                 continue  # workers mean nothing for wrk straight at nginx
+            responses = target in RESPONSES_TARGETS
+            lua = self.tmp / f"{group.mode}{'-responses' if responses else ''}.lua"
+            lua.write_text(WRK_LUA.format(body=request_body(group.mode == "stream", responses),
+                                          key=CONSUMER_KEY))
             self.target(target, group, scens, upstream, lua, pinned)
 
     def target(self, target: str, group: Scenario, scens: list[str], upstream: str,
@@ -455,13 +478,14 @@ class Bench:
             port = self.up_port
             path = ("/stream" if group.mode == "stream" else "") + "/v1/chat/completions"
         else:
-            path = "/v1/chat/completions"
+            path = "/v1/responses" if target in RESPONSES_TARGETS else "/v1/chat/completions"
             proc, port, log = start_target(
                 procs, target, group, upstream, self.target_cpus if pinned else None, self.tmp,
                 args.baseline if target in BASELINES else ROOT)
             watch["target"] = proc.pid
         try:
-            check_answer(port, path, group.mode, f"{target} ({group.mode})")
+            check_answer(port, path, group.mode, f"{target} ({group.mode})",
+                         target in RESPONSES_TARGETS)
             url = f"http://{HOST}:{port}{path}"
             for scen in scens:
                 conns = (args.stream_connections if group.mode == "stream"

@@ -1,4 +1,5 @@
-"""Calling the gateway from the clients people use: the openai and anthropic SDKs, LangChain.
+"""Calling the gateway from the clients people use: the openai (chat and Responses) and
+anthropic SDKs, LangChain.
 
 Start the quickstart gateway (the mock provider: no key, no network; it echoes the last user
 message back), then run every snippet against it:
@@ -38,6 +39,17 @@ def openai_stream(base_url: str = BASE_URL) -> None:
     for chunk in stream:
         print(chunk.choices[0].delta.content or "", end="")
     print()
+
+
+def openai_responses(base_url: str = BASE_URL) -> None:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{base_url}/v1", api_key="unused")
+    first = client.responses.create(model="gpt-4o", input="Hello from responses!")
+    print(first.output_text)
+    again = client.responses.create(model="gpt-4o", input="And a follow-up turn!",
+                                    previous_response_id=first.id)
+    print(again.output_text)
 
 
 def anthropic_messages(base_url: str = BASE_URL) -> None:
@@ -82,7 +94,7 @@ def langchain_anthropic(base_url: str = BASE_URL) -> None:
     print()
 
 
-SNIPPETS = (openai_chat, openai_stream, anthropic_messages, anthropic_stream,
+SNIPPETS = (openai_chat, openai_stream, openai_responses, anthropic_messages, anthropic_stream,
             langchain_openai, langchain_anthropic)
 
 

@@ -11,6 +11,14 @@
   version-less v1 API (`/openai/v1`).
 - Auth: the `api-key` header; Azure takes exactly one token.
 
+The Responses API is native where the URL's API has it (Azure OpenAI's Responses API
+documentation, learn.microsoft.com/azure/ai-foundry/openai/how-to/responses): the v1 API
+(`/openai/v1`) at `/openai/v1/responses`; a resource or deployment URL whose api-version is a
+preview from `2025-03-01-preview` on at `/openai/responses?api-version=...` (the deployment,
+for a deployment URL, as the body's `model`); a full API path ending in `/responses` as it is.
+Any other URL (a dated GA api-version such as 2024-10-21, a full `chat/completions` path)
+has none: `/v1/responses` calls are bridged through chat.
+
 APISIX `provider: azure-openai`: `override.endpoint` is required and read like
 `azureServiceUrl` (APISIX's documented value is the full deployment URL,
 `https://<resource>.openai.azure.com/openai/deployments/<name>/chat/completions?api-version=...`);
@@ -25,6 +33,7 @@ Source: Azure OpenAI REST API reference (learn.microsoft.com/azure/ai-services/o
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -35,6 +44,9 @@ from aiproxy_middleware.provider_api import Call, ConfigError, Endpoint, Upstrea
 from ._compatible import OpenAICompatible, split_url
 
 _API_PATHS = {Endpoint.CHAT: "/chat/completions", Endpoint.EMBEDDINGS: "/embeddings"}
+_PREVIEW = re.compile(r"(\d{4}-\d{2}-\d{2})-preview")
+_FIRST_RESPONSES_PREVIEW = "2025-03-01"
+"""The first api-version (a preview) with the Responses API at `/openai/responses`."""
 
 
 class Settings(Struct, rename="camel", forbid_unknown_fields=True):
@@ -67,11 +79,32 @@ class Azure(OpenAICompatible[Settings]):
             self._deployment = parts[3]
         elif path:
             self._fixed = path + self._query
+        self._responses = self._responses_at(path, parse_qs(query).get("api-version", [""])[-1])
+
+    def _responses_at(self, path: str, version: str) -> str | None:
+        if self._v1:
+            return "/openai/v1/responses" + self._query
+        if self._fixed is not None:
+            return self._fixed if path.endswith("/responses") else None
+        preview = _PREVIEW.fullmatch(version)
+        if preview is not None and preview.group(1) >= _FIRST_RESPONSES_PREVIEW:
+            return "/openai/responses" + self._query
+        return None
+
+    def responses_path(self) -> str | None:
+        return self._responses
 
     def base_url(self) -> str:
         return self._base
 
+    def request(self, call: Call) -> UpstreamRequest:
+        if call.endpoint is Endpoint.RESPONSES and self._deployment is not None:
+            call.body.set("model", self._deployment)  # the preview API names it in the body
+        return super().request(call)
+
     def path(self, call: Call) -> str:
+        if call.endpoint is Endpoint.RESPONSES:
+            return self._responses or ""
         api = _API_PATHS[call.endpoint]  # type: ignore[index]
         if self._fixed is not None:
             return self._fixed

@@ -9,6 +9,11 @@
   API paths, less their `/v1`, are joined to (`host/myai/v1` + `/v1/chat/completions` ->
   `host/myai/v1/chat/completions`).
 - `responseJsonSchema`: the `response_format` object set on every chat request.
+- OpenAI's Responses API (`/v1/responses`, platform.openai.com/docs/api-reference/responses)
+  is native: the client's body goes to `/v1/responses` (below a custom URL's base path, or
+  to a custom URL that itself ends in `/responses`) with the model mapped. A custom URL naming
+  another single endpoint (`.../chat/completions`) has no Responses API of its own: calls to
+  `/v1/responses` are bridged through chat there.
 - With no `apiTokens`, the client's own key is forwarded (from `Authorization`,
   `x-api-key` or `x-authorization`).
 
@@ -58,6 +63,9 @@ class OpenAI(OpenAICompatible[Settings]):
         if settings.openai_custom_url:
             self._base, self._paths = custom_url_paths(
                 settings.openai_custom_url, "openaiCustomUrl", _DIRECT_SUFFIXES)
+        self._responses: str | None = "/v1/responses"
+        if settings.openai_custom_url:
+            self._responses = _responses_path(settings.openai_custom_url)
         self._schema = settings.response_json_schema
         # A URL's user:password is a configured credential (Basic auth), as apiTokens are:
         # the client's own key is not sent with it (one request, one credential).
@@ -67,7 +75,12 @@ class OpenAI(OpenAICompatible[Settings]):
         return self._base
 
     def path(self, call: Call) -> str:
+        if call.endpoint is Endpoint.RESPONSES:
+            return self._responses or ""
         return self._paths[call.endpoint]  # type: ignore[index]
+
+    def responses_path(self) -> str | None:
+        return self._responses
 
     def request(self, call: Call) -> Any:
         if self._schema is not None and call.endpoint is Endpoint.CHAT:
@@ -92,6 +105,19 @@ class OpenAICompatibleServer(OpenAI):
     def __init__(self, config: Any, settings: Settings, field: str = "openaiCustomUrl") -> None:
         base, _, _ = split_url(settings.openai_custom_url, field)
         super().__init__(config, Settings(openai_custom_url=base), forward_client_key=False)
+
+
+def _responses_path(url: str) -> str | None:
+    """The Responses API's path (and query) under a custom URL, as `custom_url_paths` places
+    the other APIs: the URL itself when it names `/responses`, below its base path otherwise;
+    None when it names another single endpoint (a chat-only server, say)."""
+    _, path, query = split_url(url, "openaiCustomUrl")
+    suffix = f"?{query}" if query else ""
+    if path.endswith("/responses"):
+        return path + suffix
+    if path.endswith(_DIRECT_SUFFIXES):
+        return None
+    return (path + "/responses" if path else "/v1/responses") + suffix
 
 
 def _client_key(headers: list[tuple[bytes, bytes]]) -> str:

@@ -18,6 +18,7 @@ import pytest
 from aiproxy_middleware import AIProxyMiddleware
 from aiproxy_middleware.state.redis_link import RedisSettings
 from aiproxy_middleware.state.redis_store import RedisStore
+from aiproxy_middleware.state.response_records import ResponseRecords
 from aiproxy_middleware.state.store import MemoryStore, SharedStore
 from helpers import inner_app
 from redis_server import RedisServer
@@ -58,9 +59,11 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[SharedStore]:
 
 
 def counting_in(middleware: AIProxyMiddleware, shared: SharedStore) -> AIProxyMiddleware:
-    """`middleware` with its limits and quotas kept in `shared`."""
+    """`middleware` with its limits, quotas and stored responses kept in `shared`."""
     middleware.store = shared
-    middleware.services = dataclasses.replace(middleware.services, store=shared)
+    middleware.responses = ResponseRecords.configured(shared, middleware.config.responses)
+    middleware.services = dataclasses.replace(middleware.services, store=shared,
+                                              responses=middleware.responses)
     return middleware
 
 

@@ -26,6 +26,7 @@ from examples import clients  # noqa: E402
 PRINTS = {
     "openai_chat": ["Hello from openai!"],
     "openai_stream": ["Streamed from openai!"],
+    "openai_responses": ["Hello from responses!", "And a follow-up turn!"],
     "anthropic_messages": ["Hello from anthropic!"],
     "anthropic_stream": ["Streamed from anthropic!"],
     "langchain_openai": ["Hello from LangChain!", "Streamed from LangChain!"],

@@ -29,6 +29,7 @@ from aiproxy_middleware.config.model import (Api, Candidate, HigressBody, Limits
                                              MethodPolicy, Observe, RetryPolicy, Route, Unsupported)
 from aiproxy_middleware.config.redis_section import redis_settings
 from aiproxy_middleware.config.tracing_section import TracingSettings, checked_tracing
+from aiproxy_middleware.config.responses_section import ResponsesSection
 from aiproxy_middleware.errors import ConfigError
 from aiproxy_middleware.observe.metrics import DEFAULT_MAX_LABEL_VALUES
 from aiproxy_middleware.observe.summary import SummaryHook, load_hook
@@ -38,6 +39,7 @@ from aiproxy_middleware.provider_config import ProviderConfig
 from aiproxy_middleware.providers import get_provider, provider_names
 from aiproxy_middleware.runtime.tokens import TokenRules
 from aiproxy_middleware.state.redis_link import RedisSettings
+from aiproxy_middleware.state.response_records import ResponsesSettings
 from aiproxy_middleware.transforms.context import ContextFile
 from aiproxy_middleware.transforms.fetch_policy import ImageFetch
 from aiproxy_middleware.transforms.mapping import ModelMapper, SettingsApplier
@@ -92,6 +94,8 @@ class _TopLevel(Struct, rename="camel", forbid_unknown_fields=True):
     """Shared state (config/redis_section.py; its fields are snake_case, as in Higress)."""
     tracing: TracingSettings | None = None
     """OpenTelemetry spans and metrics (config/tracing_section.py)."""
+    responses: ResponsesSection = msgspec.field(default_factory=ResponsesSection)
+    """Stored responses' TTL and bounds (config/responses_section.py)."""
 
 
 class _RouteEntry(Struct, rename="camel", forbid_unknown_fields=True):
@@ -146,6 +150,8 @@ class Config:
     """Where limit counters, quotas and token health are shared (None: in each process)."""
     tracing: TracingSettings | None = None
     """OpenTelemetry spans and metrics through the global providers (None: off)."""
+    responses: ResponsesSettings = field(default_factory=ResponsesSettings)
+    """How long and how many stored responses are kept (`responses:`)."""
 
     def model_names(self) -> set[str]:
         """The model names the configuration holds (modelMapping's exact keys and its
@@ -256,7 +262,8 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any] | Config) -> Con
                                             else DEFAULT_MAX_LABEL_VALUES),
                   request_read_timeout=top.request_read_timeout, consumers=table,
                   redis=redis_settings(top.redis) if top.redis is not None else None,
-                  tracing=checked_tracing(top.tracing))
+                  tracing=checked_tracing(top.tracing),
+                  responses=top.responses.settings())
 
 
 def _yaml_error(exc: yaml.YAMLError) -> str:

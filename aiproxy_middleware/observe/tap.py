@@ -1,7 +1,7 @@
 """Reads what the gateway records of an answer as it passes to the client.
 
-`AnswerTap` takes a whole answer body or the raw bytes of a stream, OpenAI or Anthropic
-shaped, and keeps its usage, the time of its first token, whether it called tools and,
+`AnswerTap` takes a whole answer body or the raw bytes of a stream, OpenAI (chat or
+Responses: tap_responses.py) or Anthropic shaped, and keeps its usage, the time of its first token, whether it called tools and,
 when asked, its text. It never raises: what cannot be read is skipped.
 """
 
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from aiproxy_middleware.observe.tap_responses import read_event, read_response
 from aiproxy_middleware.shapes import SKIM_ABOVE, USAGE_TAIL
 
 if TYPE_CHECKING:
@@ -284,6 +285,8 @@ class AnswerTap:
         kind = event.get("type")
         if kind is None or "choices" in event:
             return self._answer(event, "delta")
+        if isinstance(kind, str) and kind.startswith("response."):
+            return read_event(self, kind, event)
         if kind == "content_block_delta":
             delta = event.get("delta")
             what = delta.get("type") if isinstance(delta, dict) else None
@@ -312,7 +315,9 @@ class AnswerTap:
 
     def _answer(self, answer: dict[str, Any], key: str) -> bool:
         """Reads an OpenAI chat answer or chunk (`choices[].<key>`), an embeddings answer or
-        an Anthropic message; whether it has a token."""
+        an Anthropic message, a Response; whether it has a token."""
+        if answer.get("object") == "response":
+            return read_response(self, answer)
         self._usage(answer.get("usage"))
         token = False
         choices = answer.get("choices")
@@ -376,13 +381,14 @@ class AnswerTap:
         completion = _int(usage.get("completion_tokens"))
         if completion is None:
             completion = _int(usage.get("output_tokens"))
-        details = usage.get("prompt_tokens_details")
+        details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details")
         cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else None
         if cached is None:
             cached = _int(usage.get("prompt_cache_hit_tokens"))  # DeepSeek
         if cached is None:
             cached = _int(usage.get("cache_read_input_tokens"))  # Anthropic
-        details = usage.get("completion_tokens_details")
+        details = (usage.get("completion_tokens_details")
+                   or usage.get("output_tokens_details"))
         reasoning = _int(details.get("reasoning_tokens")) if isinstance(details, dict) else None
         total = _int(usage.get("total_tokens"))
         if prompt is None and completion is None and total is None:

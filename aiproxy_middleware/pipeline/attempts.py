@@ -16,7 +16,7 @@ from aiproxy_middleware.config.model import Candidate, Limits, RetryPolicy, Rout
 from aiproxy_middleware.observe.request import RequestObserver
 from aiproxy_middleware.pipeline.relay import Relay
 from aiproxy_middleware.pipeline.route_state import RouteState
-from aiproxy_middleware.provider import Call, UpstreamRequest
+from aiproxy_middleware.provider import Call, Endpoint, UpstreamRequest
 from aiproxy_middleware.runtime.tokens import STATEFUL, TokenPool
 from aiproxy_middleware.transforms.messages import AnswerRules
 from aiproxy_middleware.wire import repeated_keys
@@ -110,7 +110,10 @@ class TokenTurns(Turns):
     def _sticky(self, call: Call, scope: Scope) -> str | None:
         """A consumer (the one identified, else `x-mse-consumer`) of a stateful API (files,
         batches, fine-tuning, responses) keeps to one token."""
-        if call.consumer and call.endpoint is None and STATEFUL.search(call.path):
+        # (a native Responses call too: its previous_response_id is the provider's, kept by
+        # the project of the token that made it)
+        if call.consumer and (call.endpoint is None and STATEFUL.search(call.path)
+                              or call.endpoint is Endpoint.RESPONSES):
             return self.pool.sticky(call.consumer)
         return None
 

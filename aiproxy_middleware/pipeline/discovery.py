@@ -174,7 +174,8 @@ class Catalog:
         models: dict[str, list[tuple[str, str]]] = {}
         self.apisix_messages: dict[str, tuple[Route, ...]] = {}
         for path, routes in config.apisix.items():
-            for suffix in (Endpoint.CHAT.value, Endpoint.MESSAGES.value):
+            for suffix in (Endpoint.CHAT.value, Endpoint.MESSAGES.value,
+                           Endpoint.RESPONSES.value):
                 if path.endswith(suffix):
                     base = path[:-len(suffix)]
                     entries = models.setdefault(base, [])
@@ -221,7 +222,7 @@ def _served(route: Route) -> str:
     paths = [Endpoint.CHAT.value]
     if Endpoint.EMBEDDINGS in provider.endpoints:
         paths.append(Endpoint.EMBEDDINGS.value)
-    paths.append(Endpoint.MESSAGES.value)
+    paths += [Endpoint.MESSAGES.value, Endpoint.RESPONSES.value]
     if provider.anthropic_path is not None:
         paths.append(COUNT_TOKENS)
     paths += [MODELS, MODELS + "/{model}"]

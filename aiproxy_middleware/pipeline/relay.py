@@ -241,4 +241,5 @@ class Relay:
                 tail = converter.feed(tail)
         if converter is not None:
             tail += converter.close()
+        await writer.ending()
         await send({"type": "http.response.body", "body": scrub.body(tail), "more_body": False})

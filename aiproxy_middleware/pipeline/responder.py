@@ -29,13 +29,17 @@ from aiproxy_middleware.pipeline.checks import check_request
 from aiproxy_middleware.pipeline.discovery import COUNT_TOKENS, Catalog, count_tokens_path
 from aiproxy_middleware.pipeline.exchange import UpstreamFailure
 from aiproxy_middleware.pipeline.intake import read_body, too_large
+from aiproxy_middleware.pipeline.native_stored import all_relayed, relay_stored
 from aiproxy_middleware.pipeline.passthrough import Capture, pass_on
 from aiproxy_middleware.pipeline.read_deadline import ReadDeadlines
 from aiproxy_middleware.pipeline.relay import Relay
+from aiproxy_middleware.pipeline.responses_bridge import ResponsesTurn
 from aiproxy_middleware.pipeline.route_state import RouteStates
 from aiproxy_middleware.pipeline.shaping import PASSTHROUGH, Request, shape
+from aiproxy_middleware.pipeline.stored_responses import admit_first, stored_answer
 from aiproxy_middleware.pipeline.summaries import endpoint_name, refusal_summary, summarize
 from aiproxy_middleware.provider import Call, Endpoint
+from aiproxy_middleware.state.response_records import ResponseRecords
 from aiproxy_middleware.state.store import SharedStore
 from aiproxy_middleware.transforms.fetch_policy import ImagePolicy
 from aiproxy_middleware.wire.json_body import JsonBody
@@ -66,6 +70,9 @@ class Services:
     """The app's `authenticate` hook (access/gate.py), if any."""
     tracing: Tracing | None = None
     """OpenTelemetry spans and metrics (observe/tracing.py), when asked for."""
+    responses: ResponseRecords | None = None
+    """Stored responses (`store`, `previous_response_id`), in `store`; the middleware
+    always sets it."""
 
 
 class Responder:
@@ -146,6 +153,25 @@ class Responder:
             (b"content-type", kind), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
 
+    async def stored_response(self, scope: Scope, receive: Any, send: Any) -> None:
+        """GET and DELETE `/v1/responses/{id}` (and its `input_items`): the caller's stored
+        responses (pipeline/stored_responses.py), the caller identified as for a model call."""
+        try:
+            scope = await admit_first(self._admit, self.routes, scope)
+            caller = self.consumer if self.identified else _consumer_header(scope["headers"])
+            if all_relayed(self.routes):  # a native provider's responses are its own
+                await relay_stored(self, scope, receive, send, caller)
+                return
+            body = await stored_answer(self.services.responses,  # type: ignore[arg-type]
+                                       scope, caller)
+        except ProxyError as exc:
+            await self._fail(send, exc)
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
     def _detect(self, path: str) -> None:
         """The API the path names (Higress), or the Messages API's answer format (APISIX)."""
         route = self.routes[0]
@@ -198,6 +224,8 @@ class Responder:
         if len(data) > route.max_body:  # (the largest route's limit was read)
             raise too_large(route.max_body)
         request = self._request(route, scope, data)
+        if request.api is Endpoint.RESPONSES and route.api is not Api.ORIGINAL:
+            request.responses = ResponsesTurn(data, self.services.responses, request.consumer)
         state = self.services.states[route]
         turns = turns_for(route, state, view, data)
         guard = None
@@ -306,6 +334,8 @@ class Responder:
             relay = self.relay = CandidateRelay(candidate, request.scope, send, self.anthropic,
                                                 answers, route.limits, self.trace)
             call = self.call = await shape(route, candidate, request, client)
+            if request.responses is not None and call.endpoint is Endpoint.CHAT:
+                relay.writer.responses = request.responses  # bridged: answered as a Response
             call.consumer = request.consumer
             if route.passthrough:
                 call.stream = False
@@ -359,7 +389,8 @@ class Responder:
         endpoint = None
         if observe.names_endpoint:
             endpoint = ("count_tokens" if self.api == COUNT_TOKENS else
-                        "messages" if self.anthropic else None)
+                        "messages" if self.anthropic else
+                        "responses" if self.api is Endpoint.RESPONSES else None)
         summary = summarize(self.trace, self.call,  # type: ignore[arg-type]
                             route.name, candidate.kind if candidate else "",
                             candidate.name if candidate and observe.names_instance else None,
@@ -382,11 +413,14 @@ def _may_retry(policy: RetryPolicy, attempts: int, elapsed: float, wait: float,
 
 
 def _api_of(path: str, body: JsonBody, route: Route) -> Endpoint | str:
-    """The API an APISIX request calls: by its path for Anthropic's, else by its body."""
+    """The API an APISIX request calls: by its path for Anthropic's and Responses, else by
+    its body."""
     if path.endswith(COUNT_TOKENS):
         return COUNT_TOKENS
     if path.endswith("/v1/messages"):
         return Endpoint.MESSAGES
+    if path.endswith("/v1/responses"):
+        return Endpoint.RESPONSES
     if body.is_list("messages"):
         return Endpoint.CHAT
     if _schema_311(route):

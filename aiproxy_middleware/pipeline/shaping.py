@@ -1,7 +1,7 @@
 """The `Call` one attempt makes from the client's body: each dialect's body shaping (the
 route's data: `HigressBody`, or `ApisixBody` with each candidate's options), on the steps
-both share (the Anthropic native-or-convert choice, type checks, the provider's offer, the
-one place a `Call` is built)."""
+both share (the Anthropic and Responses native-or-convert choices, type checks, the
+provider's offer, the one place a `Call` is built)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 from aiproxy_middleware.config.model import Api, ApisixBody, Candidate, HigressBody, Route
 from aiproxy_middleware.errors import ProxyError, bad_request
 from aiproxy_middleware.pipeline.discovery import COUNT_TOKENS, count_tokens_path
+from aiproxy_middleware.pipeline.responses_bridge import ResponsesTurn, native
 from aiproxy_middleware.provider import Call, Endpoint, Provider
 from aiproxy_middleware.transforms.fetch_policy import DEFAULT_POLICY, ImagePolicy
 from aiproxy_middleware.wire.anthropic import MessagesRequest, to_chat
@@ -21,7 +22,7 @@ Scope = dict[str, Any]
 PASSTHROUGH = "passthrough"
 """An APISIX body that is neither chat nor embeddings: relayed to the provider as it is."""
 _PROTOCOLS = {Endpoint.CHAT: "openai-chat", Endpoint.EMBEDDINGS: "openai-embeddings",
-              Endpoint.MESSAGES: "anthropic-messages"}
+              Endpoint.MESSAGES: "anthropic-messages", Endpoint.RESPONSES: "openai-responses"}
 _OLD_ROLES = ("system", "user", "assistant")
 _ABSENT = object()
 
@@ -46,6 +47,9 @@ class Request:
     """An empty body is no body (protocol original forwards `GET /v1/files` as it is)."""
     consumer: str | None = None
     """The caller's consumer name, once identified (None: no identity is configured)."""
+    responses: ResponsesTurn | None = None
+    """A `/v1/responses` call's bridge (its parsed request and state), when not under
+    protocol original."""
 
     def body(self) -> JsonBody:
         """A body of its own for an attempt (each shapes it differently)."""
@@ -71,9 +75,13 @@ def new_call(endpoint: Endpoint | None, body: JsonBody, scope: Scope, path: str,
 
 async def shape(route: Route, candidate: Candidate, request: Request, client: Any) -> Call:
     """The call for one attempt on `candidate`."""
+    # A Responses call to a provider without the API: the chat body it becomes (its
+    # conversation loaded from the store on the first attempt)
+    chat = (await request.responses.chat()
+            if request.responses is not None and not native(candidate) else None)
     if isinstance(route.body, HigressBody):
-        return await _higress(route, route.body, candidate.provider, request, client)
-    return _apisix(route, route.body, candidate, request)
+        return await _higress(route, route.body, candidate.provider, request, client, chat)
+    return _apisix(route, route.body, candidate, request, chat)
 
 
 def _typed(body: JsonBody, endpoint: Endpoint) -> ChatCompletionRequest | EmbeddingsRequest:
@@ -111,18 +119,22 @@ def _requested(body: JsonBody) -> str:
 # ---- Higress: modelMapping, customSettings, message rules, the context file -------------
 
 async def _higress(route: Route, shaping: HigressBody, provider: Provider, request: Request,
-                   client: Any) -> Call:
+                   client: Any, chat: JsonBody | None) -> Call:
     scope = request.scope
-    body = request.body()
+    body = request.body() if chat is None else chat
     raw: bytes | None = request.data  # as the client sent it, while the body is the client's
     endpoint = request.api if isinstance(request.api, Endpoint) else None
-    if request.anthropic:
-        chat = _as_chat(provider, body)
-        if chat is None:
+    if chat is not None:  # a bridged Responses call
+        endpoint, raw = Endpoint.CHAT, None
+    elif endpoint is Endpoint.RESPONSES and route.api is not Api.ORIGINAL:
+        return _native_responses(shaping, scope, body, _relative(scope["path"], route.path))
+    elif request.anthropic:
+        converted = _as_chat(provider, body)
+        if converted is None:
             path = (count_tokens_path(provider, provider.name) if request.api == COUNT_TOKENS
                     else provider.anthropic_path)
             return _original(route, shaping, scope, body, path)  # type: ignore[arg-type]
-        body, endpoint, raw = chat, Endpoint.CHAT, None
+        body, endpoint, raw = converted, Endpoint.CHAT, None
     if shaping.settings:
         shaping.settings.apply(body)
     if route.api is Api.ORIGINAL or endpoint is None:
@@ -151,6 +163,20 @@ async def _higress(route: Route, shaping: HigressBody, provider: Provider, reque
                     include_usage=include_usage, image_policy=request.image_policy)
 
 
+def _native_responses(shaping: HigressBody, scope: Scope, body: JsonBody, path: str) -> Call:
+    """A Responses call to a provider with the API: the body as sent, its model mapped
+    (customSettings and context files do not apply, as on a native Messages call)."""
+    requested = _requested(body)
+    model = shaping.model_mapper(requested)
+    if not model:
+        raise bad_request("missing 'model': give one in the request or configure a"
+                          " modelMapping fallback ('*')", "missing_model", "model")
+    if model != requested:
+        body.set("model", model)
+    return new_call(Endpoint.RESPONSES, body, scope, path, model=model, requested=requested,
+                    stream=body.get("stream") is True)
+
+
 def _original(route: Route, shaping: HigressBody, scope: Scope, body: JsonBody,
               path: str) -> Call:
     """A call relayed in the provider's own API (protocol original, or Anthropic's Messages
@@ -169,9 +195,10 @@ def _relative(path: str, prefix: str) -> str:
 
 # ---- APISIX: options over the body, llm_options, request_body, the 3.11 schema ----------
 
-def _apisix(route: Route, shaping: ApisixBody, target: Candidate, request: Request) -> Call:
+def _apisix(route: Route, shaping: ApisixBody, target: Candidate, request: Request,
+            chat: JsonBody | None) -> Call:
     scope = request.scope
-    body = request.body()
+    body = request.body() if chat is None else chat
     if request.api == COUNT_TOKENS:  # to the provider's own Messages API, or a 404
         return _count_tokens(target, scope, body, request.image_policy)
     provider = target.provider
@@ -180,12 +207,14 @@ def _apisix(route: Route, shaping: ApisixBody, target: Candidate, request: Reque
     endpoint = request.api if isinstance(request.api, Endpoint) else None
     key = _PROTOCOLS.get(endpoint, PASSTHROUGH)  # type: ignore[arg-type]
     path = scope["path"]
-    if endpoint is Endpoint.MESSAGES:
-        chat = _as_chat(provider, body)
-        if chat is None:
+    if chat is not None:  # a bridged Responses call
+        endpoint, key = Endpoint.CHAT, _PROTOCOLS[Endpoint.CHAT]
+    elif endpoint is Endpoint.MESSAGES:
+        converted = _as_chat(provider, body)
+        if converted is None:
             endpoint, path = None, provider.anthropic_path  # type: ignore[assignment]
         else:
-            body, endpoint, key = chat, Endpoint.CHAT, _PROTOCOLS[Endpoint.CHAT]
+            body, endpoint, key = converted, Endpoint.CHAT, _PROTOCOLS[Endpoint.CHAT]
     if shaping.schema_311 and endpoint is Endpoint.CHAT:
         _check_old_schema(body)
     client_stream = body.get("stream") is True
@@ -204,15 +233,16 @@ def _apisix(route: Route, shaping: ApisixBody, target: Candidate, request: Reque
                 body.pop("max_tokens")
         extra = override.request_body.get(key)  # type: ignore[call-overload]
         if extra and (endpoint is None or knobs.protocol == key
-                      or endpoint is Endpoint.EMBEDDINGS):
+                      or endpoint in (Endpoint.EMBEDDINGS, Endpoint.RESPONSES)):
             for name, value in extra.items():
                 current = body.get(name) if name in body else _ABSENT
                 body.set(name, _merge(current, value, override.request_body_force_override))
     model = body.get("model")
-    typed = _typed(body, endpoint) if endpoint is not None else None
-    if endpoint is not None:
-        _offered(route, target, endpoint)
-    if knobs.drops_model and "model" in body:
+    checked = endpoint is not None and endpoint is not Endpoint.RESPONSES  # (native: as sent)
+    typed = _typed(body, endpoint) if checked else None  # type: ignore[arg-type]
+    if checked:
+        _offered(route, target, endpoint)  # type: ignore[arg-type]
+    if knobs.drops_model and "model" in body and endpoint is not Endpoint.RESPONSES:
         body.pop("model")
     return new_call(endpoint, body, scope, path, request=typed,
                     model=model if isinstance(model, str) else "", requested=requested,

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from aiproxy_middleware.observe.request import RequestObserver
 
 _ENDPOINTS = {Endpoint.CHAT: "chat", Endpoint.EMBEDDINGS: "embeddings",
-              Endpoint.MESSAGES: "messages"}
+              Endpoint.MESSAGES: "messages", Endpoint.RESPONSES: "responses"}
 
 
 def summarize(trace: RequestObserver, call: Call, route: str, provider: str,

@@ -1,7 +1,8 @@
 """The client side of one request: its answer through ASGI `send`.
 
 A whole answer is converted to what the client asked for (the provider's conversion, the
-route's reasoning rules, Anthropic's Messages format) or its error turned into the API
+route's reasoning rules, Anthropic's Messages format, a bridged Responses call's Response
+object) or its error turned into the API
 family's error JSON; a streamed answer gets its converters, its headers and its start; an
 error ends a started stream as an error event, or is the answer itself. What the upstream
 said and how it was read is the exchange's (exchange.py)."""
@@ -25,6 +26,7 @@ from aiproxy_middleware.wire.streams import NoUsage, Tapped
 
 if TYPE_CHECKING:
     from aiproxy_middleware.observe.request import RequestObserver
+    from aiproxy_middleware.pipeline.responses_bridge import ResponsesTurn
     from aiproxy_middleware.provider import Provider
     from aiproxy_middleware.safety.secrets import Scrubber
     from aiproxy_middleware.transforms.messages import AnswerRules
@@ -56,7 +58,8 @@ class StreamPlan:
 class ResponseWriter:
     """Answers one request through ASGI `send`."""
 
-    __slots__ = ("provider", "send", "anthropic", "answers", "observer", "started")
+    __slots__ = ("provider", "send", "anthropic", "answers", "observer", "started",
+                 "responses")
 
     def __init__(self, provider: Provider, send: Any, anthropic: bool,
                  answers: AnswerRules | None, observer: RequestObserver) -> None:
@@ -71,6 +74,9 @@ class ResponseWriter:
         self.observer = observer
         self.started = False
         """Whether the response has started (nothing can be retried any more)."""
+        self.responses: ResponsesTurn | None = None
+        """A bridged Responses call's bridge: its chat answer becomes a Response (and is
+        stored before its last bytes go)."""
 
     async def answer(self, call: Call, response: httpx.Response, data: bytes,
                      scrub: Scrubber) -> None:
@@ -108,6 +114,11 @@ class ResponseWriter:
         if self.anthropic and call.endpoint is not None:
             data = convert_answer(status, data, call.model, request_stops(call))
             converted = True
+        elif self.responses is not None:
+            data = self.responses.answer(status, data)
+            converted = True
+            if status < 400:
+                await self.responses.save()
         if converted:
             headers = [(b"content-type", JSON)]
         await self.respond(status, headers or scrub.headers(relayed_headers(response)), data)
@@ -117,8 +128,9 @@ class ResponseWriter:
         # The gateway reads every chat stream's usage; a client that said it wants no usage
         # chunk gets none.
         anthropic = self.anthropic
+        bridge = self.responses
         strip = (call.stream and not call.include_usage and not anthropic
-                 and call.endpoint is Endpoint.CHAT)
+                 and call.endpoint is Endpoint.CHAT and bridge is None)
         call.include_usage = call.include_usage or strip
         # The SSE parsers built here take the route's event size limit.
         limit = event_limit.set(max_event)
@@ -126,7 +138,9 @@ class ResponseWriter:
             converter = (self.provider.stream_converter(call) if call.endpoint is not None
                          else None)
             plain = converter is None
-            if converter is not None or strip:  # the observer reads the usage chunk before it goes
+            # the observer reads chat chunks: before the usage chunk goes, or before they
+            # become Responses events
+            if converter is not None or strip or bridge is not None:
                 read = self.observer.stream_reader()
                 if read is not None:
                     converter = Tapped(converter, read)
@@ -135,14 +149,16 @@ class ResponseWriter:
                 converter = NoUsage(converter)
             if anthropic and call.endpoint is not None:
                 converter = MessageStream(call.model, converter, request_stops(call))
+            elif bridge is not None:
+                converter = bridge.stream(converter)
             if self.answers is not None and call.endpoint is not None and not anthropic:
                 converter = self.answers.stream(converter)
         finally:
             event_limit.reset(limit)
         # the upstream's headers describe its own stream: kept while the bytes are its own
         # (dropping the usage chunk changes none of them)
-        return StreamPlan(converter, plain, tapped,
-                          plain and not (anthropic and call.endpoint is not None))
+        return StreamPlan(converter, plain, tapped, plain and bridge is None
+                          and not (anthropic and call.endpoint is not None))
 
     async def start_stream(self, response: httpx.Response, scrub: Scrubber,
                            upstream_headers: bool) -> None:
@@ -175,9 +191,17 @@ class ResponseWriter:
         if not self.started:
             raise error
         logger.warning("aiproxy: stream from %s ended early: %s", self.provider.name, error.message)
+        events = self.responses.events if self.responses is not None else None
         body = (error_event(error.status, error.message) if self.anthropic
+                else events.error(error.status, error.message) if events is not None
                 else b"data: " + error.body() + b"\n\n")
         await self.send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def ending(self) -> None:
+        """Just before a streamed answer's last bytes: a bridged Responses answer is stored
+        (a client's next turn may follow the moment it has them)."""
+        if self.responses is not None:
+            await self.responses.save()
 
     async def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         """The whole answer: its start and its body."""

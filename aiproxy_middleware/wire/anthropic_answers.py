@@ -16,11 +16,10 @@ from typing import Any
 
 import msgspec
 
-from aiproxy_middleware.errors import ProxyError
 from aiproxy_middleware.shapes import as_dict, as_int, as_list, as_str, decode_json
 from aiproxy_middleware.wire.anthropic_fields import Stops, message_id, stop_sequence, tool_id
-from aiproxy_middleware.wire.openai import encode
-from aiproxy_middleware.wire.sse import EventParser
+from aiproxy_middleware.wire.openai import completion_json, encode
+from aiproxy_middleware.wire.sse import ChunkReader
 
 # ---- request ----------------------------------------------------------------------------
 
@@ -65,13 +64,7 @@ def _stop(finish: Any, matched: str | None, has_calls: bool) -> tuple[str, str |
 
 def message_json(body: bytes, model: str, stops: Stops = None) -> bytes:
     """An Anthropic message for an OpenAI `chat.completion` body."""
-    try:
-        data = decode_json(body)
-    except msgspec.DecodeError:
-        data = None
-    if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
-        raise ProxyError(502, "the provider answered with an invalid chat completion",
-                         "upstream_error", "bad_upstream_response")
+    data = completion_json(body)
     choice = as_dict(data["choices"][0]) if data["choices"] else {}
     message = as_dict(choice.get("message"))
     content: list[dict[str, Any]] = []
@@ -147,7 +140,7 @@ def _event(kind: str, data: dict[str, Any]) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + encode(data) + b"\n\n"
 
 
-class MessageStream:
+class MessageStream(ChunkReader):
     """Converts OpenAI `chat.completion.chunk` SSE into Anthropic's message events.
 
     `inner`, when given, is the provider's converter whose output is read here; `stops`
@@ -155,38 +148,16 @@ class MessageStream:
     """
 
     def __init__(self, model: str, inner: Any = None, stops: Stops = None) -> None:
+        super().__init__(inner)
         self.model = model
-        self.inner = inner
         self.stops = stops
-        # with `inner`, what is parsed here was bounded before (by the provider's
-        # converter or the relay's WholeEvents), and may be longer once converted
-        self.parser = EventParser() if inner is None else EventParser(None)
         self.started = False
-        self.ended = False
         self.block = -1  # the open block's index, -1 when none is open
         self.kind = ""  # the open block's type
         self.tools: dict[int, int] = {}  # OpenAI tool-call index -> block index
         self.count = 0
-        self.finish: str | None = None
         self.matched: str | None = None  # the stop sequence that ended the answer, if known
         self.usage: Any = None
-
-    def feed(self, data: bytes) -> bytes:
-        if self.inner is not None:
-            data = self.inner.feed(data)
-        return b"".join(self._data(event.data) for event in self.parser.feed(data))
-
-    def close(self) -> bytes:
-        out = b""
-        if self.inner is not None:
-            out = b"".join(self._data(e.data) for e in self.parser.feed(self.inner.close()))
-        out += b"".join(self._data(event.data) for event in self.parser.close())
-        if not self.ended:
-            if self.finish is None:
-                out += self.error(502, "the provider's stream ended before the answer did")
-            else:
-                out += self._end()
-        return out
 
     def error(self, status: int, message: str) -> bytes:
         """An error event that ends the stream."""
@@ -226,23 +197,7 @@ class MessageStream:
             "delta": {"stop_reason": stop, "stop_sequence": matched},
             "usage": _usage(self.usage)}) + _event("message_stop", {})
 
-    def _data(self, data: str) -> bytes:
-        if self.ended:
-            return b""
-        if data.strip() == "[DONE]":
-            return self._end()
-        try:
-            chunk = decode_json(data)
-        except msgspec.DecodeError:
-            return self.error(502, "the provider streamed an event that is not JSON")
-        if not isinstance(chunk, dict):
-            return b""
-        error = chunk.get("error")
-        if error:
-            message = error.get("message") if isinstance(error, dict) else error
-            status = error.get("code") if isinstance(error, dict) else None
-            return self.error(status if isinstance(status, int) else 500,
-                              str(message or "the provider's stream failed"))
+    def _chunk(self, chunk: dict[str, Any]) -> bytes:
         out = b"" if self.started else self._start(chunk)
         if chunk.get("usage"):
             self.usage = chunk["usage"]

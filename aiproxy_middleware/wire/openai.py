@@ -10,7 +10,7 @@ import msgspec
 from msgspec import UNSET, Struct, UnsetType
 
 from aiproxy_middleware.errors import bad_request, upstream_invalid
-from aiproxy_middleware.shapes import as_int
+from aiproxy_middleware.shapes import as_int, decode_json
 
 # ---- requests ---------------------------------------------------------------------------
 
@@ -209,6 +209,18 @@ class ChatCompletionChunk(Struct):
     choices: list[ChunkChoice]
     object: str = "chat.completion.chunk"
     usage: Usage | None | UnsetType = UNSET
+
+
+def completion_json(body: bytes) -> dict[str, Any]:
+    """An upstream's `chat.completion` body decoded: anything but a JSON object with a
+    `choices` list is a 502."""
+    try:
+        data = decode_json(body)
+    except msgspec.DecodeError:
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+        raise upstream_invalid("the provider answered with an invalid chat completion")
+    return data
 
 
 class Embedding(Struct):

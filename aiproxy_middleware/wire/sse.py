@@ -130,6 +130,67 @@ class EventParser:
 DONE = b"data: [DONE]\n\n"
 
 
+ENDED_EARLY = "the provider's stream ended before the answer did"
+
+
+class ChunkReader:
+    """The reading side of a converter of OpenAI `chat.completion.chunk` SSE into another
+    API's events: whole events, read from `inner` (the provider's converter) when given,
+    each chunk to `_chunk`; `[DONE]` or a stream's end after a finish_reason to `_end`; data
+    that is not JSON, an error chunk, or an end without a finish_reason to `error`."""
+
+    def __init__(self, inner: Any = None) -> None:
+        self.inner = inner
+        # with `inner`, what is parsed here was bounded before (by the provider's converter
+        # or the relay's WholeEvents), and may be longer once converted
+        self.parser = EventParser() if inner is None else EventParser(None)
+        self.ended = False
+        self.finish: str | None = None
+        """The answer's finish_reason, once a chunk gave it."""
+
+    def feed(self, data: bytes) -> bytes:
+        if self.inner is not None:
+            data = self.inner.feed(data)
+        return b"".join(self._data(event.data) for event in self.parser.feed(data))
+
+    def close(self) -> bytes:
+        out = b""
+        if self.inner is not None:
+            out = b"".join(self._data(e.data) for e in self.parser.feed(self.inner.close()))
+        out += b"".join(self._data(event.data) for event in self.parser.close())
+        if not self.ended:
+            out += self._end() if self.finish is not None else self.error(502, ENDED_EARLY)
+        return out
+
+    def error(self, status: int, message: str) -> bytes:
+        raise NotImplementedError
+
+    def _end(self) -> bytes:
+        raise NotImplementedError
+
+    def _chunk(self, chunk: dict[str, Any]) -> bytes:
+        raise NotImplementedError
+
+    def _data(self, data: str) -> bytes:
+        if self.ended:
+            return b""
+        if data.strip() == "[DONE]":
+            return self._end()
+        try:
+            chunk = decode_json(data)
+        except msgspec.DecodeError:
+            return self.error(502, "the provider streamed an event that is not JSON")
+        if not isinstance(chunk, dict):
+            return b""
+        error = chunk.get("error")
+        if error:
+            message = error.get("message") if isinstance(error, dict) else error
+            status = error.get("code") if isinstance(error, dict) else None
+            return self.error(status if isinstance(status, int) else 500,
+                              str(message or "the provider's stream failed"))
+        return self._chunk(chunk)
+
+
 class ChunkStream:
     """Writes OpenAI `chat.completion.chunk` events for one streamed answer."""
 
