@@ -371,3 +371,23 @@ async def test_apisix_fallback_names_each_instance(respx_mock, upstream, provide
         "hi.test", 8080)
     assert second.attributes["server.address"] == "lo.test"
     no_secret_anywhere(exporter)
+
+
+async def test_responses_calls_are_traced_like_chat(respx_mock, upstream, provider, exporter):
+    """A Responses call bridged to a chat provider is one `chat` span with the chat
+    attributes; its max_output_tokens is the request's max tokens."""
+    up = respx_mock.post("https://api.deepseek.com/chat/completions").respond(
+        json=OPENAI_ANSWER)
+    client = client_for({"provider": {"type": "deepseek", "apiTokens": [SECRETS[0]]}},
+                        upstream, tracer_provider=provider)
+    r = await client.post("/v1/responses", json={"model": "deepseek-chat", "input": "hi",
+                                                 "max_output_tokens": 30})
+    assert r.status_code == 200 and r.json()["object"] == "response"
+    assert up.call_count == 1
+    [span] = request_spans(exporter)
+    a = span.attributes
+    assert span.name == "chat deepseek-chat"
+    assert a["gen_ai.operation.name"] == "chat" and a["gen_ai.provider.name"] == "deepseek"
+    assert a["gen_ai.request.max_tokens"] == 30
+    assert a["gen_ai.usage.input_tokens"] == OPENAI_ANSWER["usage"]["prompt_tokens"]
+    no_secret_anywhere(exporter)
