@@ -127,7 +127,10 @@ def main(argv: list[str] | None = None) -> int:
 
         from aiproxy_middleware.config.json_schema import config_schema
 
-        print(json.dumps(config_schema(), indent=1))
+        try:
+            print(json.dumps(config_schema(), indent=1), flush=True)
+        except BrokenPipeError:  # `aiproxy schema | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     if args.command == "check":
         from aiproxy_middleware.serve.check_report import check as check_config
