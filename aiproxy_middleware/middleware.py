@@ -19,6 +19,7 @@ from aiproxy_middleware.errors import ProxyError
 from aiproxy_middleware.observe.summary import Metrics, Observer, SummaryHook
 from aiproxy_middleware.observe.tracing import make_tracing
 from aiproxy_middleware.pipeline.discovery import Asked, Catalog, Kind, asked_for
+from aiproxy_middleware.pipeline.gateway_endpoints import quota_admin, stored_response
 from aiproxy_middleware.pipeline.intake import refuse_path
 from aiproxy_middleware.pipeline.read_deadline import ReadDeadlines
 from aiproxy_middleware.pipeline.responder import Responder, Services
@@ -153,7 +154,7 @@ class AIProxyMiddleware:
             if MARK in path:  # GET/DELETE /v1/responses/{id}: the caller's stored responses
                 stored = stored_routes(self.config, path)
                 if stored:
-                    await Responder(stored, self.services).stored_response(scope, receive, send)
+                    await stored_response(Responder(stored, self.services), scope, receive, send)
                     return
             apisix = self.config.apisix_for(path)
             if apisix:
@@ -176,7 +177,7 @@ class AIProxyMiddleware:
             route = self.config.route_for(path)
             if route is not None:
                 if route.guards is not None and route.guards.admin_action(path):
-                    await Responder((route,), self.services).quota_admin(scope, receive, send)
+                    await quota_admin(Responder((route,), self.services), scope, receive, send)
                     return
                 self.health.start()
                 endpoint = Endpoint.for_path(path)

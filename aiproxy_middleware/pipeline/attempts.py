@@ -4,6 +4,7 @@ relay that sends one attempt to its candidate."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Container
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -203,3 +204,16 @@ def retry_after(headers: list[tuple[bytes, bytes]]) -> float:
                     return 0.0
                 return max((when - datetime.now(timezone.utc)).total_seconds(), 0.0)
     return 0.0
+
+
+def may_retry(policy: RetryPolicy, attempts: int, elapsed: float, wait: float,
+              deadline: float | None) -> bool:
+    """Whether the policy allows another attempt (`attempts` made so far, the failed one
+    `elapsed` seconds long, `wait` more before the next, within the request's `deadline`)."""
+    if policy.max_retries is not None and attempts > policy.max_retries:
+        return False
+    if policy.window is None:
+        return True
+    if policy.window_per_attempt:
+        return elapsed <= policy.window
+    return asyncio.get_running_loop().time() + wait < deadline  # type: ignore[operator]

@@ -17,26 +17,23 @@ import httpx
 
 from aiproxy_middleware.access.gate import Authenticate, identify
 from aiproxy_middleware.config.apisix.exprs import RequestView
-from aiproxy_middleware.config.model import Api, ApisixBody, Candidate, RetryPolicy, Route
+from aiproxy_middleware.config.model import Api, Candidate, Route
 from aiproxy_middleware.errors import ProxyError, bad_request, upstream_unreachable
 from aiproxy_middleware.limits.guard import admit
-from aiproxy_middleware.limits.quota import MAX_ADMIN_BODY
 from aiproxy_middleware.observe.summary import Observer, Summary
 from aiproxy_middleware.observe.tracing import RequestSpan, Tracing
-from aiproxy_middleware.pipeline.attempts import (CandidateRelay, Turns, decoded, retry_after,
-                                                  turns_for)
+from aiproxy_middleware.pipeline.attempts import (CandidateRelay, Turns, decoded, may_retry,
+                                                  retry_after, turns_for)
 from aiproxy_middleware.pipeline.checks import check_request
 from aiproxy_middleware.pipeline.discovery import COUNT_TOKENS, Catalog, count_tokens_path
 from aiproxy_middleware.pipeline.exchange import UpstreamFailure
 from aiproxy_middleware.pipeline.intake import read_body, too_large
-from aiproxy_middleware.pipeline.native_stored import all_relayed, relay_stored
 from aiproxy_middleware.pipeline.passthrough import Capture, pass_on
 from aiproxy_middleware.pipeline.read_deadline import ReadDeadlines
 from aiproxy_middleware.pipeline.relay import Relay
 from aiproxy_middleware.pipeline.responses_bridge import ResponsesTurn
 from aiproxy_middleware.pipeline.route_state import RouteStates
-from aiproxy_middleware.pipeline.shaping import PASSTHROUGH, Request, shape
-from aiproxy_middleware.pipeline.stored_responses import admit_first, stored_answer
+from aiproxy_middleware.pipeline.shaping import Request, api_of_body, schema_311, shape
 from aiproxy_middleware.pipeline.summaries import endpoint_name, refusal_summary, summarize
 from aiproxy_middleware.provider import Call, Endpoint
 from aiproxy_middleware.state.response_records import ResponseRecords
@@ -114,11 +111,11 @@ class Responder:
             await self._serve(scope, receive, send)
         except ProxyError as exc:
             error = exc.message
-            await self._fail(send, exc)
+            await self.fail(send, exc)
         except Exception:
             logger.exception("aiproxy: unexpected error on %s %r", scope["method"], scope["path"])
             error = "the gateway failed to handle this request"
-            await self._fail(send, ProxyError(500, error, "server_error", "internal_error"))
+            await self.fail(send, ProxyError(500, error, "server_error", "internal_error"))
         summary = None
         if self.route is not None and self.call is not None and not self.trace.quiet:
             summary = await self._emit(self.route, error)
@@ -133,45 +130,6 @@ class Responder:
             candidate = self.candidate or (self.route or self.routes[0]).candidates[0]
             self.span.end(self.api, candidate.kind, summary, self.trace, error, self.call)
 
-    async def quota_admin(self, scope: Scope, receive: Any, send: Any) -> None:
-        """Higress ai-quota's admin endpoint (query, refresh, delta) of a route's `quota`."""
-        route = self.routes[0]
-        guards = route.guards
-        try:
-            # the caller as the gateway identifies it; else the header an auth layer set
-            scope = await self._admit(route, scope)
-            caller = self.consumer if self.identified else _consumer_header(scope["headers"])
-            data = await read_body(receive, scope["headers"], MAX_ADMIN_BODY, False,
-                                   self.services.read_deadlines)
-            kind, body = await guards.quota.admin(  # type: ignore[union-attr]
-                guards.admin_action(scope["path"]), scope["method"],  # type: ignore[union-attr]
-                scope.get("query_string", b""), data, caller, self.services.store)
-        except ProxyError as exc:
-            await self._fail(send, exc)
-            return
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", kind), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
-
-    async def stored_response(self, scope: Scope, receive: Any, send: Any) -> None:
-        """GET and DELETE `/v1/responses/{id}` (and its `input_items`): the caller's stored
-        responses (pipeline/stored_responses.py), the caller identified as for a model call."""
-        try:
-            scope = await admit_first(self._admit, self.routes, scope)
-            caller = self.consumer if self.identified else _consumer_header(scope["headers"])
-            if all_relayed(self.routes):  # a native provider's responses are its own
-                await relay_stored(self, scope, receive, send, caller)
-                return
-            body = await stored_answer(self.services.responses,  # type: ignore[arg-type]
-                                       scope, caller)
-        except ProxyError as exc:
-            await self._fail(send, exc)
-            return
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
-
     def _detect(self, path: str) -> None:
         """The API the path names (Higress), or the Messages API's answer format (APISIX)."""
         route = self.routes[0]
@@ -185,7 +143,7 @@ class Responder:
         elif route.api is Api.BODY:
             self.anthropic = path.endswith(("/v1/messages", COUNT_TOKENS))
 
-    async def _fail(self, send: Any, error: ProxyError) -> None:
+    async def fail(self, send: Any, error: ProxyError) -> None:
         relay = self.relay or Relay(_NoProvider(), send, self.anthropic, trace=self.trace)
         await relay.fail(error)
 
@@ -196,7 +154,7 @@ class Responder:
         # route's `vars` still see the request as it came). One route: before anything else.
         asked = scope
         if len(self.routes) == 1:
-            scope = await self._admit(first, scope)
+            scope = await self.admit_caller(first, scope)
         if first.api is Api.PATH and self.api is None:
             raise self.services.catalog.unknown_path(first, path)
         self._check_method(scope)
@@ -210,7 +168,7 @@ class Responder:
         route, view = self._select(asked, data)
         self.route = route
         if len(self.routes) > 1:
-            scope = await self._admit(route, asked)
+            scope = await self.admit_caller(route, asked)
         if view is not None and self.identified:
             view.consumer = self.consumer
         observe = route.observe
@@ -246,7 +204,12 @@ class Responder:
         if capture is not None:
             await pass_on(capture, scope, self.services.app)
 
-    async def _admit(self, route: Route, scope: Scope) -> Scope:
+    def caller(self, scope: Scope) -> str | None:
+        """The consumer calling: as the gateway identified it, else as an auth layer in
+        front named it (`x-mse-consumer`)."""
+        return self.consumer if self.identified else consumer_header(scope["headers"])
+
+    async def admit_caller(self, route: Route, scope: Scope) -> Scope:
         """Who is calling (a 401 or 403 for a refused caller), and the scope without the
         credential."""
         hook = self.services.authenticate
@@ -302,8 +265,8 @@ class Responder:
             if not data:
                 raise bad_request("the request body is empty; send a JSON object", "invalid_json")
             # Routes that log the body or read its messages (the 3.11 check) read every depth.
-            body = JsonBody.decode(data, payloads or _schema_311(route))
-            self.api = _api_of(scope["path"], body, route)
+            body = JsonBody.decode(data, payloads or schema_311(route))
+            self.api = api_of_body(scope["path"], body, route)
         else:
             # protocol original forwards bodiless calls (`GET /v1/files`) as they are.
             # Logged bodies are checked for repeated keys at every depth: the log shows what ran.
@@ -313,8 +276,7 @@ class Responder:
         check_request(scope["headers"], body)
         return Request(scope, data, self.api, self.anthropic, body,
                        self.services.image_policy, payloads, route.api is Api.ORIGINAL,
-                       consumer=(self.consumer if self.identified
-                                 else _consumer_header(scope["headers"])))
+                       consumer=self.caller(scope))
 
     async def _attempts(self, route: Route, turns: Turns, request: Request,
                         client: httpx.AsyncClient, receive: Any, send: Any) -> None:
@@ -369,7 +331,7 @@ class Responder:
                 break
             wait = (retry_after(held.headers) if policy.retry_after and status == 429
                     and isinstance(held, UpstreamFailure) else 0.0)
-            if not _may_retry(policy, self.attempts, loop.time() - started, wait, deadline):
+            if not may_retry(policy, self.attempts, loop.time() - started, wait, deadline):
                 if isinstance(held, ProxyError):
                     raise held
                 await relay.deliver(held, call)
@@ -401,52 +363,13 @@ class Responder:
         return summary
 
 
-def _may_retry(policy: RetryPolicy, attempts: int, elapsed: float, wait: float,
-               deadline: float | None) -> bool:
-    if policy.max_retries is not None and attempts > policy.max_retries:
-        return False
-    if policy.window is None:
-        return True
-    if policy.window_per_attempt:
-        return elapsed <= policy.window
-    return asyncio.get_running_loop().time() + wait < deadline  # type: ignore[operator]
-
-
-def _api_of(path: str, body: JsonBody, route: Route) -> Endpoint | str:
-    """The API an APISIX request calls: by its path for Anthropic's and Responses, else by
-    its body."""
-    if path.endswith(COUNT_TOKENS):
-        return COUNT_TOKENS
-    if path.endswith("/v1/messages"):
-        return Endpoint.MESSAGES
-    if path.endswith("/v1/responses"):
-        return Endpoint.RESPONSES
-    if body.is_list("messages"):
-        return Endpoint.CHAT
-    if _schema_311(route):
-        raise bad_request("request format doesn't match schema: property \"messages\" is"
-                          " required", "invalid_request")
-    if "input" in body:
-        return Endpoint.EMBEDDINGS
-    if "messages" in body:
-        raise bad_request("'messages' must be a list of messages", "invalid_type", "messages")
-    if not len(body):
-        raise bad_request("no matching AI protocol for the request: send `messages` (chat)"
-                          " or `input` (embeddings)", "invalid_request")
-    return PASSTHROUGH
-
-
-def _consumer_header(headers: Sequence[tuple[bytes, bytes]]) -> str | None:
+def consumer_header(headers: Sequence[tuple[bytes, bytes]]) -> str | None:
     """Higress's convention when the gateway itself identifies no one: the consumer an
     auth layer in front named in `x-mse-consumer`."""
     for name, value in headers:
         if name == b"x-mse-consumer" and value:
             return value.decode("latin-1")
     return None
-
-
-def _schema_311(route: Route) -> bool:
-    return isinstance(route.body, ApisixBody) and route.body.schema_311
 
 
 class _NoProvider:

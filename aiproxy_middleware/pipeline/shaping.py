@@ -295,3 +295,30 @@ def _check_old_schema(body: JsonBody) -> None:
         if not isinstance(content, str) or not content:
             raise bad_request(f"request format doesn't match schema: {where}.content must be"
                               " a non-empty string", "invalid_request", f"{where}.content")
+
+
+def api_of_body(path: str, body: JsonBody, route: Route) -> Endpoint | str:
+    """The API an APISIX request calls: by its path for Anthropic's and Responses, else by
+    its body."""
+    if path.endswith(COUNT_TOKENS):
+        return COUNT_TOKENS
+    named = Endpoint.for_path(path)
+    if named is Endpoint.MESSAGES or named is Endpoint.RESPONSES:
+        return named
+    if body.is_list("messages"):
+        return Endpoint.CHAT
+    if schema_311(route):
+        raise bad_request("request format doesn't match schema: property \"messages\" is"
+                          " required", "invalid_request")
+    if "input" in body:
+        return Endpoint.EMBEDDINGS
+    if "messages" in body:
+        raise bad_request("'messages' must be a list of messages", "invalid_type", "messages")
+    if not len(body):
+        raise bad_request("no matching AI protocol for the request: send `messages` (chat)"
+                          " or `input` (embeddings)", "invalid_request")
+    return PASSTHROUGH
+
+
+def schema_311(route: Route) -> bool:
+    return isinstance(route.body, ApisixBody) and route.body.schema_311
