@@ -438,3 +438,22 @@ async def test_native_stored_calls_go_to_the_provider(gateway, respx_mock, provi
     r = await client.get("/v1/responses/resp_n1/other")
     assert r.status_code == 404
     assert got.call_count == 1 and gone.call_count == 1
+
+
+async def test_apisix_multi_falls_back_from_native_to_bridged(gateway, respx_mock):
+    """A native instance's 5xx moves the call to a bridged one: the same request, now
+    converted to chat, and its answer a Response."""
+    native = respx_mock.post(OPENAI_RESPONSES).respond(500, json={"error": {
+        "message": "down", "type": "server_error"}})
+    bridged = respx_mock.post(DEEPSEEK_CHAT).respond(json=OPENAI_ANSWER)
+    auth = {"header": {"Authorization": "Bearer k"}}
+    client = gateway({"routes": [{"path": "/v1/responses", "fallback_strategy": ["http_5xx"],
+                                  "instances": [
+        {"name": "oa", "provider": "openai", "weight": 1, "priority": 10, "auth": auth,
+         "options": {"model": "gpt-4.1"}},
+        {"name": "ds", "provider": "deepseek", "weight": 1, "priority": 0, "auth": auth,
+         "options": {"model": "deepseek-chat"}}]}]})
+    r = await client.post("/v1/responses", json={"model": "x", "input": "hi"})
+    assert r.status_code == 200, r.text
+    assert r.json()["object"] == "response" and native.called
+    assert sent_json(bridged)["messages"] == [{"role": "user", "content": "hi"}]
