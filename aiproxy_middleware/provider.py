@@ -10,7 +10,8 @@ from __future__ import annotations
 import enum
 import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
+from typing import (
+    TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, get_args, get_origin)
 from urllib.parse import urlsplit
 
 import httpx
@@ -159,9 +160,9 @@ state is its config's)."""
 class Provider(Generic[S]):
     """One configured upstream service. Subclasses live in `providers/`, one per module.
 
-    A subclass names its settings Struct twice: as `Settings` (what the config is validated
-    against) and as the type argument (`class Gemini(Provider[Settings])`), so that
-    `self.settings` is typed.
+    A subclass names its settings Struct as the type argument (`class Gemini(Provider[Settings])`):
+    that types `self.settings`, and `__init_subclass__` makes it the class's `Settings`, what
+    the config is validated against.
     """
 
     name: ClassVar[str]
@@ -196,6 +197,17 @@ class Provider(Generic[S]):
     and `auth.query` values, set when the route is built)."""
 
     settings: S
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # (the type argument of a generic base, `Provider[X]` or `OpenAICompatible[X]`; a
+        # subclass of a concrete provider inherits its Settings or names its own)
+        for base in cls.__dict__.get("__orig_bases__", ()):
+            origin = get_origin(base)
+            if isinstance(origin, type) and issubclass(origin, Provider):
+                (argument,) = get_args(base)
+                if isinstance(argument, type) and issubclass(argument, Struct):
+                    cls.Settings = argument
 
     def __init__(self, config: ProviderConfig, settings: S) -> None:
         self.config = config

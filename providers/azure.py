@@ -55,7 +55,6 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
 
 class Azure(OpenAICompatible[Settings]):
     name = "azure"
-    Settings = Settings
     example = {"azureServiceUrl": "https://r.openai.azure.com/openai/deployments/d/chat/"
                                   "completions?api-version=2024-10-21"}
     max_tokens = 1

@@ -85,7 +85,6 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
 
 class Bedrock(Provider[Settings]):
     name = "bedrock"
-    Settings = Settings
     example = {"awsRegion": "us-east-1", "awsAccessKey": "AKID", "awsSecretKey": "secret"}
     requires_token = False  # SigV4 keys, or apiTokens holding Bedrock API keys
 

@@ -64,8 +64,6 @@ class Settings(bedrock.Settings, kw_only=True):
 class BedrockApisix(Bedrock):
     """APISIX's `bedrock` provider (the config `type: bedrock` is the parent class)."""
 
-    Settings = Settings
-
     def __init__(self, config: ProviderConfig, settings: Settings, where: str) -> None:
         """ConfigErrors name the field below `where` (the route or instance)."""
         if settings.aws_region and not _REGION.fullmatch(settings.aws_region):
@@ -113,3 +111,7 @@ class BedrockApisix(Bedrock):
         if self._body_override:
             deep_merge(body, self._body_override, self._force)
         return body
+
+
+# (set after the class: inside it, the name would hide the Struct from its annotations)
+BedrockApisix.Settings = Settings

@@ -62,7 +62,6 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
 
 class Claude(Provider[Settings]):
     name = "claude"
-    Settings = Settings
     endpoints = frozenset({Endpoint.CHAT})
     settings_column = "claude"
     anthropic_path = "/v1/messages"

@@ -28,7 +28,6 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
 
 class Cloudflare(OpenAICompatible[Settings]):
     name = "cloudflare"
-    Settings = Settings
     example = {"cloudflareAccountId": "account"}
     default_base_url = "https://api.cloudflare.com"
 

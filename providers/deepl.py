@@ -56,7 +56,6 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
 
 class DeepL(Provider[Settings]):
     name = "deepl"
-    Settings = Settings
     example = {"targetLang": "EN"}
     endpoints = frozenset({Endpoint.CHAT})
 

@@ -63,7 +63,6 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
 
 class Dify(Provider[Settings]):
     name = "dify"
-    Settings = Settings
     example = {"botType": "Chat", "inputVariable": "query", "outputVariable": "reply"}
     endpoints = frozenset({Endpoint.CHAT})
 

@@ -24,7 +24,6 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
 
 class Doubao(OpenAICompatible[Settings]):
     name = "doubao"
-    Settings = Settings
     default_base_url = "https://ark.cn-beijing.volces.com"
     chat_path = "/api/v3/chat/completions"
     embeddings_path = "/api/v3/embeddings"

@@ -57,7 +57,6 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
 
 class Gemini(Provider[Settings]):
     name = "gemini"
-    Settings = Settings
     settings_column = "gemini"
 
     def __init__(self, config: Any, settings: Settings) -> None:

@@ -76,7 +76,6 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
 
 class Hunyuan(OpenAICompatible[Settings]):
     name = "hunyuan"
-    Settings = Settings
     default_base_url = "https://api.hunyuan.cloud.tencent.com"
     requires_token = False  # OpenAI mode checks for one below; native mode signs instead
 

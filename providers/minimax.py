@@ -90,7 +90,6 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
 
 class MiniMax(OpenAICompatible[Settings]):
     name = "minimax"
-    Settings = Settings
     default_base_url = "https://api.minimaxi.com"
     chat_path = "/v1/text/chatcompletion_v2"
     embeddings_path = None

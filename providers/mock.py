@@ -40,7 +40,6 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
 
 class Mock(OpenAICompatible[Settings]):
     name = "mock"
-    Settings = Settings
     requires_token = False
     default_base_url = "http://mock.aiproxy.invalid"
 

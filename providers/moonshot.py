@@ -47,7 +47,6 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
 
 class Moonshot(OpenAICompatible[Settings]):
     name = "moonshot"
-    Settings = Settings
     default_base_url = "https://api.moonshot.cn"
     embeddings_path = None
 

@@ -30,7 +30,6 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
 
 class Ollama(OpenAICompatible[Settings]):
     name = "ollama"
-    Settings = Settings
     example = {"ollamaServerHost": "localhost"}
     requires_token = False
 

@@ -52,7 +52,6 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
 
 class OpenAI(OpenAICompatible[Settings]):
     name = "openai"
-    Settings = Settings
     default_base_url = "https://api.openai.com"
     requires_token = False
     accepts_developer_role = True

@@ -76,7 +76,6 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
 
 class Qwen(Provider[Settings]):
     name = "qwen"
-    Settings = Settings
     settings_column = "qwen"
     # DashScope's own API: stream the answer, run the task asynchronously (image and video
     # tasks require it), resolve the `oss://` URL of a file uploaded for it. Not

@@ -61,7 +61,6 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
 
 class Vertex(Provider[Settings]):
     name = "vertex"
-    Settings = Settings
     requires_token = False  # standard mode has no apiTokens; express mode is checked below
     settings_column = "gemini"
 

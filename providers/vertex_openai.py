@@ -73,7 +73,6 @@ class Settings(Struct, kw_only=True, forbid_unknown_fields=True):
 class VertexOpenAI(Provider[Settings]):
     """APISIX's `vertex-ai` provider (no config `type` of its own)."""
 
-    Settings = Settings
     requires_token = False
 
     def __init__(self, config: ProviderConfig, settings: Settings, where: str) -> None:

@@ -39,7 +39,6 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
 
 class VLLM(OpenAICompatible[Settings]):
     name = "vllm"
-    Settings = Settings
     requires_token = False
 
     def __init__(self, config: Any, settings: Settings) -> None:

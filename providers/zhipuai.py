@@ -33,7 +33,6 @@ class Settings(Struct, rename="camel", forbid_unknown_fields=True):
 
 class ZhipuAI(OpenAICompatible[Settings]):
     name = "zhipuai"
-    Settings = Settings
     default_base_url = "https://open.bigmodel.cn"
     chat_path = "/api/paas/v4/chat/completions"
     embeddings_path = "/api/paas/v4/embeddings"
