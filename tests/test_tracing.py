@@ -281,6 +281,11 @@ async def test_metrics_in_the_conventions_names(respx_mock, upstream, provider, 
     assert usage["input"].attributes["gen_ai.provider.name"] == "openai"
     [duration] = points["gen_ai.client.operation.duration"]
     assert duration.count == 1 and 0 < duration.sum < 30
+    # the buckets the conventions advise
+    assert tuple(usage["input"].explicit_bounds) == (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536,
+                                                     262144, 1048576, 4194304, 16777216, 67108864)
+    assert tuple(duration.explicit_bounds) == (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28,
+                                               2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
     assert not exporter.get_finished_spans()  # metrics only: no spans
 
 

@@ -94,11 +94,9 @@ class Tracing:
 
 def _histogram(meter: Any, name: str, unit: str, description: str,
                buckets: Sequence[float]) -> Any:
-    try:  # the conventions' bucket advice (opentelemetry-api 1.23 and later)
-        return meter.create_histogram(name, unit=unit, description=description,
-                                      explicit_bucket_boundaries_advisory=list(buckets))
-    except TypeError:
-        return meter.create_histogram(name, unit=unit, description=description)
+    # the conventions' bucket advice (opentelemetry-api 1.30 and later: the extra's bound)
+    return meter.create_histogram(name, unit=unit, description=description,
+                                  explicit_bucket_boundaries_advisory=list(buckets))
 
 
 def make_tracing(settings: Any, tracer_provider: Any = None,
