@@ -9,15 +9,18 @@ from typing import Any
 from aiproxy_middleware.errors import bad_request
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_BREAKS = re.compile(rb"[\r\n\0]")
 
 
 def check_request(headers: list[tuple[bytes, bytes]], body: Any) -> None:
     """400 for a header value holding CR, LF or NUL, or a `model` holding a control
     character; neither is echoed (a header may carry a secret)."""
-    for name, value in headers:
-        if b"\r" in value or b"\n" in value or b"\0" in value:
-            raise bad_request(f"the value of header {name.decode('latin-1')!r} holds a CR, LF"
-                              " or NUL character", "invalid_header")
+    # (one search over every value; `b"\r" in value` would raise and clear a TypeError each
+    # time: bytes.__contains__ tries the needle as an int first)
+    if _BREAKS.search(b"".join([value for _, value in headers])) is not None:
+        name = next(name for name, value in headers if _BREAKS.search(value))
+        raise bad_request(f"the value of header {name.decode('latin-1')!r} holds a CR, LF"
+                          " or NUL character", "invalid_header")
     if "model" in body:
         model = body.get("model")
         if isinstance(model, str) and _CONTROL.search(model):
