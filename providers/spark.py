@@ -35,9 +35,9 @@ import msgspec
 
 from aiproxy_middleware.provider_api import (AssistantMessage, Call, ChatCompletion, Choice,
                                              ChunkStream, Event, FunctionCall, JsonEventConverter,
-                                             ProxyError, ToolCall, Usage, as_dict, as_int, as_list,
-                                             as_str, decode_json, encode, error_type,
-                                             upstream_invalid, usage)
+                                             NoSettings, ProxyError, ToolCall, Usage, as_dict,
+                                             as_int, as_list, as_str, decode_json, encode,
+                                             error_type, upstream_invalid, usage)
 
 from ._compatible import OpenAICompatible
 
@@ -45,7 +45,7 @@ FINISH = frozenset({"stop", "length", "tool_calls", "content_filter", "function_
 SERVER_ERRORS = frozenset({10000, 10001, 10002, 10003, 10004, 10012, 10110, 10222})
 
 
-class Spark(OpenAICompatible):
+class Spark(OpenAICompatible[NoSettings]):
     name = "spark"
     default_base_url = "https://spark-api-open.xf-yun.com"
     embeddings_path = None
