@@ -78,8 +78,9 @@ class Spark(OpenAICompatible[NoSettings]):
         answer = decode(body)
         if answer is None:
             return None
-        if isinstance(answer.get("error"), dict):
-            answer = answer["error"]
+        error = answer.get("error")
+        if isinstance(error, dict):
+            answer = error
         if "message" not in answer:
             return None
         return proxy_error(answer, status)
@@ -184,10 +185,14 @@ class SparkStream(JsonEventConverter):
                 key = str(call.index)
                 function = call.function if call.function is not msgspec.UNSET \
                     else FunctionCall()
-                arguments = function.arguments or ""
+                # (`is not UNSET`, not `or ""`: msgspec 0.18's stubs don't tell mypy UNSET is
+                # falsy; `_tool_calls` sets all three anyway)
+                arguments = function.arguments if function.arguments is not msgspec.UNSET else ""
                 if key not in self.calls:
                     self.calls.add(key)
-                    out += s.tool_call(key, call.id or "", function.name or "", arguments)
+                    ident = call.id if call.id is not msgspec.UNSET else ""
+                    name = function.name if function.name is not msgspec.UNSET else ""
+                    out += s.tool_call(key, ident, name, arguments)
                 else:
                     out += s.tool_arguments(key, arguments)
             reason = choice.get("finish_reason")
