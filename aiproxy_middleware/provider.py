@@ -172,8 +172,9 @@ class Provider(Generic[S]):
     requires_token: ClassVar[bool] = True
     max_tokens: ClassVar[int | None] = None
     """How many `apiTokens` the provider takes; None for any number."""
-    endpoints: ClassVar[frozenset[Endpoint]] = frozenset({Endpoint.CHAT, Endpoint.EMBEDDINGS})
-    """The OpenAI APIs the provider offers."""
+    endpoints: frozenset[Endpoint] = frozenset({Endpoint.CHAT, Endpoint.EMBEDDINGS})
+    """The OpenAI APIs the provider offers (set on the class; an instance may narrow it, as
+    hunyuan's native mode does)."""
     anthropic_path: ClassVar[str | None] = None
     """The path of the provider's native Anthropic Messages API, if it has one: inbound
     `/v1/messages` calls go there untouched but for the model and auth."""

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from typing import Any
 
 from aiproxy_middleware.provider_api import Provider
 
 
-def _discover() -> tuple[dict[str, type[Provider]], dict[str, type[Provider]]]:
+def _discover() -> tuple[dict[str, type[Provider[Any]]], dict[str, type[Provider[Any]]]]:
     """The classes by config `type`, and every class by `module.Class` (a class may have no
     config type: one a dialect's profile names, such as one for a provider's
     OpenAI-compatible API)."""
-    found: dict[str, type[Provider]] = {}
-    classes: dict[str, type[Provider]] = {}
+    found: dict[str, type[Provider[Any]]] = {}
+    classes: dict[str, type[Provider[Any]]] = {}
     for module_info in pkgutil.iter_modules(__path__):
         if module_info.name.startswith("_") or module_info.ispkg:  # codecs/ holds no provider
             continue
@@ -35,7 +36,7 @@ def _discover() -> tuple[dict[str, type[Provider]], dict[str, type[Provider]]]:
 PROVIDERS, CLASSES = _discover()
 
 
-def get_provider(name: str) -> type[Provider] | None:
+def get_provider(name: str) -> type[Provider[Any]] | None:
     """The provider class for a config `type`, or None."""
     return PROVIDERS.get(name)
 
@@ -43,6 +44,6 @@ def get_provider(name: str) -> type[Provider] | None:
 def provider_names() -> list[str]:
     return sorted(PROVIDERS)
 
-def provider_class(ref: str) -> type[Provider]:
+def provider_class(ref: str) -> type[Provider[Any]]:
     """A provider class by `module.Class` (`vertex_openai.VertexOpenAI`); KeyError if none."""
     return CLASSES[ref]

@@ -15,8 +15,11 @@ from __future__ import annotations
 from typing import ClassVar
 from urllib.parse import urlsplit
 
-from aiproxy_middleware.provider_api import (Call, ConfigError, Endpoint, Provider, S,
-                                             UpstreamRequest, endpoint_path, shown_url)
+import httpx
+
+from aiproxy_middleware.provider_api import (Call, ConfigError, Endpoint, Provider, ProxyError, S,
+                                             StreamConverter, UpstreamRequest, endpoint_path,
+                                             shown_url)
 
 DEFAULT_PATHS = {Endpoint.CHAT: "/v1/chat/completions", Endpoint.EMBEDDINGS: "/v1/embeddings"}
 
@@ -31,7 +34,7 @@ class OpenAICompatible(Provider[S]):
     """None when the provider has no embeddings API."""
     auth_scheme: ClassVar[str] = "Bearer "
     """Prefix of the token in `Authorization` ("" sends the bare token)."""
-    settings_column: ClassVar[str | None] = "openai"
+    settings_column = "openai"
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -57,10 +60,19 @@ class OpenAICompatible(Provider[S]):
 
     # OpenAI's format both ways: nothing to fetch or convert. Stated here rather than left to
     # `Provider`, so that they win over a converting provider's in a class deriving from both.
-    prepare = Provider.prepare
-    convert_response = Provider.convert_response
-    stream_converter = Provider.stream_converter
-    convert_error = Provider.convert_error
+    # (methods, not `prepare = Provider.prepare`: mypy 1.11 reads such an alias as a generic
+    # function, which no override matches)
+    async def prepare(self, call: Call, client: httpx.AsyncClient) -> None:
+        pass
+
+    def convert_response(self, call: Call, body: bytes) -> bytes | None:
+        return None
+
+    def stream_converter(self, call: Call) -> StreamConverter | None:
+        return None
+
+    def convert_error(self, call: Call, status: int, body: bytes) -> ProxyError | None:
+        return None
 
 
 def split_url(url: str, field: str, scheme: str = "https") -> tuple[str, str, str]:

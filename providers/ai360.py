@@ -11,9 +11,11 @@
 
 from __future__ import annotations
 
+from aiproxy_middleware.provider_api import NoSettings
+
 from ._compatible import OpenAICompatible
 
 
-class AI360(OpenAICompatible):
+class AI360(OpenAICompatible[NoSettings]):
     name = "ai360"
     default_base_url = "https://api.360.cn"

@@ -14,9 +14,11 @@
 
 from __future__ import annotations
 
+from aiproxy_middleware.provider_api import NoSettings
+
 from ._compatible import OpenAICompatible
 
 
-class AimlApi(OpenAICompatible):
+class AimlApi(OpenAICompatible[NoSettings]):
     name = "aimlapi"
     default_base_url = "https://api.aimlapi.com"

@@ -9,9 +9,11 @@
 
 from __future__ import annotations
 
+from aiproxy_middleware.provider_api import NoSettings
+
 from ._compatible import OpenAICompatible
 
 
-class Baichuan(OpenAICompatible):
+class Baichuan(OpenAICompatible[NoSettings]):
     name = "baichuan"
     default_base_url = "https://api.baichuan-ai.com"

@@ -9,10 +9,12 @@
 
 from __future__ import annotations
 
+from aiproxy_middleware.provider_api import NoSettings
+
 from ._compatible import OpenAICompatible
 
 
-class Baidu(OpenAICompatible):
+class Baidu(OpenAICompatible[NoSettings]):
     name = "baidu"
     default_base_url = "https://qianfan.baidubce.com"
     chat_path = "/v2/chat/completions"

@@ -247,6 +247,7 @@ def _upstream_error(converted: ProxyError | None, status: int) -> ProxyError:
 def convert_embeddings(answer: dict[str, Any], req: EmbeddingsRequest,
                        model: str) -> EmbeddingsResponse:
     fmt = req.encoding_format
+    vectors: object  # the answer's JSON, checked below
     if "embedding" in answer:  # Titan
         vectors = [answer["embedding"]]
         tokens = as_int(answer.get("inputTextTokenCount"))

@@ -46,8 +46,8 @@ from typing import Any
 from msgspec import Struct
 
 from aiproxy_middleware.provider_api import (Call, ChatCompletionRequest, Endpoint, Provider,
-                                             ProxyError, UpstreamRequest, answer_object, encode,
-                                             forwarded, upstream_invalid)
+                                             ProxyError, StreamConverter, UpstreamRequest,
+                                             answer_object, encode, forwarded, upstream_invalid)
 
 from .codecs.anthropic_messages import (ClaudeStream, build_body, convert_message, error_of,
                                         proxy_error)
@@ -93,7 +93,8 @@ class Claude(Provider[Settings]):
             raise upstream_invalid("Claude's answer has no content list")
         return encode(convert_message(message, call.model))
 
-    def stream_converter(self, call: Call) -> ClaudeStream:
+    # (`| None` as in the base: the OpenAI-compatible API deriving from this one has none)
+    def stream_converter(self, call: Call) -> StreamConverter | None:
         return ClaudeStream(call.model, call.include_usage)
 
     def convert_error(self, call: Call, status: int, body: bytes) -> ProxyError | None:

@@ -40,15 +40,15 @@ from aiproxy_middleware.provider_api import (AssistantMessage, Call, ChatComplet
                                              ChatCompletionRequest, ChatMessage, Choice,
                                              ChunkStream, EmbeddingsRequest, EmbeddingsResponse,
                                              EmbeddingsUsage, Endpoint, Event, FunctionCall,
-                                             JsonEventConverter, Provider, ProxyError, ToolCall,
-                                             UpstreamRequest, Usage, answer_object, as_dict, as_int,
-                                             as_list, as_str, bad_request, embedding, encode,
-                                             error_type, json_object, usage)
+                                             JsonEventConverter, NoSettings, Provider, ProxyError,
+                                             ToolCall, UpstreamRequest, Usage, answer_object,
+                                             as_dict, as_int, as_list, as_str, bad_request,
+                                             embedding, encode, error_type, json_object, usage)
 
 HOST = "https://api.cohere.com"
 FINISH = {"COMPLETE": "stop", "STOP_SEQUENCE": "stop", "MAX_TOKENS": "length",
           "TOOL_CALL": "tool_calls"}
-class Cohere(Provider):
+class Cohere(Provider[NoSettings]):
     name = "cohere"
 
     def base_url(self) -> str:
@@ -273,8 +273,8 @@ class CohereStream(JsonEventConverter):
     def on_event(self, value: dict[str, Any], event: Event) -> bytes:
         kind = value.get("type") or event.event
         s = self._chunks(value if kind == "message-start" else None)
-        delta = value.get("delta") if isinstance(value.get("delta"), dict) else {}
-        message = delta.get("message") if isinstance(delta.get("message"), dict) else {}
+        delta = raw if isinstance(raw := value.get("delta"), dict) else {}
+        message = raw if isinstance(raw := delta.get("message"), dict) else {}
         key = str(value.get("index", 0))
         if kind == "message-start":
             return s.start()

@@ -15,10 +15,12 @@
 
 from __future__ import annotations
 
+from aiproxy_middleware.provider_api import NoSettings
+
 from ._compatible import OpenAICompatible
 
 
-class DeepSeek(OpenAICompatible):
+class DeepSeek(OpenAICompatible[NoSettings]):
     name = "deepseek"
     default_base_url = "https://api.deepseek.com"
     chat_path = "/chat/completions"

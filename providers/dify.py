@@ -270,7 +270,7 @@ class DifyStream(JsonEventConverter):
     def on_event(self, value: dict[str, Any], event: Event) -> bytes:
         s = self._chunks(value)
         kind = value.get("event")
-        data = value.get("data") if isinstance(value.get("data"), dict) else {}
+        data = raw if isinstance(raw := value.get("data"), dict) else {}
         if kind in ("message", "agent_message"):
             return s.start() + self._text(s, _text(value.get("answer")))
         if kind == "text_chunk" and self.bot == "Workflow":

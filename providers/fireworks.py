@@ -10,10 +10,12 @@ Source: docs.fireworks.ai/tools-sdks/openai-compatibility (base URL
 
 from __future__ import annotations
 
+from aiproxy_middleware.provider_api import NoSettings
+
 from ._compatible import OpenAICompatible
 
 
-class Fireworks(OpenAICompatible):
+class Fireworks(OpenAICompatible[NoSettings]):
     name = "fireworks"
     default_base_url = "https://api.fireworks.ai"
     chat_path = "/inference/v1/chat/completions"

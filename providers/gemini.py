@@ -40,7 +40,7 @@ from msgspec import Struct
 
 from aiproxy_middleware.provider_api import (Call, ChatCompletionRequest, ConfigError,
                                              EmbeddingsRequest, Endpoint, Provider, ProxyError,
-                                             UpstreamRequest, bad_request, encode,
+                                             StreamConverter, UpstreamRequest, bad_request, encode,
                                              inline_image_urls, segment)
 
 from .codecs.google_genai import (GeminiStream, chat_body, convert_answer, convert_embeddings,
@@ -103,7 +103,8 @@ class Gemini(Provider[Settings]):
             return encode(convert_embeddings(answer, call.request, call.model))
         return encode(convert_answer(answer, call.model))
 
-    def stream_converter(self, call: Call) -> GeminiStream:
+    # (`| None` as in the base: the OpenAI-compatible API deriving from this one has none)
+    def stream_converter(self, call: Call) -> StreamConverter | None:
         return GeminiStream(call.model, call.include_usage)
 
     def convert_error(self, call: Call, status: int, body: bytes) -> ProxyError | None:

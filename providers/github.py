@@ -11,10 +11,12 @@ Bearer scheme are used here.
 
 from __future__ import annotations
 
+from aiproxy_middleware.provider_api import NoSettings
+
 from ._compatible import OpenAICompatible
 
 
-class GitHub(OpenAICompatible):
+class GitHub(OpenAICompatible[NoSettings]):
     name = "github"
     default_base_url = "https://models.github.ai"
     chat_path = "/inference/chat/completions"

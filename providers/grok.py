@@ -8,9 +8,11 @@ OpenAPI description also lists `POST /v1/embeddings`). Higress routes chat only.
 
 from __future__ import annotations
 
+from aiproxy_middleware.provider_api import NoSettings
+
 from ._compatible import OpenAICompatible
 
 
-class Grok(OpenAICompatible):
+class Grok(OpenAICompatible[NoSettings]):
     name = "grok"
     default_base_url = "https://api.x.ai"

@@ -9,10 +9,12 @@
 
 from __future__ import annotations
 
+from aiproxy_middleware.provider_api import NoSettings
+
 from ._compatible import OpenAICompatible
 
 
-class Groq(OpenAICompatible):
+class Groq(OpenAICompatible[NoSettings]):
     name = "groq"
     default_base_url = "https://api.groq.com"
     chat_path = "/openai/v1/chat/completions"

@@ -204,7 +204,7 @@ def _message(message: ChatMessage, i: int) -> dict[str, Any]:
     out: dict[str, Any] = {"Role": role}
     parts = message.content if isinstance(message.content, list) else []
     if any(p.type == "image_url" for p in parts):
-        contents = []
+        contents: list[dict[str, Any]] = []
         for j, part in enumerate(parts):
             if part.type == "text" and part.text:
                 contents.append({"Type": "text", "Text": part.text})

@@ -160,7 +160,8 @@ def pro_body(call: Call) -> dict[str, Any]:
             out: dict[str, Any] = {"sender_type": "BOT", "sender_name": name or bot,
                                    "text": message.text()}
             messages.append(out)
-            for tool_call in message.tool_calls or ():
+            calls = message.tool_calls
+            for tool_call in calls if calls is not UNSET else ():
                 function = tool_call.function if tool_call.function is not UNSET \
                     else FunctionCall()
                 fname = function.name if isinstance(function.name, str) else ""
@@ -173,13 +174,13 @@ def pro_body(call: Call) -> dict[str, Any]:
                                         if isinstance(function.arguments, str) else "{}"}
         elif message.role in ("tool", "function"):
             ident = message.tool_call_id if isinstance(message.tool_call_id, str) else None
-            fname = call_names.get(ident) if ident is not None else None
-            fname = fname or name
-            if not fname:
+            sender = call_names.get(ident) if ident is not None else None
+            sender = sender or name
+            if not sender:
                 raise bad_request("a tool message needs the tool_call_id of an earlier tool"
                                   " call (MiniMax Pro names the function it answers)",
                                   param=f"messages[{i}].tool_call_id")
-            messages.append({"sender_type": "FUNCTION", "sender_name": fname,
+            messages.append({"sender_type": "FUNCTION", "sender_name": sender,
                              "text": message.text()})
         else:
             raise bad_request(f"message role {message.role!r} is not supported with"

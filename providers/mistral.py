@@ -9,9 +9,11 @@
 
 from __future__ import annotations
 
+from aiproxy_middleware.provider_api import NoSettings
+
 from ._compatible import OpenAICompatible
 
 
-class Mistral(OpenAICompatible):
+class Mistral(OpenAICompatible[NoSettings]):
     name = "mistral"
     default_base_url = "https://api.mistral.ai"

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiproxy_middleware.provider_api import Call, Endpoint, UpstreamRequest
+from aiproxy_middleware.provider_api import Call, Endpoint, NoSettings, UpstreamRequest
 
 from ._compatible import OpenAICompatible
 
 
-class OpenRouter(OpenAICompatible):
+class OpenRouter(OpenAICompatible[NoSettings]):
     name = "openrouter"
     default_base_url = "https://openrouter.ai"
     chat_path = "/api/v1/chat/completions"

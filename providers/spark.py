@@ -35,9 +35,9 @@ import msgspec
 
 from aiproxy_middleware.provider_api import (AssistantMessage, Call, ChatCompletion, Choice,
                                              ChunkStream, Event, FunctionCall, JsonEventConverter,
-                                             ProxyError, ToolCall, Usage, as_dict, as_int, as_list,
-                                             as_str, decode_json, encode, error_type,
-                                             upstream_invalid, usage)
+                                             NoSettings, ProxyError, ToolCall, Usage, as_dict,
+                                             as_int, as_list, as_str, decode_json, encode,
+                                             error_type, upstream_invalid, usage)
 
 from ._compatible import OpenAICompatible
 
@@ -45,7 +45,7 @@ FINISH = frozenset({"stop", "length", "tool_calls", "content_filter", "function_
 SERVER_ERRORS = frozenset({10000, 10001, 10002, 10003, 10004, 10012, 10110, 10222})
 
 
-class Spark(OpenAICompatible):
+class Spark(OpenAICompatible[NoSettings]):
     name = "spark"
     default_base_url = "https://spark-api-open.xf-yun.com"
     embeddings_path = None
@@ -78,8 +78,9 @@ class Spark(OpenAICompatible):
         answer = decode(body)
         if answer is None:
             return None
-        if isinstance(answer.get("error"), dict):
-            answer = answer["error"]
+        error = answer.get("error")
+        if isinstance(error, dict):
+            answer = error
         if "message" not in answer:
             return None
         return proxy_error(answer, status)
@@ -184,10 +185,14 @@ class SparkStream(JsonEventConverter):
                 key = str(call.index)
                 function = call.function if call.function is not msgspec.UNSET \
                     else FunctionCall()
-                arguments = function.arguments or ""
+                # (`is not UNSET`, not `or ""`: msgspec 0.18's stubs don't tell mypy UNSET is
+                # falsy; `_tool_calls` sets all three anyway)
+                arguments = function.arguments if function.arguments is not msgspec.UNSET else ""
                 if key not in self.calls:
                     self.calls.add(key)
-                    out += s.tool_call(key, call.id or "", function.name or "", arguments)
+                    ident = call.id if call.id is not msgspec.UNSET else ""
+                    name = function.name if function.name is not msgspec.UNSET else ""
+                    out += s.tool_call(key, ident, name, arguments)
                 else:
                     out += s.tool_arguments(key, arguments)
             reason = choice.get("finish_reason")

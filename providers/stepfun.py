@@ -9,10 +9,12 @@
 
 from __future__ import annotations
 
+from aiproxy_middleware.provider_api import NoSettings
+
 from ._compatible import OpenAICompatible
 
 
-class StepFun(OpenAICompatible):
+class StepFun(OpenAICompatible[NoSettings]):
     name = "stepfun"
     default_base_url = "https://api.stepfun.com"
     embeddings_path = None

@@ -9,9 +9,11 @@ older host `api.together.xyz` and routes chat only.
 
 from __future__ import annotations
 
+from aiproxy_middleware.provider_api import NoSettings
+
 from ._compatible import OpenAICompatible
 
 
-class TogetherAI(OpenAICompatible):
+class TogetherAI(OpenAICompatible[NoSettings]):
     name = "together-ai"
     default_base_url = "https://api.together.ai"

@@ -8,10 +8,12 @@
 
 from __future__ import annotations
 
+from aiproxy_middleware.provider_api import NoSettings
+
 from ._compatible import OpenAICompatible
 
 
-class Yi(OpenAICompatible):
+class Yi(OpenAICompatible[NoSettings]):
     name = "yi"
     default_base_url = "https://api.lingyiwanwu.com"
     embeddings_path = None

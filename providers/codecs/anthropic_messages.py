@@ -122,8 +122,9 @@ def convert_messages(messages: list[ChatMessage], raw: list[dict[str, Any]]
         elif role == "user":
             blocks = _blocks(message.content, parts)
         elif role == "assistant":
+            calls = message.tool_calls
             blocks = _blocks(message.content, parts) + [
-                _tool_use(call) for call in message.tool_calls or ()]
+                _tool_use(call) for call in (calls if calls is not msgspec.UNSET else ())]
         else:
             raise bad_request(f"unsupported message role {role!r}", param=f"messages[{i}].role")
         if not blocks:
@@ -144,7 +145,7 @@ def _blocks(content: str | list[ContentPart] | None, raw_parts: list[Any]) -> li
             if not part.text:
                 continue
             block: dict[str, Any] = {"type": "text", "text": part.text}
-        elif part.type == "image_url" and part.image_url:
+        elif part.type == "image_url" and part.image_url is not msgspec.UNSET:
             block = {"type": "image", "source": _image_source(part.image_url.url)}
         else:
             raise bad_request(f"Claude does not take content parts of type {part.type!r}")
@@ -167,9 +168,11 @@ def _image_source(url: str) -> dict[str, str]:
 
 
 def _tool_use(call: ToolCall) -> dict[str, Any]:
-    function = call.function or FunctionCall()
+    # (`is not UNSET` tests, not truthiness: msgspec 0.18's stubs don't tell mypy UNSET is falsy)
+    function = call.function if call.function is not msgspec.UNSET else FunctionCall()
+    text = function.arguments
     try:
-        arguments = decode_json(function.arguments or "{}")
+        arguments = decode_json(text if text is not msgspec.UNSET and text else "{}")
     except msgspec.DecodeError:
         raise bad_request(f"the arguments of tool call {call.id!r} are not valid JSON") from None
     if not isinstance(arguments, dict):

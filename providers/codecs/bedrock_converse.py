@@ -135,7 +135,9 @@ def convert_messages(messages: list[ChatMessage]
         if role == "user":
             blocks = _blocks(message, i)
         elif role == "assistant":
-            blocks = _blocks(message, i) + [_tool_use(c, i) for c in message.tool_calls or ()]
+            calls = message.tool_calls
+            blocks = _blocks(message, i) + [
+                _tool_use(c, i) for c in (calls if calls is not UNSET else ())]
         elif role == "tool":
             role = "user"
             blocks = [{"toolResult": {"toolUseId": message.tool_call_id or "",
@@ -155,7 +157,7 @@ def _blocks(message: ChatMessage, i: int) -> list[dict[str, Any]]:
     content = message.content
     if isinstance(content, str):
         return [{"text": content}] if content else []
-    blocks = []
+    blocks: list[dict[str, Any]] = []
     for j, part in enumerate(content or ()):
         where = f"messages[{i}].content[{j}]"
         if part.type == "text":
@@ -184,9 +186,11 @@ def _image(url: str, where: str) -> dict[str, Any]:
 
 
 def _tool_use(call: ToolCall, i: int) -> dict[str, Any]:
-    function = call.function or FunctionCall()
+    # (`is not UNSET` tests, not truthiness: msgspec 0.18's stubs don't tell mypy UNSET is falsy)
+    function = call.function if call.function is not UNSET else FunctionCall()
+    text = function.arguments
     try:
-        arguments = decode_json(function.arguments or "{}")
+        arguments = decode_json(text if text is not UNSET and text else "{}")
     except msgspec.DecodeError:
         raise bad_request(f"the arguments of tool call {call.id!r} are not valid JSON",
                           param=f"messages[{i}].tool_calls") from None

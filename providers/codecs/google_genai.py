@@ -264,7 +264,9 @@ def convert_answer(answer: dict[str, Any], model: str) -> ChatCompletion:
     for n, candidate in enumerate(as_list(answer.get("candidates"))):
         if not isinstance(candidate, dict):
             continue
-        texts, thoughts, calls = [], [], []
+        texts: list[str] = []
+        thoughts: list[str] = []
+        calls: list[ToolCall] = []
         for part in _candidate_parts(candidate):
             if "functionCall" in part:
                 fc = as_dict(part["functionCall"])
