@@ -212,7 +212,7 @@ def _apisix(route: Route, shaping: ApisixBody, target: Candidate, request: Reque
     elif endpoint is Endpoint.MESSAGES:
         converted = _as_chat(provider, body)
         if converted is None:
-            endpoint, path = None, provider.anthropic_path  # type: ignore[assignment]
+            endpoint, path = None, provider.anthropic_path
         else:
             body, endpoint, key = converted, Endpoint.CHAT, _PROTOCOLS[Endpoint.CHAT]
     if shaping.schema_311 and endpoint is Endpoint.CHAT:
