@@ -25,7 +25,7 @@ USER_AGENT = "aiproxy-middleware"
 """What the gateway's own requests say they come from, unless they say otherwise."""
 
 
-@final  # (so that mypy reads `type(request) is DirectRequest` both ways)
+@final  # (mypy narrows `type(request) is DirectRequest` in both branches only if final)
 class DirectRequest:
     """An upstream request for the gateway's own client, as the exchange built it: sent by
     aiohttp as it is, with no httpx objects in between. Its time limits are the caller's
@@ -78,7 +78,7 @@ class AnswerHeaders:
         return value
 
 
-@final  # (so that mypy reads `type(response) is Answer` both ways)
+@final  # (mypy narrows `type(response) is Answer` in both branches only if final)
 class Answer:
     """An upstream answer on the direct path: the parts of `httpx.Response` the pipeline
     reads (status, headers, the raw body read by read, closing)."""

@@ -50,8 +50,8 @@ class _HeaderBounds:
         self._refused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # (BaseTransport, as asyncio.BaseProtocol says: uvicorn's protocols narrow it to
-        # Transport, against their base)
+        # (BaseTransport, as asyncio.BaseProtocol has it: the mixin must take what every
+        # base of the protocols it is mixed into takes)
         super().connection_made(transport)  # type: ignore[misc]
         self._header_timer = self.loop.call_later(self._header_timeout, self._headers_late)
 

@@ -89,7 +89,7 @@ def to_chat(req: MessagesRequest) -> dict[str, Any]:
     """The OpenAI chat request body for an Anthropic Messages request."""
     messages: list[dict[str, Any]] = []
     if req.system:
-        # (UNSET is falsy: the filter drops it (msgspec 0.18's stubs don't say so))
+        # (the filter drops UNSET, which is falsy: msgspec 0.18's stubs don't say so)
         system = req.system if isinstance(req.system, str) else "\n\n".join(cast(
             "Iterator[str]", (b.text for b in req.system if b.type == "text" and b.text)))
         if system:
@@ -140,7 +140,7 @@ def _user(content: str | list[Block], i: int) -> list[dict[str, Any]]:
             images = []
             if isinstance(result, list):
                 images = [_part(b, i) for b in result if b.type == "image"]
-                # (UNSET is falsy: the filter drops it (msgspec 0.18's stubs don't say so))
+                # (the filter drops UNSET, which is falsy: msgspec 0.18's stubs don't say so)
                 result = "\n".join(cast(
                     "Iterator[str]", (b.text for b in result if b.type == "text" and b.text)))
             out.append({"role": "tool", "content": result or "",

@@ -105,7 +105,7 @@ class JsonBody:
         """Whether the field is a JSON array (read without decoding it)."""
         value = self._fields.get(name)
         if isinstance(value, Raw):
-            head: object = memoryview(value)[:1]  # (a memoryview equals bytes: mypy says never)
+            head: object = memoryview(value)[:1]  # (mypy holds it never equals bytes; it does)
             return head == b"["  # a Raw holds the value as sent, trimmed
         return isinstance(value, list)
 

@@ -57,7 +57,7 @@ class ChatMessage(Struct, omit_defaults=True):
             return self.content
         if not self.content:
             return ""
-        # (UNSET is falsy: the filter drops it (msgspec 0.18's stubs don't say so))
+        # (the filter drops UNSET, which is falsy: msgspec 0.18's stubs don't say so)
         return "".join(cast("Iterator[str]",
                             (p.text for p in self.content if p.type == "text" and p.text)))
 
