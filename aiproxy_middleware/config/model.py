@@ -185,7 +185,7 @@ class Candidate:
     name: str
     kind: str
     """The provider's name in the dialect (APISIX: `openai-compatible`, ...)."""
-    provider: Provider
+    provider: Provider[Any]
     options: Mapping[str, Any] = field(default_factory=dict)
     """APISIX `options`: body fields set over the client's."""
     defaults: Mapping[str, Any] = field(default_factory=dict)
@@ -261,7 +261,7 @@ class Route:
     `ai-rate-limiting`); None: the route counts nothing."""
 
     @property
-    def provider(self) -> Provider:
+    def provider(self) -> Provider[Any]:
         return self.candidates[0].provider
 
     @property

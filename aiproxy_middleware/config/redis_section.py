@@ -48,7 +48,7 @@ def redis_settings(raw: Any, where: str = "redis") -> RedisSettings:
                           " `service_name` (the host, with service_port)")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in section.key_prefix):
         raise ConfigError(f"{where}.key_prefix: control characters are not allowed")
-    common = {"timeout_ms": section.timeout, "key_prefix": section.key_prefix}
+    common: dict[str, Any] = {"timeout_ms": section.timeout, "key_prefix": section.key_prefix}
     if section.service_name is not None:
         host = section.service_name
         if not _is_host(host):

@@ -110,12 +110,12 @@ class Admission:
             if refused and limits.skips:
                 refused = not turns.without(over)
             if refused:
-                states = [self.states[name] for name in over]
+                full = [self.states[name] for name in over]
                 headers: list[tuple[bytes, bytes]] = []
                 state = self.states.get(turns.candidate.name)
                 if limits.show_headers and state is not None:
                     headers = state.headers()
-                wait = min(s.left for s in states)
+                wait = min(s.left for s in full)
                 headers.append((b"retry-after", str(max(math.ceil(wait), 1)).encode()))
                 raise ProxyError(limits.rejected_code, limits.rejected_msg,
                                  error_type(limits.rejected_code), "rate_limited",

@@ -22,12 +22,14 @@ from urllib.parse import urlsplit
 import msgspec
 
 from aiproxy_middleware.observe.tap_details import DetailedTap
-from aiproxy_middleware.safety.secrets import upstream_scrubber
+from aiproxy_middleware.safety.secrets import Scrubber, upstream_scrubber
 from aiproxy_middleware.observe.tracing_names import (TOKEN_BUCKETS, DURATION_BUCKETS,
                                                       input_messages, operation_of,
                                                       output_messages, provider_name)
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
     from aiproxy_middleware.observe.record import Summary
     from aiproxy_middleware.observe.request import RequestObserver
     from aiproxy_middleware.observe.tap import AnswerTap
@@ -55,8 +57,8 @@ class Tracing:
         from opentelemetry.trace import SpanKind, Status, StatusCode
 
         self.capture_content = capture_content
-        self.tracer = (tracer_provider.get_tracer(_SCOPE) if tracer_provider is not None
-                       else None)
+        self.tracer: Tracer | None = (tracer_provider.get_tracer(_SCOPE)
+                                      if tracer_provider is not None else None)
         self._extract = propagate.extract
         self._in_context = trace.set_span_in_context
         self._client, self._internal = SpanKind.CLIENT, SpanKind.INTERNAL
@@ -320,7 +322,7 @@ _PARAMETERS = (("max_tokens", "gen_ai.request.max_tokens", int),
                ("top_p", "gen_ai.request.top_p", (int, float)))
 
 
-def _clean(text: str, scrub: Any) -> str:
+def _clean(text: str, scrub: Scrubber | None) -> str:
     return scrub.text(text) if scrub is not None else text
 
 

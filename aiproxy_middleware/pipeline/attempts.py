@@ -102,9 +102,8 @@ class TokenTurns(Turns):
         if self.tried:
             token = await pool.choose(self.tried)
         else:
-            token = self._sticky(call, scope)
-            if token is None:
-                token = await pool.choose()
+            sticky = self._sticky(call, scope)
+            token = sticky if sticky is not None else await pool.choose()
         self.tried.append(token)
         return token
 

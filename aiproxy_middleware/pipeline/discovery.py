@@ -68,7 +68,7 @@ def asked_for(path: str) -> Asked | None:
     return None
 
 
-def count_tokens_path(provider: Provider, name: str) -> str:
+def count_tokens_path(provider: Provider[Any], name: str) -> str:
     """The path of the provider's own count_tokens API, beside its Messages API; a 404
     (answered in Anthropic's shape) for a provider without a Messages API of its own."""
     if provider.anthropic_path is None:

@@ -61,7 +61,7 @@ class UpstreamExchange:
 
     __slots__ = ("provider", "limits", "observer", "decode_cap")
 
-    def __init__(self, provider: Provider, limits: Limits, observer: RequestObserver,
+    def __init__(self, provider: Provider[Any], limits: Limits, observer: RequestObserver,
                  decode_cap: int) -> None:
         self.provider = provider
         self.limits = limits

@@ -4,7 +4,7 @@ identified exactly as for a model call on the same route (`Responder.admit_calle
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aiproxy_middleware.errors import ProxyError
 from aiproxy_middleware.limits.quota import MAX_ADMIN_BODY
@@ -13,6 +13,8 @@ from aiproxy_middleware.pipeline.native_stored import all_relayed, relay_stored
 from aiproxy_middleware.pipeline.stored_responses import admit_first, stored_answer
 
 if TYPE_CHECKING:
+    from aiproxy_middleware.limits.guard import RouteLimits
+    from aiproxy_middleware.limits.quota import Quota
     from aiproxy_middleware.pipeline.responder import Responder
 
 Scope = dict[str, Any]
@@ -21,15 +23,18 @@ Scope = dict[str, Any]
 async def quota_admin(responder: Responder, scope: Scope, receive: Any, send: Any) -> None:
     """Higress ai-quota's admin endpoint (query, refresh, delta) of a route's `quota`."""
     route = responder.routes[0]
-    guards = route.guards
+    # (middleware.py calls this only for a path its route's quota admin endpoint names: the
+    # route has a quota, and the path an action)
+    guards = cast("RouteLimits", route.guards)
+    quota = cast("Quota", guards.quota)
     try:
         # the caller as the gateway identifies it; else the header an auth layer set
         scope = await responder.admit_caller(route, scope)
         caller = responder.caller(scope)
         data = await read_body(receive, scope["headers"], MAX_ADMIN_BODY, False,
                                responder.services.read_deadlines)
-        kind, body = await guards.quota.admin(  # type: ignore[union-attr]
-            guards.admin_action(scope["path"]), scope["method"],  # type: ignore[union-attr]
+        kind, body = await quota.admin(
+            cast(str, guards.admin_action(scope["path"])), scope["method"],
             scope.get("query_string", b""), data, caller, responder.services.store)
     except ProxyError as exc:
         await responder.fail(send, exc)

@@ -11,11 +11,11 @@ from typing import Any
 import httpx
 
 from aiproxy_middleware.config.higress import DEFAULT_MAX_RESPONSE_SIZE
+from aiproxy_middleware.config.model import Limits
 from aiproxy_middleware.errors import ProxyError
 from aiproxy_middleware.observe.request import RequestObserver
 from aiproxy_middleware.pipeline.call_clock import CallTimer, call_timer
-from aiproxy_middleware.pipeline.exchange import (WATCH_AFTER, Limits, UpstreamExchange,
-                                                  UpstreamFailure)
+from aiproxy_middleware.pipeline.exchange import WATCH_AFTER, UpstreamExchange, UpstreamFailure
 from aiproxy_middleware.pipeline.upstream_response import (framing, is_json, is_sse, not_a_stream,
                                                            one_chunk)
 from aiproxy_middleware.pipeline.writer import JSON, ResponseWriter, StreamPlan
@@ -33,7 +33,7 @@ class Relay:
 
     __slots__ = ("provider", "limits", "trace", "retry_on", "exchange", "writer")
 
-    def __init__(self, provider: Provider, send: Any, anthropic: bool = False,
+    def __init__(self, provider: Provider[Any], send: Any, anthropic: bool = False,
                  answers: AnswerRules | None = None, limits: Limits | None = None,
                  trace: RequestObserver | None = None) -> None:
         self.provider = provider
@@ -56,8 +56,8 @@ class Relay:
     async def run(self, call: Call, shared: httpx.AsyncClient, receive: Any) -> None:
         observer = self.trace
         observer.provider = self.provider
-        request = call.request
-        if isinstance(request, ChatCompletionRequest) and not request.tools \
+        parsed = call.request
+        if isinstance(parsed, ChatCompletionRequest) and not parsed.tools \
                 and "functions" not in call.body:
             observer.no_tools()  # no tools offered: none can be called
         exchange = self.exchange

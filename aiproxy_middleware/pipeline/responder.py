@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -35,7 +35,7 @@ from aiproxy_middleware.pipeline.responses_bridge import ResponsesTurn
 from aiproxy_middleware.pipeline.route_state import RouteStates
 from aiproxy_middleware.pipeline.shaping import Request, api_of_body, schema_311, shape
 from aiproxy_middleware.pipeline.summaries import endpoint_name, refusal_summary, summarize
-from aiproxy_middleware.provider import Call, Endpoint
+from aiproxy_middleware.provider import Call, Endpoint, Provider
 from aiproxy_middleware.state.response_records import ResponseRecords
 from aiproxy_middleware.state.store import SharedStore
 from aiproxy_middleware.transforms.fetch_policy import ImagePolicy
@@ -144,7 +144,9 @@ class Responder:
             self.anthropic = path.endswith(("/v1/messages", COUNT_TOKENS))
 
     async def fail(self, send: Any, error: ProxyError) -> None:
-        relay = self.relay or Relay(_NoProvider(), send, self.anthropic, trace=self.trace)
+        # (a relay that only fails reads no more of its provider than _NoProvider has)
+        relay = self.relay or Relay(cast("Provider[Any]", _NoProvider()), send, self.anthropic,
+                                    trace=self.trace)
         await relay.fail(error)
 
     async def _serve(self, scope: Scope, receive: Any, send: Any) -> None:

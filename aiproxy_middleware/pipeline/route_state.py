@@ -6,13 +6,14 @@ one config keep apart."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 import httpx
 
 from aiproxy_middleware.config.model import Route
 from aiproxy_middleware.provider import Call, Endpoint, Provider
 from aiproxy_middleware.runtime.balancer import Balancer, Member
-from aiproxy_middleware.runtime.health import HealthChecker, HealthMonitor, http_probe
+from aiproxy_middleware.runtime.health import Background, HealthChecker, HealthMonitor, http_probe
 from aiproxy_middleware.runtime.tokens import TokenPool, TokenProber, TokenStore
 from aiproxy_middleware.wire.json_body import JsonBody
 from aiproxy_middleware.wire.openai import ChatCompletionRequest
@@ -69,9 +70,9 @@ class RouteStates:
                  shared: ClientGetter) -> None:
         self._states = {id(r): RouteState(r, store, shared) for r in routes}
         states = self._states.values()
+        checkers: list[Background] = [c for s in states for c in s.checkers if c is not None]
         self.health = HealthMonitor(
-            [c for s in states for c in s.checkers if c is not None]
-            + [s.prober for s in states if s.prober is not None])  # type: ignore[list-item]
+            checkers + [s.prober for s in states if s.prober is not None])
 
     def __getitem__(self, route: Route) -> RouteState:
         return self._states[id(route)]
@@ -85,7 +86,7 @@ class RouteStates:
             await state.aclose()
 
 
-def chat_probe(provider: Provider, model: str,
+def chat_probe(provider: Provider[Any], model: str,
                client: Callable[[], httpx.AsyncClient]) -> Callable[[str], Awaitable[int]]:
     """A probe of one token: the provider's own chat request for `model`, asking who it
     is; its HTTP status."""

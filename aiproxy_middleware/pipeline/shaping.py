@@ -103,7 +103,7 @@ def _offered(route: Route, candidate: Candidate, endpoint: Endpoint) -> None:
         api=endpoint.value.rsplit("/", 1)[-1]), "invalid_request_error", "unsupported_endpoint")
 
 
-def _as_chat(provider: Provider, body: JsonBody) -> JsonBody | None:
+def _as_chat(provider: Provider[Any], body: JsonBody) -> JsonBody | None:
     """An Anthropic Messages body for `provider`: None when the provider has its own Messages
     API (the body is relayed there), else the body converted to a chat request."""
     if provider.anthropic_path is not None:
@@ -118,8 +118,8 @@ def _requested(body: JsonBody) -> str:
 
 # ---- Higress: modelMapping, customSettings, message rules, the context file -------------
 
-async def _higress(route: Route, shaping: HigressBody, provider: Provider, request: Request,
-                   client: Any, chat: JsonBody | None) -> Call:
+async def _higress(route: Route, shaping: HigressBody, provider: Provider[Any],
+                   request: Request, client: Any, chat: JsonBody | None) -> Call:
     scope = request.scope
     body = request.body() if chat is None else chat
     raw: bytes | None = request.data  # as the client sent it, while the body is the client's
@@ -212,7 +212,7 @@ def _apisix(route: Route, shaping: ApisixBody, target: Candidate, request: Reque
     elif endpoint is Endpoint.MESSAGES:
         converted = _as_chat(provider, body)
         if converted is None:
-            endpoint, path = None, provider.anthropic_path  # type: ignore[assignment]
+            endpoint, path = None, provider.anthropic_path
         else:
             body, endpoint, key = converted, Endpoint.CHAT, _PROTOCOLS[Endpoint.CHAT]
     if shaping.schema_311 and endpoint is Endpoint.CHAT:

@@ -79,7 +79,7 @@ def _shaped(body: bytes, shape: type[Any]) -> bool:
     return True
 
 
-def error_answer(provider: Provider, status: int, body: bytes, response: httpx.Response,
+def error_answer(provider: Provider[Any], status: int, body: bytes, response: httpx.Response,
                  scrub: Scrubber, anthropic: bool
                  ) -> tuple[bytes, list[tuple[bytes, bytes]] | None]:
     """The client's error body for an upstream error answer `body` (already scrubbed),
@@ -98,7 +98,7 @@ def error_answer(provider: Provider, status: int, body: bytes, response: httpx.R
     return body, headers
 
 
-def not_json(provider: Provider, status: int, body: bytes, response: httpx.Response,
+def not_json(provider: Provider[Any], status: int, body: bytes, response: httpx.Response,
              scrub: Scrubber) -> ProxyError:
     """The 502 for a success answer that is not a JSON object."""
     logger.warning("aiproxy: %s (%s) answered HTTP %d with a body that is not a JSON object",
@@ -114,11 +114,11 @@ def _kept(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
             or b"ratelimit" in k.lower() or b"request-id" in k.lower()]
 
 
-def _who(provider: Provider) -> str:
+def _who(provider: Provider[Any]) -> str:
     return f"provider {provider.name!r} ({provider.host})"
 
 
-def _said(provider: Provider, status: int, body: bytes, response: httpx.Response,
+def _said(provider: Provider[Any], status: int, body: bytes, response: httpx.Response,
           scrub: Scrubber) -> tuple[str, str | None, str | None]:
     """The message (naming the provider), code and param an upstream error body gives."""
     value: Any = None

@@ -58,7 +58,8 @@ def _causes(exc: BaseException) -> list[BaseException]:
 def framing(response: httpx.Response) -> tuple[bytes | None, bytes | None]:
     """The answer's Content-Length and Content-Encoding (one pass: `headers.get` costs
     more than this whole loop)."""
-    length = encoding = None
+    length: bytes | None = None
+    encoding: bytes | None = None
     for name, value in response.headers.raw:
         if len(name) == 14 and name.lower() == b"content-length":
             length = value
@@ -75,7 +76,7 @@ async def one_chunk(data: bytes) -> Any:
     yield data
 
 
-async def read_raw(response: httpx.Response) -> bytes:
+async def read_raw(response: httpx.Response | Answer) -> bytes:
     """The whole answer as the upstream sent it (one with no Content-Encoding)."""
     if type(response) is Answer:
         return await response.raw_body()
@@ -85,7 +86,8 @@ async def read_raw(response: httpx.Response) -> bytes:
 
 def is_json(response: httpx.Response) -> bool:
     """A JSON answer to a streamed request is a whole answer (or an error), not a stream."""
-    return response.headers.get("content-type", "").startswith("application/json")
+    kind: str = response.headers.get("content-type", "")  # (httpx's `get` gives Any)
+    return kind.startswith("application/json")
 
 
 def not_a_stream(response: httpx.Response, plain: bool) -> bool:
@@ -99,4 +101,5 @@ def not_a_stream(response: httpx.Response, plain: bool) -> bool:
 
 
 def is_sse(response: httpx.Response) -> bool:
-    return response.headers.get("content-type", "").startswith("text/event-stream")
+    kind: str = response.headers.get("content-type", "")  # (httpx's `get` gives Any)
+    return kind.startswith("text/event-stream")

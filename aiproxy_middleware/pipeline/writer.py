@@ -61,7 +61,7 @@ class ResponseWriter:
     __slots__ = ("provider", "send", "anthropic", "answers", "observer", "started",
                  "responses")
 
-    def __init__(self, provider: Provider, send: Any, anthropic: bool,
+    def __init__(self, provider: Provider[Any], send: Any, anthropic: bool,
                  answers: AnswerRules | None, observer: RequestObserver) -> None:
         self.provider = provider
         self.send = send

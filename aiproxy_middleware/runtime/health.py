@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlencode
 
 import httpx
@@ -100,10 +100,18 @@ class HealthChecker:
             await asyncio.sleep(interval * self.interval_scale)
 
 
+class Background(Protocol):
+    """What the monitor runs: a HealthChecker, or a TokenProber (runtime/tokens.py)."""
+
+    name: str
+
+    async def run(self) -> None: ...
+
+
 class HealthMonitor:
     """Owns the background tasks of a set of checkers (started and stopped with the ASGI lifespan)."""
 
-    def __init__(self, checkers: Sequence[HealthChecker]) -> None:
+    def __init__(self, checkers: Sequence[Background]) -> None:
         self.checkers = tuple(checkers)
         self._tasks: list[asyncio.Task[None]] = []
 

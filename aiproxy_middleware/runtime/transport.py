@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import Any, cast, final
 
 import aiohttp
 import httpx
@@ -25,6 +25,7 @@ USER_AGENT = "aiproxy-middleware"
 """What the gateway's own requests say they come from, unless they say otherwise."""
 
 
+@final  # (mypy narrows `type(request) is DirectRequest` in both branches only if final)
 class DirectRequest:
     """An upstream request for the gateway's own client, as the exchange built it: sent by
     aiohttp as it is, with no httpx objects in between. Its time limits are the caller's
@@ -77,6 +78,7 @@ class AnswerHeaders:
         return value
 
 
+@final  # (mypy narrows `type(response) is Answer` in both branches only if final)
 class Answer:
     """An upstream answer on the direct path: the parts of `httpx.Response` the pipeline
     reads (status, headers, the raw body read by read, closing)."""
@@ -286,7 +288,7 @@ class GatewayClient(httpx.AsyncClient):
         super().__init__(**kwargs)
         self._urls: dict[str, httpx.URL] = {}
 
-    def build_request(self, method: str, url: Any, *, content: Any = None,  # type: ignore[override]
+    def build_request(self, method: str, url: Any, *, content: Any = None,
                       headers: Any = None, timeout: Any = httpx.USE_CLIENT_DEFAULT,
                       **other: Any) -> httpx.Request:
         if other or not isinstance(timeout, (int, float)):
@@ -303,10 +305,13 @@ class GatewayClient(httpx.AsyncClient):
         return httpx.Request(method, url, headers=headers, content=content, extensions={
             "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}})
 
-    async def send(self, request: httpx.Request, *, stream: bool = False,  # type: ignore[override]
+    async def send(self, request: httpx.Request | DirectRequest, *, stream: bool = False,
                    **other: Any) -> httpx.Response:
         if type(request) is DirectRequest:
-            return await self._transport.open(request)  # type: ignore[attr-defined, return-value]
+            # (DirectRequests come from the exchange, on the client default_client made, with
+            # its AiohttpTransport; the Answer stands in for the Response: see Answer)
+            transport = cast(AiohttpTransport, self._transport)
+            return cast(httpx.Response, await transport.open(request))
         if other:
             return await super().send(request, stream=stream, **other)
         response = await self._transport.handle_async_request(request)

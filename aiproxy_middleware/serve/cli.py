@@ -19,7 +19,7 @@ CONFIG_ENV = "AIPROXY_CONFIG"
 """The config path `app_from_env` reads: how `--workers N` hands it to each worker."""
 
 
-async def _not_found(scope: dict, receive: object, send: object) -> None:
+async def _not_found(scope: dict[str, Any], receive: object, send: object) -> None:
     """The app behind a stand-alone gateway: every non-AI path is 404 in OpenAI's format.
 
     It has no lifespan of its own: the middleware answers lifespan for it.

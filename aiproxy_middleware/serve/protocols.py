@@ -42,14 +42,16 @@ class _HeaderBounds:
     transport: asyncio.Transport
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        super().__init__(*args, **kwargs)
         self._header_timeout = float(os.environ.get(HEADER_TIMEOUT_ENV, DEFAULT_HEADER_TIMEOUT))
         self._header_limit = int(os.environ.get(HEADER_LIMIT_ENV, DEFAULT_HEADER_LIMIT))
         self._header_timer: asyncio.TimerHandle | None = None
         self._header_bytes = 0
         self._refused = False
 
-    def connection_made(self, transport: asyncio.Transport) -> None:
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # (BaseTransport, as asyncio.BaseProtocol has it: the mixin must take what every
+        # base of the protocols it is mixed into takes)
         super().connection_made(transport)  # type: ignore[misc]
         self._header_timer = self.loop.call_later(self._header_timeout, self._headers_late)
 

@@ -38,7 +38,7 @@ from typing import Any
 import msgspec
 
 from aiproxy_middleware.errors import ProxyError
-from aiproxy_middleware.state.store import MemoryStore
+from aiproxy_middleware.state.store import MemoryStore, SharedStore
 
 logger = logging.getLogger("aiproxy_middleware")
 
@@ -109,7 +109,7 @@ class ResponseRecords:
             # A store written before blobs existed (passed as `store=`): responses are then
             # kept in this process.
             store = MemoryStore()
-        self.store = store
+        self.store: SharedStore = store
         self.ttl = ttl
         self.max_per_consumer = max_per_consumer
         self.max_bytes = max_bytes

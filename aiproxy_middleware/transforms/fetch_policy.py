@@ -249,10 +249,11 @@ def denied_kind(address: IP) -> str | None:
 _ULA = ipaddress.IPv6Network("fc00::/7")
 # IANA's special-purpose ranges that are not globally reachable, listed here as well as
 # Python's `is_private` because older Pythons miss some of them.
-_SPECIAL = {4: [ipaddress.IPv4Network(n) for n in (
-    "0.0.0.0/8", "10.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
-    "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15",
-    "198.51.100.0/24", "203.0.113.0/24")],
+_SPECIAL: dict[int, list[ipaddress.IPv4Network] | list[ipaddress.IPv6Network]] = {
+    4: [ipaddress.IPv4Network(n) for n in (
+        "0.0.0.0/8", "10.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+        "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15",
+        "198.51.100.0/24", "203.0.113.0/24")],
     6: [ipaddress.IPv6Network(n) for n in (
         "64:ff9b:1::/48", "100::/64", "2001::/23", "2001:db8::/32", "fec0::/10")]}
 

@@ -13,7 +13,8 @@ answer's way back is `anthropic_answers.py`).
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, cast
 
 from msgspec import UNSET, Struct, UnsetType
 
@@ -88,8 +89,9 @@ def to_chat(req: MessagesRequest) -> dict[str, Any]:
     """The OpenAI chat request body for an Anthropic Messages request."""
     messages: list[dict[str, Any]] = []
     if req.system:
-        system = req.system if isinstance(req.system, str) else "\n\n".join(
-            b.text for b in req.system if b.type == "text" and b.text)
+        # (the filter drops UNSET, which is falsy: msgspec 0.18's stubs don't say so)
+        system = req.system if isinstance(req.system, str) else "\n\n".join(cast(
+            "Iterator[str]", (b.text for b in req.system if b.type == "text" and b.text)))
         if system:
             messages.append({"role": "system", "content": system})
     for i, message in enumerate(req.messages):
@@ -138,9 +140,12 @@ def _user(content: str | list[Block], i: int) -> list[dict[str, Any]]:
             images = []
             if isinstance(result, list):
                 images = [_part(b, i) for b in result if b.type == "image"]
-                result = "\n".join(b.text for b in result if b.type == "text" and b.text)
+                # (the filter drops UNSET, which is falsy: msgspec 0.18's stubs don't say so)
+                result = "\n".join(cast(
+                    "Iterator[str]", (b.text for b in result if b.type == "text" and b.text)))
             out.append({"role": "tool", "content": result or "",
-                        "tool_call_id": upstream_tool_id(block.tool_use_id or "")})
+                        "tool_call_id": upstream_tool_id(
+                            "" if block.tool_use_id is UNSET else block.tool_use_id)})
             parts.extend(images)
         elif block.type not in ("thinking", "redacted_thinking"):
             parts.append(_part(block, i))
@@ -155,8 +160,9 @@ def _user(content: str | list[Block], i: int) -> list[dict[str, Any]]:
 def _part(block: Block, i: int) -> dict[str, Any]:
     if block.type == "text":
         return {"type": "text", "text": block.text or ""}
-    if block.type == "image" and block.source:
+    if block.type == "image" and block.source is not UNSET:  # (a Struct is never falsy)
         source = block.source
+        url: str | UnsetType  # (a str: UNSET is falsy, which msgspec 0.18's stubs don't say)
         if source.type == "base64" and source.data:
             url = f"data:{source.media_type or 'image/png'};base64,{source.data}"
         elif source.type == "url" and source.url:
@@ -175,12 +181,13 @@ def _assistant(content: str | list[Block], i: int) -> dict[str, Any]:
     text, reasoning, calls = [], [], []
     for block in content:
         if block.type == "text":
-            text.append(block.text or "")
+            text.append("" if block.text is UNSET else block.text)
         elif block.type == "thinking":
-            reasoning.append(block.thinking or "")
+            reasoning.append("" if block.thinking is UNSET else block.thinking)
         elif block.type == "tool_use":
             arguments = {} if block.input is UNSET or block.input is None else block.input
-            calls.append({"id": upstream_tool_id(block.id or ""), "type": "function",
+            call_id = "" if block.id is UNSET else block.id
+            calls.append({"id": upstream_tool_id(call_id), "type": "function",
                           "function": {"name": block.name or "",
                                        "arguments": encode(arguments).decode()}})
         elif block.type != "redacted_thinking":

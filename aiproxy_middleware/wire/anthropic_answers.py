@@ -104,8 +104,10 @@ def error_message(body: bytes, status: int) -> str:
         error = data.get("error", data)
         if isinstance(error, str):
             return error
-        if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return error["message"]
+        if isinstance(error, dict):
+            message = error.get("message")
+            if isinstance(message, str):
+                return message
     text = body.decode("utf-8", "replace").strip()
     return text[:500] if text else f"the provider answered HTTP {status}"
 

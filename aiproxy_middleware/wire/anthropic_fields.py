@@ -89,7 +89,7 @@ def reasoning_effort(thinking: Thinking | None, config: OutputConfig | None) -> 
         return EFFORTS[effort]
     if thinking.type == "adaptive":
         return ADAPTIVE_EFFORT
-    budget = thinking.budget_tokens or 0
+    budget = 0 if thinking.budget_tokens is UNSET else thinking.budget_tokens
     return "high" if budget >= 16384 else "medium" if budget >= 4096 else "low"
 
 

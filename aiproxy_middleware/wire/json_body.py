@@ -24,11 +24,11 @@ S = TypeVar("S", bound=Struct)
 
 _envelope = msgspec.json.Decoder(dict[str, Raw])
 _encoder = msgspec.json.Encoder()  # (encode() turns a too-deep body into a 400; so does this)
-_decoders: dict[Any, msgspec.json.Decoder] = {}
+_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
 _AT = re.compile(r"^(.*?)(?: - at `\$(.*)`)?$", re.S)
 
 
-def _decoder(tp: Any) -> msgspec.json.Decoder:
+def _decoder(tp: Any) -> msgspec.json.Decoder[Any]:
     dec = _decoders.get(tp)
     if dec is None:
         dec = _decoders[tp] = msgspec.json.Decoder(tp)
@@ -36,7 +36,7 @@ def _decoder(tp: Any) -> msgspec.json.Decoder:
 
 
 _MISSING = object()
-_Field = tuple[str, str, Any, msgspec.json.Decoder, bool]
+_Field = tuple[str, str, Any, msgspec.json.Decoder[Any], bool]
 _fields_of: dict[type, tuple[_Field, ...]] = {}
 
 
@@ -105,7 +105,8 @@ class JsonBody:
         """Whether the field is a JSON array (read without decoding it)."""
         value = self._fields.get(name)
         if isinstance(value, Raw):
-            return memoryview(value)[:1] == b"["  # a Raw holds the value as sent, trimmed
+            head: object = memoryview(value)[:1]  # (mypy holds it never equals bytes; it does)
+            return head == b"["  # a Raw holds the value as sent, trimmed
         return isinstance(value, list)
 
     def get(self, name: str, tp: type[T] | Any = Any, default: Any = None) -> Any:

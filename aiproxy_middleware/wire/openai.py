@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import struct
-from typing import Any, Literal
+from collections.abc import Iterator
+from typing import Any, Literal, cast
 
 import msgspec
 from msgspec import UNSET, Struct, UnsetType
@@ -56,7 +57,9 @@ class ChatMessage(Struct, omit_defaults=True):
             return self.content
         if not self.content:
             return ""
-        return "".join(p.text for p in self.content if p.type == "text" and p.text)
+        # (the filter drops UNSET, which is falsy: msgspec 0.18's stubs don't say so)
+        return "".join(cast("Iterator[str]",
+                            (p.text for p in self.content if p.type == "text" and p.text)))
 
 
 class StreamOptions(Struct, omit_defaults=True):

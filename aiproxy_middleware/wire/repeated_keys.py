@@ -92,7 +92,7 @@ def _compact(data: bytes) -> bool:
     return len(data) == len(_encoder.encode(fields)) and _parts_compact(fields)
 
 
-class _Pairs(list):  # type: ignore[type-arg]
+class _Pairs(list[tuple[str, Any]]):
     """A JSON object's members in order, repeats kept."""
 
 

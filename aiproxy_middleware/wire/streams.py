@@ -23,13 +23,13 @@ class Tapped:
         self.read = read
 
     def feed(self, data: bytes) -> bytes:
-        out = self.inner.feed(data) if self.inner is not None else data
+        out: bytes = self.inner.feed(data) if self.inner is not None else data
         if out:
             self.read(out)
         return out
 
     def close(self) -> bytes:
-        out = self.inner.close() if self.inner is not None else b""
+        out: bytes = self.inner.close() if self.inner is not None else b""
         if out:
             self.read(out)
         return out

@@ -149,7 +149,7 @@ def _multi(conf: AiProxyMulti, where: str, max_event: int) -> Route:
         if not b.key and hash_on != "consumer":
             raise ConfigError(f"{where}.balancer.key: required when hashing on {hash_on}")
     strategy = conf.fallback_strategy
-    names = ([strategy] if isinstance(strategy, str) else list(strategy or ()))
+    names: list[str] = ([strategy] if isinstance(strategy, str) else list(strategy or ()))
     statuses = set(conf.fallback_http_statuses or ())
     # With no rate-limiting plugin in front, an instance out of quota is one answering 429.
     if {"http_429", "rate_limiting", "instance_health_and_rate_limiting"} & set(names):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from aiproxy_middleware.config.apisix.schema import ApisixTarget
 from aiproxy_middleware.errors import ConfigError
@@ -26,16 +26,16 @@ __all__ = ["PROFILES", "Profile", "apisix_provider_class", "build_provider"]
 
 
 # The builders take the class as `Any`: each calls its own class's constructor, whose
-# arguments past (config, settings) are its own.
+# arguments past (config, settings) are its own; what it builds is a Provider (the casts).
 
 
-def _config(cls: type[Provider], target: ApisixTarget) -> ProviderConfig:
+def _config(cls: type[Provider[Any]], target: ApisixTarget) -> ProviderConfig:
     """No tokens (`auth.header` and `auth.query` are added by the pipeline), the route's
     timeout."""
     return ProviderConfig(type=cls.name, timeout=target.timeout)
 
 
-def _plain(cls: type[Provider], target: ApisixTarget) -> Provider:
+def _plain(cls: type[Provider[Any]], target: ApisixTarget) -> Provider[Any]:
     """The provider with its default settings."""
     try:
         return cls(_config(cls, target), cls.Settings())
@@ -43,43 +43,44 @@ def _plain(cls: type[Provider], target: ApisixTarget) -> Provider:
         raise ConfigError(f"{target.where}: {exc}") from None
 
 
-def _openai(cls: Any, target: ApisixTarget) -> Provider:
+def _openai(cls: Any, target: ApisixTarget) -> Provider[Any]:
     # The client's own key is never forwarded: the route's auth authenticates.
-    return cls(_config(cls, target), cls.Settings(), forward_client_key=False)
+    return cast("Provider[Any]",
+                cls(_config(cls, target), cls.Settings(), forward_client_key=False))
 
 
-def _openai_compatible(cls: Any, target: ApisixTarget) -> Provider:
+def _openai_compatible(cls: Any, target: ApisixTarget) -> Provider[Any]:
     field = f"{target.where}.override.endpoint"
     if not target.endpoint:
         raise ConfigError(f"{field}: required for provider openai-compatible (it has no"
                           " default host)")
-    return cls(_config(cls, target), cls.Settings(openai_custom_url=target.endpoint),
-               field)
+    return cast("Provider[Any]", cls(
+        _config(cls, target), cls.Settings(openai_custom_url=target.endpoint), field))
 
 
-def _azure(cls: Any, target: ApisixTarget) -> Provider:
+def _azure(cls: Any, target: ApisixTarget) -> Provider[Any]:
     # APISIX's documented value is the full deployment URL, read like `azureServiceUrl`.
     field = f"{target.where}.override.endpoint"
     if not target.endpoint:
         raise ConfigError(f"{field}: required for provider azure-openai (the deployment URL,"
                           " such as https://RESOURCE.openai.azure.com/openai/deployments/NAME"
                           "/chat/completions?api-version=2024-10-21)")
-    return cls(_config(cls, target), cls.Settings(azure_service_url=target.endpoint),
-               field)
+    return cast("Provider[Any]", cls(
+        _config(cls, target), cls.Settings(azure_service_url=target.endpoint), field))
 
 
-def _vertex(cls: Any, target: ApisixTarget) -> Provider:
+def _vertex(cls: Any, target: ApisixTarget) -> Provider[Any]:
     conf, gcp = target.provider_conf, target.auth.gcp
     settings = cls.Settings(
         project_id=conf.project_id if conf else None, region=conf.region if conf else None,
         endpoint=target.endpoint, gcp=gcp is not None,
         **({"service_account_json": gcp.service_account_json, "max_ttl": gcp.max_ttl,
             "expire_early_secs": gcp.expire_early_secs} if gcp is not None else {}))
-    return cls(ProviderConfig(type="vertex-ai", timeout=target.timeout), settings,
-               target.where)
+    return cast("Provider[Any]", cls(
+        ProviderConfig(type="vertex-ai", timeout=target.timeout), settings, target.where))
 
 
-def _bedrock(cls: Any, target: ApisixTarget) -> Provider:
+def _bedrock(cls: Any, target: ApisixTarget) -> Provider[Any]:
     where = target.where
     region = target.provider_conf.region if target.provider_conf else None
     if not region:
@@ -97,8 +98,8 @@ def _bedrock(cls: Any, target: ApisixTarget) -> Provider:
         force_override=bool(override and override.request_body_force_override),
         max_tokens=override.llm_options.max_tokens if override and override.llm_options
         else None)
-    return cls(ProviderConfig(type="bedrock", timeout=target.timeout), settings,
-               where)
+    return cast("Provider[Any]", cls(
+        ProviderConfig(type="bedrock", timeout=target.timeout), settings, where))
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,11 +120,11 @@ class Profile:
     """The request is signed over its URL, so the provider applies `override.endpoint`
     and `auth.query` itself (given them when built); otherwise the pipeline rewrites the
     URL that `request` gives."""
-    build: Callable[[type[Provider], ApisixTarget], Provider] = _plain
+    build: Callable[[type[Provider[Any]], ApisixTarget], Provider[Any]] = _plain
     """The provider for a route or instance; ConfigErrors name the field."""
 
     @property
-    def provider_class(self) -> type[Provider]:
+    def provider_class(self) -> type[Provider[Any]]:
         return provider_class(self.provider)
 
 
@@ -143,13 +144,13 @@ PROFILES: dict[str, Profile] = {  # in APISIX's order
 }
 
 
-def apisix_provider_class(name: str) -> type[Provider] | None:
+def apisix_provider_class(name: str) -> type[Provider[Any]] | None:
     """The provider class for an APISIX provider name (`azure-openai`), or None."""
     profile = PROFILES.get(name)
     return profile.provider_class if profile is not None else None
 
 
-def build_provider(target: ApisixTarget) -> Provider:
+def build_provider(target: ApisixTarget) -> Provider[Any]:
     """The provider for an APISIX route or instance (`target.provider` names a profile)."""
     profile = PROFILES[target.provider]
     return profile.build(profile.provider_class, target)

@@ -84,7 +84,7 @@ def add_query(url: str, args: list[tuple[str, str]]) -> str:
 class UpstreamPolicy:
     """One instance's request policy: its endpoint override, auth and forwarded headers."""
 
-    provider: Provider
+    provider: Provider[Any]
     endpoint: EndpointOverride | None
     headers: dict[str, str]
     """`auth.header`, names lower-cased."""
@@ -105,9 +105,9 @@ class UpstreamPolicy:
             headers[name.lower()] = value
         headers.update(self.headers)
         for name in _RELAY_SET:
-            value = headers.pop(name.lower(), None)
-            if value is not None:
-                headers[name] = value
+            relayed = headers.pop(name.lower(), None)
+            if relayed is not None:
+                headers[name] = relayed
         up.headers = headers
         if call.endpoint is None and call.path != self.provider.anthropic_path:
             up.method = scope["method"]  # passthrough keeps the client's method
