@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import sys
 
 import httpx
 import pytest
@@ -126,6 +127,27 @@ async def test_the_heap_is_set_aside_once_started_and_given_back_at_shutdown():
     async with LifespanManager(app):
         assert gc.get_freeze_count() > 0
     assert gc.get_freeze_count() == 0
+
+
+async def test_young_collections_are_rarer_while_started_unless_the_app_tuned_them():
+    default = 2000 if sys.version_info >= (3, 13) else 700
+    before = gc.get_threshold()
+    config = {"provider": CONFIG["routes"][0]["provider"]}
+    try:
+        gc.set_threshold(default, 10, 10)
+        first, second = (AIProxyMiddleware(inner_app(), config=config) for _ in range(2))
+        async with LifespanManager(first):
+            assert gc.get_threshold() == (10_000, 10, 10)
+            async with LifespanManager(second):  # (apps of one process share the collector)
+                assert gc.get_threshold() == (10_000, 10, 10)
+            assert gc.get_threshold() == (10_000, 10, 10)
+        assert gc.get_threshold() == (default, 10, 10)
+        gc.set_threshold(1234, 5, 5)  # the app's own choice stands
+        async with LifespanManager(AIProxyMiddleware(inner_app(), config=config)):
+            assert gc.get_threshold() == (1234, 5, 5)
+        assert gc.get_threshold() == (1234, 5, 5)
+    finally:
+        gc.set_threshold(*before)
 
 
 async def test_a_hook_added_after_start_up_gets_the_summaries():
