@@ -10,9 +10,8 @@ raised as httpx's, so the core handles one family of exceptions whatever the cli
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, cast, final
 
 import aiohttp
@@ -95,14 +94,18 @@ class Answer:
         self.request = request
 
     async def aiter_raw(self) -> AsyncIterator[bytes]:
-        with _read_errors():
+        try:
             async for chunk in self._response.content.iter_any():
                 yield chunk
+        except _AIOHTTP_ERRORS as exc:
+            raise _read_error(exc) from None
 
     async def raw_body(self) -> bytes:
         """The whole body as sent."""
-        with _read_errors():
+        try:
             return await self._response.read()
+        except _AIOHTTP_ERRORS as exc:
+            raise _read_error(exc) from None
 
     async def aclose(self) -> None:
         _settle(self._response)
@@ -117,36 +120,33 @@ def _settle(response: aiohttp.ClientResponse) -> None:
         response.close()
 
 
-@contextlib.contextmanager
-def _read_errors() -> Iterator[None]:
-    """aiohttp's errors while an answer is read, raised as httpx's."""
-    try:
-        yield
-    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
-        raise httpx.ReadTimeout("timed out reading the answer") from None
-    except aiohttp.ClientPayloadError:
-        raise httpx.RemoteProtocolError("the answer was cut short") from None
-    except aiohttp.ClientError as exc:
-        raise httpx.ReadError(type(exc).__name__) from None
+# (functions, not context managers: a `with` per call costs a generator and three calls on
+# the happy path; an `except` costs nothing until something is raised)
+_AIOHTTP_ERRORS = (asyncio.TimeoutError, aiohttp.ClientError)
 
 
-@contextlib.contextmanager
-def _send_errors() -> Iterator[None]:
-    """aiohttp's errors while a request is sent and its answer's head read, as httpx's."""
-    try:
-        yield
-    except aiohttp.ClientConnectorCertificateError:
-        raise httpx.ConnectError("certificate verify failed") from None
-    except aiohttp.ClientConnectorDNSError as exc:
-        raise httpx.ConnectError(f"name resolution failed: {exc.os_error}") from None
-    except aiohttp.ClientConnectorError as exc:
-        raise httpx.ConnectError(_connect_failure(exc.os_error)) from None
-    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
-        raise httpx.ReadTimeout("timed out waiting for the answer") from None
-    except aiohttp.ServerDisconnectedError:
-        raise httpx.RemoteProtocolError("server disconnected") from None
-    except aiohttp.ClientError as exc:
-        raise httpx.NetworkError(type(exc).__name__) from None
+def _read_error(error: BaseException) -> httpx.TransportError:
+    """aiohttp's error while an answer is read, as httpx's."""
+    if isinstance(error, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return httpx.ReadTimeout("timed out reading the answer")
+    if isinstance(error, aiohttp.ClientPayloadError):
+        return httpx.RemoteProtocolError("the answer was cut short")
+    return httpx.ReadError(type(error).__name__)
+
+
+def _send_error(error: BaseException) -> httpx.TransportError:
+    """aiohttp's error while a request is sent and its answer's head read, as httpx's."""
+    if isinstance(error, aiohttp.ClientConnectorCertificateError):
+        return httpx.ConnectError("certificate verify failed")
+    if isinstance(error, aiohttp.ClientConnectorDNSError):
+        return httpx.ConnectError(f"name resolution failed: {error.os_error}")
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return httpx.ConnectError(_connect_failure(error.os_error))
+    if isinstance(error, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return httpx.ReadTimeout("timed out waiting for the answer")
+    if isinstance(error, aiohttp.ServerDisconnectedError):
+        return httpx.RemoteProtocolError("server disconnected")
+    return httpx.NetworkError(type(error).__name__)
 
 
 class ParsedUrls:
@@ -216,10 +216,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         session = self._session
         if session is None or session.closed:
             session = self._open()
-        with _send_errors():
+        try:
             response = await session.request(
                 request.method, _parsed(request.url), headers=request.headers.sent,
                 data=request.body, allow_redirects=False)
+        except _AIOHTTP_ERRORS as exc:
+            raise _send_error(exc) from None
         return Answer(response, request)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -232,14 +234,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         body = request.content if isinstance(request.stream, httpx.ByteStream) else await request.aread()
         t = request.extensions.get("timeout") or {}
         try:
-            with _send_errors():
-                response = await session.request(
-                    request.method, str(request.url), headers=headers, data=body,
-                    allow_redirects=False,
-                    timeout=self._timeout(t.get("connect"), t.get("read")))
-        except httpx.RequestError as exc:
-            exc.request = request
-            raise
+            response = await session.request(
+                request.method, str(request.url), headers=headers, data=body,
+                allow_redirects=False, timeout=self._timeout(t.get("connect"), t.get("read")))
+        except _AIOHTTP_ERRORS as exc:
+            error = _send_error(exc)
+            error.request = request
+            raise error from None
         return httpx.Response(response.status, headers=list(response.raw_headers),
                               stream=_ResponseStream(response, request),
                               extensions={"http_version": b"HTTP/1.1"})
@@ -263,12 +264,12 @@ class _ResponseStream(httpx.AsyncByteStream):
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
-            with _read_errors():
-                async for chunk in self._response.content.iter_any():
-                    yield chunk
-        except httpx.RequestError as exc:
-            exc.request = self._request
-            raise
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+        except _AIOHTTP_ERRORS as exc:
+            error = _read_error(exc)
+            error.request = self._request
+            raise error from None
 
     async def aclose(self) -> None:
         _settle(self._response)

@@ -35,18 +35,20 @@ def _decoder(tp: Any) -> msgspec.json.Decoder[Any]:
     return dec
 
 
-_MISSING = object()
-_Field = tuple[str, str, Any, msgspec.json.Decoder[Any], bool]
-_fields_of: dict[type, tuple[_Field, ...]] = {}
+_Field = tuple[str, Any, msgspec.json.Decoder[Any]]
+_Fields = tuple[dict[str, _Field], tuple[str, ...]]
+_fields_of: dict[type, _Fields] = {}
 
 
-def _struct_fields(cls: type) -> tuple[_Field, ...]:
-    """(JSON name, attribute, type, decoder, required) for each field of a Struct, once."""
+def _struct_fields(cls: type) -> _Fields:
+    """A Struct's fields by JSON name (attribute, type, decoder), and the JSON names it
+    requires, once."""
     found = _fields_of.get(cls)
     if found is None:
-        found = _fields_of[cls] = tuple(
-            (f.encode_name, f.name, f.type, _decoder(f.type), f.required)
-            for f in msgspec.structs.fields(cls))
+        fields = msgspec.structs.fields(cls)
+        found = _fields_of[cls] = (
+            {f.encode_name: (f.name, f.type, _decoder(f.type)) for f in fields},
+            tuple(f.encode_name for f in fields if f.required))
     return found
 
 
@@ -133,13 +135,17 @@ class JsonBody:
         """The fields `cls` names, decoded into it; missing or mistyped fields are a 400."""
         values = {}
         fields = self._fields
-        for name, attr, tp, decoder, required in _struct_fields(cls):
-            value = fields.get(name, _MISSING)
-            if value is _MISSING:
-                if required:
-                    raise bad_request(f"missing required parameter '{name}'",
-                                      "missing_required_parameter", name)
+        named, required = _struct_fields(cls)
+        for name in required:
+            if name not in fields:
+                raise bad_request(f"missing required parameter '{name}'",
+                                  "missing_required_parameter", name)
+        # (a body names a few of the Struct's dozens of fields: those are walked)
+        for name, value in fields.items():
+            field = named.get(name)
+            if field is None:
                 continue
+            attr, tp, decoder = field
             try:
                 # Raw JSON as the client sent it, or a value set since (customSettings).
                 values[attr] = (decoder.decode(value) if isinstance(value, Raw)
