@@ -189,7 +189,7 @@ class AnswerTap:
         """Reads raw SSE bytes; an event may be split across calls, or several be in one."""
         try:
             data = self._pending + chunk if self._pending else chunk
-            if b"\r" in data:  # CRLF (or CR) line ends: one form for the searches below;
+            if data.find(b"\r") >= 0:  # CRLF (or CR) line ends: one form for the searches below;
                 # a CR at the end may be half of a CRLF, so it waits for the next bytes
                 held = b"\r" if data.endswith(b"\r") else b""
                 data = data[:len(data) - len(held)].replace(b"\r\n", b"\n").replace(b"\r", b"\n")

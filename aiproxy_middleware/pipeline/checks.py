@@ -15,9 +15,11 @@ _BREAKS = re.compile(rb"[\r\n\0]")
 def check_request(headers: list[tuple[bytes, bytes]], body: Any) -> None:
     """400 for a header value holding CR, LF or NUL, or a `model` holding a control
     character; neither is echoed (a header may carry a secret)."""
-    # (one search over every value; `b"\r" in value` would raise and clear a TypeError each
-    # time: bytes.__contains__ tries the needle as an int first)
-    if _BREAKS.search(b"".join([value for _, value in headers])) is not None:
+    # (three `find`s over every value at once: `b"\r" in value` would raise and clear a
+    # TypeError each time, as bytes.__contains__ tries the needle as an int first, and a
+    # regex character class is slower per byte than memchr)
+    values = b"".join([value for _, value in headers])
+    if values.find(b"\r") >= 0 or values.find(b"\n") >= 0 or values.find(b"\0") >= 0:
         name = next(name for name, value in headers if _BREAKS.search(value))
         raise bad_request(f"the value of header {name.decode('latin-1')!r} holds a CR, LF"
                           " or NUL character", "invalid_header")

@@ -70,7 +70,7 @@ class MessageRules:
         them (None when the body was built here): with only the developer rule to apply,
         the messages are decoded only when those bytes name the role."""
         if not self.cleanup_commands and not self.merge and raw is not None \
-                and _DEVELOPER not in raw:
+                and raw.find(_DEVELOPER) < 0:  # (`in` on bytes raises and clears a TypeError)
             return
         messages = body.get("messages", list, None)
         if not messages:

@@ -75,7 +75,7 @@ class EventParser:
         if self._cr and data.startswith(b"\n"):
             data = data[1:]
         self._cr = data.endswith(b"\r")
-        if b"\r" in data:  # CRLF or CR line ends: one form (a CRLF split across reads is
+        if data.find(b"\r") >= 0:  # CRLF or CR line ends: one form (a CRLF split across reads is
             # handled above)
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         limit = self.limit
