@@ -15,6 +15,8 @@ import asyncio
 import weakref
 from typing import Any
 
+from aiproxy_middleware.wire.streams import this_task
+
 TICK = 0.02
 """Seconds between sweeps: how late a timeout may fire."""
 
@@ -62,7 +64,7 @@ class CallClock:
         """Notes the current task's call: cancelled `timeout` seconds from now (None:
         never), and `watcher.watch()` called `watch_after` seconds from now."""
         now = self._loop.time()
-        timer = CallTimer(asyncio.current_task(),  # type: ignore[arg-type]
+        timer = CallTimer(this_task(),  # type: ignore[arg-type]
                           None if timeout is None else now + timeout,
                           None if watch_after is None else now + watch_after, watcher)
         self._calls[timer] = None

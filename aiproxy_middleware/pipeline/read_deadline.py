@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from aiproxy_middleware.errors import ProxyError
+from aiproxy_middleware.wire.streams import this_task
 
 
 class ReadDeadlines:
@@ -31,7 +32,7 @@ class ReadDeadlines:
 
     def enter(self) -> asyncio.Task[object] | None:
         """Note that the current task starts reading a body; returns it for `leave`."""
-        task = asyncio.current_task()
+        task = this_task()
         if task is None:  # not in a task (a bare coroutine driven by hand): no deadline
             return None
         loop = task.get_loop()

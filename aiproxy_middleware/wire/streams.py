@@ -5,6 +5,7 @@ part-sent event, and noticing a client that went away."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -167,6 +168,20 @@ def _usage_only(event: bytes) -> bool:
     return b'"choices":[]' in event.replace(b" ", b"") and b'"usage"' in event
 
 
+if sys.version_info >= (3, 12):
+    this_task = asyncio.current_task
+else:
+    # (the C module's own dict of each loop's running task; not in asyncio's stubs)
+    _current_tasks: dict[asyncio.AbstractEventLoop, asyncio.Task[Any]] = getattr(
+        asyncio.tasks, "_current_tasks")
+    _running_loop = asyncio.get_running_loop
+
+    def this_task() -> asyncio.Task[Any] | None:
+        """The running task: `asyncio.current_task()` without its Python frame (3.11 has
+        no C version of it, and a request asks three times)."""
+        return _current_tasks.get(_running_loop())
+
+
 class DisconnectWatcher:
     """Cancels the current task when the client disconnects, until stopped.
 
@@ -182,7 +197,7 @@ class DisconnectWatcher:
     def __init__(self, receive: Any, delay: float | None = 0.0) -> None:
         self.disconnected = False
         self._done = False
-        self._task = asyncio.current_task()
+        self._task = this_task()
         self._receive = receive
         self._watch: asyncio.Future[None] | asyncio.TimerHandle | None = None
         if delay:
