@@ -122,7 +122,7 @@ class HealthMonitor:
 
     def start(self) -> None:
         """Start one task per checker in the running event loop; a second call does nothing."""
-        if self._tasks:
+        if self._tasks or not self.checkers:  # (asked on every request)
             return
         self._tasks = [asyncio.create_task(c.run(), name=f"health check {c.name}")
                        for c in self.checkers]

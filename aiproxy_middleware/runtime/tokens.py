@@ -121,7 +121,7 @@ class TokenPool:
             if out:
                 healthy = [t for t in tokens if t not in out]
                 tokens = healthy or tokens
-        return random.choice(tokens)
+        return tokens[0] if len(tokens) == 1 else random.choice(tokens)
 
     async def report(self, token: str, status: int) -> None:
         """Count an upstream answer against the token (failover only)."""
