@@ -36,6 +36,10 @@ from aiproxy_middleware.state.redis_tokens import RedisTokenStore
 from aiproxy_middleware.state.response_records import ResponseRecords
 from aiproxy_middleware.state.store import MemoryStore, SharedStore
 
+# Enum members bound once: on Python 3.11 every attribute read from an Enum class goes
+# through EnumType's slow path (its __getattr__ turns each lookup into a method call).
+_ORIGINAL = Api.ORIGINAL
+
 logger = logging.getLogger("aiproxy_middleware")
 
 
@@ -211,7 +215,7 @@ class AIProxyMiddleware:
                 endpoint = Endpoint.for_path(path)
                 asked = None if endpoint is not None else asked_for(path)
                 if (asked is not None and asked.kind is not Kind.COUNT_TOKENS
-                        and route.api is not Api.ORIGINAL):  # the route's model list
+                        and route.api is not _ORIGINAL):  # the route's model list
                     if await self._admitted((route,), scope, send):
                         await self.catalog.routes[route.prefix].serve(asked, scope, send)
                     return

@@ -21,7 +21,11 @@ from aiproxy_middleware.provider_api import (Call, ConfigError, Endpoint, Provid
                                              StreamConverter, UpstreamRequest, endpoint_path,
                                              shown_url)
 
-DEFAULT_PATHS = {Endpoint.CHAT: "/v1/chat/completions", Endpoint.EMBEDDINGS: "/v1/embeddings"}
+# Enum members bound once: on Python 3.11 every attribute read from an Enum class goes
+# through EnumType's slow path (its __getattr__ turns each lookup into a method call).
+_CHAT, _EMBEDDINGS = Endpoint.CHAT, Endpoint.EMBEDDINGS
+
+DEFAULT_PATHS = {_CHAT: "/v1/chat/completions", _EMBEDDINGS: "/v1/embeddings"}
 
 
 class OpenAICompatible(Provider[S]):
@@ -39,14 +43,14 @@ class OpenAICompatible(Provider[S]):
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
         if "embeddings_path" in cls.__dict__ and cls.embeddings_path is None:
-            cls.endpoints = frozenset({Endpoint.CHAT})
+            cls.endpoints = frozenset({_CHAT})
 
     def base_url(self) -> str:
         return self.default_base_url
 
     def path(self, call: Call) -> str:
         """The upstream path (and query) for an OpenAI-protocol call."""
-        return self.chat_path if call.endpoint is Endpoint.CHAT else self.embeddings_path or ""
+        return self.chat_path if call.endpoint is _CHAT else self.embeddings_path or ""
 
     def request(self, call: Call) -> UpstreamRequest:
         if call.endpoint is None:  # a native call (Anthropic Messages): its own path

@@ -38,6 +38,10 @@ from aiproxy_middleware.provider_api import Call, Endpoint
 
 from ._compatible import DEFAULT_PATHS, OpenAICompatible, custom_url_paths, split_url
 
+# Enum members bound once: on Python 3.11 every attribute read from an Enum class goes
+# through EnumType's slow path (its __getattr__ turns each lookup into a method call).
+_CHAT, _RESPONSES = Endpoint.CHAT, Endpoint.RESPONSES
+
 # A custom URL whose path ends in one of these names a single API endpoint.
 _DIRECT_SUFFIXES = ("/completions", "/embeddings", "/audio/speech", "/audio/transcriptions",
                     "/audio/translations", "/images/generations", "/images/variations",
@@ -74,7 +78,7 @@ class OpenAI(OpenAICompatible[Settings]):
         return self._base
 
     def path(self, call: Call) -> str:
-        if call.endpoint is Endpoint.RESPONSES:
+        if call.endpoint is _RESPONSES:
             return self._responses or ""
         return self._paths[call.endpoint]  # type: ignore[index]
 
@@ -82,7 +86,7 @@ class OpenAI(OpenAICompatible[Settings]):
         return self._responses
 
     def request(self, call: Call) -> Any:
-        if self._schema is not None and call.endpoint is Endpoint.CHAT:
+        if self._schema is not None and call.endpoint is _CHAT:
             call.body.set("response_format", self._schema)
         return super().request(call)
 

@@ -22,6 +22,10 @@ from aiproxy_middleware.runtime.tokens import STATEFUL, TokenPool
 from aiproxy_middleware.transforms.messages import AnswerRules
 from aiproxy_middleware.wire import repeated_keys
 
+# Enum members bound once: on Python 3.11 every attribute read from an Enum class goes
+# through EnumType's slow path (its __getattr__ turns each lookup into a method call).
+_RESPONSES = Endpoint.RESPONSES
+
 Scope = dict[str, Any]
 
 
@@ -113,7 +117,7 @@ class TokenTurns(Turns):
         # (a native Responses call too: its previous_response_id is the provider's, kept by
         # the project of the token that made it)
         if call.consumer and (call.endpoint is None and STATEFUL.search(call.path)
-                              or call.endpoint is Endpoint.RESPONSES):
+                              or call.endpoint is _RESPONSES):
             return self.pool.sticky(call.consumer)
         return None
 

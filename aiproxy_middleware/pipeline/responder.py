@@ -41,6 +41,11 @@ from aiproxy_middleware.state.store import SharedStore
 from aiproxy_middleware.transforms.fetch_policy import ImagePolicy
 from aiproxy_middleware.wire.json_body import JsonBody
 
+# Enum members bound once: on Python 3.11 every attribute read from an Enum class goes
+# through EnumType's slow path (its __getattr__ turns each lookup into a method call).
+_CHAT, _MESSAGES, _RESPONSES, _BY_PATH, _BY_BODY, _ORIGINAL = (
+    Endpoint.CHAT, Endpoint.MESSAGES, Endpoint.RESPONSES, Api.PATH, Api.BODY, Api.ORIGINAL)
+
 logger = logging.getLogger("aiproxy_middleware")
 
 Scope = dict[str, Any]
@@ -133,14 +138,14 @@ class Responder:
     def _detect(self, path: str) -> None:
         """The API the path names (Higress), or the Messages API's answer format (APISIX)."""
         route = self.routes[0]
-        if route.api is Api.PATH:
+        if route.api is _BY_PATH:
             self.api = Endpoint.for_path(path)
             if self.api is None and path.endswith(COUNT_TOKENS):
                 self.api = COUNT_TOKENS
             # (an unknown path's 404 is in the format of the API family it names)
-            self.anthropic = (self.api in (Endpoint.MESSAGES, COUNT_TOKENS)
+            self.anthropic = (self.api in (_MESSAGES, COUNT_TOKENS)
                               or (self.api is None and "/v1/messages" in path))
-        elif route.api is Api.BODY:
+        elif route.api is _BY_BODY:
             self.anthropic = path.endswith(("/v1/messages", COUNT_TOKENS))
 
     async def fail(self, send: Any, error: ProxyError) -> None:
@@ -157,10 +162,10 @@ class Responder:
         asked = scope
         if len(self.routes) == 1:
             scope = await self.admit_caller(first, scope)
-        if first.api is Api.PATH and self.api is None:
+        if first.api is _BY_PATH and self.api is None:
             raise self.services.catalog.unknown_path(first, path)
         self._check_method(scope)
-        if self.api == COUNT_TOKENS and first.api is Api.PATH:
+        if self.api == COUNT_TOKENS and first.api is _BY_PATH:
             # before the body is read: no provider call can follow
             count_tokens_path(first.provider, first.provider.name)
         routes = self.routes
@@ -184,7 +189,7 @@ class Responder:
         if len(data) > route.max_body:  # (the largest route's limit was read)
             raise too_large(route.max_body)
         request = self._request(route, scope, data)
-        if request.api is Endpoint.RESPONSES and route.api is not Api.ORIGINAL:
+        if request.api is _RESPONSES and route.api is not _ORIGINAL:
             request.responses = ResponsesTurn(data, self.services.responses, request.consumer)
         state = self.services.states[route]
         turns = turns_for(route, state, view, data)
@@ -263,7 +268,7 @@ class Responder:
     def _request(self, route: Route, scope: Scope, data: bytes) -> Request:
         """The body decoded and checked, and the API it calls."""
         payloads = route.observe.payloads
-        if route.api is Api.BODY:
+        if route.api is _BY_BODY:
             if not data:
                 raise bad_request("the request body is empty; send a JSON object", "invalid_json")
             # Routes that log the body or read its messages (the 3.11 check) read every depth.
@@ -272,12 +277,12 @@ class Responder:
         else:
             # protocol original forwards bodiless calls (`GET /v1/files`) as they are.
             # Logged bodies are checked for repeated keys at every depth: the log shows what ran.
-            original = route.api is Api.ORIGINAL
+            original = route.api is _ORIGINAL
             body = (JsonBody.decode(data, payloads) if data or not original
                     else JsonBody({}, b""))
         check_request(scope["headers"], body)
         return Request(scope, data, self.api, self.anthropic, body,
-                       self.services.image_policy, payloads, route.api is Api.ORIGINAL,
+                       self.services.image_policy, payloads, route.api is _ORIGINAL,
                        consumer=self.caller(scope))
 
     async def _attempts(self, route: Route, turns: Turns, request: Request,
@@ -288,7 +293,7 @@ class Responder:
         loop = asyncio.get_running_loop()
         deadline = (loop.time() + policy.window
                     if policy.window is not None and not policy.window_per_attempt else None)
-        answers = route.answers if request.api is Endpoint.CHAT and not self.anthropic else None
+        answers = route.answers if request.api is _CHAT and not self.anthropic else None
         failures: list[str] = []
         candidate: Candidate | None = turns.candidate
         span = self.span
@@ -298,7 +303,7 @@ class Responder:
             relay = self.relay = CandidateRelay(candidate, request.scope, send, self.anthropic,
                                                 answers, route.limits, self.trace)
             call = self.call = await shape(route, candidate, request, client)
-            if request.responses is not None and call.endpoint is Endpoint.CHAT:
+            if request.responses is not None and call.endpoint is _CHAT:
                 relay.writer.responses = request.responses  # bridged: answered as a Response
             call.consumer = request.consumer
             if route.passthrough:
@@ -354,7 +359,7 @@ class Responder:
         if observe.names_endpoint:
             endpoint = ("count_tokens" if self.api == COUNT_TOKENS else
                         "messages" if self.anthropic else
-                        "responses" if self.api is Endpoint.RESPONSES else None)
+                        "responses" if self.api is _RESPONSES else None)
         summary = summarize(self.trace, self.call,  # type: ignore[arg-type]
                             route.name, candidate.kind if candidate else "",
                             candidate.name if candidate and observe.names_instance else None,

@@ -18,11 +18,16 @@ from aiproxy_middleware.wire.anthropic import MessagesRequest, to_chat
 from aiproxy_middleware.wire.json_body import JsonBody, ask_for_usage
 from aiproxy_middleware.wire.openai import ChatCompletionRequest, EmbeddingsRequest
 
+# Enum members bound once: on Python 3.11 every attribute read from an Enum class goes
+# through EnumType's slow path (its __getattr__ turns each lookup into a method call).
+_CHAT, _EMBEDDINGS, _MESSAGES, _RESPONSES, _ORIGINAL = (
+    Endpoint.CHAT, Endpoint.EMBEDDINGS, Endpoint.MESSAGES, Endpoint.RESPONSES, Api.ORIGINAL)
+
 Scope = dict[str, Any]
 PASSTHROUGH = "passthrough"
 """An APISIX body that is neither chat nor embeddings: relayed to the provider as it is."""
-_PROTOCOLS = {Endpoint.CHAT: "openai-chat", Endpoint.EMBEDDINGS: "openai-embeddings",
-              Endpoint.MESSAGES: "anthropic-messages", Endpoint.RESPONSES: "openai-responses"}
+_PROTOCOLS = {_CHAT: "openai-chat", _EMBEDDINGS: "openai-embeddings",
+              _MESSAGES: "anthropic-messages", _RESPONSES: "openai-responses"}
 _OLD_ROLES = ("system", "user", "assistant")
 _ABSENT = object()
 
@@ -85,7 +90,7 @@ async def shape(route: Route, candidate: Candidate, request: Request, client: An
 
 
 def _typed(body: JsonBody, endpoint: Endpoint) -> ChatCompletionRequest | EmbeddingsRequest:
-    if endpoint is Endpoint.CHAT:
+    if endpoint is _CHAT:
         request = body.typed(ChatCompletionRequest)
         if not request.messages:
             raise bad_request("'messages' must hold at least one message", param="messages")
@@ -125,8 +130,8 @@ async def _higress(route: Route, shaping: HigressBody, provider: Provider[Any],
     raw: bytes | None = request.data  # as the client sent it, while the body is the client's
     endpoint = request.api if isinstance(request.api, Endpoint) else None
     if chat is not None:  # a bridged Responses call
-        endpoint, raw = Endpoint.CHAT, None
-    elif endpoint is Endpoint.RESPONSES and route.api is not Api.ORIGINAL:
+        endpoint, raw = _CHAT, None
+    elif endpoint is _RESPONSES and route.api is not _ORIGINAL:
         return _native_responses(shaping, scope, body, _relative(scope["path"], route.path))
     elif request.anthropic:
         converted = _as_chat(provider, body)
@@ -134,13 +139,13 @@ async def _higress(route: Route, shaping: HigressBody, provider: Provider[Any],
             path = (count_tokens_path(provider, provider.name) if request.api == COUNT_TOKENS
                     else provider.anthropic_path)
             return _original(route, shaping, scope, body, path)  # type: ignore[arg-type]
-        body, endpoint, raw = converted, Endpoint.CHAT, None
+        body, endpoint, raw = converted, _CHAT, None
     if shaping.settings:
         shaping.settings.apply(body)
-    if route.api is Api.ORIGINAL or endpoint is None:
+    if route.api is _ORIGINAL or endpoint is None:
         return _original(route, shaping, scope, body, _relative(scope["path"], route.path))
     stream = include_usage = False
-    if endpoint is Endpoint.CHAT:
+    if endpoint is _CHAT:
         if shaping.messages is not None:
             shaping.messages.apply(body, raw)
         if shaping.context is not None:
@@ -173,7 +178,7 @@ def _native_responses(shaping: HigressBody, scope: Scope, body: JsonBody, path: 
                           " modelMapping fallback ('*')", "missing_model", "model")
     if model != requested:
         body.set("model", model)
-    return new_call(Endpoint.RESPONSES, body, scope, path, model=model, requested=requested,
+    return new_call(_RESPONSES, body, scope, path, model=model, requested=requested,
                     stream=body.get("stream") is True)
 
 
@@ -208,17 +213,17 @@ def _apisix(route: Route, shaping: ApisixBody, target: Candidate, request: Reque
     key = _PROTOCOLS.get(endpoint, PASSTHROUGH)  # type: ignore[arg-type]
     path = scope["path"]
     if chat is not None:  # a bridged Responses call
-        endpoint, key = Endpoint.CHAT, _PROTOCOLS[Endpoint.CHAT]
-    elif endpoint is Endpoint.MESSAGES:
+        endpoint, key = _CHAT, _PROTOCOLS[_CHAT]
+    elif endpoint is _MESSAGES:
         converted = _as_chat(provider, body)
         if converted is None:
             endpoint, path = None, provider.anthropic_path
         else:
-            body, endpoint, key = converted, Endpoint.CHAT, _PROTOCOLS[Endpoint.CHAT]
-    if shaping.schema_311 and endpoint is Endpoint.CHAT:
+            body, endpoint, key = converted, _CHAT, _PROTOCOLS[_CHAT]
+    if shaping.schema_311 and endpoint is _CHAT:
         _check_old_schema(body)
     client_stream = body.get("stream") is True
-    include_usage = endpoint is Endpoint.CHAT and client_stream and ask_for_usage(body)
+    include_usage = endpoint is _CHAT and client_stream and ask_for_usage(body)
     for name, value in target.defaults.items():
         if name not in body:
             body.set(name, value)
@@ -227,22 +232,22 @@ def _apisix(route: Route, shaping: ApisixBody, target: Candidate, request: Reque
     override = target.override
     if override is not None:
         limit = override.llm_options.max_tokens if override.llm_options else None
-        if limit is not None and endpoint is Endpoint.CHAT:
+        if limit is not None and endpoint is _CHAT:
             body.set(knobs.max_tokens, limit)
             if knobs.max_tokens != "max_tokens":
                 body.pop("max_tokens")
         extra = override.request_body.get(key)  # type: ignore[call-overload]
         if extra and (endpoint is None or knobs.protocol == key
-                      or endpoint in (Endpoint.EMBEDDINGS, Endpoint.RESPONSES)):
+                      or endpoint in (_EMBEDDINGS, _RESPONSES)):
             for name, value in extra.items():
                 current = body.get(name) if name in body else _ABSENT
                 body.set(name, _merge(current, value, override.request_body_force_override))
     model = body.get("model")
-    checked = endpoint is not None and endpoint is not Endpoint.RESPONSES  # (native: as sent)
+    checked = endpoint is not None and endpoint is not _RESPONSES  # (native: as sent)
     typed = _typed(body, endpoint) if checked else None  # type: ignore[arg-type]
     if checked:
         _offered(route, target, endpoint)  # type: ignore[arg-type]
-    if knobs.drops_model and "model" in body and endpoint is not Endpoint.RESPONSES:
+    if knobs.drops_model and "model" in body and endpoint is not _RESPONSES:
         body.pop("model")
     return new_call(endpoint, body, scope, path, request=typed,
                     model=model if isinstance(model, str) else "", requested=requested,
@@ -303,15 +308,15 @@ def api_of_body(path: str, body: JsonBody, route: Route) -> Endpoint | str:
     if path.endswith(COUNT_TOKENS):
         return COUNT_TOKENS
     named = Endpoint.for_path(path)
-    if named is Endpoint.MESSAGES or named is Endpoint.RESPONSES:
+    if named is _MESSAGES or named is _RESPONSES:
         return named
     if body.is_list("messages"):
-        return Endpoint.CHAT
+        return _CHAT
     if schema_311(route):
         raise bad_request("request format doesn't match schema: property \"messages\" is"
                           " required", "invalid_request")
     if "input" in body:
-        return Endpoint.EMBEDDINGS
+        return _EMBEDDINGS
     if "messages" in body:
         raise bad_request("'messages' must be a list of messages", "invalid_type", "messages")
     if not len(body):

@@ -31,6 +31,10 @@ if TYPE_CHECKING:
     from aiproxy_middleware.safety.secrets import Scrubber
     from aiproxy_middleware.transforms.messages import AnswerRules
 
+# Enum members bound once: on Python 3.11 every attribute read from an Enum class goes
+# through EnumType's slow path (its __getattr__ turns each lookup into a method call).
+_CHAT = Endpoint.CHAT
+
 logger = logging.getLogger("aiproxy_middleware")
 
 JSON = b"application/json"
@@ -130,7 +134,7 @@ class ResponseWriter:
         anthropic = self.anthropic
         bridge = self.responses
         strip = (call.stream and not call.include_usage and not anthropic
-                 and call.endpoint is Endpoint.CHAT and bridge is None)
+                 and call.endpoint is _CHAT and bridge is None)
         call.include_usage = call.include_usage or strip
         # The SSE parsers built here take the route's event size limit.
         limit = event_limit.set(max_event)
