@@ -23,7 +23,9 @@ from aiproxy_middleware.wire.responses_answers import convert_answer, response_o
 current_types = pytest.mark.skipif(
     "logprobs" not in openai.types.responses.ResponseOutputText.model_fields
     or not hasattr(openai.types.responses, "ResponseReasoningSummaryTextDeltaEvent"),
-    reason="this openai SDK has older Responses types")
+    reason="the openai SDK installed predates these Responses types (logprobs,"
+           " reasoning summary events): the lowest pinned release, 1.66, lacks them;"
+           " they are checked with the newest release")
 
 WEATHER = {"type": "function", "name": "get_weather", "description": "Weather in a city",
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
