@@ -49,17 +49,22 @@ class Endpoint(enum.Enum):
     MESSAGES = "/v1/messages"
     RESPONSES = "/v1/responses"
 
+    # Members are singletons compared by identity: hashed by identity too, in C (Enum's
+    # own __hash__ is a Python call, and endpoints are looked up in sets and dicts on
+    # every request).
+    __hash__ = object.__hash__
+
     @classmethod
     def for_path(cls, path: str) -> Endpoint | None:
-        if path.endswith("/v1/chat/completions"):
-            return cls.CHAT
-        if path.endswith("/v1/embeddings"):
-            return cls.EMBEDDINGS
-        if path.endswith("/v1/messages"):
-            return cls.MESSAGES
-        if path.endswith("/v1/responses"):
-            return cls.RESPONSES
+        for suffix, endpoint in _SUFFIXES:
+            if path.endswith(suffix):
+                return endpoint
         return None
+
+
+_SUFFIXES = tuple((e.value, e) for e in Endpoint)
+"""Each endpoint by the path it ends (members bound once: on 3.11 reading one from its
+class goes through EnumType's slow attribute path)."""
 
 
 @dataclass(slots=True)

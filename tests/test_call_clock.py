@@ -11,7 +11,10 @@ from aiproxy_middleware.pipeline.call_clock import TICK, call_timer
 
 
 class Watcher:
+    """Like the disconnect watcher: it knows the task it watches for."""
+
     def __init__(self) -> None:
+        self.task = asyncio.current_task()
         self.started_at: float | None = None
 
     def watch(self) -> None:

@@ -4,10 +4,10 @@ relay that sends one attempt to its candidate."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Container
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+from time import monotonic
 from typing import Any
 
 import msgspec
@@ -219,4 +219,4 @@ def may_retry(policy: RetryPolicy, attempts: int, elapsed: float, wait: float,
         return True
     if policy.window_per_attempt:
         return elapsed <= policy.window
-    return asyncio.get_running_loop().time() + wait < deadline  # type: ignore[operator]
+    return monotonic() + wait < deadline  # type: ignore[operator]

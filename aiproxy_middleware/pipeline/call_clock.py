@@ -12,7 +12,6 @@ at most one tick late. (`read_deadline.py` does the same for request bodies.)
 from __future__ import annotations
 
 import asyncio
-import weakref
 from typing import Any
 
 from aiproxy_middleware.wire.streams import this_task
@@ -51,33 +50,33 @@ class CallTimer:
 class CallClock:
     """The calls in flight on one event loop, swept by one timer."""
 
-    __slots__ = ("_loop", "_calls", "_handle", "_busy", "__weakref__")
+    __slots__ = ("loop", "_calls", "_handle", "_busy")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        self.loop = loop
         self._calls: dict[CallTimer, None] = {}
         self._handle: asyncio.TimerHandle | None = None
         self._busy = False
 
-    def start(self, timeout: float | None, watcher: Any = None,
-              watch_after: float | None = None) -> CallTimer:
-        """Notes the current task's call: cancelled `timeout` seconds from now (None:
-        never), and `watcher.watch()` called `watch_after` seconds from now."""
-        now = self._loop.time()
-        timer = CallTimer(this_task(),  # type: ignore[arg-type]
+    def start(self, task: asyncio.Task[Any] | None, timeout: float | None,
+              watcher: Any = None, watch_after: float | None = None) -> CallTimer:
+        """Notes `task`'s call: cancelled `timeout` seconds from now (None: never), and
+        `watcher.watch()` called `watch_after` seconds from now."""
+        now = self.loop.time()
+        timer = CallTimer(task,  # type: ignore[arg-type]
                           None if timeout is None else now + timeout,
                           None if watch_after is None else now + watch_after, watcher)
         self._calls[timer] = None
         self._busy = True
         if self._handle is None:
-            self._handle = self._loop.call_later(TICK, self._sweep)
+            self._handle = self.loop.call_later(TICK, self._sweep)
         return timer
 
     def stop(self, timer: CallTimer) -> None:
         self._calls.pop(timer, None)
 
     def _sweep(self) -> None:
-        now = self._loop.time()
+        now = self.loop.time()
         for timer in list(self._calls):
             if timer.watch_at is not None and now >= timer.watch_at:
                 timer.watch_at = None
@@ -90,20 +89,25 @@ class CallClock:
         # kept armed for one idle tick so a busy server does not re-arm it per call
         if self._calls or self._busy:
             self._busy = False
-            self._handle = self._loop.call_later(TICK, self._sweep)
+            self._handle = self.loop.call_later(TICK, self._sweep)
         else:
             self._handle = None
 
 
-_CLOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CallClock] = \
-    weakref.WeakKeyDictionary()
+_clock: CallClock | None = None
+"""The clock of the loop that asked last. A process serves on one loop; one that runs
+several (tests, a thread per loop) gets a clock per loop as each asks: a call keeps the
+clock it was noted on, which sweeps it on that call's own loop."""
 
 
 def call_timer(timeout: float | None, watcher: Any = None,
                watch_after: float | None = None) -> tuple[CallClock, CallTimer]:
-    """The running loop's clock, and the current task's call noted on it."""
-    loop = asyncio.get_running_loop()
-    clock = _CLOCKS.get(loop)
-    if clock is None:
-        clock = _CLOCKS[loop] = CallClock(loop)
-    return clock, clock.start(timeout, watcher, watch_after)
+    """The running loop's clock, and the current task's call noted on it (the task the
+    watcher watches for: each asking for the task costs a system call on 3.11)."""
+    global _clock
+    task = watcher.task if watcher is not None else this_task()
+    loop = task.get_loop() if task is not None else asyncio.get_running_loop()
+    clock = _clock
+    if clock is None or clock.loop is not loop:
+        clock = _clock = CallClock(loop)
+    return clock, clock.start(task, timeout, watcher, watch_after)

@@ -117,10 +117,9 @@ class Relay:
         # (a stream over within WATCH_AFTER costs no task: most of a watcher's cost is the
         # task, and a client gone by then is noticed then)
         watcher = DisconnectWatcher(receive, None)
-        loop = asyncio.get_running_loop()
-        stream_end = (loop.time() + limits.stream_duration if limits.stream_duration
-                      else None)
         clock, timer = call_timer(limits.idle or limits.total, watcher, WATCH_AFTER)
+        stream_end = (clock.loop.time() + limits.stream_duration if limits.stream_duration
+                      else None)
         try:
             observer.sent()
             response = await client.send(request, stream=True)

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from time import monotonic
 from typing import Any, cast
 
 import httpx
@@ -290,8 +291,7 @@ class Responder:
         """Send the call to each candidate in turn while the failure is retryable, the
         policy allows another try and nothing has been sent to the client."""
         policy = route.retry
-        loop = asyncio.get_running_loop()
-        deadline = (loop.time() + policy.window
+        deadline = (monotonic() + policy.window
                     if policy.window is not None and not policy.window_per_attempt else None)
         answers = route.answers if request.api is _CHAT and not self.anthropic else None
         failures: list[str] = []
@@ -313,7 +313,7 @@ class Responder:
                 span.attempt(request.api, candidate.kind, candidate.provider, candidate.name,
                              self.attempts, turns.index_of(call.token), call.body)
             relay.retry_on = policy.retryable if turns.catches(policy, self.attempts) else None
-            started = loop.time()
+            started = monotonic()
             try:
                 await relay.run(call, client, receive)
             except UpstreamFailure as failure:
@@ -338,7 +338,7 @@ class Responder:
                 break
             wait = (retry_after(held.headers) if policy.retry_after and status == 429
                     and isinstance(held, UpstreamFailure) else 0.0)
-            if not may_retry(policy, self.attempts, loop.time() - started, wait, deadline):
+            if not may_retry(policy, self.attempts, monotonic() - started, wait, deadline):
                 if isinstance(held, ProxyError):
                     raise held
                 await relay.deliver(held, call)

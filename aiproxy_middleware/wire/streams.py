@@ -192,12 +192,13 @@ class DisconnectWatcher:
     call_clock.py).
     """
 
-    __slots__ = ("disconnected", "_done", "_task", "_watch", "_receive")
+    __slots__ = ("disconnected", "task", "_done", "_watch", "_receive")
 
     def __init__(self, receive: Any, delay: float | None = 0.0) -> None:
         self.disconnected = False
         self._done = False
-        self._task = this_task()
+        self.task = this_task()
+        """The task cancelled on a disconnect (the current one)."""
         self._receive = receive
         self._watch: asyncio.Future[None] | asyncio.TimerHandle | None = None
         if delay:
@@ -215,7 +216,7 @@ class DisconnectWatcher:
             pass
         if not self._done:
             self.disconnected = True
-            self._task.cancel()  # type: ignore[union-attr]
+            self.task.cancel()  # type: ignore[union-attr]
 
     def stop(self) -> None:
         self._done = True
