@@ -23,7 +23,7 @@ from aiproxy_middleware.pipeline.discovery import Asked, Catalog, Kind, asked_fo
 from aiproxy_middleware.pipeline.gateway_endpoints import quota_admin, stored_response
 from aiproxy_middleware.pipeline.intake import refuse_path
 from aiproxy_middleware.pipeline.read_deadline import ReadDeadlines
-from aiproxy_middleware.pipeline.responder import Responder, Services
+from aiproxy_middleware.pipeline.responder import Detected, Responder, Services, detect
 from aiproxy_middleware.pipeline.route_state import RouteStates
 from aiproxy_middleware.pipeline.stored_responses import MARK, stored_routes
 from aiproxy_middleware.provider import Endpoint
@@ -42,6 +42,11 @@ _ORIGINAL = Api.ORIGINAL
 
 logger = logging.getLogger("aiproxy_middleware")
 
+
+_PLANS_MOST = 256
+"""How many request paths the dispatch remembers (a client chooses its path: bounded)."""
+_PLAN_LONGEST = 512
+"""The longest path it remembers."""
 
 _INTERPRETER_GEN0 = 2000 if sys.version_info >= (3, 13) else 700
 """CPython's own threshold for a young-generation collection (allocations less frees)."""
@@ -169,6 +174,9 @@ class AIProxyMiddleware:
                                  authenticate, make_tracing(self.config.tracing,
                                                             tracer_provider, meter_provider),
                                  self.responses)
+        # Paths already dispatched to a Higress route's responder: the route and the API
+        # the path names, which depend on the path alone (the config is never written).
+        self._plans: dict[str, tuple[tuple[Route, ...], Detected]] = {}
 
     def add_summary_hook(self, hook: SummaryHook) -> None:
         """Call `hook` with the summary of every AI request from now on."""
@@ -179,6 +187,11 @@ class AIProxyMiddleware:
         asked: Asked | None  # a model-list request (both dialects' branches below)
         if kind == "http":
             path = scope["path"]
+            plan = self._plans.get(path)
+            if plan is not None:
+                self.health.start()
+                await Responder(plan[0], self.services, plan[1])(scope, receive, send)
+                return
             problem = request_path_problem(path)
             if problem is not None and path != "*":  # OPTIONS * is the app's to answer
                 await refuse_path(scope, send, problem)
@@ -220,7 +233,11 @@ class AIProxyMiddleware:
                         await self.catalog.routes[route.prefix].serve(asked, scope, send)
                     return
                 if endpoint is not None or asked is not None or not self.config.catch_all:
-                    await Responder((route,), self.services)(scope, receive, send)
+                    routes = (route,)
+                    detected = detect(route, path)
+                    if endpoint is not None and len(path) <= _PLAN_LONGEST:
+                        self._remember(path, (routes, detected))
+                    await Responder(routes, self.services, detected)(scope, receive, send)
                     return
         elif kind == "lifespan":
             await self._lifespan(scope, receive, send)
@@ -232,6 +249,12 @@ class AIProxyMiddleware:
                            send: Any) -> None: ...
     else:  # (servers pass a dict: `_call` is the method itself, no call in between)
         __call__ = _call
+
+    def _remember(self, path: str, plan: tuple[tuple[Route, ...], Detected]) -> None:
+        plans = self._plans
+        if len(plans) >= _PLANS_MOST:
+            plans.clear()
+        plans[path] = plan
 
     async def _admitted(self, routes: tuple[Route, ...], scope: Scope, send: Any) -> bool:
         """Whether a model list may be answered: its routes' gates (and the hook) admit

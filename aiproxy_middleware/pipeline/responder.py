@@ -28,7 +28,7 @@ from aiproxy_middleware.pipeline.attempts import (CandidateRelay, Turns, decoded
 from aiproxy_middleware.pipeline.checks import check_request
 from aiproxy_middleware.pipeline.discovery import COUNT_TOKENS, Catalog, count_tokens_path
 from aiproxy_middleware.pipeline.exchange import UpstreamFailure
-from aiproxy_middleware.pipeline.intake import read_body, too_large
+from aiproxy_middleware.pipeline.intake import first_values, read_body, too_large
 from aiproxy_middleware.pipeline.passthrough import Capture, pass_on
 from aiproxy_middleware.pipeline.read_deadline import ReadDeadlines
 from aiproxy_middleware.pipeline.relay import Relay
@@ -78,6 +78,25 @@ class Services:
     always sets it."""
 
 
+Detected = tuple["Endpoint | str | None", bool]
+"""What a request's path says of its API (`Responder.api`) and answer format (`anthropic`)."""
+
+
+def detect(route: Route, path: str) -> Detected:
+    """The API the path names (Higress), or the Messages API's answer format (APISIX),
+    for a path served by `route` (the first route of its path)."""
+    if route.api is _BY_PATH:
+        api: Endpoint | str | None = Endpoint.for_path(path)
+        if api is None and path.endswith(COUNT_TOKENS):
+            api = COUNT_TOKENS
+        # (an unknown path's 404 is in the format of the API family it names)
+        return api, (api in (_MESSAGES, COUNT_TOKENS)
+                     or (api is None and "/v1/messages" in path))
+    if route.api is _BY_BODY:
+        return None, path.endswith(("/v1/messages", COUNT_TOKENS))
+    return None, False
+
+
 class Responder:
     """Handles one request on a path served by `routes` (one Higress route, or the APISIX
     routes of one path in config order), from checks to the relayed answer."""
@@ -86,7 +105,9 @@ class Responder:
     __slots__ = ("routes", "services", "route", "trace", "relay", "call", "candidate",
                  "attempts", "anthropic", "api", "consumer", "identified", "refused", "span")
 
-    def __init__(self, routes: Sequence[Route], services: Services) -> None:
+    def __init__(self, routes: Sequence[Route], services: Services,
+                 detected: Detected | None = None) -> None:
+        """`detected`: `detect`'s for the request's path, when the caller has it."""
         self.routes = routes
         self.services = services
         self.route: Route | None = None
@@ -96,9 +117,10 @@ class Responder:
         self.call: Call | None = None
         self.candidate: Candidate | None = None
         self.attempts = 0
-        self.anthropic = False
+        self.api: Endpoint | str | None
+        self.anthropic: bool
         """Answered in Anthropic's Messages format (the gateway's errors too)."""
-        self.api: Endpoint | str | None = None
+        self.api, self.anthropic = detected if detected is not None else (None, False)
         self.consumer: str | None = None
         self.identified = False
         """The gateway identified the caller (`consumer`; else the `x-mse-consumer` header)."""
@@ -112,7 +134,8 @@ class Responder:
         error = None
         if self.services.tracing is not None:
             self.span = self.services.tracing.request(scope["headers"])
-        self._detect(scope["path"])
+        if self.api is None and not self.anthropic:  # (not detected yet; or nothing to find)
+            self.api, self.anthropic = detect(self.routes[0], scope["path"])
         try:
             await self._serve(scope, receive, send)
         except ProxyError as exc:
@@ -135,19 +158,6 @@ class Responder:
         if self.span is not None:
             candidate = self.candidate or (self.route or self.routes[0]).candidates[0]
             self.span.end(self.api, candidate.kind, summary, self.trace, error, self.call)
-
-    def _detect(self, path: str) -> None:
-        """The API the path names (Higress), or the Messages API's answer format (APISIX)."""
-        route = self.routes[0]
-        if route.api is _BY_PATH:
-            self.api = Endpoint.for_path(path)
-            if self.api is None and path.endswith(COUNT_TOKENS):
-                self.api = COUNT_TOKENS
-            # (an unknown path's 404 is in the format of the API family it names)
-            self.anthropic = (self.api in (_MESSAGES, COUNT_TOKENS)
-                              or (self.api is None and "/v1/messages" in path))
-        elif route.api is _BY_BODY:
-            self.anthropic = path.endswith(("/v1/messages", COUNT_TOKENS))
 
     async def fail(self, send: Any, error: ProxyError) -> None:
         # (a relay that only fails reads no more of its provider than _NoProvider has)
@@ -373,10 +383,8 @@ class Responder:
 def consumer_header(headers: Sequence[tuple[bytes, bytes]]) -> str | None:
     """Higress's convention when the gateway itself identifies no one: the consumer an
     auth layer in front named in `x-mse-consumer`."""
-    for name, value in headers:
-        if name == b"x-mse-consumer" and value:
-            return value.decode("latin-1")
-    return None
+    value = first_values(headers).get(b"x-mse-consumer")
+    return value.decode("latin-1") if value else None
 
 
 class _NoProvider:
