@@ -198,6 +198,11 @@ class Provider(Generic[S]):
     plus what the provider's API documents as the caller's own choice (see
     `client_headers.py`)."""
 
+    prepares: ClassVar[bool] = False
+    """Whether `prepare` does anything (a class that defines it does, unless it says
+    `prepares = False` beside it): the relay skips the await of a `prepare` that does
+    nothing."""
+
     extra_secrets: tuple[str, ...] = ()
     """More configured secrets than the provider's own (an APISIX route's `auth.header`
     and `auth.query` values, set when the route is built)."""
@@ -206,6 +211,8 @@ class Provider(Generic[S]):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if "prepare" in cls.__dict__ and "prepares" not in cls.__dict__:
+            cls.prepares = True
         # (the type argument of a generic base, `Provider[X]` or `OpenAICompatible[X]`; a
         # subclass of a concrete provider inherits its Settings or names its own)
         for base in cls.__dict__.get("__orig_bases__", ()):

@@ -66,6 +66,8 @@ class OpenAICompatible(Provider[S]):
     # `Provider`, so that they win over a converting provider's in a class deriving from both.
     # (methods, not `prepare = Provider.prepare`: mypy 1.11 reads such an alias as a generic
     # function, which no override matches)
+    prepares = False
+
     async def prepare(self, call: Call, client: httpx.AsyncClient) -> None:
         pass
 

@@ -20,6 +20,7 @@ from aiproxy_middleware.pipeline.upstream_response import (framing, is_json, is_
                                                            one_chunk)
 from aiproxy_middleware.pipeline.writer import JSON, ResponseWriter, StreamPlan
 from aiproxy_middleware.provider import Call, Provider, UpstreamRequest
+from aiproxy_middleware.runtime.transport import Answer, DirectRequest
 from aiproxy_middleware.safety.client_headers import forwarded
 from aiproxy_middleware.safety.secrets import Scrubber, upstream_scrubber
 from aiproxy_middleware.transforms.messages import AnswerRules
@@ -61,7 +62,8 @@ class Relay:
                 and "functions" not in call.body:
             observer.no_tools()  # no tools offered: none can be called
         exchange = self.exchange
-        await exchange.prepare(call, shared)
+        if self.provider.prepares:
+            await exchange.prepare(call, shared)
         if call.answer is not None:
             observer.answer(call.answer)
             await self.writer.respond(200, [(b"content-type", JSON)], call.answer)
@@ -122,7 +124,9 @@ class Relay:
                       else None)
         try:
             observer.sent()
-            response = await client.send(request, stream=True)
+            response = await (client.open(request)
+                              if type(request) is DirectRequest  # type: ignore[comparison-overlap]
+                              else client.send(request, stream=True))
             observer.first_byte()
             if response.status_code < 400 and call.endpoint is not None \
                     and not_a_stream(response, plan.plain):
@@ -150,7 +154,9 @@ class Relay:
         finally:
             clock.stop(timer)
             watcher.stop()
-            if response is not None:
+            if type(response) is Answer:  # type: ignore[comparison-overlap]
+                response.settle()
+            elif response is not None:
                 await response.aclose()
         if error is not None:
             await self.writer.fail_stream(error)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, final
 
 import aiohttp
@@ -93,6 +93,16 @@ class Answer:
         self.headers = AnswerHeaders(list(response.raw_headers), response.headers)
         self.request = request
 
+    def framing(self) -> tuple[bytes | None, bytes | None]:
+        """The answer's Content-Length and Content-Encoding (as `upstream_response.framing`
+        reads them, from aiohttp's parse: two lookups in C)."""
+        parsed = self._response.headers
+        length = parsed.get("Content-Length")
+        encodings = parsed.getall("Content-Encoding", None)
+        return (None if length is None else length.encode("utf-8", "surrogateescape"),
+                None if not encodings
+                else ",".join(encodings).encode("utf-8", "surrogateescape"))
+
     async def aiter_raw(self) -> AsyncIterator[bytes]:
         try:
             async for chunk in self._response.content.iter_any():
@@ -108,6 +118,10 @@ class Answer:
             raise _read_error(exc) from None
 
     async def aclose(self) -> None:
+        _settle(self._response)
+
+    def settle(self) -> None:
+        """`aclose`, for a caller that knows it holds an `Answer` (no await)."""
         _settle(self._response)
 
 
@@ -288,6 +302,12 @@ class GatewayClient(httpx.AsyncClient):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._urls: dict[str, httpx.URL] = {}
+        self.open: Callable[[DirectRequest], Awaitable[Answer]] = getattr(
+            self._transport, "open", self._no_open)
+        """Sends a `DirectRequest` (what `send` does with one, one await less)."""
+
+    async def _no_open(self, request: DirectRequest) -> Answer:
+        raise TypeError("a DirectRequest needs the gateway's AiohttpTransport")
 
     def build_request(self, method: str, url: Any, *, content: Any = None,
                       headers: Any = None, timeout: Any = httpx.USE_CLIENT_DEFAULT,

@@ -139,9 +139,25 @@ def request_credentials(request: httpx.Request | None) -> list[str]:
         return []
     sent = getattr(request.headers, "sent", None)
     if sent is not None:  # the gateway's own direct request: its headers as it built them
-        return [v for name, v in sent.items() if name.lower() in _CREDENTIAL_NAMES]
+        names = _credential_names.get(tuple(sent))
+        if names is None:
+            names = _credentials_among(tuple(sent))
+        return [sent[name] for name in names]
     return [v.decode("latin-1") for name, v in request.headers.raw
             if name.lower() in _CREDENTIAL_BYTES]
+
+
+_credential_names: dict[tuple[str, ...], tuple[str, ...]] = {}
+"""The credential headers among a request's header names, by those names (a provider
+builds its requests with the same few names: worked out once each, at most 256 sets)."""
+
+
+def _credentials_among(names: tuple[str, ...]) -> tuple[str, ...]:
+    if len(_credential_names) >= 256:
+        _credential_names.clear()
+    found = _credential_names[names] = tuple(n for n in names
+                                            if n.lower() in _CREDENTIAL_NAMES)
+    return found
 
 
 def upstream_secrets(provider: Provider, response: httpx.Response) -> list[str]:
