@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 class RequestTrace(RequestObserver):
     """Where one request's time went, and what its answer held (for its summary)."""
 
-    __slots__ = ("start", "upstream_wait", "first_byte_at", "tap", "streamed", "metrics",
-                 "quiet", "_sent_at")
+    __slots__ = ("start", "upstream_wait", "first_byte_at", "_tap", "_keep_text", "streamed",
+                 "metrics", "quiet", "_sent_at")
 
     def __init__(self, metrics: Metrics | None = None, keep_text: bool = False) -> None:
         super().__init__()
@@ -33,8 +33,8 @@ class RequestTrace(RequestObserver):
         self.upstream_wait = 0.0
         """Seconds spent waiting on the upstream or on the client's reading."""
         self.first_byte_at: float | None = None
-        self.tap = AnswerTap(keep_text)
-        """Reads the answer (a responder may put in one that keeps the text)."""
+        self._tap: AnswerTap | None = None
+        self._keep_text = keep_text
         self.streamed = False
         self.metrics = metrics
         """Where the active-streams gauge is kept, if metrics are on."""
@@ -42,8 +42,21 @@ class RequestTrace(RequestObserver):
         """No summary will be made (nothing listens): the answer is only checked, not read."""
         self._sent_at = 0.0
 
+    @property
+    def tap(self) -> AnswerTap:
+        """Reads the answer (a responder may put in one that keeps the text). Made when
+        first asked for: a quiet request's answer is only checked, never read."""
+        tap = self._tap
+        if tap is None:
+            tap = self._tap = AnswerTap(self._keep_text)
+        return tap
+
+    @tap.setter
+    def tap(self, tap: AnswerTap) -> None:
+        self._tap = tap
+
     def keep_text(self) -> None:
-        self.tap = AnswerTap(keep_text=True)
+        self._tap = AnswerTap(keep_text=True)
 
     def no_tools(self) -> None:
         self.tap.watch_tools = False

@@ -171,21 +171,23 @@ class Responder:
         # The credential's places are gone from what the pipeline sees from here on (the
         # route's `vars` still see the request as it came). One route: before anything else.
         asked = scope
-        if len(self.routes) == 1:
+        routes = self.routes
+        one = len(routes) == 1
+        if one and (first.gate is not None or self.services.authenticate is not None):
             scope = await self.admit_caller(first, scope)
         if first.api is _BY_PATH and self.api is None:
             raise self.services.catalog.unknown_path(first, path)
-        self._check_method(scope)
+        if not one or not first.methods.allows(scope["method"]):
+            self._check_method(scope)
         if self.api == COUNT_TOKENS and first.api is _BY_PATH:
             # before the body is read: no provider call can follow
             count_tokens_path(first.provider, first.provider.name)
-        routes = self.routes
-        limit = routes[0].max_body if len(routes) == 1 else max(r.max_body for r in routes)
+        limit = first.max_body if one else max(r.max_body for r in routes)
         data = await read_body(receive, scope["headers"], limit, True,
                                self.services.read_deadlines)
-        route, view = self._select(asked, data)
+        route, view = (first, None) if one and first.vars is None else self._select(asked, data)
         self.route = route
-        if len(self.routes) > 1:
+        if not one:
             scope = await self.admit_caller(route, asked)
         if view is not None and self.identified:
             view.consumer = self.consumer
