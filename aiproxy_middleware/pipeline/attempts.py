@@ -73,7 +73,13 @@ class Turns:
         return None
 
     async def report(self, token: str, status: int) -> None:
-        """Count an attempt's answer (token health, under `failover`)."""
+        """Count an attempt's answer (token health, under `failover`): called only when
+        `reports`."""
+
+    @property
+    def reports(self) -> bool:
+        """Whether `report` counts anything."""
+        return False
 
     def without(self, names: Container[str]) -> bool:
         """Drops the candidates named in `names` (instances over their token rate limit,
@@ -103,11 +109,15 @@ class TokenTurns(Turns):
 
     async def token(self, call: Call, scope: Scope) -> str:
         pool = self.pool
+        token: str | None
         if self.tried:
             token = await pool.choose(self.tried)
         else:
-            sticky = self._sticky(call, scope)
-            token = sticky if sticky is not None else await pool.choose()
+            token = self._sticky(call, scope)
+            if token is None:
+                token = pool.first_choice() if pool.failover is None else None
+            if token is None:
+                token = await pool.choose()
         self.tried.append(token)
         return token
 
@@ -133,6 +143,10 @@ class TokenTurns(Turns):
 
     async def report(self, token: str, status: int) -> None:
         await self.pool.report(token, status)
+
+    @property
+    def reports(self) -> bool:
+        return self.pool.failover is not None
 
 
 class InstanceTurns(Turns):

@@ -338,11 +338,13 @@ class Responder:
             else:
                 if span is not None:
                     span.attempt_ended(self.trace.status)
-                await turns.report(call.token, self.trace.status)
+                if turns.reports:
+                    await turns.report(call.token, self.trace.status)
                 return
             if span is not None:
                 span.attempt_ended(status)
-            await turns.report(call.token, status)
+            if turns.reports:
+                await turns.report(call.token, status)
             failed = candidate
             failures.append(f"{failed.name}: {status}")
             candidate = turns.advance()

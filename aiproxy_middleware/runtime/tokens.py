@@ -121,7 +121,14 @@ class TokenPool:
             if out:
                 healthy = [t for t in tokens if t not in out]
                 tokens = healthy or tokens
-        return tokens[0] if len(tokens) == 1 else random.choice(tokens)
+        return pick(tokens)
+
+    def first_choice(self) -> str | None:
+        """`choose()`'s answer when it needs no store (no failover: every token is in
+        rotation), without an await; None when it does."""
+        if self.failover is not None:
+            return None
+        return pick(self.tokens) if self.tokens else ""
 
     async def report(self, token: str, status: int) -> None:
         """Count an upstream answer against the token (failover only)."""
@@ -134,6 +141,11 @@ class TokenPool:
                 logger.warning("aiproxy: a token of route %s is out of rotation after %d"
                                " failures (last status %d)", self.name,
                                self.failover.failure_threshold, status)
+
+
+def pick(tokens: Sequence[str]) -> str:
+    """One of `tokens` (not empty), at random."""
+    return tokens[0] if len(tokens) == 1 else random.choice(tokens)
 
 
 class TokenProber:
