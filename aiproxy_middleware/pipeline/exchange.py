@@ -22,7 +22,7 @@ from aiproxy_middleware.pipeline.call_clock import CallTimer, call_timer
 from aiproxy_middleware.pipeline.upstream_response import (failure_reason, framing, read_raw,
                                                            relayed_headers)
 from aiproxy_middleware.runtime.transport import (USER_AGENT, Answer, DirectRequest,
-                                                   GatewayClient, ParsedUrls)
+                                                   GatewayClient, ParsedUrls, closing, sending)
 from aiproxy_middleware.wire.encodings import (ACCEPT_ENCODING, Decoder, TooBig, Undecodable,
                                                decoded, decoder_for)
 from aiproxy_middleware.wire.streams import DisconnectWatcher
@@ -112,17 +112,14 @@ class UpstreamExchange:
         try:
             observer.sent()
             # (the gateway's own request goes to its transport: one await less)
-            response = await (client.open(request)
-                              if type(request) is DirectRequest  # type: ignore[comparison-overlap]
-                              else client.send(request, stream=True))
+            response: httpx.Response = await sending(client, request)
             observer.first_byte()
             try:
                 data = await self.read(response, timer)
             finally:
-                if type(response) is Answer:  # type: ignore[comparison-overlap]
-                    response.settle()
-                else:
-                    await response.aclose()
+                closed = closing(response)
+                if closed is not None:
+                    await closed
                 observer.received()
         except (TimeoutError, httpx.TimeoutException):
             raise self.timeout() from None
@@ -157,8 +154,9 @@ class UpstreamExchange:
             if cap is not None and int(length) > cap:
                 raise self.too_big(cap)
             if idle is None:  # framed, within the cap: read as it comes (it can hold no more)
-                return await (response.raw_body() if type(response) is Answer  # type: ignore[comparison-overlap]
-                              else read_raw(response))
+                if isinstance(response, Answer):
+                    return await response.raw_body()
+                return await read_raw(response)
         elif cap is None and idle is None and decoder is None:
             return await read_raw(response)
         chunks, size = [], 0

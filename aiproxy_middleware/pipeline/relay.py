@@ -20,7 +20,7 @@ from aiproxy_middleware.pipeline.upstream_response import (framing, is_json, is_
                                                            one_chunk)
 from aiproxy_middleware.pipeline.writer import JSON, ResponseWriter, StreamPlan
 from aiproxy_middleware.provider import Call, Provider, UpstreamRequest
-from aiproxy_middleware.runtime.transport import Answer, DirectRequest
+from aiproxy_middleware.runtime.transport import closing, sending
 from aiproxy_middleware.safety.client_headers import forwarded
 from aiproxy_middleware.safety.secrets import Scrubber, upstream_scrubber
 from aiproxy_middleware.transforms.messages import AnswerRules
@@ -124,18 +124,17 @@ class Relay:
                       else None)
         try:
             observer.sent()
-            response = await (client.open(request)
-                              if type(request) is DirectRequest  # type: ignore[comparison-overlap]
-                              else client.send(request, stream=True))
+            answer: httpx.Response = await sending(client, request)
+            response = answer
             observer.first_byte()
-            if response.status_code < 400 and call.endpoint is not None \
-                    and not_a_stream(response, plan.plain):
-                raise exchange.not_a_stream(response)
-            if response.status_code >= 400 or is_json(response) or (
-                    plan.plain and not is_sse(response)):
-                await self._answer(call, response, await exchange.read(response))
+            if answer.status_code < 400 and call.endpoint is not None \
+                    and not_a_stream(answer, plan.plain):
+                raise exchange.not_a_stream(answer)
+            if answer.status_code >= 400 or is_json(answer) or (
+                    plan.plain and not is_sse(answer)):
+                await self._answer(call, answer, await exchange.read(answer))
             else:
-                await self._pump(response, plan, timer, stream_end)
+                await self._pump(answer, plan, timer, stream_end)
         except (TimeoutError, httpx.TimeoutException):
             error = self._timed_out(stream_end)
         except ProxyError as exc:
@@ -154,10 +153,10 @@ class Relay:
         finally:
             clock.stop(timer)
             watcher.stop()
-            if type(response) is Answer:  # type: ignore[comparison-overlap]
-                response.settle()
-            elif response is not None:
-                await response.aclose()
+            if response is not None:
+                closed = closing(response)
+                if closed is not None:
+                    await closed
         if error is not None:
             await self.writer.fail_stream(error)
 

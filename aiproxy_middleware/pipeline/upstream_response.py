@@ -58,7 +58,7 @@ def _causes(exc: BaseException) -> list[BaseException]:
 def framing(response: httpx.Response) -> tuple[bytes | None, bytes | None]:
     """The answer's Content-Length and Content-Encoding (one pass: `headers.get` costs
     more than this whole loop; the direct path's `Answer` reads aiohttp's parse)."""
-    if type(response) is Answer:  # type: ignore[comparison-overlap]
+    if isinstance(response, Answer):
         return response.framing()
     length: bytes | None = None
     encoding: bytes | None = None

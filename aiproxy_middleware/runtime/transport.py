@@ -120,10 +120,6 @@ class Answer:
     async def aclose(self) -> None:
         _settle(self._response)
 
-    def settle(self) -> None:
-        """`aclose`, for a caller that knows it holds an `Answer` (no await)."""
-        _settle(self._response)
-
 
 def _settle(response: aiohttp.ClientResponse) -> None:
     # An answer read to its end returns its connection to the pool; one abandoned part
@@ -343,6 +339,24 @@ class GatewayClient(httpx.AsyncClient):
             finally:
                 await response.aclose()
         return response
+
+
+def sending(client: Any, request: Any) -> Awaitable[Any]:
+    """What sends `request` for a streamed read: the gateway's own client opens a
+    `DirectRequest` itself (no httpx `send` in between); any other goes through `send`.
+    (Typed loosely: mypy releases differ in how they narrow `type(x) is C`.)"""
+    if type(request) is DirectRequest:
+        return client.open(request)  # type: ignore[no-any-return]
+    return client.send(request, stream=True)  # type: ignore[no-any-return]
+
+
+def closing(response: Any) -> Awaitable[None] | None:
+    """Ends `response`: an `Answer` at once (None is returned), any other through its
+    `aclose`, which the caller awaits."""
+    if type(response) is Answer:
+        _settle(response._response)
+        return None
+    return response.aclose()  # type: ignore[no-any-return]
 
 
 def default_client(verify: ssl.SSLContext | bool = True) -> GatewayClient:
