@@ -324,11 +324,8 @@ class GatewayClient(httpx.AsyncClient):
 
     async def send(self, request: httpx.Request | DirectRequest, *, stream: bool = False,
                    **other: Any) -> httpx.Response:
-        if type(request) is DirectRequest:
-            # (DirectRequests come from the exchange, on the client default_client made, with
-            # its AiohttpTransport; the Answer stands in for the Response: see Answer)
-            # (no `cast` calls: each is a function call on every request)
-            return await self._transport.open(request)  # type: ignore[attr-defined,no-any-return]
+        if type(request) is DirectRequest:  # (the exchange calls `open` itself: see `sending`)
+            return await self.open(request)  # type: ignore[return-value]
         if other:
             return await super().send(request, stream=stream, **other)
         response = await self._transport.handle_async_request(request)

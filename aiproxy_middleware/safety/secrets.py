@@ -139,10 +139,11 @@ def request_credentials(request: httpx.Request | None) -> list[str]:
         return []
     sent = getattr(request.headers, "sent", None)
     if sent is not None:  # the gateway's own direct request: its headers as it built them
-        names = _credential_names.get(tuple(sent))
-        if names is None:
-            names = _credentials_among(tuple(sent))
-        return [sent[name] for name in names]
+        names = tuple(sent)
+        found = _credential_names.get(names)
+        if found is None:
+            found = _credentials_among(names)
+        return [sent[name] for name in found]
     return [v.decode("latin-1") for name, v in request.headers.raw
             if name.lower() in _CREDENTIAL_BYTES]
 
