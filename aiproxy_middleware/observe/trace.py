@@ -59,7 +59,8 @@ class RequestTrace(RequestObserver):
         self._tap = AnswerTap(keep_text=True)
 
     def no_tools(self) -> None:
-        self.tap.watch_tools = False
+        if not self.quiet:  # (a quiet request's answer is never read: no tap is made for it)
+            self.tap.watch_tools = False
 
     def sent(self) -> None:
         self._sent_at = perf_counter()
