@@ -31,13 +31,21 @@ class DirectRequest:
     (the call clock bounds the whole call, or each read; pipeline/call_clock.py): aiohttp
     keeps no timers of its own for it."""
 
-    __slots__ = ("method", "url", "headers", "body")
+    __slots__ = ("method", "url", "sent", "body")
 
     def __init__(self, method: str, url: str, headers: dict[str, str], body: bytes) -> None:
         self.method = method
         self.url = url
-        self.headers = SentHeaders(headers)
+        self.sent = headers
+        """The headers as built (the scrubber reads the credentials a request carried
+        from them)."""
         self.body = body
+
+    @property
+    def headers(self) -> SentHeaders:
+        """The headers as httpx's request has them (made when asked: the hot path reads
+        `sent`)."""
+        return SentHeaders(self.sent)
 
 
 class SentHeaders:
@@ -228,7 +236,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             session = self._open()
         try:
             response = await session.request(
-                request.method, _parsed(request.url), headers=request.headers.sent,
+                request.method, _parsed(request.url), headers=request.sent,
                 data=request.body, allow_redirects=False)
         except _AIOHTTP_ERRORS as exc:
             raise _send_error(exc) from None

@@ -137,7 +137,7 @@ def request_credentials(request: httpx.Request | None) -> list[str]:
     """The credential header values a request carried (as sent: after any signing)."""
     if request is None:
         return []
-    sent = getattr(request.headers, "sent", None)
+    sent = getattr(request, "sent", None)
     if sent is not None:  # the gateway's own direct request: its headers as it built them
         names = tuple(sent)
         found = _credential_names.get(names)
