@@ -156,10 +156,12 @@ S = TypeVar("S", bound=Struct)
 """A provider's settings Struct."""
 
 
-_CONFIGURED_SECRETS: weakref.WeakKeyDictionary[Any, tuple[tuple[str, ...], tuple[str, ...]]] = \
-    weakref.WeakKeyDictionary()
-"""Each provider's configured secrets, worked out once (kept outside the provider, whose
-state is its config's)."""
+_CONFIGURED_SECRETS: dict[int, tuple[weakref.ref[Any], tuple[str, ...], tuple[str, ...]]] = {}
+"""Each provider's configured secrets, worked out once, by the provider's id with a weak
+reference to it (an id is reused once its object is gone: the reference tells) and the
+`extra_secrets` they were made from. Kept outside the provider, whose state is its config's;
+a plain dict, as every answer's scrubber asks (a WeakKeyDictionary lookup runs in Python).
+At most 256 providers, then cleared."""
 
 
 class Provider(Generic[S]):
@@ -234,9 +236,9 @@ class Provider(Generic[S]):
         `secrets.py`). A provider with keys of its own adds them."""
         # (worked out once: every answer's scrubber asks; `extra_secrets` is set after
         # __init__, so the result is kept with the tuple it was made from)
-        kept = _CONFIGURED_SECRETS.get(self)
-        if kept is not None and kept[0] is self.extra_secrets:
-            return list(kept[1])
+        kept = _CONFIGURED_SECRETS.get(id(self))
+        if kept is not None and kept[0]() is self and kept[1] is self.extra_secrets:
+            return list(kept[2])
         found = [*(t for t in self.config.api_tokens if t), *self.extra_secrets]
         try:
             password = urlsplit(self.base_url()).password
@@ -244,7 +246,9 @@ class Provider(Generic[S]):
             password = None
         if password:
             found.append(password)
-        _CONFIGURED_SECRETS[self] = (self.extra_secrets, tuple(found))
+        if len(_CONFIGURED_SECRETS) >= 256:
+            _CONFIGURED_SECRETS.clear()
+        _CONFIGURED_SECRETS[id(self)] = (weakref.ref(self), self.extra_secrets, tuple(found))
         return found
 
     @property

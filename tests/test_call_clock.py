@@ -10,17 +10,6 @@ import pytest
 from aiproxy_middleware.pipeline.call_clock import TICK, call_timer
 
 
-class Watcher:
-    """Like the disconnect watcher: it knows the task it watches for."""
-
-    def __init__(self) -> None:
-        self.task = asyncio.current_task()
-        self.started_at: float | None = None
-
-    def watch(self) -> None:
-        self.started_at = asyncio.get_running_loop().time()
-
-
 async def test_a_deadline_cancels_its_call_and_is_told_apart():
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -83,13 +72,41 @@ async def test_another_cancellation_is_not_taken_for_the_deadline():
 
 
 async def test_watching_starts_after_its_delay():
+    """The client's connection is read from `watch_after` on (not before: a quick call
+    costs no watching task), and no more once the call stops."""
     loop = asyncio.get_running_loop()
-    watcher = Watcher()
+    reads: list[float] = []
+
+    async def receive() -> dict[str, str]:
+        reads.append(loop.time())
+        await asyncio.Event().wait()
+        return {}
+
     start = loop.time()
-    clock, timer = call_timer(None, watcher, 0.05)
+    clock, timer = call_timer(None, receive, 0.05)
     try:
         await asyncio.sleep(0.05 + 3 * TICK)
     finally:
         clock.stop(timer)
-    assert watcher.started_at is not None
-    assert 0.05 <= watcher.started_at - start < 0.05 + 3 * TICK
+    assert len(reads) == 1
+    assert 0.05 <= reads[0] - start < 0.05 + 3 * TICK
+    assert timer.watcher is not None and not timer.disconnected
+    await asyncio.sleep(0)
+    assert timer.watcher._watch.cancelled()  # stopped with the call
+
+
+async def test_a_client_gone_while_watched_cancels_its_call():
+    """A disconnect seen by the watcher cancels the call's task, and the timer tells it
+    apart from its own deadline."""
+    async def receive() -> dict[str, str]:
+        return {"type": "http.disconnect"}
+
+    clock, timer = call_timer(60, receive, 0.0)
+    with pytest.raises(asyncio.CancelledError):
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            assert timer.disconnected and not timer.timed_out()
+            raise
+        finally:
+            clock.stop(timer)

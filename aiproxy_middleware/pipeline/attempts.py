@@ -1,6 +1,6 @@
 """Whom one request's attempts go to, in turn: another token of the provider (Higress
-`retryOnFailure`) or the next instance in balancer order (APISIX `ai-proxy-multi`); and the
-relay that sends one attempt to its candidate."""
+`retryOnFailure`) or the next instance in balancer order (APISIX `ai-proxy-multi`). (The
+relay that sends one attempt to its candidate is relay.py's.)"""
 
 from __future__ import annotations
 
@@ -13,13 +13,10 @@ from typing import Any
 import msgspec
 
 from aiproxy_middleware.config.apisix.exprs import RequestView, hash_key, hash_key_uses_body
-from aiproxy_middleware.config.model import Candidate, Limits, RetryPolicy, Route
-from aiproxy_middleware.observe.request import RequestObserver
-from aiproxy_middleware.pipeline.relay import Relay
+from aiproxy_middleware.config.model import Candidate, RetryPolicy, Route
 from aiproxy_middleware.pipeline.route_state import RouteState
-from aiproxy_middleware.provider import Call, Endpoint, UpstreamRequest
+from aiproxy_middleware.provider import Call, Endpoint
 from aiproxy_middleware.runtime.tokens import STATEFUL, TokenPool
-from aiproxy_middleware.transforms.messages import AnswerRules
 from aiproxy_middleware.wire import repeated_keys
 
 # Enum members bound once: on Python 3.11 every attribute read from an Enum class goes
@@ -27,25 +24,6 @@ from aiproxy_middleware.wire import repeated_keys
 _RESPONSES = Endpoint.RESPONSES
 
 Scope = dict[str, Any]
-
-
-class CandidateRelay(Relay):
-    """A relay whose upstream request gets its candidate's policy (APISIX: the endpoint
-    override, auth and forwarded client headers)."""
-
-    __slots__ = ("shape_upstream", "scope")
-
-    def __init__(self, candidate: Candidate, scope: Scope, send: Any, anthropic: bool,
-                 answers: AnswerRules | None, limits: Limits, trace: RequestObserver) -> None:
-        super().__init__(candidate.provider, send, anthropic, answers, limits, trace)
-        self.shape_upstream = candidate.shape_upstream
-        self.scope = scope
-
-    def upstream_request(self, call: Call) -> UpstreamRequest:
-        up = super().upstream_request(call)
-        if self.shape_upstream is not None:
-            self.shape_upstream(up, call, self.scope)
-        return up
 
 
 class Turns:

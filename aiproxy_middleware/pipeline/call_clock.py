@@ -14,26 +14,33 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aiproxy_middleware.wire.streams import this_task
+from aiproxy_middleware.wire.streams import DisconnectWatcher, this_task
 
 TICK = 0.02
 """Seconds between sweeps: how late a timeout may fire."""
 
 
 class CallTimer:
-    """The deadline of one call (and the start of its client's watching). `reschedule`
+    """The deadline of one call, and its client's watching: from `watch_at` on, a
+    `DisconnectWatcher` on `receive` (made only then: most calls end before). `reschedule`
     moves the deadline, as `asyncio.Timeout.reschedule` does."""
 
-    __slots__ = ("task", "deadline", "watch_at", "watcher", "expired")
+    __slots__ = ("task", "deadline", "watch_at", "receive", "watcher", "expired")
 
     def __init__(self, task: asyncio.Task[Any], deadline: float | None,
-                 watch_at: float | None, watcher: Any) -> None:
+                 watch_at: float | None, receive: Any) -> None:
         self.task = task
         self.deadline = deadline
         self.watch_at = watch_at
-        self.watcher = watcher
+        self.receive = receive
+        self.watcher: DisconnectWatcher | None = None
         self.expired = False
         """Whether the deadline passed (the task was cancelled for it)."""
+
+    @property
+    def disconnected(self) -> bool:
+        """Whether the client went away while watched (its task was cancelled for it)."""
+        return self.watcher is not None and self.watcher.disconnected
 
     def reschedule(self, when: float) -> None:
         self.deadline = when
@@ -59,13 +66,13 @@ class CallClock:
         self._busy = False
 
     def start(self, task: asyncio.Task[Any] | None, timeout: float | None,
-              watcher: Any = None, watch_after: float | None = None) -> CallTimer:
+              receive: Any = None, watch_after: float | None = None) -> CallTimer:
         """Notes `task`'s call: cancelled `timeout` seconds from now (None: never), and
-        `watcher.watch()` called `watch_after` seconds from now."""
+        its client watched on `receive` from `watch_after` seconds from now."""
         now = self.loop.time()
         timer = CallTimer(task,  # type: ignore[arg-type]
                           None if timeout is None else now + timeout,
-                          None if watch_after is None else now + watch_after, watcher)
+                          None if watch_after is None else now + watch_after, receive)
         self._calls[timer] = None
         self._busy = True
         if self._handle is None:
@@ -73,13 +80,17 @@ class CallClock:
         return timer
 
     def stop(self, timer: CallTimer) -> None:
+        """The call is over: no deadline any more, and its watching stops."""
         self._calls.pop(timer, None)
+        if timer.watcher is not None:
+            timer.watcher.stop()
 
     def _sweep(self) -> None:
         now = self.loop.time()
         for timer in list(self._calls):
             if timer.watch_at is not None and now >= timer.watch_at:
                 timer.watch_at = None
+                timer.watcher = DisconnectWatcher(timer.receive, None, timer.task)
                 timer.watcher.watch()
             deadline = timer.deadline
             if deadline is not None and now >= deadline and not timer.expired:
@@ -100,14 +111,14 @@ several (tests, a thread per loop) gets a clock per loop as each asks: a call ke
 clock it was noted on, which sweeps it on that call's own loop."""
 
 
-def call_timer(timeout: float | None, watcher: Any = None,
+def call_timer(timeout: float | None, receive: Any = None,
                watch_after: float | None = None) -> tuple[CallClock, CallTimer]:
-    """The running loop's clock, and the current task's call noted on it (the task the
-    watcher watches for: each asking for the task costs a system call on 3.11)."""
+    """The running loop's clock, and the current task's call noted on it: cancelled after
+    `timeout` seconds, and its client watched on `receive` from `watch_after` seconds."""
     global _clock
-    task = watcher.task if watcher is not None else this_task()
+    task = this_task()
     loop = task.get_loop() if task is not None else asyncio.get_running_loop()
     clock = _clock
     if clock is None or clock.loop is not loop:
         clock = _clock = CallClock(loop)
-    return clock, clock.start(task, timeout, watcher, watch_after)
+    return clock, clock.start(task, timeout, receive, watch_after)

@@ -25,7 +25,6 @@ from aiproxy_middleware.runtime.transport import (USER_AGENT, Answer, DirectRequ
                                                    GatewayClient, ParsedUrls, closing, sending)
 from aiproxy_middleware.wire.encodings import (ACCEPT_ENCODING, Decoder, TooBig, Undecodable,
                                                decoded, decoder_for)
-from aiproxy_middleware.wire.streams import DisconnectWatcher
 
 if TYPE_CHECKING:
     from aiproxy_middleware.observe.request import RequestObserver
@@ -57,19 +56,18 @@ class UpstreamFailure(Exception):
 
 
 class UpstreamExchange:
-    """Sends one call to its provider and reads the answer, within `limits`."""
+    """Sends one call to its provider and reads the answer, within `limits`: the upstream
+    half of a `Relay` (relay.py), whose one object per attempt holds what these methods
+    read (a mixin: no state of its own, so an attempt makes one object, not three)."""
 
-    __slots__ = ("provider", "limits", "observer", "decode_cap")
-
-    def __init__(self, provider: Provider[Any], limits: Limits, observer: RequestObserver,
-                 decode_cap: int) -> None:
-        self.provider = provider
-        self.limits = limits
-        self.observer = observer
-        self.decode_cap = decode_cap
-        """The most bytes a compressed answer may decode to (`max_bytes`, else the
-        gateway's default response size: the relay's to say, since config imports this
-        module for `Limits`)."""
+    __slots__ = ()
+    provider: Provider[Any]
+    limits: Limits
+    observer: RequestObserver
+    decode_cap: int
+    """The most bytes a compressed answer may decode to (`max_bytes`, else the gateway's
+    default response size: the relay's to say, since config imports this module for
+    `Limits`)."""
 
     async def prepare(self, call: Call, shared: httpx.AsyncClient) -> None:
         """The provider's own work before the call (a token fetched, a file uploaded)."""
@@ -107,8 +105,7 @@ class UpstreamExchange:
         client went away meanwhile (its call is dropped, quietly)."""
         limits = self.limits
         observer = self.observer
-        watcher = DisconnectWatcher(receive, None)
-        clock, timer = call_timer(limits.idle or limits.total, watcher, WATCH_AFTER)
+        clock, timer = call_timer(limits.idle or limits.total, receive, WATCH_AFTER)
         try:
             observer.sent()
             # (the gateway's own request goes to its transport: one await less)
@@ -128,13 +125,12 @@ class UpstreamExchange:
         except asyncio.CancelledError:
             if timer.timed_out():
                 raise self.timeout() from None
-            if not watcher.disconnected:
+            if not timer.disconnected:
                 raise
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             return None
         finally:
             clock.stop(timer)
-            watcher.stop()
         return response, data
 
     async def read(self, response: httpx.Response, deadline: CallTimer | None = None

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiproxy_middleware.config.model import Candidate, Route
 from aiproxy_middleware.errors import ProxyError, bad_request
-from aiproxy_middleware.pipeline.attempts import CandidateRelay, turns_for
+from aiproxy_middleware.pipeline.attempts import turns_for
+from aiproxy_middleware.pipeline.relay import Relay
 from aiproxy_middleware.pipeline.responses_bridge import native
 from aiproxy_middleware.pipeline.shaping import new_call
 from aiproxy_middleware.pipeline.stored_responses import MARK
@@ -70,7 +71,7 @@ async def relay_stored(responder: Responder, scope: Scope, receive: Any, send: A
     call.consumer = consumer
     services = responder.services
     state = services.states[route]
-    relay = responder.relay = CandidateRelay(candidate, scope, send, False, None, route.limits,
-                                             responder.trace)
+    relay = responder.relay = Relay(candidate.provider, send, False, None, route.limits,
+                                    responder.trace, candidate.shape_upstream, scope)
     call.token = await turns_for(route, state, None, b"").token(call, scope)
     await relay.run(call, state.http_client(services.http_client()), receive)

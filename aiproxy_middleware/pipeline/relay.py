@@ -26,55 +26,61 @@ from aiproxy_middleware.safety.secrets import Scrubber, upstream_scrubber
 from aiproxy_middleware.transforms.messages import AnswerRules
 from aiproxy_middleware.wire.encodings import TooBig, Undecodable, decoded
 from aiproxy_middleware.wire.openai import ChatCompletionRequest
-from aiproxy_middleware.wire.streams import DisconnectWatcher, Tapped, WholeEvents
+from aiproxy_middleware.wire.streams import Tapped, WholeEvents
 
 
-class Relay:
-    """Owns one request's upstream exchange and its ASGI response."""
+class Relay(UpstreamExchange, ResponseWriter):
+    """Owns one attempt's upstream exchange and its ASGI response: one object for the
+    attempt's state, which the exchange's methods (exchange.py) and the writer's
+    (writer.py) read."""
 
-    __slots__ = ("provider", "limits", "trace", "retry_on", "exchange", "writer")
+    __slots__ = ("provider", "limits", "observer", "decode_cap", "send", "anthropic",
+                 "answers", "started", "responses", "retry_on", "shape_upstream", "scope")
 
     def __init__(self, provider: Provider[Any], send: Any, anthropic: bool = False,
                  answers: AnswerRules | None = None, limits: Limits | None = None,
-                 trace: RequestObserver | None = None) -> None:
+                 trace: RequestObserver | None = None,
+                 shape_upstream: Callable[[UpstreamRequest, Any, Any], None] | None = None,
+                 scope: Any = None) -> None:
+        """`anthropic`: answer in Anthropic's Messages format; `answers`: reasoning rules
+        for a chat answer (writer.py); `shape_upstream`: the candidate's policy for its
+        upstream request (APISIX: the endpoint override, auth and forwarded client
+        headers), given the request's `scope`."""
         self.provider = provider
-        self.limits = limits or Limits(total=provider.timeout)
-        self.trace = trace or RequestObserver()
+        limits = self.limits = limits or Limits(total=provider.timeout)
+        self.observer = trace or RequestObserver()
         """The request's observer (the summary and the metrics are made from it)."""
+        self.decode_cap = limits.max_bytes or DEFAULT_MAX_RESPONSE_SIZE
+        self.send = send
+        self.anthropic = anthropic
+        self.answers = answers
+        self.started = False
+        self.responses = None
         self.retry_on: Callable[[int], bool] | None = None
         """Upstream error statuses raised as `UpstreamFailure` instead of relayed."""
-        self.exchange = UpstreamExchange(provider, self.limits, self.trace,
-                                         self.limits.max_bytes or DEFAULT_MAX_RESPONSE_SIZE)
-        self.writer = ResponseWriter(provider, send, anthropic, answers, self.trace)
-        """`anthropic`: answer in Anthropic's Messages format; `answers`: reasoning rules
-        for a chat answer (writer.py)."""
-
-    @property
-    def started(self) -> bool:
-        """Whether the client's answer has started (nothing can be retried any more)."""
-        return self.writer.started
+        self.shape_upstream = shape_upstream
+        self.scope = scope
 
     async def run(self, call: Call, shared: httpx.AsyncClient, receive: Any) -> None:
-        observer = self.trace
+        observer = self.observer
         observer.provider = self.provider
         parsed = call.request
         if isinstance(parsed, ChatCompletionRequest) and not parsed.tools \
                 and "functions" not in call.body:
             observer.no_tools()  # no tools offered: none can be called
-        exchange = self.exchange
         if self.provider.prepares:
-            await exchange.prepare(call, shared)
+            await self.prepare(call, shared)
         if call.answer is not None:
             observer.answer(call.answer)
-            await self.writer.respond(200, [(b"content-type", JSON)], call.answer)
+            await self.respond(200, [(b"content-type", JSON)], call.answer)
             return
-        client, request = exchange.build(call, self.upstream_request(call), shared)
+        client, request = self.build(call, self.upstream_request(call), shared)
         if call.stream or call.endpoint is None:
             # Under protocol original the answer says whether it streams (Gemini's
             # `:streamGenerateContent` does, whatever the body holds).
             await self._stream(call, client, request, receive)
             return
-        fetched = await exchange.fetch(client, request, receive)
+        fetched = await self.fetch(client, request, receive)
         if fetched is not None:  # (None: the client went away, and its call is dropped)
             await self._answer(call, *fetched)
 
@@ -82,16 +88,17 @@ class Relay:
         """The request to send for `call`."""
         provider = self.provider
         if call.endpoint is not None:
-            return provider.request(call)
+            up = provider.request(call)
+            if self.shape_upstream is not None:
+                self.shape_upstream(up, call, self.scope)
+            return up
         up = provider.original_request(call)
         # The client speaks the provider's own API: its allow-listed headers go too, under
         # the provider's own (client_headers.py).
         up.headers = {**forwarded(call.client_headers, provider.client_headers), **up.headers}
+        if self.shape_upstream is not None:
+            self.shape_upstream(up, call, self.scope)
         return up
-
-    async def fail(self, error: ProxyError) -> None:
-        """Answer `error` as OpenAI error JSON, or end a started stream with it."""
-        await self.writer.fail(error)
 
     async def deliver(self, failure: UpstreamFailure, call: Call) -> None:
         """Relay an upstream error answer that was held back for a retry."""
@@ -103,23 +110,21 @@ class Relay:
                       scrub: Scrubber | None = None) -> None:
         if scrub is None:
             scrub = upstream_scrubber(self.provider, response)
-        self.trace.scrubber = scrub
+        self.observer.scrubber = scrub
         data = scrub.body(data)
-        self.exchange.hold_back(response.status_code, response, data, scrub, self.retry_on)
-        await self.writer.answer(call, response, data, scrub)
+        self.hold_back(response.status_code, response, data, scrub, self.retry_on)
+        await self.answer(call, response, data, scrub)
 
     async def _stream(self, call: Call, client: httpx.AsyncClient, request: httpx.Request,
                       receive: Any) -> None:
         limits = self.limits
-        plan = self.writer.stream_plan(call, limits.max_event)
-        exchange = self.exchange
-        observer = self.trace
+        plan = self.stream_plan(call, limits.max_event)
+        observer = self.observer
         response: httpx.Response | None = None
         error: ProxyError | None = None
         # (a stream over within WATCH_AFTER costs no task: most of a watcher's cost is the
         # task, and a client gone by then is noticed then)
-        watcher = DisconnectWatcher(receive, None)
-        clock, timer = call_timer(limits.idle or limits.total, watcher, WATCH_AFTER)
+        clock, timer = call_timer(limits.idle or limits.total, receive, WATCH_AFTER)
         stream_end = (clock.loop.time() + limits.stream_duration if limits.stream_duration
                       else None)
         try:
@@ -129,54 +134,51 @@ class Relay:
             observer.first_byte()
             if answer.status_code < 400 and call.endpoint is not None \
                     and not_a_stream(answer, plan.plain):
-                raise exchange.not_a_stream(answer)
+                raise self.not_a_stream(answer)
             if answer.status_code >= 400 or is_json(answer) or (
                     plan.plain and not is_sse(answer)):
-                await self._answer(call, answer, await exchange.read(answer))
+                await self._answer(call, answer, await self.read(answer))
             else:
                 await self._pump(answer, plan, timer, stream_end)
         except (TimeoutError, httpx.TimeoutException):
             error = self._timed_out(stream_end)
         except ProxyError as exc:
-            if not self.writer.started:
+            if not self.started:
                 raise
             error = exc
         except httpx.TransportError as exc:
-            error = exchange.unreachable(exc)
+            error = self.unreachable(exc)
         except asyncio.CancelledError:
             if timer.timed_out():
                 error = self._timed_out(stream_end)
-            elif not watcher.disconnected:
+            elif not timer.disconnected:
                 raise
             else:
                 asyncio.current_task().uncancel()  # type: ignore[union-attr]
         finally:
             clock.stop(timer)
-            watcher.stop()
             if response is not None:
                 closed = closing(response)
                 if closed is not None:
                     await closed
         if error is not None:
-            await self.writer.fail_stream(error)
+            await self.fail_stream(error)
 
     def _timed_out(self, stream_end: float | None) -> ProxyError:
         """The error of a stream whose time ran out: its whole duration, or a timeout."""
         if stream_end is not None and asyncio.get_running_loop().time() >= stream_end:
-            return self.exchange.overran()
-        return self.exchange.timeout()
+            return self.overran()
+        return self.timeout()
 
     async def _pump(self, response: httpx.Response, plan: StreamPlan,
                     deadline: CallTimer, stream_end: float | None) -> None:
         """Relays a streamed answer, read by read: each within the limits, passed on in
         whole events, read by the observer, converted, scrubbed, then sent."""
-        exchange = self.exchange
-        decoder = exchange.decoder(framing(response)[1])
-        scrub = self.trace.scrubber = upstream_scrubber(self.provider, response)
-        writer = self.writer
-        await writer.start_stream(response, scrub, plan.upstream_headers)
-        observer = self.trace
-        send = writer.send
+        decoder = self.decoder(framing(response)[1])
+        scrub = self.observer.scrubber = upstream_scrubber(self.provider, response)
+        await self.start_stream(response, scrub, plan.upstream_headers)
+        observer = self.observer
+        send = self.send
         converter = plan.converter
         read = None if plan.tapped else observer.stream_reader()
         if read is not None and converter is not None:  # reasoning rules: what the client gets
@@ -203,9 +205,9 @@ class Relay:
                 except StopAsyncIteration:
                     break
                 except TooBig:
-                    raise exchange.too_big(decoder.limit) from None  # type: ignore[union-attr]
+                    raise self.too_big(decoder.limit) from None  # type: ignore[union-attr]
                 except Undecodable:
-                    raise exchange.undecodable() from None
+                    raise self.undecodable() from None
                 t1 = perf_counter()
                 if idle is not None:
                     at = loop.time() + idle
@@ -213,7 +215,7 @@ class Relay:
                 if cap is not None:
                     size += len(chunk)
                     if size > cap:
-                        raise exchange.too_big(cap)
+                        raise self.too_big(cap)
                 if whole is not None:
                     chunk = whole.feed(chunk)
                     if not chunk:
@@ -237,7 +239,7 @@ class Relay:
         tail = b""
         if whole is not None and whole.rest:
             if whole.cut():
-                raise exchange.cut_short()
+                raise self.cut_short()
             tail = whole.rest  # whole lines with no blank line after them: passed on
             if read is not None:
                 read(tail)
@@ -245,5 +247,5 @@ class Relay:
                 tail = converter.feed(tail)
         if converter is not None:
             tail += converter.close()
-        await writer.ending()
+        await self.ending()
         await send({"type": "http.response.body", "body": scrub.body(tail), "more_body": False})

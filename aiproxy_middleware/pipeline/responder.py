@@ -23,7 +23,7 @@ from aiproxy_middleware.errors import ProxyError, bad_request, upstream_unreacha
 from aiproxy_middleware.limits.guard import admit
 from aiproxy_middleware.observe.summary import Observer, Summary
 from aiproxy_middleware.observe.tracing import RequestSpan, Tracing
-from aiproxy_middleware.pipeline.attempts import (CandidateRelay, Turns, decoded, may_retry,
+from aiproxy_middleware.pipeline.attempts import (Turns, decoded, may_retry,
                                                   retry_after, turns_for)
 from aiproxy_middleware.pipeline.checks import check_request
 from aiproxy_middleware.pipeline.discovery import COUNT_TOKENS, Catalog, count_tokens_path
@@ -312,11 +312,12 @@ class Responder:
         while candidate is not None:
             self.attempts += 1
             self.candidate = candidate
-            relay = self.relay = CandidateRelay(candidate, request.scope, send, self.anthropic,
-                                                answers, route.limits, self.trace)
+            relay = self.relay = Relay(candidate.provider, send, self.anthropic, answers,
+                                       route.limits, self.trace, candidate.shape_upstream,
+                                       request.scope)
             call = self.call = await shape(route, candidate, request, client)
             if request.responses is not None and call.endpoint is _CHAT:
-                relay.writer.responses = request.responses  # bridged: answered as a Response
+                relay.responses = request.responses  # bridged: answered as a Response
             call.consumer = request.consumer
             if route.passthrough:
                 call.stream = False

@@ -70,8 +70,9 @@ def framing(response: httpx.Response) -> tuple[bytes | None, bytes | None]:
     return length, encoding
 
 
-def relayed_headers(response: httpx.Response) -> list[tuple[bytes, bytes]]:
-    return [(k, v) for k, v in response.headers.raw if k.lower() not in _DROP]
+def relayed_headers(response: httpx.Response | Answer) -> list[tuple[bytes, bytes]]:
+    raw = response.raw_headers if type(response) is Answer else response.headers.raw
+    return [(k, v) for k, v in raw if k.lower() not in _DROP]
 
 
 async def one_chunk(data: bytes) -> Any:

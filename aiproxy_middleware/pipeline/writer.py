@@ -60,27 +60,26 @@ class StreamPlan:
 
 
 class ResponseWriter:
-    """Answers one request through ASGI `send`."""
+    """Answers one request through ASGI `send`: the client half of a `Relay` (relay.py),
+    whose one object per attempt holds what these methods read (a mixin: no state of its
+    own)."""
 
-    __slots__ = ("provider", "send", "anthropic", "answers", "observer", "started",
-                 "responses")
-
-    def __init__(self, provider: Provider[Any], send: Any, anthropic: bool,
-                 answers: AnswerRules | None, observer: RequestObserver) -> None:
-        self.provider = provider
-        self.send = send
-        self.anthropic = anthropic
-        """Answer in Anthropic's Messages format: the gateway's errors always; an OpenAI
-        call's answer converted (a call to the provider's own Messages API is relayed)."""
-        self.answers = answers
-        """Reasoning rules for a chat answer (OpenAI format only), after the provider's
-        conversion."""
-        self.observer = observer
-        self.started = False
-        """Whether the response has started (nothing can be retried any more)."""
-        self.responses: ResponsesTurn | None = None
-        """A bridged Responses call's bridge: its chat answer becomes a Response (and is
-        stored before its last bytes go)."""
+    if not TYPE_CHECKING:  # (mypy holds that a class with empty slots cannot set `started`)
+        __slots__ = ()
+    provider: Provider[Any]
+    send: Any
+    anthropic: bool
+    """Answer in Anthropic's Messages format: the gateway's errors always; an OpenAI
+    call's answer converted (a call to the provider's own Messages API is relayed)."""
+    answers: AnswerRules | None
+    """Reasoning rules for a chat answer (OpenAI format only), after the provider's
+    conversion."""
+    observer: RequestObserver
+    started: bool
+    """Whether the response has started (nothing can be retried any more)."""
+    responses: ResponsesTurn | None
+    """A bridged Responses call's bridge: its chat answer becomes a Response (and is
+    stored before its last bytes go)."""
 
     async def answer(self, call: Call, response: httpx.Response, data: bytes,
                      scrub: Scrubber) -> None:

@@ -90,7 +90,7 @@ class Answer:
     """An upstream answer on the direct path: the parts of `httpx.Response` the pipeline
     reads (status, headers, the raw body read by read, closing)."""
 
-    __slots__ = ("status_code", "headers", "request", "_response")
+    __slots__ = ("status_code", "raw_headers", "request", "_response", "_headers")
 
     is_stream_consumed = False
     """(Always read from the connection: never a mock's decoded body.)"""
@@ -98,8 +98,20 @@ class Answer:
     def __init__(self, response: aiohttp.ClientResponse, request: DirectRequest) -> None:
         self._response = response
         self.status_code = response.status
-        self.headers = AnswerHeaders(list(response.raw_headers), response.headers)
+        self.raw_headers: tuple[tuple[bytes, bytes], ...] = response.raw_headers
+        """The headers as sent: (name, value) bytes pairs."""
         self.request = request
+        self._headers: AnswerHeaders | None = None
+
+    @property
+    def headers(self) -> AnswerHeaders:
+        """The headers as httpx's Response has them (made when asked: the relay reads
+        `raw_headers` and `framing`)."""
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = AnswerHeaders(list(self.raw_headers),
+                                                    self._response.headers)
+        return headers
 
     def framing(self) -> tuple[bytes | None, bytes | None]:
         """The answer's Content-Length and Content-Encoding (as `upstream_response.framing`

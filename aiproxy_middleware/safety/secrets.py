@@ -139,36 +139,25 @@ def request_credentials(request: httpx.Request | None) -> list[str]:
         return []
     sent = getattr(request, "sent", None)
     if sent is not None:  # the gateway's own direct request: its headers as it built them
-        names = tuple(sent)
-        found = _credential_names.get(names)
-        if found is None:
-            found = _credentials_among(names)
-        return [sent[name] for name in found]
+        return _sent_credentials(sent)
     return [v.decode("latin-1") for name, v in request.headers.raw
             if name.lower() in _CREDENTIAL_BYTES]
+
+
+def _sent_credentials(sent: dict[str, str]) -> list[str]:
+    names = tuple(sent)
+    found = _credential_names.get(names)
+    if found is None:
+        if len(_credential_names) >= 256:
+            _credential_names.clear()
+        found = _credential_names[names] = tuple(n for n in names
+                                                 if n.lower() in _CREDENTIAL_NAMES)
+    return list(map(sent.__getitem__, found))  # (in C: a list comprehension is a call)
 
 
 _credential_names: dict[tuple[str, ...], tuple[str, ...]] = {}
 """The credential headers among a request's header names, by those names (a provider
 builds its requests with the same few names: worked out once each, at most 256 sets)."""
-
-
-def _credentials_among(names: tuple[str, ...]) -> tuple[str, ...]:
-    if len(_credential_names) >= 256:
-        _credential_names.clear()
-    found = _credential_names[names] = tuple(n for n in names
-                                            if n.lower() in _CREDENTIAL_NAMES)
-    return found
-
-
-def upstream_secrets(provider: Provider, response: httpx.Response) -> list[str]:
-    """What must not come back from an upstream answer: the provider's configured secrets
-    and the credentials its request carried."""
-    try:
-        request = response.request
-    except RuntimeError:  # an answer held for a retry keeps no request
-        request = None
-    return [*provider.secrets(), *request_credentials(request)]
 
 
 class Scrubber:
@@ -246,10 +235,19 @@ def scrubber(secrets: Iterable[str]) -> Scrubber:
 
 def upstream_scrubber(provider: Provider, response: httpx.Response | None) -> Scrubber:
     """What keeps an upstream answer (whole or streamed, body and headers) and what the
-    gateway records of it free of the provider's secrets and the request's credentials."""
-    if response is None:
-        return scrubber(provider.secrets())
-    return scrubber(upstream_secrets(provider, response))
+    gateway records of it free of the provider's configured secrets and the credentials
+    its request carried."""
+    carried: list[str] = []
+    if response is not None:
+        try:
+            request = response.request
+        except RuntimeError:  # an answer held for a retry keeps no request
+            request = None
+        if request is not None:
+            sent = getattr(request, "sent", None)  # (the gateway's own request's headers)
+            carried = (_sent_credentials(sent) if sent is not None
+                       else request_credentials(request))
+    return _scrubber((*provider.secrets(), *carried))
 
 
 # ---- logs --------------------------------------------------------------------------------

@@ -194,11 +194,12 @@ class DisconnectWatcher:
 
     __slots__ = ("disconnected", "task", "_done", "_watch", "_receive")
 
-    def __init__(self, receive: Any, delay: float | None = 0.0) -> None:
+    def __init__(self, receive: Any, delay: float | None = 0.0,
+                 task: asyncio.Task[Any] | None = None) -> None:
         self.disconnected = False
         self._done = False
-        self.task = this_task()
-        """The task cancelled on a disconnect (the current one)."""
+        self.task = task or this_task()
+        """The task cancelled on a disconnect (the current one, unless given)."""
         self._receive = receive
         self._watch: asyncio.Future[None] | asyncio.TimerHandle | None = None
         if delay:
