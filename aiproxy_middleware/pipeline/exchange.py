@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -21,7 +21,7 @@ from aiproxy_middleware.errors import (ProxyError, upstream_invalid, upstream_ti
 from aiproxy_middleware.pipeline.call_clock import CallTimer, call_timer
 from aiproxy_middleware.pipeline.upstream_response import (failure_reason, framing, read_raw,
                                                            relayed_headers)
-from aiproxy_middleware.runtime.transport import (USER_AGENT, Answer, DirectRequest,
+from aiproxy_middleware.runtime.transport import (USER_AGENT, DirectRequest,
                                                    GatewayClient, ParsedUrls, closing, sending)
 from aiproxy_middleware.wire.encodings import (ACCEPT_ENCODING, Decoder, TooBig, Undecodable,
                                                decoded, decoder_for)
@@ -40,6 +40,10 @@ call is spared the watching task; a client gone by then is noticed then)."""
 
 parsed_url = ParsedUrls(httpx.URL)
 """httpx's parse of an upstream URL (for a client other than the gateway's own), kept."""
+
+
+async def _given(data: bytes) -> bytes:
+    return data
 
 
 class UpstreamFailure(Exception):
@@ -133,10 +137,12 @@ class UpstreamExchange:
             clock.stop(timer)
         return response, data
 
-    async def read(self, response: httpx.Response, deadline: CallTimer | None = None
-                   ) -> bytes:
+    def read(self, response: httpx.Response, deadline: CallTimer | None = None
+             ) -> Awaitable[bytes]:
         """The whole answer, decoded, within `max_bytes` (of decoded bytes); with `deadline`,
-        an `idle` timeout applies to each read (APISIX's per-operation timeout)."""
+        an `idle` timeout applies to each read (APISIX's per-operation timeout). (What is
+        returned is awaited: an answer framed within the cap is the connection's own read,
+        with no coroutine in between.)"""
         cap = self.limits.max_bytes
         idle = self.limits.idle if deadline is not None else None
         length, encoding = framing(response)
@@ -145,16 +151,21 @@ class UpstreamExchange:
             data = response.content  # (httpx decoded it)
             if cap is not None and len(data) > cap:
                 raise self.too_big(cap)
-            return data
+            return _given(data)
         if decoder is None and length is not None and length.isdigit():
             if cap is not None and int(length) > cap:
                 raise self.too_big(cap)
             if idle is None:  # framed, within the cap: read as it comes (it can hold no more)
-                if isinstance(response, Answer):
-                    return await response.raw_body()
-                return await read_raw(response)
+                return read_raw(response)
         elif cap is None and idle is None and decoder is None:
-            return await read_raw(response)
+            return read_raw(response)
+        return self._read_within(response, cap, idle, decoder, deadline)
+
+    async def _read_within(self, response: httpx.Response, cap: int | None,
+                           idle: float | None, decoder: Decoder | None,
+                           deadline: CallTimer | None) -> bytes:
+        """The answer read by read: each read moves the `idle` deadline on, and the
+        decoded bytes are counted against `cap`."""
         chunks, size = [], 0
         loop = asyncio.get_running_loop()
         raw = response.aiter_raw()

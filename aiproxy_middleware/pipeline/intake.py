@@ -57,7 +57,7 @@ async def read_body(receive: Any, headers: list[tuple[bytes, bytes]], limit: int
     first = first_values(headers)
     if content_type:
         media = first.get(b"content-type")
-        if media is not None:
+        if media is not None and media != b"application/json":  # (as the SDKs send it)
             _check_content_type(media)
     length = first.get(b"content-length")
     if length is not None and length.isdigit() and int(length) > limit:

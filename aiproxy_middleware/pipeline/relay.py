@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Any
 
@@ -106,14 +106,16 @@ class Relay(UpstreamExchange, ResponseWriter):
         response = httpx.Response(failure.status, headers=failure.headers)
         await self._answer(call, response, failure.body, failure.scrubber)
 
-    async def _answer(self, call: Call, response: httpx.Response, data: bytes,
-                      scrub: Scrubber | None = None) -> None:
+    def _answer(self, call: Call, response: httpx.Response, data: bytes,
+                scrub: Scrubber | None = None) -> Awaitable[None]:
+        """Answers a whole upstream answer (what is returned is awaited: the writer's own
+        coroutine, none in between)."""
         if scrub is None:
             scrub = upstream_scrubber(self.provider, response)
         self.observer.scrubber = scrub
         data = scrub.body(data)
         self.hold_back(response.status_code, response, data, scrub, self.retry_on)
-        await self.answer(call, response, data, scrub)
+        return self.answer(call, response, data, scrub)
 
     async def _stream(self, call: Call, client: httpx.AsyncClient, request: httpx.Request,
                       receive: Any) -> None:

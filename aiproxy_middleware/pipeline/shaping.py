@@ -6,6 +6,7 @@ provider's offer, the one place a `Call` is built)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Awaitable
 from typing import Any
 
 from aiproxy_middleware.config.model import Api, ApisixBody, Candidate, HigressBody, Route
@@ -78,15 +79,28 @@ def new_call(endpoint: Endpoint | None, body: JsonBody, scope: Scope, path: str,
                 include_usage, None, method, image_policy)
 
 
-async def shape(route: Route, candidate: Candidate, request: Request, client: Any) -> Call:
-    """The call for one attempt on `candidate`."""
-    # A Responses call to a provider without the API: the chat body it becomes (its
-    # conversation loaded from the store on the first attempt)
-    chat = (await request.responses.chat()
-            if request.responses is not None and not native(candidate) else None)
+def shape(route: Route, candidate: Candidate, request: Request, client: Any
+          ) -> Awaitable[Call]:
+    """The call for one attempt on `candidate` (awaited by the caller: a Higress route's
+    own coroutine, with none in between)."""
+    if request.responses is not None and not native(candidate):
+        return _bridged(route, candidate, request, client)
+    if isinstance(route.body, HigressBody):
+        return _higress(route, route.body, candidate.provider, request, client, None)
+    return _shaped(_apisix(route, route.body, candidate, request, None))
+
+
+async def _bridged(route: Route, candidate: Candidate, request: Request, client: Any) -> Call:
+    """A Responses call to a provider without the API: the chat body it becomes (its
+    conversation loaded from the store on the first attempt), shaped."""
+    chat = await request.responses.chat()  # type: ignore[union-attr]
     if isinstance(route.body, HigressBody):
         return await _higress(route, route.body, candidate.provider, request, client, chat)
     return _apisix(route, route.body, candidate, request, chat)
+
+
+async def _shaped(call: Call) -> Call:
+    return call
 
 
 def _typed(body: JsonBody, endpoint: Endpoint) -> ChatCompletionRequest | EmbeddingsRequest:

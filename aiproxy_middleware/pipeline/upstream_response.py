@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+from collections.abc import Awaitable
 from typing import Any
 
 import httpx
@@ -79,10 +80,15 @@ async def one_chunk(data: bytes) -> Any:
     yield data
 
 
-async def read_raw(response: httpx.Response | Answer) -> bytes:
-    """The whole answer as the upstream sent it (one with no Content-Encoding)."""
+def read_raw(response: httpx.Response | Answer) -> Awaitable[bytes]:
+    """The whole answer as the upstream sent it (one with no Content-Encoding): the direct
+    path's own read, awaited by the caller with no coroutine in between."""
     if type(response) is Answer:
-        return await response.raw_body()
+        return response.raw_body()
+    return _read_chunks(response)
+
+
+async def _read_chunks(response: httpx.Response) -> bytes:
     chunks = [chunk async for chunk in response.aiter_raw()]
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
