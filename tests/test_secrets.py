@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from aiproxy_middleware import AIProxyMiddleware
 from aiproxy_middleware import load_config
 from aiproxy_middleware.errors import ConfigError
-from aiproxy_middleware.safety.secrets import expand, scrub, scrub_text
+from aiproxy_middleware.safety.secrets import expand, scrub, scrub_text, scrubber
 from helpers import inner_app
 from upstream_server import Served, free_port
 
@@ -553,3 +553,29 @@ def test_scrub():
     assert sig in expand([auth])
     assert scrub_text(f"sig {sig}!", [auth]) == "sig ***!"
     assert scrub(b"", [OPENAI]) == b""
+
+
+@pytest.mark.parametrize("secrets", [
+    [OPENAI],                                    # a capital in it: searched for only where it is
+    ["0123456789abcdef0123456789abcdef"],        # a hex key: no rare byte, searched as it is
+    [OPENAI, AZURE, "0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"],
+    [AWS_SECRET, BAIDU, MULTI_A, MULTI_B],       # slashes (their JSON spelling too), shared prefixes
+])
+def test_a_scrubber_finds_each_secret_wherever_it_is(secrets):
+    """A scrubber looks for each needle's rarest byte before the needle: every secret is
+    still found at the start, the end and the middle of a long body, alone, beside the
+    others, in its `Bearer` and JSON spellings; a body with the rare bytes but no secret,
+    or none of them, comes back as it was (the same object)."""
+    s = scrubber(secrets)
+    filler = b'data: {"object":"chat.completion.chunk","delta":{"content":"an index"}}\n\n' * 300
+    for secret in secrets:
+        for form in (secret, f"Bearer {secret}", json.dumps(secret)[1:-1].replace("/", "\\/")):
+            needle = form.encode()
+            for body in (needle + filler, filler + needle, filler + needle + filler,
+                         b"".join(x.encode() for x in secrets) + needle):
+                out = s.body(body)
+                assert all(x.encode() not in out for x in secrets), (secret, form)
+                assert b"***" in out
+    untouched = filler + b"QZJX " + " ".join(x[:-1] for x in secrets).encode()  # near misses
+    assert s.body(untouched) is untouched
+    assert s.body(filler) is filler

@@ -16,8 +16,8 @@ from aiproxy_middleware.errors import ProxyError
 from aiproxy_middleware.observe.request import RequestObserver
 from aiproxy_middleware.pipeline.call_clock import CallTimer, call_timer
 from aiproxy_middleware.pipeline.exchange import WATCH_AFTER, UpstreamExchange, UpstreamFailure
-from aiproxy_middleware.pipeline.upstream_response import (framing, is_json, is_sse, not_a_stream,
-                                                           one_chunk)
+from aiproxy_middleware.pipeline.upstream_response import (content_type, framing, is_json,
+                                                           is_sse, not_a_stream, one_chunk)
 from aiproxy_middleware.pipeline.writer import JSON, ResponseWriter, StreamPlan
 from aiproxy_middleware.provider import Call, Provider, UpstreamRequest
 from aiproxy_middleware.runtime.transport import closing, sending
@@ -134,11 +134,12 @@ class Relay(UpstreamExchange, ResponseWriter):
             answer: httpx.Response = await sending(client, request)
             response = answer
             observer.first_byte()
+            kind = content_type(answer)
             if answer.status_code < 400 and call.endpoint is not None \
-                    and not_a_stream(answer, plan.plain):
+                    and not_a_stream(kind, plan.plain):
                 raise self.not_a_stream(answer)
-            if answer.status_code >= 400 or is_json(answer) or (
-                    plan.plain and not is_sse(answer)):
+            if answer.status_code >= 400 or is_json(kind) or (
+                    plan.plain and not is_sse(kind)):
                 await self._answer(call, answer, await self.read(answer))
             else:
                 await self._pump(answer, plan, timer, stream_end)

@@ -93,22 +93,27 @@ async def _read_chunks(response: httpx.Response) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def is_json(response: httpx.Response) -> bool:
-    """A JSON answer to a streamed request is a whole answer (or an error), not a stream."""
+def content_type(response: httpx.Response) -> str:
+    """The answer's Content-Type as sent ("" when it has none): read once, then given to
+    the checks below."""
     kind: str = response.headers.get("content-type", "")  # (httpx's `get` gives Any)
+    return kind
+
+
+def is_json(kind: str) -> bool:
+    """A JSON answer to a streamed request is a whole answer (or an error), not a stream."""
     return kind.startswith("application/json")
 
 
-def not_a_stream(response: httpx.Response, plain: bool) -> bool:
-    """Whether a success answer to a stream request is neither a stream nor JSON: an HTML
-    page, say. A converted stream may have the provider's own type (Bedrock's is binary),
-    so only a text type other than SSE rules it out."""
-    kind = response.headers.get("content-type", "").lower()
+def not_a_stream(kind: str, plain: bool) -> bool:
+    """Whether a success answer to a stream request (of content type `kind`) is neither a
+    stream nor JSON: an HTML page, say. A converted stream may have the provider's own
+    type (Bedrock's is binary), so only a text type other than SSE rules it out."""
+    kind = kind.lower()
     if not kind or kind.startswith(("text/event-stream", "application/json")):
         return False
     return plain or kind.startswith("text/")
 
 
-def is_sse(response: httpx.Response) -> bool:
-    kind: str = response.headers.get("content-type", "")  # (httpx's `get` gives Any)
+def is_sse(kind: str) -> bool:
     return kind.startswith("text/event-stream")

@@ -10,6 +10,7 @@ said and how it was read is the exchange's (exchange.py)."""
 from __future__ import annotations
 
 import logging
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 _CHAT = Endpoint.CHAT
 
 logger = logging.getLogger("aiproxy_middleware")
+
+_NAME = itemgetter(0)
 
 JSON = b"application/json"
 OVERHEAD_HEADER = b"x-aiproxy-overhead-duration-ms"
@@ -168,7 +171,7 @@ class ResponseWriter:
         """Starts the streamed answer to the client, with the status the upstream gave."""
         headers = (scrub.headers(relayed_headers(response)) if upstream_headers
                    else [(b"content-type", b"text/event-stream")])
-        if not any(name.lower() == b"cache-control" for name, _ in headers):
+        if b"cache-control" not in map(bytes.lower, map(_NAME, headers)):  # (in C)
             headers.append((b"cache-control", b"no-cache"))
         observer = self.observer
         observer.responding(response.status_code, stream=True)

@@ -165,7 +165,7 @@ class Scrubber:
     bodies, header lists and text. Made once per set of secrets (`scrubber`): what a call
     pays is a few substring searches."""
 
-    __slots__ = ("needles", "texts", "_detect", "_one", "_matcher")
+    __slots__ = ("needles", "texts", "_detect", "_checks")
 
     def __init__(self, secrets: tuple[str, ...]) -> None:
         expanded = _expanded(secrets)
@@ -176,12 +176,12 @@ class Scrubber:
         # cannot be there without it.
         self._detect = tuple(n for n in self.needles
                              if not any(m != n and m in n for m in self.needles))
-        # One pass over a body whatever the number of secrets: a substring search for one,
-        # a precompiled alternation for several (each search of a 20 KB stream costs as
-        # much as the rest of relaying it).
-        self._one = self._detect[0] if len(self._detect) == 1 else None
-        self._matcher = (re.compile(b"|".join(map(re.escape, self._detect)))
-                         if len(self._detect) > 1 else None)
+        # A body is searched first for each needle's rarest byte (a scan for one byte is
+        # memchr's, some ten times quicker than a substring search), and for the needle
+        # only where that byte is: nearly every answer holds none of them. A needle with no
+        # rare byte (a hex key) is searched for as it is. (A regex alternation of the
+        # needles costs more than several searches: 10 to 140 µs over a 26 KB stream.)
+        self._checks = tuple((_rarest(n), n) for n in self._detect)
 
     def __bool__(self) -> bool:
         return bool(self.needles)
@@ -189,11 +189,10 @@ class Scrubber:
     def body(self, data: bytes) -> bytes:
         # (bytes are searched with `find`: `needle in data` first tries the needle as an
         # int, and raises and clears a TypeError each time, which costs more than the search)
-        one = self._one
-        if one is not None:
-            if data.find(one) < 0:
-                return data
-        elif self._matcher is None or self._matcher.search(data) is None:
+        for mark, needle in self._checks:
+            if (mark is None or data.find(mark) >= 0) and data.find(needle) >= 0:
+                break
+        else:
             return data
         for needle in self.needles:
             if data.find(needle) >= 0:
@@ -221,6 +220,16 @@ class Scrubber:
 
 
 _MASK = MASK.encode()
+
+_RARE_FIRST = b"ZQJXKVBPYGFWMUCLDRHSNIOATEzq"
+"""Bytes seldom in an answer (JSON keys and values, English text), rarest first: capitals
+by their frequency in English, then two small letters no JSON key of the APIs holds. Keys
+are mostly random mixed-case text, so nearly every key holds one."""
+
+
+def _rarest(needle: bytes) -> bytes | None:
+    """The byte of `needle` rarest by `_RARE_FIRST` (None when it holds none of them)."""
+    return next((bytes((b,)) for b in _RARE_FIRST if b in needle), None)
 
 
 @functools.lru_cache(maxsize=1024)
