@@ -18,6 +18,7 @@ import httpx
 from aiproxy_middleware.config.model import Limits
 from aiproxy_middleware.errors import (ProxyError, upstream_invalid, upstream_timeout,
                                        upstream_unreachable)
+from aiproxy_middleware.pipeline.awaitables import ready
 from aiproxy_middleware.pipeline.call_clock import CallTimer, call_timer
 from aiproxy_middleware.pipeline.upstream_response import (failure_reason, framing, read_raw,
                                                            relayed_headers)
@@ -40,10 +41,6 @@ call is spared the watching task; a client gone by then is noticed then)."""
 
 parsed_url = ParsedUrls(httpx.URL)
 """httpx's parse of an upstream URL (for a client other than the gateway's own), kept."""
-
-
-async def _given(data: bytes) -> bytes:
-    return data
 
 
 class UpstreamFailure(Exception):
@@ -151,7 +148,7 @@ class UpstreamExchange:
             data = response.content  # (httpx decoded it)
             if cap is not None and len(data) > cap:
                 raise self.too_big(cap)
-            return _given(data)
+            return ready(data)
         if decoder is None and length is not None and length.isdigit():
             if cap is not None and int(length) > cap:
                 raise self.too_big(cap)

@@ -89,14 +89,13 @@ class Relay(UpstreamExchange, ResponseWriter):
         provider = self.provider
         if call.endpoint is not None:
             up = provider.request(call)
-            if self.shape_upstream is not None:
-                self.shape_upstream(up, call, self.scope)
-            return up
-        up = provider.original_request(call)
-        # The client speaks the provider's own API: its allow-listed headers go too, under
-        # the provider's own (client_headers.py).
-        up.headers = {**forwarded(call.client_headers, provider.client_headers), **up.headers}
-        if self.shape_upstream is not None:
+        else:
+            up = provider.original_request(call)
+            # The client speaks the provider's own API: its allow-listed headers go too,
+            # under the provider's own (client_headers.py).
+            up.headers = {**forwarded(call.client_headers, provider.client_headers),
+                          **up.headers}
+        if self.shape_upstream is not None:  # the candidate's policy (APISIX)
             self.shape_upstream(up, call, self.scope)
         return up
 

@@ -5,12 +5,13 @@ provider's offer, the one place a `Call` is built)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any
 
 from aiproxy_middleware.config.model import Api, ApisixBody, Candidate, HigressBody, Route
 from aiproxy_middleware.errors import ProxyError, bad_request
+from aiproxy_middleware.pipeline.awaitables import ready
 from aiproxy_middleware.pipeline.discovery import COUNT_TOKENS, count_tokens_path
 from aiproxy_middleware.pipeline.responses_bridge import ResponsesTurn, native
 from aiproxy_middleware.provider import Call, Endpoint, Provider
@@ -87,7 +88,7 @@ def shape(route: Route, candidate: Candidate, request: Request, client: Any
         return _bridged(route, candidate, request, client)
     if isinstance(route.body, HigressBody):
         return _higress(route, route.body, candidate.provider, request, client, None)
-    return _shaped(_apisix(route, route.body, candidate, request, None))
+    return ready(_apisix(route, route.body, candidate, request, None))
 
 
 async def _bridged(route: Route, candidate: Candidate, request: Request, client: Any) -> Call:
@@ -97,10 +98,6 @@ async def _bridged(route: Route, candidate: Candidate, request: Request, client:
     if isinstance(route.body, HigressBody):
         return await _higress(route, route.body, candidate.provider, request, client, chat)
     return _apisix(route, route.body, candidate, request, chat)
-
-
-async def _shaped(call: Call) -> Call:
-    return call
 
 
 def _typed(body: JsonBody, endpoint: Endpoint) -> ChatCompletionRequest | EmbeddingsRequest:
