@@ -246,17 +246,13 @@ def upstream_scrubber(provider: Provider, response: httpx.Response | None) -> Sc
     """What keeps an upstream answer (whole or streamed, body and headers) and what the
     gateway records of it free of the provider's configured secrets and the credentials
     its request carried."""
-    carried: list[str] = []
+    request = None
     if response is not None:
         try:
             request = response.request
         except RuntimeError:  # an answer held for a retry keeps no request
-            request = None
-        if request is not None:
-            sent = getattr(request, "sent", None)  # (the gateway's own request's headers)
-            carried = (_sent_credentials(sent) if sent is not None
-                       else request_credentials(request))
-    return _scrubber((*provider.secrets(), *carried))
+            pass
+    return _scrubber((*provider.secrets(), *request_credentials(request)))
 
 
 # ---- logs --------------------------------------------------------------------------------
