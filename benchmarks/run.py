@@ -31,6 +31,8 @@ One run starts, all on 127.0.0.1 and each as its own process:
     connection), chat-32 (32 connections), stream-32 (100-event SSE, 32), all pinned
     (upstream+wrk on one CPU, the target on another); chat-32-w1 and chat-32-w2 (32
     connections, 1 and 2 uvicorn workers, unpinned) for how the target scales with workers.
+    The targets of a scenario are all up at once and take turns: with --repeat N, each
+    round measures every target once, and each keeps its best of the N rounds.
   - with --open-streams, open_streams.py's memory measurement of 1,000 open streams.
 
 Prints a table and the key figures (issue 13's ratios, each against floor-aiohttp measured
@@ -431,7 +433,8 @@ class Bench:
             print(f"upstream: {self.upstream_kind} on 127.0.0.1:{self.up_port}; targets:"
                   f" uvicorn, loop={self.loop_impl}, http={self.http_impl}, no access log")
             print(f"pinning: {self.pinning()}; {args.duration:g} s per measurement (best of"
-                  f" {args.repeat}) after {args.warmup:g} s warm-up; {os.cpu_count()} CPUs\n")
+                  f" {args.repeat}, the targets taking turns) after {args.warmup:g} s warm-up;"
+                  f" {os.cpu_count()} CPUs\n")
         # One target process serves every scenario of the same mode, workers and pinning.
         def key(s: str) -> tuple[str, int, bool]:
             return SCENARIOS[s].mode, SCENARIOS[s].workers, SCENARIOS[s].pinned
@@ -453,65 +456,96 @@ class Bench:
                 " (the worker scenarios unpinned)")
 
     def group(self, group: Scenario, scens: list[str]) -> None:
-        """Measure every target in `scens`, which share `group`'s mode, workers and pinning."""
+        """Measure every target in `scens`, which share `group`'s mode, workers and pinning.
+
+        Every target is up at once and the repeats take turns (floor, middleware, floor,
+        middleware, ...): a machine whose speed drifts over a run (a shared VM's does)
+        then weighs on each target alike, where measuring one target's repeats after the
+        other's put the drift into the ratios."""
         pinned = self.pin and group.pinned
         if self.load_cpus:
             set_affinity(self.up_pid, self.load_cpus if pinned else set(self.cpus))
         upstream = f"http://{HOST}:{self.up_port}" + ("/stream/v1" if group.mode == "stream"
                                                       else "/v1")
-        for target in self.args.targets:
-            if target == "direct" and not group.pinned:
-                continue  # workers mean nothing for wrk straight at nginx
-            responses = target in RESPONSES_TARGETS
-            lua = self.tmp / f"{group.mode}{'-responses' if responses else ''}.lua"
-            lua.write_text(WRK_LUA.format(body=request_body(group.mode == "stream", responses),
-                                          key=CONSUMER_KEY))
-            self.target(target, group, scens, upstream, lua, pinned)
-
-    def target(self, target: str, group: Scenario, scens: list[str], upstream: str,
-               lua: Path, pinned: bool) -> None:
-        args, procs = self.args, self.procs
+        args = self.args
         wrk_cpus = self.load_cpus if pinned else None
-        proc, log = None, None
-        watch = {"upstream": self.up_pid}
-        if target == "direct":
-            port = self.up_port
-            path = ("/stream" if group.mode == "stream" else "") + "/v1/chat/completions"
-        else:
-            path = "/v1/responses" if target in RESPONSES_TARGETS else "/v1/chat/completions"
-            proc, port, log = start_target(
-                procs, target, group, upstream, self.target_cpus if pinned else None, self.tmp,
-                args.baseline if target in BASELINES else ROOT)
-            watch["target"] = proc.pid
+        served: list[Served] = []
         try:
-            check_answer(port, path, group.mode, f"{target} ({group.mode})",
-                         target in RESPONSES_TARGETS)
-            url = f"http://{HOST}:{port}{path}"
+            for target in args.targets:
+                if target == "direct" and not group.pinned:
+                    continue  # workers mean nothing for wrk straight at nginx
+                served.append(self.start(target, group, upstream, pinned))
             for scen in scens:
                 conns = (args.stream_connections if group.mode == "stream"
                          else SCENARIOS[scen].connections)
                 if args.warmup > 0:
-                    run_wrk(procs, url, lua, conns, args.warmup, wrk_cpus, {})
-                runs = [run_wrk(procs, url, lua, conns, args.duration, wrk_cpus, watch)
-                        for _ in range(args.repeat)]
-                r = max(runs, key=lambda x: x["rps"])  # best of N: least disturbed
-                r["connections"], r["workers"] = conns, group.workers
-                r["rps_all_runs"] = [round(x["rps"], 1) for x in runs]
-                self.results[scen][target] = r
-                report_line(scen, target, r)
-                if (args.profile and target == "middleware" and conns > 1
-                        and proc is not None and group.workers == 1):
-                    out = args.out / f"profile-middleware-{scen}.txt"
-                    args.out.mkdir(parents=True, exist_ok=True)
-                    got = profile_target(procs, proc.pid, out, args.duration, lambda: run_wrk(
-                        procs, url, lua, conns, args.duration, wrk_cpus, {}))
-                    if got:
-                        self.profiles[scen] = summarize_profile(got)
-            if proc is not None and proc.poll() is not None:
-                raise Abort(f"{target} died during the run; its log:\n{tail(log)}")
+                    for s in served:
+                        run_wrk(self.procs, s.url, s.lua, conns, args.warmup, wrk_cpus, {})
+                runs: dict[str, list[dict[str, Any]]] = {s.target: [] for s in served}
+                for _ in range(args.repeat):
+                    for s in served:
+                        runs[s.target].append(run_wrk(self.procs, s.url, s.lua, conns,
+                                                      args.duration, wrk_cpus, s.watch))
+                for s in served:
+                    r = max(runs[s.target], key=lambda x: x["rps"])  # best of N: least disturbed
+                    r["connections"], r["workers"] = conns, group.workers
+                    r["rps_all_runs"] = [round(x["rps"], 1) for x in runs[s.target]]
+                    self.results[scen][s.target] = r
+                    report_line(scen, s.target, r)
+                    if (args.profile and s.target == "middleware" and conns > 1
+                            and s.proc is not None and group.workers == 1):
+                        out = args.out / f"profile-middleware-{scen}.txt"
+                        args.out.mkdir(parents=True, exist_ok=True)
+                        got = profile_target(self.procs, s.proc.pid, out, args.duration,
+                                             lambda s=s: run_wrk(self.procs, s.url, s.lua, conns,
+                                                                 args.duration, wrk_cpus, {}))
+                        if got:
+                            self.profiles[scen] = summarize_profile(got)
+                for s in served:
+                    if s.proc is not None and s.proc.poll() is not None:
+                        raise Abort(f"{s.target} died during the run; its log:\n{tail(s.log)}")
         finally:
+            for s in served:
+                if s.proc is not None:
+                    self.procs.stop(s.proc)
+
+    def start(self, target: str, group: Scenario, upstream: str, pinned: bool) -> Served:
+        """`target` serving `group`'s mode, its answer checked (or nginx itself, for
+        `direct`)."""
+        responses = target in RESPONSES_TARGETS
+        lua = self.tmp / f"{group.mode}{'-responses' if responses else ''}.lua"
+        lua.write_text(WRK_LUA.format(body=request_body(group.mode == "stream", responses),
+                                      key=CONSUMER_KEY))
+        watch = {"upstream": self.up_pid}
+        proc, log = None, None
+        if target == "direct":
+            port = self.up_port
+            path = ("/stream" if group.mode == "stream" else "") + "/v1/chat/completions"
+        else:
+            path = "/v1/responses" if responses else "/v1/chat/completions"
+            proc, port, log = start_target(
+                self.procs, target, group, upstream, self.target_cpus if pinned else None,
+                self.tmp, self.args.baseline if target in BASELINES else ROOT)
+            watch["target"] = proc.pid
+        served = Served(target, f"http://{HOST}:{port}{path}", lua, watch, proc, log)
+        try:
+            check_answer(port, path, group.mode, f"{target} ({group.mode})", responses)
+        except BaseException:
             if proc is not None:
-                procs.stop(proc)
+                self.procs.stop(proc)
+            raise
+        return served
+
+
+class Served(NamedTuple):
+    """A target up for measuring: where wrk sends its load and what it watches."""
+
+    target: str
+    url: str
+    lua: Path
+    watch: dict[str, int]
+    proc: subprocess.Popen[bytes] | None
+    log: Path | None
 
 
 def add_ratios(results: dict[str, dict[str, dict[str, Any]]]) -> None:
