@@ -267,7 +267,31 @@ def middleware_guarded_app(upstream: str, redis_url: str | None = None) -> Any:
     return AIProxyMiddleware(app_404, config=config)
 
 
+def _checkout_providers() -> None:
+    """Serve a `--baseline` checkout with its own providers: the editable install maps the
+    package `aiproxy_middleware.providers` to this checkout's `providers/`, which a checkout
+    first on the import path (child_env) does not change. The checkout's root joins the
+    package's path before the package runs (its `__init__` imports the providers); that
+    path is searched before the install's mapping."""
+    import importlib.util
+    import sys
+    if "aiproxy_middleware" in sys.modules:
+        return
+    spec = importlib.util.find_spec("aiproxy_middleware")  # (found, not run)
+    if spec is None or spec.origin is None or spec.submodule_search_locations is None:
+        return
+    root = Path(spec.origin).resolve().parent.parent
+    if root == HERE.parent or not (root / "providers" / "__init__.py").is_file():
+        return
+    spec.submodule_search_locations.append(str(root))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+
+
 def target_app(kind: str, upstream: str, stream: bool) -> Any:
+    if kind.startswith("middleware"):
+        _checkout_providers()
     if kind == "middleware":
         return middleware_app(upstream)
     if kind == "middleware-traced":
