@@ -467,40 +467,15 @@ class Bench:
             set_affinity(self.up_pid, self.load_cpus if pinned else set(self.cpus))
         upstream = f"http://{HOST}:{self.up_port}" + ("/stream/v1" if group.mode == "stream"
                                                       else "/v1")
-        args = self.args
         wrk_cpus = self.load_cpus if pinned else None
         served: list[Served] = []
         try:
-            for target in args.targets:
+            for target in self.args.targets:
                 if target == "direct" and not group.pinned:
                     continue  # workers mean nothing for wrk straight at nginx
                 served.append(self.start(target, group, upstream, pinned))
             for scen in scens:
-                conns = (args.stream_connections if group.mode == "stream"
-                         else SCENARIOS[scen].connections)
-                if args.warmup > 0:
-                    for s in served:
-                        run_wrk(self.procs, s.url, s.lua, conns, args.warmup, wrk_cpus, {})
-                runs: dict[str, list[dict[str, Any]]] = {s.target: [] for s in served}
-                for _ in range(args.repeat):
-                    for s in served:
-                        runs[s.target].append(run_wrk(self.procs, s.url, s.lua, conns,
-                                                      args.duration, wrk_cpus, s.watch))
-                for s in served:
-                    r = max(runs[s.target], key=lambda x: x["rps"])  # best of N: least disturbed
-                    r["connections"], r["workers"] = conns, group.workers
-                    r["rps_all_runs"] = [round(x["rps"], 1) for x in runs[s.target]]
-                    self.results[scen][s.target] = r
-                    report_line(scen, s.target, r)
-                    if (args.profile and s.target == "middleware" and conns > 1
-                            and s.proc is not None and group.workers == 1):
-                        out = args.out / f"profile-middleware-{scen}.txt"
-                        args.out.mkdir(parents=True, exist_ok=True)
-                        got = profile_target(self.procs, s.proc.pid, out, args.duration,
-                                             lambda s=s: run_wrk(self.procs, s.url, s.lua, conns,
-                                                                 args.duration, wrk_cpus, {}))
-                        if got:
-                            self.profiles[scen] = summarize_profile(got)
+                self.scenario(scen, group, served, wrk_cpus)
                 for s in served:
                     if s.proc is not None and s.proc.poll() is not None:
                         raise Abort(f"{s.target} died during the run; its log:\n{tail(s.log)}")
@@ -508,6 +483,36 @@ class Bench:
             for s in served:
                 if s.proc is not None:
                     self.procs.stop(s.proc)
+
+    def scenario(self, scen: str, group: Scenario, served: list[Served],
+                 wrk_cpus: set[int] | None) -> None:
+        """One scenario's rounds over the targets up, each keeping its best round."""
+        args = self.args
+        conns = (args.stream_connections if group.mode == "stream"
+                 else SCENARIOS[scen].connections)
+        if args.warmup > 0:
+            for s in served:
+                run_wrk(self.procs, s.url, s.lua, conns, args.warmup, wrk_cpus, {})
+        runs: dict[str, list[dict[str, Any]]] = {s.target: [] for s in served}
+        for _ in range(args.repeat):
+            for s in served:
+                runs[s.target].append(run_wrk(self.procs, s.url, s.lua, conns, args.duration,
+                                              wrk_cpus, s.watch))
+        for s in served:
+            r = max(runs[s.target], key=lambda x: x["rps"])  # best of N: least disturbed
+            r["connections"], r["workers"] = conns, group.workers
+            r["rps_all_runs"] = [round(x["rps"], 1) for x in runs[s.target]]
+            self.results[scen][s.target] = r
+            report_line(scen, s.target, r)
+            if (args.profile and s.target == "middleware" and conns > 1
+                    and s.proc is not None and group.workers == 1):
+                out = args.out / f"profile-middleware-{scen}.txt"
+                args.out.mkdir(parents=True, exist_ok=True)
+                got = profile_target(self.procs, s.proc.pid, out, args.duration,
+                                     lambda s=s: run_wrk(self.procs, s.url, s.lua, conns,
+                                                         args.duration, wrk_cpus, {}))
+                if got:
+                    self.profiles[scen] = summarize_profile(got)
 
     def start(self, target: str, group: Scenario, upstream: str, pinned: bool) -> Served:
         """`target` serving `group`'s mode, its answer checked (or nginx itself, for
