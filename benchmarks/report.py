@@ -3,6 +3,7 @@ against its floor measured in the same run, with issue 13's targets and whether 
 
 from __future__ import annotations
 
+import os
 from typing import Any, NamedTuple
 
 FLOORS = ["floor-httpx", "floor-httpx-aiohttp", "floor-aiohttp"]
@@ -59,6 +60,26 @@ def _figure(r: dict[str, Any], figure: str) -> str:
     return f"{r[figure]:,.0f}" if figure == "rps" else f"{r[figure] / 1000:.2f} ms"
 
 
+def machine_cap(one: dict[str, Any] | None, many: dict[str, Any] | None, workers: int
+                ) -> tuple[float, float, int] | None:
+    """The most `workers` workers could serve here, as a multiple of one worker's rate,
+    when the upstream and wrk run on the same CPUs: a target that spends T µs of CPU a
+    request, beside a load that spends L, gets at most C / (T + L) requests a second from C
+    CPUs, against 1 / T with a CPU of its own. T is the one-worker run's, L the N-worker
+    run's (the upstream's CPU and wrk's, a request). With the cap, the CPU a request L and
+    the CPUs C; None without the figures."""
+    try:
+        t = one["target_cpu_us_per_req"]  # type: ignore[index]
+        load = (many["upstream_cpu_us_per_req"]  # type: ignore[index]
+                + many["wrk_cpu_pct"] / 100 * 1e6 / many["rps"])  # type: ignore[index]
+    except (TypeError, KeyError, ZeroDivisionError):
+        return None
+    if not t:
+        return None
+    cpus = len(os.sched_getaffinity(0))
+    return min(float(workers), cpus * t / (t + load)), load, cpus
+
+
 def key_figures(results: Results, workers: dict[str, str],
                 open_streams: dict[str, dict[str, Any]] | None = None,
                 ) -> tuple[list[str], list[dict[str, Any]]]:
@@ -98,9 +119,16 @@ def key_figures(results: Results, workers: dict[str, str],
                for t in ("middleware", FLOOR)}
         x = per["middleware"]
         floor = f"{FLOOR}: {fmt_ratio(per[FLOOR])}"
+        cap = machine_cap(results.get(one, {}).get("middleware"),
+                          results.get(many, {}).get("middleware"), int(n))
         check(f"{many:<10} req/s middleware, {n} workers / 1", x, f">= {WORKERS_BAR:.2f}",
               None if x is None else x >= WORKERS_BAR,
-              f"({floor}; {many} / {one})")
+              f"({floor}; {many} / {one}" + (
+                  f"; at most {cap[0]:.2f} on this machine, where the upstream and wrk take"
+                  f" {cap[1]:.0f} µs of CPU a request from the same {cap[2]} CPUs)"
+                  if cap is not None else ")"))
+        if cap is not None:
+            checks[-1]["machine_cap"] = round(cap[0], 3)
 
     if open_streams is not None:
         m = open_streams.get("middleware")
