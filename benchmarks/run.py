@@ -79,6 +79,7 @@ REDIS_TARGETS = {"middleware-guarded-redis"}  # a run with one of these starts a
 DEFAULT_TARGETS = ["direct", "server-only", "floor-httpx-aiohttp", "floor-aiohttp", "middleware",
                    "middleware-apisix"]
 BASELINES = {"baseline": "middleware", "baseline-apisix": "middleware-apisix"}
+PROFILED = ("middleware", "baseline")  # sampled with --profile (the baseline: a profile before)
 WRK = shutil.which("wrk")
 
 
@@ -311,8 +312,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--python-upstream", action="store_true",
                    help="use the Python fallback upstream even if nginx is installed")
     p.add_argument("--profile", action="store_true",
-                   help="after measuring, sample the middleware with py-spy under the same"
-                        " load (not part of the figures) and print its hottest functions")
+                   help="after measuring, sample the middleware (and the baseline, if any)"
+                        " with py-spy under the same load (not part of the figures) and print"
+                        " its hottest functions")
     p.add_argument("--open-streams", type=int, nargs="?", const=1000, metavar="N",
                    help="afterwards, hold N (default 1000) streams open through the middleware"
                         " and floor-aiohttp and read their memory (open_streams.py)")
@@ -504,15 +506,15 @@ class Bench:
             r["rps_all_runs"] = [round(x["rps"], 1) for x in runs[s.target]]
             self.results[scen][s.target] = r
             report_line(scen, s.target, r)
-            if (args.profile and s.target == "middleware" and conns > 1
+            if (args.profile and s.target in PROFILED and conns > 1
                     and s.proc is not None and group.workers == 1):
-                out = args.out / f"profile-middleware-{scen}.txt"
+                out = args.out / f"profile-{s.target}-{scen}.txt"
                 args.out.mkdir(parents=True, exist_ok=True)
                 got = profile_target(self.procs, s.proc.pid, out, args.duration,
                                      lambda s=s: run_wrk(self.procs, s.url, s.lua, conns,
                                                          args.duration, wrk_cpus, {}))
                 if got:
-                    self.profiles[scen] = summarize_profile(got)
+                    self.profiles[f"{s.target} under {scen}"] = summarize_profile(got)
 
     def start(self, target: str, group: Scenario, upstream: str, pinned: bool) -> Served:
         """`target` serving `group`'s mode, its answer checked (or nginx itself, for
@@ -576,9 +578,9 @@ def write_report(args: argparse.Namespace, bench: Bench, runtime: float) -> None
     print("\n".join(keys))
     titles = {"hottest": "hottest functions by own time",
               "own": "the project's own functions by total time"}
-    for scen, views in profiles.items():
+    for which, views in profiles.items():
         for view, rows in views.items():
-            print(f"\nmiddleware under {scen}, py-spy, {titles[view]} (self %, incl. %):")
+            print(f"\n{which}, py-spy, {titles[view]} (self %, incl. %):")
             for fn, own, inc in rows[:15]:
                 print(f"  {own:5.1f}% {inc:5.1f}%  {fn}")
 
@@ -608,9 +610,9 @@ def write_report(args: argparse.Namespace, bench: Bench, runtime: float) -> None
           f" -wN; pinning: {bench.pinning()}; {args.duration:g} s per measurement after"
           f" {args.warmup:g} s warm-up, best of {args.repeat}; wrk -t1.", "",
           table(results, markdown=True), "", *[f"- {k.strip()}" for k in keys], ""]
-    for scen, views in profiles.items():
+    for which, views in profiles.items():
         for view, rows in views.items():
-            md += [f"## middleware under {scen}: py-spy, {titles[view]}", "",
+            md += [f"## {which}: py-spy, {titles[view]}", "",
                    "| self % | incl. % | function |", "|---:|---:|---|",
                    *[f"| {a:.1f} | {b:.1f} | `{f}` |" for f, a, b in rows], ""]
     for name in (stamp, "latest"):
