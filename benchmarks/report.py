@@ -68,11 +68,12 @@ def machine_cap(one: dict[str, Any] | None, many: dict[str, Any] | None, workers
     CPUs, against 1 / T with a CPU of its own. T is the one-worker run's, L the N-worker
     run's (the upstream's CPU and wrk's, a request). With the cap, the CPU a request L and
     the CPUs C; None without the figures."""
+    if one is None or many is None:
+        return None
     try:
-        t = one["target_cpu_us_per_req"]  # type: ignore[index]
-        load = (many["upstream_cpu_us_per_req"]  # type: ignore[index]
-                + many["wrk_cpu_pct"] / 100 * 1e6 / many["rps"])  # type: ignore[index]
-    except (TypeError, KeyError, ZeroDivisionError):
+        t = one["target_cpu_us_per_req"]
+        load = many["upstream_cpu_us_per_req"] + many["wrk_cpu_pct"] / 100 * 1e6 / many["rps"]
+    except (TypeError, KeyError, ZeroDivisionError):  # (a figure missing or None)
         return None
     if not t:
         return None
@@ -121,12 +122,11 @@ def key_figures(results: Results, workers: dict[str, str],
         floor = f"{FLOOR}: {fmt_ratio(per[FLOOR])}"
         cap = machine_cap(results.get(one, {}).get("middleware"),
                           results.get(many, {}).get("middleware"), int(n))
+        limit = ("" if cap is None else
+                 f"; at most {cap[0]:.2f} on this machine, where the upstream and wrk take"
+                 f" {cap[1]:.0f} µs of CPU a request from the same {cap[2]} CPUs")
         check(f"{many:<10} req/s middleware, {n} workers / 1", x, f">= {WORKERS_BAR:.2f}",
-              None if x is None else x >= WORKERS_BAR,
-              f"({floor}; {many} / {one}" + (
-                  f"; at most {cap[0]:.2f} on this machine, where the upstream and wrk take"
-                  f" {cap[1]:.0f} µs of CPU a request from the same {cap[2]} CPUs)"
-                  if cap is not None else ")"))
+              None if x is None else x >= WORKERS_BAR, f"({floor}; {many} / {one}{limit})")
         if cap is not None:
             checks[-1]["machine_cap"] = round(cap[0], 3)
 
