@@ -133,6 +133,13 @@ class JsonBody:
 
     def typed(self, cls: type[S]) -> S:
         """The fields `cls` names, decoded into it; missing or mistyped fields are a 400."""
+        if not self._changed and self._raw is not None:
+            # A body as sent decodes in one call, at half the cost of a call per field;
+            # a body that fails is read field by field below, which names the field.
+            try:
+                return _decoder(cls).decode(self._raw)  # type: ignore[no-any-return]
+            except (msgspec.MsgspecError, RecursionError, UnicodeDecodeError):
+                pass
         values = {}
         fields = self._fields
         named, required = _struct_fields(cls)
